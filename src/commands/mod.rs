@@ -1,0 +1,41 @@
+//! Command-line flags (clap) and the glue from each command to the library.
+
+mod data;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// streamsgd: streaming linear learning at memory speed.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate deterministic synthetic data (.ssgd, .csv, .libsvm or .vw by extension).
+    Gen(data::GenArgs),
+    /// Convert CSV / LibSVM / VW text into the native .ssgd format.
+    Convert(data::ConvertArgs),
+    /// Validate a .ssgd file fully and describe what it holds.
+    Info(data::InfoArgs),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Gen(a) => data::gen(a),
+        Command::Convert(a) => data::convert(a),
+        Command::Info(a) => data::info(a),
+    }
+}
+
+/// A progress bar on stderr when it is a terminal (indicatif hides it otherwise).
+pub fn progress(len: u64, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    let template = format!("{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} ({{per_sec}})");
+    bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar
+}

@@ -1,0 +1,232 @@
+//! Moving rows between representations: text → `.ssgd` ([`convert_text`]) and generator →
+//! any format ([`write_generated`]). Both stream with memory bounded by a block.
+
+use crate::dataset::{DatasetWriter, FormatError};
+use crate::source::gen::{Generator, Task, CHUNK_ROWS};
+use crate::source::text::{csv_header, format_row};
+use crate::source::{ParseError, TextFormat, TextOptions, TextParser};
+use indicatif::ProgressBar;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// How many skipped lines are reported individually.
+pub const SKIP_EXAMPLES: usize = 5;
+const READ_BUF: usize = 1 << 20;
+
+/// Errors of conversion and generation.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// A malformed line (without `--skip-bad`) or a failing input stream.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// Writing the output dataset failed.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// Opening or writing a plain file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Settings that cannot work together.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Settings of a text → `.ssgd` conversion.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    /// Input format (`None`: from the extension).
+    pub format: Option<TextFormat>,
+    /// Column mapping.
+    pub text: TextOptions,
+    /// Count and skip malformed lines instead of stopping at the first.
+    pub skip_bad: bool,
+    /// Rows per block of the output.
+    pub block_rows: u32,
+}
+
+/// What a conversion did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ConvertSummary {
+    /// Rows written.
+    pub rows: u64,
+    /// Feature columns.
+    pub features: usize,
+    /// Missing cells (NaN) written.
+    pub nan_cells: u64,
+    /// Malformed lines skipped.
+    pub skipped: u64,
+    /// The first few skipped lines: (line number, reason).
+    pub skipped_examples: Vec<(u64, String)>,
+    /// Input bytes parsed.
+    pub bytes: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Feature names (CSV header, VW names) when the format has them.
+    pub feature_names: Option<Vec<String>>,
+}
+
+impl ConvertSummary {
+    /// Parse speed in MB/s (10^6 bytes).
+    pub fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.seconds.max(1e-9)
+    }
+}
+
+fn open_input(path: &Path) -> Result<Box<dyn BufRead>, ConvertError> {
+    if path == Path::new("-") {
+        return Ok(Box::new(BufReader::with_capacity(READ_BUF, std::io::stdin())));
+    }
+    let f = File::open(path).map_err(|source| ConvertError::Io { path: path.into(), source })?;
+    Ok(Box::new(BufReader::with_capacity(READ_BUF, f)))
+}
+
+/// The name a source has in error messages.
+pub fn source_name(path: &Path) -> String {
+    if path == Path::new("-") {
+        "<stdin>".into()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// Resolves the format from the option or the extension.
+pub fn resolve_format(path: &Path, format: Option<TextFormat>) -> Result<TextFormat, ConvertError> {
+    format.or_else(|| TextFormat::from_path(path)).ok_or_else(|| {
+        ConvertError::Usage(format!("{}: cannot tell the format from the name; pass --format csv|libsvm|vw", source_name(path)))
+    })
+}
+
+/// Opens a parser over `path`; LibSVM/VW without `--features` first scan the file for D
+/// (LibSVM's largest index, VW's feature names), which stdin cannot do.
+pub fn open_parser(path: &Path, format: TextFormat, opts: &TextOptions) -> Result<TextParser<Box<dyn BufRead>>, ConvertError> {
+    let name = source_name(path);
+    let mut opts = opts.clone();
+    if format != TextFormat::Csv && opts.features.is_none() && opts.vw_names.is_none() {
+        if path == Path::new("-") {
+            return Err(ConvertError::Usage(format!("{name}: {format:?} from stdin needs --features D")));
+        }
+        let mut scan = TextParser::new(open_input(path)?, name.clone(), format, &opts)?;
+        loop {
+            match scan.next_row(&mut []) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) if e.fatal => return Err(e.into()),
+                Err(_) => {} // reported with its line by the real pass
+            }
+        }
+        let (d, names) = scan.discovered();
+        if d == 0 {
+            return Err(ConvertError::Usage(format!("{name}: no features found")));
+        }
+        opts.features = Some(d);
+        opts.vw_names = names;
+    }
+    Ok(TextParser::new(open_input(path)?, name, format, &opts)?)
+}
+
+/// Converts a text file (or `-` for stdin) into a `.ssgd` file.
+pub fn convert_text(input: &Path, output: &Path, opts: &ConvertOptions, progress: &ProgressBar) -> Result<ConvertSummary, ConvertError> {
+    let start = Instant::now();
+    let format = resolve_format(input, opts.format)?;
+    let mut parser = open_parser(input, format, &opts.text)?;
+    let d = parser.features();
+    let mut writer = DatasetWriter::create(output, d, opts.block_rows, format == TextFormat::Vw)?;
+    let mut row = vec![0.0f32; d];
+    let mut summary = ConvertSummary { features: d, feature_names: parser.feature_names(), ..Default::default() };
+    loop {
+        match parser.next_row(&mut row) {
+            Ok(Some(r)) => {
+                writer.push(&row, r.label, r.weight)?;
+                if writer.rows() % 65_536 == 0 {
+                    progress.set_position(parser.bytes());
+                }
+            }
+            Ok(None) => break,
+            Err(e) if opts.skip_bad && !e.fatal => {
+                summary.skipped += 1;
+                if summary.skipped_examples.len() < SKIP_EXAMPLES {
+                    summary.skipped_examples.push((e.line, e.to_string()));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    summary.rows = writer.finish()?;
+    summary.nan_cells = parser.nan_cells();
+    summary.bytes = parser.bytes();
+    summary.seconds = start.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    Ok(summary)
+}
+
+/// Writes the generator's rows to `path` in the format its extension names (`.ssgd`, `.csv`,
+/// `.libsvm`, `.vw`). Chunks are generated in parallel, written in order.
+pub fn write_generated(gen: &Generator, path: &Path, block_rows: u32, progress: &ProgressBar) -> Result<u64, ConvertError> {
+    let d = gen.config().features;
+    let classification = gen.config().task == Task::Classification;
+    let is_ssgd = path.extension().is_some_and(|e| e == "ssgd");
+    let text = if is_ssgd { None } else { Some(resolve_format(path, None)?) };
+    let par = rayon::current_num_threads().max(1) * 4;
+    let mut bufs = vec![Vec::new(); par];
+    let mut ssgd = if is_ssgd { Some(DatasetWriter::create(path, d, block_rows, false)?) } else { None };
+    let io = |source| ConvertError::Io { path: path.into(), source };
+    let mut out = match text {
+        Some(_) => Some(BufWriter::with_capacity(READ_BUF, File::create(path).map_err(io)?)),
+        None => None,
+    };
+    if let (Some(TextFormat::Csv), Some(w)) = (text, out.as_mut()) {
+        w.write_all(csv_header(d).as_bytes()).map_err(io)?;
+    }
+    let mut line = Vec::with_capacity(64 * (d + 1));
+    let mut row = vec![0.0f32; d];
+    let mut block = Vec::new();
+    let chunks = gen.chunks();
+    let mut k = 0;
+    while k < chunks {
+        let end = (k + par as u64).min(chunks);
+        let counts = gen.chunks_par(k..end, &mut bufs);
+        for (buf, &rows) in bufs.iter().zip(&counts) {
+            if let Some(w) = ssgd.as_mut() {
+                if rows == CHUNK_ROWS && block_rows as usize == CHUNK_ROWS {
+                    w.push_block(buf)?;
+                    continue;
+                }
+                for r in 0..rows {
+                    for (j, x) in row.iter_mut().enumerate() {
+                        *x = buf[j * CHUNK_ROWS + r];
+                    }
+                    w.push(&row, buf[d * CHUNK_ROWS + r], 1.0)?;
+                }
+            } else if let (Some(fmt), Some(w)) = (text, out.as_mut()) {
+                block.clear();
+                for r in 0..rows {
+                    for (j, x) in row.iter_mut().enumerate() {
+                        *x = buf[j * CHUNK_ROWS + r];
+                    }
+                    line.clear();
+                    format_row(fmt, &row, buf[d * CHUNK_ROWS + r], classification, &mut line);
+                    block.extend_from_slice(&line);
+                }
+                w.write_all(&block).map_err(io)?;
+            }
+        }
+        progress.set_position(end.min(chunks) * CHUNK_ROWS as u64);
+        k = end;
+    }
+    let rows = gen.config().rows;
+    if let Some(w) = ssgd {
+        w.finish()?;
+    }
+    if let Some(mut w) = out {
+        w.flush().map_err(io)?;
+    }
+    progress.finish_and_clear();
+    Ok(rows)
+}

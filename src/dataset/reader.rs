@@ -1,0 +1,155 @@
+//! Opening a `.ssgd` file: map it, validate everything, then hand out zero-copy [`Block`] views.
+//!
+//! Trust boundary: the file is memory-mapped. Everything the header promises is checked against
+//! the mapping before the first slice is handed out, so no byte pattern can cause a panic or UB.
+//! A file truncated *by another process while mapped* can still fault (SIGBUS) as with any mmap;
+//! `.ssgd` files are written to a temporary name and renamed, so a writer never does that.
+
+use super::header::{Header, HeaderError, ALIGN, HEADER_LEN};
+use super::FormatError;
+use memmap2::Mmap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// A memory-mapped, validated `.ssgd` dataset.
+#[derive(Debug)]
+pub struct Dataset {
+    path: PathBuf,
+    header: Header,
+    map: Mmap,
+    /// Bytes of one full block.
+    full_block_bytes: usize,
+}
+
+/// A zero-copy view of one block: `rows` rows stored column-major with a stride of `stride` rows.
+#[derive(Clone, Copy, Debug)]
+pub struct Block<'a> {
+    /// Index of this block in its file (or source).
+    pub index: u64,
+    /// Number of valid rows.
+    pub rows: usize,
+    /// Column stride in rows (≥ rows, a multiple of 16); padding values are zero.
+    pub stride: usize,
+    /// Number of feature columns.
+    pub features: usize,
+    /// All feature columns, `features × stride` values, column `j` at `j*stride..`.
+    pub data: &'a [f32],
+    /// Labels, `rows` values.
+    pub labels: &'a [f32],
+    /// Per-row importance weights, `rows` values, when the file has them.
+    pub weights: Option<&'a [f32]>,
+}
+
+impl<'a> Block<'a> {
+    /// Feature column `j` (`rows` values, 64-byte aligned when the block comes from a file).
+    #[inline]
+    pub fn column(&self, j: usize) -> &'a [f32] {
+        &self.data[j * self.stride..j * self.stride + self.rows]
+    }
+
+    /// Weight of row `r` (1 when the block has no weight column).
+    #[inline]
+    pub fn weight(&self, r: usize) -> f32 {
+        self.weights.map_or(1.0, |w| w[r])
+    }
+
+    /// Copies row `r`'s features into `out` (`out.len() == features`).
+    pub fn row_into(&self, r: usize, out: &mut [f32]) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = self.data[j * self.stride + r];
+        }
+    }
+}
+
+impl Dataset {
+    /// Maps and validates `path`. Every way the bytes can disagree with the header is an error.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, FormatError> {
+        let path = path.as_ref().to_path_buf();
+        let io = |op, source| FormatError::Io { path: path.clone(), op, source };
+        let file = File::open(&path).map_err(|e| io("open", e))?;
+        let len = file.metadata().map_err(|e| io("stat", e))?.len();
+        if len < HEADER_LEN as u64 {
+            return Err(FormatError::Invalid { path, what: format!("truncated: {len} bytes, shorter than the {HEADER_LEN}-byte header") });
+        }
+        // SAFETY: the mapping is read-only and private to this process; the bytes are validated
+        // below before any typed view exists. Concurrent truncation by another process is the
+        // documented trust boundary (module docs).
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| io("mmap", e))?;
+        let header = Header::decode(&map).map_err(|e| match e {
+            HeaderError::Invalid(what) => FormatError::Invalid { path: path.clone(), what },
+            HeaderError::Unsupported(what) => FormatError::Unsupported { path: path.clone(), what },
+        })?;
+        let want = header.file_size().expect("validated by decode");
+        if want != len {
+            let what = if len < want {
+                format!("truncated: {len} bytes, the header's {} rows × {} columns need {want}", header.rows, header.columns())
+            } else {
+                format!(
+                    "{len} bytes, but the header's {} rows × {} columns need exactly {want} (trailing bytes)",
+                    header.rows,
+                    header.columns()
+                )
+            };
+            return Err(FormatError::Invalid { path, what });
+        }
+        if map.as_ptr() as usize % ALIGN != 0 {
+            return Err(FormatError::Invalid { path, what: "mapping is not 64-byte aligned".into() });
+        }
+        let full_block_bytes = usize::try_from(header.block_bytes(header.block_rows as u64).expect("validated"))
+            .map_err(|_| FormatError::Invalid { path: path.clone(), what: "block too large for this platform".into() })?;
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Ok(Dataset { path, header, map, full_block_bytes })
+    }
+
+    /// The file's header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> u64 {
+        self.header.rows
+    }
+
+    /// Number of feature columns.
+    pub fn features(&self) -> usize {
+        self.header.features as usize
+    }
+
+    /// Number of blocks.
+    pub fn blocks(&self) -> u64 {
+        self.header.blocks()
+    }
+
+    /// The whole mapped file (header included), e.g. to measure raw streaming bandwidth.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// Block `i` as a zero-copy view. Panics if `i >= blocks()`.
+    pub fn block(&self, i: u64) -> Block<'_> {
+        assert!(i < self.blocks(), "block {i} out of range ({} blocks)", self.blocks());
+        let rows = self.header.rows_in_block(i) as usize;
+        let stride = Header::stride_for(rows as u64) as usize;
+        let start = HEADER_LEN + i as usize * self.full_block_bytes;
+        let len = stride * self.header.columns() as usize * 4;
+        // Cannot panic: `open` checked the file size equals the sum of block sizes, the mapping
+        // is 64-byte aligned, and `start` and `len` are multiples of 64.
+        let floats: &[f32] = bytemuck::cast_slice(&self.map[start..start + len]);
+        let d = self.features();
+        let (data, rest) = floats.split_at(d * stride);
+        let labels = &rest[..rows];
+        let weights = self.header.has_weights().then(|| &rest[stride..stride + rows]);
+        Block { index: i, rows, stride, features: d, data, labels, weights }
+    }
+
+    /// All blocks in file order.
+    pub fn iter(&self) -> impl Iterator<Item = Block<'_>> + '_ {
+        (0..self.blocks()).map(move |i| self.block(i))
+    }
+}

@@ -1,0 +1,11 @@
+//! streamsgd: a performance-first streaming-learning kernel.
+//!
+//! Sources (memory-mapped `.ssgd` replay, text, the generator) feed columnar micro-batches to
+//! SIMD SGD kernels. The modules are named for the pipeline stage they implement:
+//! [`dataset`] (the native format), [`source`] (text parsers, generator), [`convert`].
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
+
+pub mod convert;
+pub mod dataset;
+pub mod source;

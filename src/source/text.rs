@@ -1,0 +1,585 @@
+//! Line-oriented text formats: CSV (header row), LibSVM/svmlight, and Vowpal Wabbit text.
+//!
+//! A [`TextParser`] turns lines into dense rows (`d` features, a label, a weight). Every bad
+//! line is a [`ParseError`] naming the source, the line number and the field; the caller decides
+//! whether to stop or to count and skip it (`--skip-bad`). Missing cells (empty, `NA`, `NaN`)
+//! become NaN and are counted. No `unsafe` here.
+
+use super::hash;
+use std::collections::HashMap;
+use std::fmt;
+use std::io::BufRead;
+use std::path::Path;
+
+/// A supported text format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextFormat {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// `label idx:val ...` with 1-based indices.
+    Libsvm,
+    /// Vowpal Wabbit text: `label [importance] [tag]|ns name[:value] ...`.
+    Vw,
+}
+
+impl TextFormat {
+    /// The format implied by a file extension (`.csv`, `.libsvm`/`.svm`/`.svmlight`, `.vw`).
+    pub fn from_path(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "csv" => Some(TextFormat::Csv),
+            "libsvm" | "svm" | "svmlight" => Some(TextFormat::Libsvm),
+            "vw" => Some(TextFormat::Vw),
+            _ => None,
+        }
+    }
+}
+
+/// Which CSV column holds the label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LabelColumn {
+    /// By header name.
+    Name(String),
+    /// By 0-based index.
+    Index(usize),
+}
+
+impl LabelColumn {
+    /// Parses `--label`: a number is an index, anything else a name.
+    pub fn parse(s: &str) -> Self {
+        s.parse().map_or_else(|_| LabelColumn::Name(s.to_string()), LabelColumn::Index)
+    }
+}
+
+/// How text lines map to columns.
+#[derive(Clone, Debug, Default)]
+pub struct TextOptions {
+    /// CSV label column; default: a column named `label`, `target` or `y`, else the last one.
+    pub label: Option<LabelColumn>,
+    /// D for LibSVM (indices 1..=D) and VW (hash into D columns). `None`: discovered by a scan.
+    pub features: Option<usize>,
+    /// VW feature names mapped to columns, in column order (from a discovery scan).
+    pub vw_names: Option<Vec<String>>,
+}
+
+/// A line that could not be parsed, or the stream failing underneath the parser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// File name, or `<stdin>` / a socket address.
+    pub source: String,
+    /// 1-based line number (0 for errors before the first line).
+    pub line: u64,
+    /// The field (column name, token, or index) at fault, when one is.
+    pub field: Option<String>,
+    /// What is wrong, with the offending text.
+    pub what: String,
+    /// True when the stream itself failed (I/O): such an error cannot be skipped.
+    pub fatal: bool,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.source, self.line)?;
+        if let Some(field) = &self.field {
+            write!(f, ": field {field}")?;
+        }
+        write!(f, ": {}", self.what)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// One parsed row's label and importance weight (features go to the caller's buffer).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ParsedRow {
+    /// The label.
+    pub label: f32,
+    /// Importance weight (1 unless the format gives one).
+    pub weight: f32,
+    /// Line number it came from.
+    pub line: u64,
+}
+
+enum Layout {
+    Csv {
+        columns: Vec<String>,
+        label: usize,
+    },
+    Libsvm,
+    VwHashed,
+    VwNamed(HashMap<Vec<u8>, usize>),
+    /// Discovery scan: learns D (LibSVM max index) or VW names in first-seen order.
+    Discover {
+        names: HashMap<Vec<u8>, usize>,
+        order: Vec<String>,
+        max_index: usize,
+    },
+}
+
+/// Streaming parser of one text source.
+pub struct TextParser<R> {
+    reader: R,
+    source: String,
+    format: TextFormat,
+    layout: Layout,
+    d: usize,
+    line_no: u64,
+    line: Vec<u8>,
+    nan_cells: u64,
+    bytes: u64,
+}
+
+fn is_missing(cell: &[u8]) -> bool {
+    cell.is_empty() || cell.eq_ignore_ascii_case(b"na") || cell.eq_ignore_ascii_case(b"nan") || cell == b"?"
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t' | b'"', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t' | b'"' | b'\r' | b'\n'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Parses a finite f32 (NaN comes back as NaN; ±inf and overflow are errors).
+fn number(cell: &[u8]) -> Result<f32, String> {
+    match fast_float2::parse::<f32, _>(cell) {
+        Ok(x) if x.is_infinite() => Err(format!("'{}' is infinite or out of f32 range", String::from_utf8_lossy(cell))),
+        Ok(x) => Ok(x),
+        Err(_) => Err(format!("'{}' is not a number", String::from_utf8_lossy(cell))),
+    }
+}
+
+fn split_ws(s: &[u8]) -> impl Iterator<Item = &[u8]> {
+    s.split(|&c| c == b' ' || c == b'\t').filter(|t| !t.is_empty())
+}
+
+impl<R: BufRead> TextParser<R> {
+    /// A parser over `reader`; for CSV this reads the header row. `source` names it in errors.
+    pub fn new(mut reader: R, source: impl Into<String>, format: TextFormat, opts: &TextOptions) -> Result<Self, ParseError> {
+        let source = source.into();
+        let err = |line, what: String| ParseError { source: source.clone(), line, field: None, what, fatal: false };
+        let (layout, d, line_no, bytes) = match format {
+            TextFormat::Csv => {
+                let mut head = Vec::new();
+                let n = reader.read_until(b'\n', &mut head).map_err(|e| ParseError { fatal: true, ..err(1, e.to_string()) })?;
+                if n == 0 {
+                    return Err(err(1, "empty input: a CSV needs a header row".into()));
+                }
+                let head_trim = trim(&head);
+                let columns: Vec<String> = head_trim.split(|&c| c == b',').map(|c| String::from_utf8_lossy(trim(c)).into_owned()).collect();
+                if columns.len() < 2 {
+                    return Err(err(1, format!("header has {} column(s); need a label and at least one feature", columns.len())));
+                }
+                if number(trim(head_trim.split(|&c| c == b',').next().unwrap_or_default())).is_ok() {
+                    return Err(err(
+                        1,
+                        format!("the first line '{}' looks like data, not a header row", String::from_utf8_lossy(head_trim)),
+                    ));
+                }
+                let label = match &opts.label {
+                    Some(LabelColumn::Index(i)) if *i < columns.len() => *i,
+                    Some(LabelColumn::Index(i)) => {
+                        return Err(err(1, format!("label index {i} out of range: the header has {} columns", columns.len())))
+                    }
+                    Some(LabelColumn::Name(n)) => columns
+                        .iter()
+                        .position(|c| c == n)
+                        .ok_or_else(|| err(1, format!("no column named '{n}' in the header ({})", columns.join(","))))?,
+                    None => columns.iter().position(|c| matches!(c.as_str(), "label" | "target" | "y")).unwrap_or(columns.len() - 1),
+                };
+                let d = columns.len() - 1;
+                (Layout::Csv { columns, label }, d, 1, n as u64)
+            }
+            TextFormat::Libsvm | TextFormat::Vw => match (opts.features, &opts.vw_names) {
+                (_, Some(names)) if format == TextFormat::Vw => {
+                    let map = names.iter().enumerate().map(|(i, n)| (n.as_bytes().to_vec(), i)).collect();
+                    (Layout::VwNamed(map), names.len(), 0, 0)
+                }
+                (Some(0), _) => return Err(err(0, "--features must be at least 1".into())),
+                (Some(d), _) if format == TextFormat::Vw => (Layout::VwHashed, d, 0, 0),
+                (Some(d), _) => (Layout::Libsvm, d, 0, 0),
+                (None, _) => (Layout::Discover { names: HashMap::new(), order: Vec::new(), max_index: 0 }, 0, 0, 0),
+            },
+        };
+        Ok(TextParser { reader, source, format, layout, d, line_no, line: Vec::with_capacity(256), nan_cells: 0, bytes })
+    }
+
+    /// Number of feature columns each row fills (0 while discovering).
+    pub fn features(&self) -> usize {
+        self.d
+    }
+
+    /// CSV feature column names in column order (label excluded); `None` for other formats.
+    pub fn feature_names(&self) -> Option<Vec<String>> {
+        match &self.layout {
+            Layout::Csv { columns, label } => {
+                Some(columns.iter().enumerate().filter(|(i, _)| i != label).map(|(_, c)| c.clone()).collect())
+            }
+            Layout::VwNamed(map) => {
+                let mut v: Vec<(usize, String)> = map.iter().map(|(k, &i)| (i, String::from_utf8_lossy(k).into_owned())).collect();
+                v.sort();
+                Some(v.into_iter().map(|(_, n)| n).collect())
+            }
+            _ => None,
+        }
+    }
+
+    /// Missing cells (NaN) seen so far.
+    pub fn nan_cells(&self) -> u64 {
+        self.nan_cells
+    }
+
+    /// Bytes consumed so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// After a discovery scan (no `--features`): the feature count and, for VW, the names.
+    pub fn discovered(&self) -> (usize, Option<Vec<String>>) {
+        match &self.layout {
+            Layout::Discover { order, max_index, .. } if self.format == TextFormat::Vw => (order.len(), Some(order.clone())),
+            Layout::Discover { max_index, .. } => (*max_index, None),
+            _ => (self.d, None),
+        }
+    }
+
+    fn bad(&self, field: Option<String>, what: String) -> ParseError {
+        ParseError { source: self.source.clone(), line: self.line_no, field, what, fatal: false }
+    }
+
+    /// Parses the next non-empty line into `feats` (length = [`features`](Self::features));
+    /// `Ok(None)` at end of input. After an `Err` that is not fatal the next call continues with
+    /// the following line, so callers can count and skip bad lines.
+    pub fn next_row(&mut self, feats: &mut [f32]) -> Result<Option<ParsedRow>, ParseError> {
+        loop {
+            self.line.clear();
+            let n = self.reader.read_until(b'\n', &mut self.line).map_err(|e| ParseError {
+                source: self.source.clone(),
+                line: self.line_no + 1,
+                field: None,
+                what: format!("read failed: {e}"),
+                fatal: true,
+            })?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.bytes += n as u64;
+            self.line_no += 1;
+            let line = std::mem::take(&mut self.line);
+            let body = trim(&line);
+            let result = if body.is_empty() || (self.format != TextFormat::Csv && body[0] == b'#') {
+                None
+            } else {
+                Some(self.parse_line(body, feats))
+            };
+            self.line = line;
+            if let Some(r) = result {
+                return r.map(Some);
+            }
+        }
+    }
+
+    fn parse_line(&mut self, body: &[u8], feats: &mut [f32]) -> Result<ParsedRow, ParseError> {
+        if !matches!(self.layout, Layout::Discover { .. }) && feats.len() != self.d {
+            return Err(self.bad(None, format!("internal: row buffer of {} for {} features", feats.len(), self.d)));
+        }
+        match self.format {
+            TextFormat::Csv => self.parse_csv(body, feats),
+            TextFormat::Libsvm => self.parse_libsvm(body, feats),
+            TextFormat::Vw => self.parse_vw(body, feats),
+        }
+    }
+
+    fn label(&self, field: impl FnOnce() -> String, cell: &[u8]) -> Result<f32, ParseError> {
+        match number(cell) {
+            Ok(y) if !y.is_nan() => Ok(y),
+            Ok(_) => Err(self.bad(Some(field()), "label is missing (NaN)".into())),
+            Err(_) if is_missing(cell) => Err(self.bad(Some(field()), "label is missing".into())),
+            Err(e) => Err(self.bad(Some(field()), e)),
+        }
+    }
+
+    fn csv_column(&self, i: usize) -> String {
+        match &self.layout {
+            Layout::Csv { columns, .. } => columns[i].clone(),
+            _ => i.to_string(),
+        }
+    }
+
+    /// A feature cell: missing → NaN (counted); the error message names the bad text.
+    fn feature(&mut self, cell: &[u8]) -> Result<f32, String> {
+        if is_missing(cell) {
+            self.nan_cells += 1;
+            return Ok(f32::NAN);
+        }
+        let x = number(cell)?;
+        if x.is_nan() {
+            self.nan_cells += 1;
+        }
+        Ok(x)
+    }
+
+    fn parse_csv(&mut self, body: &[u8], feats: &mut [f32]) -> Result<ParsedRow, ParseError> {
+        let Layout::Csv { columns, label } = &self.layout else { unreachable!("csv layout") };
+        let (ncol, label_col) = (columns.len(), *label);
+        let mut y = f32::NAN;
+        let mut j = 0;
+        let mut count = 0;
+        for (i, cell) in body.split(|&c| c == b',').enumerate() {
+            count += 1;
+            if i >= ncol {
+                continue;
+            }
+            let cell = trim(cell);
+            if i == label_col {
+                y = self.label(|| self.csv_column(i), cell)?;
+            } else {
+                let x = self.feature(cell).map_err(|e| self.bad(Some(self.csv_column(i)), e))?;
+                feats[j] = x;
+                j += 1;
+            }
+        }
+        if count != ncol {
+            return Err(self.bad(None, format!("{count} cells, the header has {ncol} columns")));
+        }
+        Ok(ParsedRow { label: y, weight: 1.0, line: self.line_no })
+    }
+
+    fn parse_libsvm(&mut self, body: &[u8], feats: &mut [f32]) -> Result<ParsedRow, ParseError> {
+        let body = body.split(|&c| c == b'#').next().unwrap_or_default();
+        let mut tokens = split_ws(body);
+        let first = tokens.next().ok_or_else(|| self.bad(None, "empty line".into()))?;
+        let y = self.label(|| "label".into(), first)?;
+        feats.fill(0.0);
+        for tok in tokens {
+            let field = || String::from_utf8_lossy(tok).into_owned();
+            let Some(colon) = tok.iter().position(|&c| c == b':') else {
+                return Err(self.bad(Some(field()), "expected index:value".into()));
+            };
+            let (idx, val) = (&tok[..colon], &tok[colon + 1..]);
+            if idx == b"qid" {
+                continue;
+            }
+            let idx: usize = std::str::from_utf8(idx)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| self.bad(Some(field()), "index is not a positive integer".into()))?;
+            if idx == 0 {
+                return Err(self.bad(Some(field()), "index 0: LibSVM indices are 1-based".into()));
+            }
+            let x = self.feature(val).map_err(|e| self.bad(Some(field()), e))?;
+            if let Layout::Discover { max_index, .. } = &mut self.layout {
+                *max_index = (*max_index).max(idx);
+            } else if idx > self.d {
+                return Err(self.bad(Some(field()), format!("index {idx} exceeds the {} features (--features)", self.d)));
+            } else {
+                feats[idx - 1] = x;
+            }
+        }
+        Ok(ParsedRow { label: y, weight: 1.0, line: self.line_no })
+    }
+
+    fn parse_vw(&mut self, body: &[u8], feats: &mut [f32]) -> Result<ParsedRow, ParseError> {
+        let mut parts = body.split(|&c| c == b'|');
+        let head = parts.next().unwrap_or_default();
+        let mut head_tokens = split_ws(head);
+        let Some(label_tok) = head_tokens.next() else {
+            return Err(self.bad(Some("label".into()), "no label before the first '|'".into()));
+        };
+        let y = self.label(|| "label".into(), label_tok)?;
+        let mut weight = 1.0;
+        if let Some(tok) = head_tokens.next() {
+            // An importance weight when numeric, otherwise a tag.
+            if let Ok(w) = number(tok) {
+                if !(w.is_finite() && w >= 0.0) {
+                    return Err(self.bad(Some("importance".into()), format!("importance {w} is not a finite non-negative number")));
+                }
+                weight = w;
+            }
+        }
+        feats.fill(0.0);
+        let d = self.d;
+        for ns_part in parts {
+            // `|ns[:scale] feat[:value] ...`; a space right after '|' is the default namespace.
+            let (ns_tok, rest) = match ns_part.first() {
+                Some(b' ' | b'\t') | None => (&b""[..], ns_part),
+                _ => {
+                    let end = ns_part.iter().position(|&c| c == b' ' || c == b'\t').unwrap_or(ns_part.len());
+                    (&ns_part[..end], &ns_part[end..])
+                }
+            };
+            let (ns, scale) = match ns_tok.iter().position(|&c| c == b':') {
+                Some(c) => {
+                    let s = number(&ns_tok[c + 1..]).map_err(|e| self.bad(Some(String::from_utf8_lossy(ns_tok).into_owned()), e))?;
+                    (&ns_tok[..c], s)
+                }
+                None => (ns_tok, 1.0),
+            };
+            for tok in split_ws(rest) {
+                let field = || String::from_utf8_lossy(tok).into_owned();
+                let (name, x) = match tok.iter().rposition(|&c| c == b':') {
+                    Some(c) => (&tok[..c], self.feature(&tok[c + 1..]).map_err(|e| self.bad(Some(field()), e))? * scale),
+                    None => (tok, scale),
+                };
+                match &mut self.layout {
+                    Layout::VwHashed => {
+                        let (col, sign) = hash::bucket(ns, name, d);
+                        feats[col] += sign * x;
+                    }
+                    Layout::VwNamed(map) => {
+                        let key = vw_key(ns, name);
+                        match map.get(&key) {
+                            Some(&col) => feats[col] = x,
+                            None => return Err(self.bad(Some(field()), "feature name not seen by the schema scan".into())),
+                        }
+                    }
+                    Layout::Discover { names, order, .. } => {
+                        let key = vw_key(ns, name);
+                        if !names.contains_key(&key) {
+                            names.insert(key.clone(), order.len());
+                            order.push(String::from_utf8_lossy(&key).into_owned());
+                        }
+                    }
+                    _ => unreachable!("vw layout"),
+                }
+            }
+        }
+        Ok(ParsedRow { label: y, weight, line: self.line_no })
+    }
+}
+
+/// Appends one row in `format` to `out` (the inverse of the parser: the shortest decimal that
+/// round-trips each f32). CSV cells of NaN are left empty; LibSVM omits zeros; VW writes every
+/// feature as `x{j}:value` in namespace `f`, classification labels as -1/+1.
+pub fn format_row(format: TextFormat, feats: &[f32], label: f32, classification: bool, out: &mut Vec<u8>) {
+    let mut num = ryu::Buffer::new();
+    let mut int = itoa::Buffer::new();
+    let mut put = |out: &mut Vec<u8>, x: f32| {
+        if x.is_nan() {
+            out.extend_from_slice(b"nan");
+        } else {
+            out.extend_from_slice(num.format(x).as_bytes());
+        }
+    };
+    match format {
+        TextFormat::Csv => {
+            for &x in feats {
+                if !x.is_nan() {
+                    put(out, x);
+                }
+                out.push(b',');
+            }
+            put(out, label);
+        }
+        TextFormat::Libsvm => {
+            put(out, label);
+            for (j, &x) in feats.iter().enumerate() {
+                if x != 0.0 {
+                    out.push(b' ');
+                    out.extend_from_slice(int.format(j + 1).as_bytes());
+                    out.push(b':');
+                    put(out, x);
+                }
+            }
+        }
+        TextFormat::Vw => {
+            put(out, if classification && label == 0.0 { -1.0 } else { label });
+            out.extend_from_slice(b" |f");
+            for (j, &x) in feats.iter().enumerate() {
+                out.extend_from_slice(b" x");
+                out.extend_from_slice(int.format(j).as_bytes());
+                out.push(b':');
+                put(out, x);
+            }
+        }
+    }
+    out.push(b'\n');
+}
+
+/// The CSV header matching [`format_row`]: `x0,...,x{d-1},label`.
+pub fn csv_header(d: usize) -> String {
+    let mut h: Vec<String> = (0..d).map(|j| format!("x{j}")).collect();
+    h.push("label".into());
+    h.join(",") + "\n"
+}
+
+fn vw_key(ns: &[u8], name: &[u8]) -> Vec<u8> {
+    if ns.is_empty() {
+        name.to_vec()
+    } else {
+        [ns, b"^", name].concat()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Row = (Vec<f32>, f32, f32);
+
+    fn parse_all(fmt: TextFormat, text: &str, opts: &TextOptions) -> Vec<Result<Row, ParseError>> {
+        let mut p = TextParser::new(text.as_bytes(), "t", fmt, opts).unwrap();
+        let mut row = vec![0.0; p.features()];
+        let mut out = Vec::new();
+        loop {
+            match p.next_row(&mut row) {
+                Ok(None) => break,
+                Ok(Some(r)) => out.push(Ok((row.clone(), r.label, r.weight))),
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn csv_label_by_name_and_missing() {
+        let opts = TextOptions { label: Some(LabelColumn::Name("y".into())), ..Default::default() };
+        let rows = parse_all(TextFormat::Csv, "a,y,b\n1,0,2\n,1,NA\n3.5,1,x\n1,2\n", &opts);
+        assert_eq!(rows[0].as_ref().unwrap(), &(vec![1.0, 2.0], 0.0, 1.0));
+        let r1 = rows[1].as_ref().unwrap();
+        assert!(r1.0[0].is_nan() && r1.0[1].is_nan());
+        let e = rows[2].as_ref().unwrap_err();
+        assert_eq!((e.line, e.field.as_deref()), (4, Some("b")));
+        assert!(e.to_string().contains("t:4: field b: 'x' is not a number"), "{e}");
+        assert!(rows[3].as_ref().unwrap_err().what.contains("2 cells"));
+    }
+
+    #[test]
+    fn csv_header_errors() {
+        let opts = TextOptions { label: Some(LabelColumn::Name("nope".into())), ..Default::default() };
+        assert!(TextParser::new("a,b\n".as_bytes(), "t", TextFormat::Csv, &opts).is_err());
+        assert!(TextParser::new("1,2\n".as_bytes(), "t", TextFormat::Csv, &TextOptions::default()).is_err());
+        assert!(TextParser::new("".as_bytes(), "t", TextFormat::Csv, &TextOptions::default()).is_err());
+    }
+
+    #[test]
+    fn libsvm_rows_and_errors() {
+        let opts = TextOptions { features: Some(3), ..Default::default() };
+        let rows = parse_all(TextFormat::Libsvm, "1 1:0.5 3:2\n-1 2:1 # c\n0 0:1\n1 4:1\n1 2:abc\n", &opts);
+        assert_eq!(rows[0].as_ref().unwrap().0, vec![0.5, 0.0, 2.0]);
+        assert_eq!(rows[1].as_ref().unwrap().1, -1.0);
+        assert!(rows[2].as_ref().unwrap_err().what.contains("1-based"));
+        assert!(rows[3].as_ref().unwrap_err().what.contains("exceeds"));
+        assert_eq!(rows[4].as_ref().unwrap_err().line, 5);
+    }
+
+    #[test]
+    fn vw_named_hashed_and_discovery() {
+        let text = "1 2.0 'tag|f a:1 b:2 |g c\n-1 |f b:3\n";
+        let mut p = TextParser::new(text.as_bytes(), "t", TextFormat::Vw, &TextOptions::default()).unwrap();
+        while p.next_row(&mut []).unwrap().is_some() {}
+        let (d, names) = p.discovered();
+        assert_eq!(d, 3);
+        let opts = TextOptions { vw_names: names, ..Default::default() };
+        let rows = parse_all(TextFormat::Vw, text, &opts);
+        assert_eq!(rows[0].as_ref().unwrap(), &(vec![1.0, 2.0, 1.0], 1.0, 2.0));
+        assert_eq!(rows[1].as_ref().unwrap(), &(vec![0.0, 3.0, 0.0], -1.0, 1.0));
+        let hashed = parse_all(TextFormat::Vw, text, &TextOptions { features: Some(1), ..Default::default() });
+        let x = hashed[0].as_ref().unwrap().0[0];
+        assert!([-4.0f32, -2.0, 0.0, 2.0, 4.0].contains(&x) || x.abs() <= 4.0);
+        assert!(parse_all(TextFormat::Vw, "|f a:1\n", &opts)[0].is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! The `streamsgd` binary: exit codes and messages a user sees.
+
+use std::process::Command;
+
+fn streamsgd(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_streamsgd")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn gen_info_convert_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let (ok, out, err) = streamsgd(&["gen", "--rows", "5000", "--features", "4", "-o", &p("a.ssgd")]);
+    assert!(ok, "{err}");
+    assert!(out.contains("5000 rows"), "{out}");
+    let (ok, out, _) = streamsgd(&["info", &p("a.ssgd"), "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["rows"].as_u64(), v["features"].as_u64()), (Some(5000), Some(4)));
+    // Same seed, same bytes.
+    assert!(streamsgd(&["gen", "--rows", "5000", "--features", "4", "-o", &p("b.ssgd")]).0);
+    assert_eq!(std::fs::read(p("a.ssgd")).unwrap(), std::fs::read(p("b.ssgd")).unwrap());
+    // A truncated file is an error with a non-zero exit.
+    let bytes = std::fs::read(p("a.ssgd")).unwrap();
+    std::fs::write(p("t.ssgd"), &bytes[..bytes.len() - 4]).unwrap();
+    let (ok, _, err) = streamsgd(&["info", &p("t.ssgd")]);
+    assert!(!ok);
+    assert!(err.contains("t.ssgd") && err.contains("truncated"), "{err}");
+    // The bundled data converts.
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/data/breast_cancer.csv");
+    let (ok, out, err) = streamsgd(&["convert", data, "--label", "target", "-o", &p("bc.ssgd")]);
+    assert!(ok, "{err}");
+    assert!(out.contains("569 rows × 30 features"), "{out}");
+    let (ok, _, err) = streamsgd(&["convert", data, "--label", "nope", "-o", &p("x.ssgd")]);
+    assert!(!ok && err.contains("no column named 'nope'"), "{err}");
+}
