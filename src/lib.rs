@@ -8,4 +8,10 @@
 
 pub mod convert;
 pub mod dataset;
+pub mod kernel;
+pub mod learner;
+pub mod loss;
+pub mod metrics;
+pub mod model;
+pub mod optim;
 pub mod source;

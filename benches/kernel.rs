@@ -1,0 +1,104 @@
+//! The learner kernel, single thread, data in cache: mini-batch update (B = 256), pure online
+//! update and `predict_row`, for d = 8, 32, 128, 1024 and each kernel twin (scalar, portable,
+//! avx2), so the SIMD/scalar ratio comes from one run.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+use streamsgd::kernel::{force_isa, Isa};
+use streamsgd::learner::{BadRows, Learner, LearnerConfig};
+use streamsgd::loss::Loss;
+use streamsgd::model::LinearModel;
+use streamsgd::optim::{Kind, OptimConfig};
+
+/// Four blocks of 1024 rows, laid out as in a `.ssgd` file (column stride 1024).
+const ROWS: usize = 4096;
+const BLOCK: usize = 1024;
+
+fn data(d: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut s = 0x1234_5678_9abc_def1u64;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    let x: Vec<f32> = (0..ROWS * d).map(|_| next()).collect();
+    let y: Vec<f32> = (0..ROWS).map(|_| if next() > 0.0 { 1.0 } else { 0.0 }).collect();
+    (x, y)
+}
+
+fn cfg(batch: usize, kind: Kind) -> LearnerConfig {
+    LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(kind), batch, bad_rows: BadRows::Error }
+}
+
+fn isas() -> Vec<Isa> {
+    [Isa::Scalar, Isa::Portable, Isa::Avx2].into_iter().filter(|i| i.available()).collect()
+}
+
+fn minibatch(c: &mut Criterion) {
+    let mut g = c.benchmark_group("minibatch_b256");
+    g.throughput(Throughput::Elements(ROWS as u64));
+    for d in [8, 32, 128, 1024] {
+        let (x, y) = data(d);
+        for isa in isas() {
+            force_isa(isa);
+            for kind in [Kind::Sgd, Kind::Normalized] {
+                let mut l = Learner::new(cfg(256, kind), d);
+                g.bench_with_input(BenchmarkId::new(format!("{isa:?}/{kind:?}"), d), &d, |b, _| {
+                    force_isa(isa);
+                    b.iter(|| {
+                        for (k, blk) in x.chunks_exact(BLOCK * d).enumerate() {
+                            l.learn_rows(black_box(blk), BLOCK, d, 0, BLOCK, &y[k * BLOCK..(k + 1) * BLOCK], None).unwrap();
+                        }
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+fn online(c: &mut Criterion) {
+    let mut g = c.benchmark_group("online");
+    g.throughput(Throughput::Elements(ROWS as u64));
+    for d in [8, 32, 128, 1024] {
+        // Row-major for the online path: each row contiguous.
+        let (x, y) = data(d);
+        for isa in isas() {
+            for kind in [Kind::Sgd, Kind::Normalized] {
+                let mut l = Learner::new(cfg(1, kind), d);
+                g.bench_with_input(BenchmarkId::new(format!("{isa:?}/{kind:?}"), d), &d, |b, _| {
+                    force_isa(isa);
+                    b.iter(|| {
+                        for (r, row) in x.chunks_exact(d).enumerate() {
+                            l.learn_row(black_box(row), y[r], 1.0).unwrap();
+                        }
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+fn predict(c: &mut Criterion) {
+    let mut g = c.benchmark_group("predict_row");
+    for d in [8, 32, 128, 1024] {
+        let (x, _) = data(d);
+        let m = LinearModel { loss: Loss::Logistic, weights: x[..d + 1].to_vec() };
+        for isa in isas() {
+            g.bench_with_input(BenchmarkId::new(format!("{isa:?}"), d), &d, |b, _| {
+                force_isa(isa);
+                b.iter(|| black_box(&m).predict_row(black_box(&x[d..2 * d])))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_millis(900)).sample_size(20);
+    targets = minibatch, online, predict
+}
+criterion_main!(benches);

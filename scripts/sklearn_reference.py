@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Reference numbers from scikit-learn for the learner's accuracy tests (tests/learner.rs).
+
+Split: the first 80 % of each bundled CSV's rows (file order) train, the last 20 % are the
+holdout, exactly as the Rust tests split them. scikit-learn's models see standardised features
+(StandardScaler fitted on the training rows: its SGD learners need it); streamsgd sees the raw
+features (its normalized optimizer is scale-invariant).
+
+Usage: python3 -m venv target/pyref && target/pyref/bin/pip install scikit-learn==1.9.1 numpy
+       target/pyref/bin/python scripts/sklearn_reference.py > scripts/sklearn_reference.json
+"""
+import json, sys
+import numpy as np
+import sklearn
+from sklearn.linear_model import LinearRegression, LogisticRegression, SGDClassifier, SGDRegressor
+from sklearn.metrics import accuracy_score, log_loss, mean_squared_error, hinge_loss
+from sklearn.preprocessing import StandardScaler
+
+def load(path):
+    data = np.genfromtxt(path, delimiter=",", names=True)
+    cols = data.dtype.names
+    X = np.array([data[c] for c in cols[:-1]]).T
+    y = data[cols[-1]]
+    n = int(len(y) * 0.8)
+    sc = StandardScaler().fit(X[:n])
+    return sc.transform(X[:n]), y[:n], sc.transform(X[n:]), y[n:]
+
+def main():
+    out = {"sklearn": sklearn.__version__, "split": "first 80% train, last 20% holdout (file order)"}
+    Xtr, ytr, Xte, yte = load("data/breast_cancer.csv")
+    cls = {}
+    lr = LogisticRegression(max_iter=10000).fit(Xtr, ytr)
+    cls["LogisticRegression"] = {"accuracy": accuracy_score(yte, lr.predict(Xte)), "log_loss": log_loss(yte, lr.predict_proba(Xte))}
+    sgd = SGDClassifier(loss="log_loss", random_state=0).fit(Xtr, ytr)
+    cls["SGDClassifier_log"] = {"accuracy": accuracy_score(yte, sgd.predict(Xte)), "log_loss": log_loss(yte, sgd.predict_proba(Xte))}
+    svm = SGDClassifier(loss="hinge", random_state=0).fit(Xtr, ytr)
+    cls["SGDClassifier_hinge"] = {"accuracy": accuracy_score(yte, svm.predict(Xte)), "hinge_loss": hinge_loss(2 * yte - 1, svm.decision_function(Xte))}
+    out["breast_cancer"] = {"train_rows": len(ytr), "holdout_rows": len(yte), **cls}
+    Xtr, ytr, Xte, yte = load("data/diabetes.csv")
+    ols = LinearRegression().fit(Xtr, ytr)
+    sgdr = SGDRegressor(random_state=0, max_iter=10000).fit(Xtr, ytr)
+    out["diabetes"] = {
+        "train_rows": len(ytr), "holdout_rows": len(yte),
+        "LinearRegression": {"rmse": mean_squared_error(yte, ols.predict(Xte)) ** 0.5},
+        "SGDRegressor": {"rmse": mean_squared_error(yte, sgdr.predict(Xte)) ** 0.5},
+    }
+    json.dump(out, sys.stdout, indent=2)
+    print()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+//! The numeric kernels of learning, in three twins with one contract:
+//!
+//! - [`scalar`]: the specification — plain loops, obviously correct;
+//! - [`simd`]: `wide::f32x8`, portable; `wide` picks its instructions at *compile* time, so in a
+//!   default x86-64 build this is SSE2 (two 4-lane halves per f32x8);
+//! - [`avx2`] (x86-64 only): AVX2 + FMA intrinsics, compiled with `#[target_feature]` and
+//!   chosen at *run* time when the CPU has both.
+//!
+//! The choice is made once per process ([`isa`]): AVX2+FMA when detected, else the portable
+//! twin. So a plain `cargo build --release` binary runs on any x86-64 and still uses 256-bit FMA
+//! on this machine. `STREAMSGD_ISA=scalar|portable|avx2` forces a twin (benchmarks, tests).
+//!
+//! Column views: a block stores feature `j` at `data[j*stride ..]`; the kernels work on rows
+//! `r0 .. r0+n` of every column ([`Columns`]).
+
+pub mod scalar;
+pub mod simd;
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// An instruction-set twin of the kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isa {
+    /// The scalar specification.
+    Scalar,
+    /// `wide` f32x8, compile-time instruction choice.
+    Portable,
+    /// AVX2 + FMA intrinsics (x86-64, detected at run time).
+    Avx2,
+}
+
+impl Isa {
+    /// The best twin this CPU can run.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return Isa::Avx2;
+        }
+        Isa::Portable
+    }
+
+    /// Whether this CPU can run the twin.
+    pub fn available(self) -> bool {
+        self != Isa::Avx2 || Isa::detect() == Isa::Avx2
+    }
+}
+
+/// 0 = not chosen yet, else `1 + Isa as u8`.
+static ISA: AtomicU8 = AtomicU8::new(0);
+
+const ISAS: [Isa; 3] = [Isa::Scalar, Isa::Portable, Isa::Avx2];
+
+/// The twin in use: `STREAMSGD_ISA=scalar|portable|avx2` if set (and runnable here), else
+/// [`Isa::detect`]. Chosen on first use; one relaxed atomic load afterwards.
+#[inline]
+pub fn isa() -> Isa {
+    match ISA.load(Ordering::Relaxed) {
+        0 => {
+            let forced = match std::env::var("STREAMSGD_ISA").as_deref() {
+                Ok("scalar") => Some(Isa::Scalar),
+                Ok("portable") => Some(Isa::Portable),
+                Ok("avx2") => Some(Isa::Avx2),
+                _ => None,
+            };
+            let chosen = forced.filter(|i| i.available()).unwrap_or_else(Isa::detect);
+            force_isa(chosen);
+            chosen
+        }
+        k => ISAS[(k - 1) as usize],
+    }
+}
+
+/// Switches every later kernel call to `isa` (benchmarks comparing twins in one run).
+/// Returns false, changing nothing, when this CPU cannot run it.
+pub fn force_isa(isa: Isa) -> bool {
+    if !isa.available() {
+        return false;
+    }
+    ISA.store(1 + isa as u8, Ordering::Relaxed);
+    true
+}
+
+/// Rows `r0 .. r0+n` of the `d` columns of a column-major block.
+#[derive(Clone, Copy, Debug)]
+pub struct Columns<'a> {
+    /// All columns, column `j` starting at `j * stride`.
+    pub data: &'a [f32],
+    /// Column stride (values).
+    pub stride: usize,
+    /// Number of columns.
+    pub d: usize,
+    /// First row.
+    pub r0: usize,
+    /// Number of rows.
+    pub n: usize,
+}
+
+impl<'a> Columns<'a> {
+    /// A view; panics unless every column holds rows `r0 .. r0+n`.
+    pub fn new(data: &'a [f32], stride: usize, d: usize, r0: usize, n: usize) -> Self {
+        assert!(r0 + n <= stride || n == 0, "rows {r0}+{n} exceed the stride {stride}");
+        assert!(d == 0 || (d - 1) * stride + r0 + n <= data.len(), "columns exceed the data");
+        Columns { data, stride, d, r0, n }
+    }
+
+    /// Column `j`, rows `r0 .. r0+n`.
+    #[inline]
+    pub fn col(&self, j: usize) -> &'a [f32] {
+        let s = j * self.stride + self.r0;
+        &self.data[s..s + self.n]
+    }
+}
+
+/// Sums over one scored mini-batch (f32 within a batch; callers accumulate batches in f64).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BatchScore {
+    /// Σ w·loss(p, y).
+    pub loss: f32,
+    /// Σ w over rows classified correctly ((p > 0) == (y > 0)).
+    pub correct: f32,
+    /// Σ w·(p − y)².
+    pub sq_err: f32,
+    /// Σ c (the bias gradient).
+    pub c_sum: f32,
+    /// Σ c².
+    pub c_sq: f32,
+    /// Σ w.
+    pub n_w: f32,
+}
+
+/// Scores a batch of margins `p` against converted labels `y` (weights `w`, or 1): writes the
+/// per-row gradient coefficients `c[r] = w·∂loss/∂p` and returns the sums. The AVX2 setting
+/// uses the portable twin here (the transcendental functions come from `wide`).
+#[inline]
+pub fn score_batch(loss: &crate::loss::Loss, p: &[f32], y: &[f32], w: Option<&[f32]>, c: &mut [f32]) -> BatchScore {
+    match isa() {
+        Isa::Scalar => scalar::score_batch(loss, p, y, w, c),
+        _ => simd::score_batch(loss, p, y, w, c),
+    }
+}
+
+/// `Σ a[i]·b[i]` (equal lengths).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    match isa() {
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::dot(a, b) },
+        Isa::Portable => simd::dot(a, b),
+        _ => scalar::dot(a, b),
+    }
+}
+
+/// `y[i] += alpha·x[i]` (equal lengths).
+#[inline]
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    match isa() {
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::axpy(alpha, x, y) },
+        Isa::Portable => simd::axpy(alpha, x, y),
+        _ => scalar::axpy(alpha, x, y),
+    }
+}
+
+/// `out[r] = bias + Σ_j w[j]·col_j[r]` for the `n` rows (`out.len() == n`, `w.len() == d`).
+#[inline]
+pub fn predict_block(cols: &Columns<'_>, w: &[f32], bias: f32, out: &mut [f32]) {
+    match isa() {
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::predict_block(cols, w, bias, out) },
+        Isa::Portable => simd::predict_block(cols, w, bias, out),
+        _ => scalar::predict_block(cols, w, bias, out),
+    }
+}
+
+/// `g[j] = Σ_r c[r]·col_j[r]` and `h[j] = Σ_r (c[r]·col_j[r])²` for every column: the gradient
+/// of a mini-batch and the per-coordinate sum of squared per-row gradients (for adaptive steps);
+/// with `m`, also `m[j] = max_r |col_j[r]|` (for normalized steps) in the same pass.
+#[inline]
+pub fn gradient_block(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &mut [f32], m: Option<&mut [f32]>) {
+    match isa() {
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::gradient_block(cols, c, g, h, m) },
+        Isa::Portable => simd::gradient_block(cols, c, g, h, m),
+        _ => scalar::gradient_block(cols, c, g, h, m),
+    }
+}

@@ -1,0 +1,68 @@
+//! The specification of every kernel: plain loops, no `unsafe`, no lanes.
+
+use super::{BatchScore, Columns};
+use crate::loss::Loss;
+
+/// `Σ a[i]·b[i]`.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `y[i] += alpha·x[i]`.
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len());
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += alpha * xi;
+    }
+}
+
+/// `out[r] = bias + Σ_j w[j]·col_j[r]`.
+pub fn predict_block(cols: &Columns<'_>, w: &[f32], bias: f32, out: &mut [f32]) {
+    assert_eq!((w.len(), out.len()), (cols.d, cols.n));
+    out.fill(bias);
+    for (j, &wj) in w.iter().enumerate() {
+        axpy(wj, cols.col(j), out);
+    }
+}
+
+/// `g[j] = Σ_r c[r]·x[r][j]`, `h[j] = Σ_r (c[r]·x[r][j])²`, and, when asked,
+/// `m[j] = max_r |x[r][j]|`.
+pub fn gradient_block(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &mut [f32], mut m: Option<&mut [f32]>) {
+    assert_eq!((c.len(), g.len(), h.len()), (cols.n, cols.d, cols.d));
+    assert!(m.as_ref().is_none_or(|m| m.len() == cols.d));
+    for j in 0..cols.d {
+        let (mut gs, mut hs, mut ms) = (0.0f32, 0.0f32, 0.0f32);
+        for (&x, &cr) in cols.col(j).iter().zip(c) {
+            let v = cr * x;
+            gs += v;
+            hs += v * v;
+            ms = ms.max(x.abs());
+        }
+        g[j] = gs;
+        h[j] = hs;
+        if let Some(m) = m.as_deref_mut() {
+            m[j] = ms;
+        }
+    }
+}
+
+/// Scores a batch: `c[r] = w[r]·loss'(p[r], y[r])` and the sums of [`BatchScore`].
+pub fn score_batch(loss: &Loss, p: &[f32], y: &[f32], w: Option<&[f32]>, c: &mut [f32]) -> BatchScore {
+    assert!(y.len() == p.len() && c.len() == p.len() && w.is_none_or(|w| w.len() == p.len()));
+    let mut s = BatchScore::default();
+    for r in 0..p.len() {
+        let wr = w.map_or(1.0, |w| w[r]);
+        let (pr, yr) = (p[r], y[r]);
+        let (l, d) = loss.eval(pr, yr);
+        let cr = wr * d;
+        c[r] = cr;
+        s.loss += wr * l;
+        s.correct += if (pr > 0.0) == (yr > 0.0) { wr } else { 0.0 };
+        s.sq_err += wr * (pr - yr) * (pr - yr);
+        s.c_sum += cr;
+        s.c_sq += cr * cr;
+        s.n_w += wr;
+    }
+    s
+}

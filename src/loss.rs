@@ -1,0 +1,170 @@
+//! Loss functions: value and derivative with respect to the prediction (the margin `p`).
+//!
+//! Classification losses take labels in {0, 1} or {−1, +1} (0 is read as −1); regression
+//! losses take any finite label. Adding a loss is one enum variant and one arm in each of
+//! [`Loss::eval`], [`Loss::is_classification`] and the SIMD twin `kernel::simd::loss_lanes` — Huber shows how.
+//! No `unsafe` here.
+
+/// A loss function.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase", tag = "name")]
+pub enum Loss {
+    /// ½(p − y)²: linear regression.
+    Squared,
+    /// ln(1 + e^(−y·p)): logistic regression.
+    Logistic,
+    /// max(0, 1 − y·p): linear SVM.
+    Hinge,
+    /// ½r² for |r| ≤ δ, δ(|r| − δ/2) beyond (r = p − y): robust regression.
+    Huber {
+        /// The threshold δ > 0.
+        delta: f32,
+    },
+}
+
+/// Why a label cannot be used with a loss.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LabelError {
+    /// NaN or infinite.
+    #[error("label {0} is not finite")]
+    NotFinite(f32),
+    /// A classification label outside {0, 1, −1, +1}.
+    #[error("label {0} is out of range for a classification loss (expected 0/1 or -1/+1)")]
+    NotBinary(f32),
+}
+
+impl Loss {
+    /// Code stored in model files.
+    pub fn code(&self) -> u32 {
+        match self {
+            Loss::Squared => 0,
+            Loss::Logistic => 1,
+            Loss::Hinge => 2,
+            Loss::Huber { .. } => 3,
+        }
+    }
+
+    /// The inverse of [`Loss::code`] (`param` = δ for Huber).
+    pub fn from_code(code: u32, param: f32) -> Option<Loss> {
+        Some(match code {
+            0 => Loss::Squared,
+            1 => Loss::Logistic,
+            2 => Loss::Hinge,
+            3 if param > 0.0 && param.is_finite() => Loss::Huber { delta: param },
+            _ => return None,
+        })
+    }
+
+    /// The loss's parameter (δ for Huber, else 0).
+    pub fn param(&self) -> f32 {
+        match self {
+            Loss::Huber { delta } => *delta,
+            _ => 0.0,
+        }
+    }
+
+    /// True for losses whose labels are two classes.
+    pub fn is_classification(&self) -> bool {
+        matches!(self, Loss::Logistic | Loss::Hinge)
+    }
+
+    /// The label in the loss's own convention (±1 for classification), or why it is invalid.
+    #[inline]
+    pub fn label(&self, y: f32) -> Result<f32, LabelError> {
+        if !y.is_finite() {
+            return Err(LabelError::NotFinite(y));
+        }
+        if self.is_classification() {
+            return match y {
+                1.0 => Ok(1.0),
+                0.0 | -1.0 => Ok(-1.0),
+                _ => Err(LabelError::NotBinary(y)),
+            };
+        }
+        Ok(y)
+    }
+
+    /// Loss and ∂loss/∂p of prediction `p` for (converted) label `y`, sharing the work
+    /// (one `exp` for the logistic loss). The one definition of each loss.
+    #[inline]
+    pub fn eval(&self, p: f32, y: f32) -> (f32, f32) {
+        match *self {
+            Loss::Squared => (0.5 * (p - y) * (p - y), p - y),
+            Loss::Logistic => {
+                // z = −y·p; ln(1 + e^z) = max(z, 0) + ln(1 + e^−|z|) without overflow.
+                let z = -y * p;
+                let e = (-z.abs()).exp();
+                let sigma = if z > 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+                (z.max(0.0) + e.ln_1p(), -y * sigma)
+            }
+            Loss::Hinge => {
+                let m = 1.0 - y * p;
+                (m.max(0.0), if m > 0.0 { -y } else { 0.0 })
+            }
+            Loss::Huber { delta } => {
+                let r = p - y;
+                let a = r.abs();
+                (if a <= delta { 0.5 * r * r } else { delta * (a - 0.5 * delta) }, r.clamp(-delta, delta))
+            }
+        }
+    }
+
+    /// Loss of prediction `p` for (converted) label `y`.
+    #[inline]
+    pub fn value(&self, p: f32, y: f32) -> f32 {
+        self.eval(p, y).0
+    }
+
+    /// ∂loss/∂p at prediction `p` for (converted) label `y`.
+    #[inline]
+    pub fn derivative(&self, p: f32, y: f32) -> f32 {
+        self.eval(p, y).1
+    }
+
+    /// What `predict` prints for a margin: the probability for logistic, else the margin.
+    #[inline]
+    pub fn output(&self, p: f32) -> f32 {
+        match self {
+            Loss::Logistic => 1.0 / (1.0 + (-p).exp()),
+            _ => p,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Loss; 4] = [Loss::Squared, Loss::Logistic, Loss::Hinge, Loss::Huber { delta: 1.5 }];
+
+    #[test]
+    fn derivative_matches_finite_differences() {
+        for loss in ALL {
+            for y in [-1.0f32, 1.0, 0.3] {
+                let y = if loss.is_classification() && y == 0.3 { 1.0 } else { y };
+                for p in [-3.0f32, -0.7, 0.2, 0.95, 2.5] {
+                    let e = 1e-3f64;
+                    let f = |p: f64| loss.value(p as f32, y) as f64;
+                    let num = (f(p as f64 + e) - f(p as f64 - e)) / (2.0 * e);
+                    let got = loss.derivative(p, y) as f64;
+                    assert!((num - got).abs() < 2e-2, "{loss:?} p={p} y={y}: {got} vs {num}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn labels_and_values() {
+        assert_eq!(Loss::Logistic.label(0.0), Ok(-1.0));
+        assert_eq!(Loss::Hinge.label(-1.0), Ok(-1.0));
+        assert_eq!(Loss::Logistic.label(2.0), Err(LabelError::NotBinary(2.0)));
+        assert!(Loss::Squared.label(f32::NAN).is_err());
+        assert!((Loss::Logistic.value(0.0, 1.0) - std::f32::consts::LN_2).abs() < 1e-6);
+        assert!(Loss::Logistic.value(-200.0, 1.0).is_finite());
+        assert_eq!(Loss::Hinge.value(2.0, 1.0), 0.0);
+        assert_eq!(Loss::Huber { delta: 1.0 }.value(3.0, 0.0), 2.5);
+        for l in ALL {
+            assert_eq!(Loss::from_code(l.code(), l.param()), Some(l));
+        }
+    }
+}

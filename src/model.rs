@@ -1,0 +1,349 @@
+//! The linear model, its versioned binary file, and the lock-free snapshot served to
+//! predictor threads while training continues.
+//!
+//! Model file (little-endian): magic `SSGDMODL`, version u32, loss code u32, loss parameter f32,
+//! d u32, optimizer kind u32, schedule u32, η f32, λ₁ f32, λ₂ f32, power f32, β f32, t f64,
+//! then the arrays weights (d+1, bias last), Σg² (0 or d+1), z (0 or d+1), scale (0 or d),
+//! each preceded by its u32 length, then a free-form JSON section (u32 length + bytes: the
+//! feature pipeline of later stages), and a CRC-32 of everything before it. Written to a
+//! temporary file, fsynced, renamed over the target, and the directory fsynced: a crash leaves
+//! either the old file or the new one. No `unsafe` here.
+
+use crate::kernel;
+use crate::loss::Loss;
+use crate::optim::{Kind, OptimConfig, Optimizer, Schedule};
+use arc_swap::ArcSwap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const MAGIC: &[u8; 8] = b"SSGDMODL";
+/// Model file version this build reads and writes.
+pub const MODEL_VERSION: u32 = 1;
+
+/// Errors reading or writing model files.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The OS refused.
+    #[error("{path}: {op}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a model file, or a damaged one.
+    #[error("{path}: not a valid streamsgd model: {what}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// A linear model: `p = w·x + b`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearModel {
+    /// The loss it was trained for (decides how predictions are reported).
+    pub loss: Loss,
+    /// Weights then bias (length d + 1).
+    pub weights: Vec<f32>,
+}
+
+impl LinearModel {
+    /// An all-zero model of `d` features.
+    pub fn zeros(loss: Loss, d: usize) -> Self {
+        LinearModel { loss, weights: vec![0.0; d + 1] }
+    }
+
+    /// Number of features.
+    pub fn features(&self) -> usize {
+        self.weights.len() - 1
+    }
+
+    /// The bias.
+    pub fn bias(&self) -> f32 {
+        self.weights[self.features()]
+    }
+
+    /// The margin `w·x + b` of one row (`x.len() == features()`).
+    #[inline]
+    pub fn predict_row(&self, x: &[f32]) -> f32 {
+        let d = self.features();
+        kernel::dot(&self.weights[..d], x) + self.weights[d]
+    }
+
+    /// Margins of rows `cols.r0..` of a column-major block into `out`.
+    pub fn predict_block(&self, cols: &kernel::Columns<'_>, out: &mut [f32]) {
+        let d = self.features();
+        kernel::predict_block(cols, &self.weights[..d], self.weights[d], out)
+    }
+}
+
+/// Everything needed to resume training: the model, the optimizer state and free-form JSON
+/// (the feature pipeline that later stages save beside the model).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelFile {
+    /// The model.
+    pub model: LinearModel,
+    /// Optimizer state.
+    pub optimizer: Optimizer,
+    /// Extra JSON ("{}" when none).
+    pub extra: String,
+}
+
+fn put_u32(b: &mut Vec<u8>, x: u32) {
+    b.extend_from_slice(&x.to_le_bytes());
+}
+
+fn put_f32(b: &mut Vec<u8>, x: f32) {
+    b.extend_from_slice(&x.to_le_bytes());
+}
+
+fn put_arr(b: &mut Vec<u8>, a: &[f32]) {
+    put_u32(b, a.len() as u32);
+    b.extend_from_slice(bytemuck::cast_slice(a));
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| format!("truncated at byte {}", self.at))?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn f32(&mut self) -> Result<f32, String> {
+        Ok(f32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn f64(&mut self) -> Result<f64, String> {
+        Ok(f64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn arr(&mut self, allowed: &[usize], what: &str) -> Result<Vec<f32>, String> {
+        let n = self.u32()? as usize;
+        if !allowed.contains(&n) {
+            return Err(format!("{what} has {n} entries, expected one of {allowed:?}"));
+        }
+        Ok(self.take(n * 4)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
+    }
+}
+
+fn kind_code(k: Kind) -> u32 {
+    match k {
+        Kind::Sgd => 0,
+        Kind::Adagrad => 1,
+        Kind::Ftrl => 2,
+        Kind::Normalized => 3,
+    }
+}
+
+fn schedule_code(s: Schedule) -> u32 {
+    match s {
+        Schedule::Constant => 0,
+        Schedule::InvScaling => 1,
+        Schedule::Optimal => 2,
+    }
+}
+
+impl ModelFile {
+    /// The file's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64 + 16 * self.model.weights.len() + self.extra.len());
+        b.extend_from_slice(MAGIC);
+        put_u32(&mut b, MODEL_VERSION);
+        put_u32(&mut b, self.model.loss.code());
+        put_f32(&mut b, self.model.loss.param());
+        put_u32(&mut b, self.model.features() as u32);
+        let c = &self.optimizer.cfg;
+        put_u32(&mut b, kind_code(c.kind));
+        put_u32(&mut b, schedule_code(c.schedule));
+        for x in [c.lr, c.l1, c.l2, c.power, c.beta] {
+            put_f32(&mut b, x);
+        }
+        b.extend_from_slice(&self.optimizer.t.to_le_bytes());
+        put_arr(&mut b, &self.model.weights);
+        put_arr(&mut b, &self.optimizer.sum_sq);
+        put_arr(&mut b, &self.optimizer.z);
+        put_arr(&mut b, &self.optimizer.scale);
+        put_u32(&mut b, self.extra.len() as u32);
+        b.extend_from_slice(self.extra.as_bytes());
+        let crc = crc32fast::hash(&b);
+        put_u32(&mut b, crc);
+        b
+    }
+
+    /// Parses and validates a model file's bytes. Never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < 12 || &bytes[..8] != MAGIC {
+            return Err("wrong magic (not a streamsgd model file)".into());
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        let want = crc32fast::hash(body);
+        let got = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+        if got != want {
+            return Err(format!("checksum {got:#010x} does not match the contents ({want:#010x}): the file is damaged"));
+        }
+        let mut r = Reader { bytes: body, at: 8 };
+        let version = r.u32()?;
+        if version != MODEL_VERSION {
+            return Err(format!("model format version {version}, this build reads {MODEL_VERSION}"));
+        }
+        let (code, param) = (r.u32()?, r.f32()?);
+        let loss = Loss::from_code(code, param).ok_or_else(|| format!("unknown loss code {code}"))?;
+        let d = r.u32()? as usize;
+        if d == 0 || d > 1 << 28 {
+            return Err(format!("feature count {d} out of range"));
+        }
+        let kind = match r.u32()? {
+            0 => Kind::Sgd,
+            1 => Kind::Adagrad,
+            2 => Kind::Ftrl,
+            3 => Kind::Normalized,
+            k => return Err(format!("unknown optimizer code {k}")),
+        };
+        let schedule = match r.u32()? {
+            0 => Schedule::Constant,
+            1 => Schedule::InvScaling,
+            2 => Schedule::Optimal,
+            s => return Err(format!("unknown schedule code {s}")),
+        };
+        let (lr, l1, l2, power, beta) = (r.f32()?, r.f32()?, r.f32()?, r.f32()?, r.f32()?);
+        let cfg = OptimConfig { kind, lr, l1, l2, schedule, power, beta };
+        cfg.check()?;
+        let t = r.f64()?;
+        let weights = r.arr(&[d + 1], "weights")?;
+        let sum_sq = r.arr(&[0, d + 1], "optimizer Σg²")?;
+        let z = r.arr(&[0, d + 1], "optimizer z")?;
+        let scale = r.arr(&[0, d], "optimizer scale")?;
+        let fresh = Optimizer::new(cfg, d);
+        if (sum_sq.len(), z.len(), scale.len()) != (fresh.sum_sq.len(), fresh.z.len(), fresh.scale.len()) {
+            return Err("optimizer state does not match the optimizer kind".into());
+        }
+        if weights.iter().any(|w| !w.is_finite()) {
+            return Err("non-finite weights".into());
+        }
+        let n = r.u32()? as usize;
+        let extra = String::from_utf8(r.take(n)?.to_vec()).map_err(|_| "extra section is not UTF-8".to_string())?;
+        if r.at != body.len() {
+            return Err(format!("{} trailing bytes", body.len() - r.at));
+        }
+        Ok(ModelFile { model: LinearModel { loss, weights }, optimizer: Optimizer { cfg, t, sum_sq, z, scale }, extra })
+    }
+
+    /// Writes atomically: temp file, fsync, rename, fsync of the directory.
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        let io = |op, source| ModelError::Io { path: path.to_path_buf(), op, source };
+        let mut name = path.file_name().ok_or_else(|| io("name", std::io::Error::other("not a file path")))?.to_os_string();
+        name.push(format!(".tmp{}", std::process::id()));
+        let tmp = path.with_file_name(name);
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
+        f.write_all(&self.encode()).map_err(|e| io("write", e))?;
+        f.sync_all().map_err(|e| io("fsync", e))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| io("rename", e))?;
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Reads and validates a model file.
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), op: "read", source })?;
+        ModelFile::decode(&bytes).map_err(|what| ModelError::Invalid { path: path.to_path_buf(), what })
+    }
+}
+
+/// The current model, readable by any number of predictor threads without locks while a
+/// trainer publishes new versions (`arc-swap`: readers do an atomic load and a refcount).
+#[derive(Debug)]
+pub struct SharedModel {
+    current: ArcSwap<LinearModel>,
+}
+
+impl SharedModel {
+    /// Starts serving `model`.
+    pub fn new(model: LinearModel) -> Self {
+        SharedModel { current: ArcSwap::from_pointee(model) }
+    }
+
+    /// The latest published model (never blocks).
+    pub fn snapshot(&self) -> Arc<LinearModel> {
+        self.current.load_full()
+    }
+
+    /// Publishes a new model; readers see it on their next snapshot.
+    pub fn publish(&self, model: LinearModel) {
+        self.current.store(Arc::new(model));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ModelFile {
+        let mut opt = Optimizer::new(OptimConfig::new(Kind::Ftrl), 3);
+        opt.t = 12.5;
+        opt.z[1] = -0.25;
+        ModelFile {
+            model: LinearModel { loss: Loss::Huber { delta: 2.0 }, weights: vec![1.0, -2.0, 0.5, 0.125] },
+            optimizer: opt,
+            extra: "{\"a\":1}".into(),
+        }
+    }
+
+    #[test]
+    fn roundtrip_and_damage() {
+        let m = sample();
+        let bytes = m.encode();
+        assert_eq!(ModelFile::decode(&bytes).unwrap(), m);
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(ModelFile::decode(&b).is_err(), "flipped byte {i}");
+        }
+        for n in 0..bytes.len() {
+            assert!(ModelFile::decode(&bytes[..n]).is_err(), "truncated to {n}");
+        }
+        assert!(ModelFile::decode(b"SSGDATA\0whatever").unwrap_err().contains("magic"));
+    }
+
+    #[test]
+    fn save_load_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.model");
+        sample().save(&p).unwrap();
+        assert_eq!(ModelFile::load(&p).unwrap(), sample());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+        std::fs::write(&p, b"garbage").unwrap();
+        assert!(ModelFile::load(&p).unwrap_err().to_string().contains("m.model"));
+    }
+
+    #[test]
+    fn snapshots_are_shared_without_locks() {
+        let shared = Arc::new(SharedModel::new(LinearModel::zeros(Loss::Squared, 2)));
+        let reader = {
+            let s = shared.clone();
+            std::thread::spawn(move || (0..10_000).map(|_| s.snapshot().predict_row(&[1.0, 1.0])).fold(0.0f32, f32::max))
+        };
+        for i in 1..=100 {
+            shared.publish(LinearModel { loss: Loss::Squared, weights: vec![i as f32, 0.0, 0.0] });
+        }
+        let max = reader.join().unwrap();
+        assert!((0.0..=100.0).contains(&max));
+        assert_eq!(shared.snapshot().predict_row(&[1.0, 1.0]), 100.0);
+    }
+}

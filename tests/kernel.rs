@@ -1,0 +1,164 @@
+//! Every kernel twin against the scalar specification and an f64 reference, on awkward lengths
+//! and random data. Reductions reorder sums, so the comparison is to f64 at a tolerance scaled
+//! by Σ|terms| (f32 rounding: a few ulps of the magnitude of what is summed).
+#![allow(clippy::needless_range_loop)] // index loops mirror the maths here
+
+use proptest::prelude::*;
+use streamsgd::kernel::{scalar, simd, Columns, Isa};
+
+const LENGTHS: [usize; 12] = [0, 1, 7, 8, 9, 15, 16, 31, 33, 257, 1023, 1025];
+
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+fn close(got: f32, want: f64, scale: f64, what: &str) {
+    let tol = 1e-5 * scale.max(1.0);
+    assert!((got as f64 - want).abs() <= tol, "{what}: got {got}, want {want} (tol {tol})");
+}
+
+type Dot = fn(&[f32], &[f32]) -> f32;
+type Axpy = fn(f32, &[f32], &mut [f32]);
+type Predict = fn(&Columns<'_>, &[f32], f32, &mut [f32]);
+type Gradient = fn(&Columns<'_>, &[f32], &mut [f32], &mut [f32], Option<&mut [f32]>);
+
+fn twins() -> Vec<(&'static str, Dot, Axpy, Predict, Gradient)> {
+    let mut v: Vec<(&'static str, Dot, Axpy, Predict, Gradient)> = vec![
+        ("scalar", scalar::dot, scalar::axpy, scalar::predict_block, scalar::gradient_block),
+        ("portable", simd::dot, simd::axpy, simd::predict_block, simd::gradient_block),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    if Isa::Avx2.available() {
+        // SAFETY (test): only reached when the CPU has AVX2 and FMA.
+        v.push((
+            "avx2",
+            |a, b| unsafe { streamsgd::kernel::avx2::dot(a, b) },
+            |a, x, y| unsafe { streamsgd::kernel::avx2::axpy(a, x, y) },
+            |c, w, b, o| unsafe { streamsgd::kernel::avx2::predict_block(c, w, b, o) },
+            |c, k, g, h, m| unsafe { streamsgd::kernel::avx2::gradient_block(c, k, g, h, m) },
+        ));
+    } else {
+        eprintln!("AVX2+FMA not available here: testing the scalar and portable twins only");
+    }
+    v
+}
+
+fn check_all(n: usize, d: usize, offset: usize, seed: u64) {
+    let a = data(n + offset, seed);
+    let b = data(n + offset, seed + 1);
+    let (a, b) = (&a[offset..], &b[offset..]);
+    let stride = n + offset + 3;
+    let block = data(stride * d, seed + 2);
+    let w = data(d, seed + 3);
+    let c = data(n, seed + 4);
+    let cols = Columns::new(&block, stride, d, offset, n);
+    for (name, dot, axpy, predict, gradient) in twins() {
+        let want: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        let scale: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 * *y as f64).abs()).sum();
+        close(dot(a, b), want, scale, &format!("{name} dot n={n}"));
+
+        let mut y = b.to_vec();
+        axpy(0.75, a, &mut y);
+        for i in 0..n {
+            // Element-wise: one rounding (FMA) or two; either is within 1 ulp-ish of f64.
+            close(y[i], b[i] as f64 + 0.75 * a[i] as f64, (b[i].abs() + a[i].abs()) as f64, &format!("{name} axpy n={n} i={i}"));
+        }
+
+        let mut out = vec![f32::NAN; n];
+        predict(&cols, &w, 0.5, &mut out);
+        for r in 0..n {
+            let want: f64 = 0.5 + (0..d).map(|j| w[j] as f64 * cols.col(j)[r] as f64).sum::<f64>();
+            let scale: f64 = 0.5 + (0..d).map(|j| (w[j] as f64 * cols.col(j)[r] as f64).abs()).sum::<f64>();
+            close(out[r], want, scale, &format!("{name} predict n={n} d={d} r={r}"));
+        }
+
+        let (mut g, mut h, mut m) = (vec![f32::NAN; d], vec![f32::NAN; d], vec![f32::NAN; d]);
+        gradient(&cols, &c, &mut g, &mut h, Some(&mut m));
+        let (mut g2, mut h2) = (vec![f32::NAN; d], vec![f32::NAN; d]);
+        gradient(&cols, &c, &mut g2, &mut h2, None);
+        assert_eq!((&g, &h), (&g2, &h2), "{name}: max-abs output changes nothing else");
+        for j in 0..d {
+            let x = cols.col(j);
+            let gw: f64 = (0..n).map(|r| c[r] as f64 * x[r] as f64).sum();
+            let gs: f64 = (0..n).map(|r| (c[r] as f64 * x[r] as f64).abs()).sum();
+            let hw: f64 = (0..n).map(|r| (c[r] as f64 * x[r] as f64).powi(2)).sum();
+            close(g[j], gw, gs, &format!("{name} gradient g n={n} j={j}"));
+            close(h[j], hw, hw, &format!("{name} gradient h n={n} j={j}"));
+            assert_eq!(m[j], x.iter().fold(0.0f32, |a, v| a.max(v.abs())), "{name} max-abs n={n} j={j}");
+        }
+    }
+}
+
+#[test]
+fn awkward_lengths() {
+    for &n in &LENGTHS {
+        for d in [1, 3, 8, 33] {
+            check_all(n, d, 0, n as u64 * 7 + d as u64);
+            check_all(n, d, 5, n as u64 * 11 + d as u64);
+        }
+    }
+}
+
+#[test]
+fn detected_isa_is_runnable() {
+    assert!(streamsgd::kernel::isa().available());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn random_shapes(n in 0usize..600, d in 1usize..40, offset in 0usize..17, seed: u64) {
+        check_all(n, d, offset, seed);
+    }
+}
+
+fn check_score(n: usize, seed: u64) {
+    use streamsgd::loss::Loss;
+    let p: Vec<f32> = data(n, seed).iter().map(|x| x * 4.0).collect();
+    let w: Vec<f32> = data(n, seed + 9).iter().map(|x| x.abs()).collect();
+    for loss in [Loss::Squared, Loss::Logistic, Loss::Hinge, Loss::Huber { delta: 0.7 }] {
+        let y: Vec<f32> = data(n, seed + 5).iter().map(|&v| if loss.is_classification() { v.signum() } else { v }).collect();
+        for weights in [None, Some(&w[..])] {
+            let (mut c0, mut c1) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            let a = scalar::score_batch(&loss, &p, &y, weights, &mut c0);
+            let b = simd::score_batch(&loss, &p, &y, weights, &mut c1);
+            for r in 0..n {
+                assert!((c0[r] - c1[r]).abs() <= 1e-5 * c0[r].abs().max(1.0), "{loss:?} n={n} r={r}: {} vs {}", c0[r], c1[r]);
+            }
+            let scale = n as f32 * 16.0;
+            for (x, z, what) in [
+                (a.loss, b.loss, "loss"),
+                (a.correct, b.correct, "correct"),
+                (a.sq_err, b.sq_err, "sq_err"),
+                (a.c_sum, b.c_sum, "c_sum"),
+                (a.c_sq, b.c_sq, "c_sq"),
+                (a.n_w, b.n_w, "n_w"),
+            ] {
+                assert!((x - z).abs() <= 1e-5 * scale.max(1.0), "{loss:?} n={n} {what}: {x} vs {z}");
+            }
+        }
+    }
+}
+
+#[test]
+fn loss_kernel_twins_agree() {
+    for &n in &LENGTHS {
+        check_score(n, n as u64 + 100);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn loss_kernel_random(n in 0usize..300, seed: u64) {
+        check_score(n, seed);
+    }
+}
