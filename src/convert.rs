@@ -230,3 +230,22 @@ pub fn write_generated(gen: &Generator, path: &Path, block_rows: u32, progress: 
     progress.finish_and_clear();
     Ok(rows)
 }
+
+/// Data rows in a text file: non-empty lines, less the CSV header and `#` comment lines of
+/// LibSVM/VW (what `--holdout` needs to know where the last fraction starts).
+pub fn count_rows(path: &Path, format: TextFormat) -> Result<u64, ConvertError> {
+    let mut r = open_input(path)?;
+    let (mut rows, mut line) = (0u64, Vec::new());
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line).map_err(|source| ConvertError::Io { path: path.into(), source })? == 0 {
+            break;
+        }
+        let t = line.trim_ascii();
+        let comment = format != TextFormat::Csv && t.first() == Some(&b'#');
+        if !t.is_empty() && !comment {
+            rows += 1;
+        }
+    }
+    Ok(if format == TextFormat::Csv { rows.saturating_sub(1) } else { rows })
+}

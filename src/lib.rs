@@ -6,12 +6,18 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+pub mod batch;
 pub mod convert;
 pub mod dataset;
 pub mod kernel;
+pub mod latency;
 pub mod learner;
 pub mod loss;
+pub mod merge;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod pipeline;
+pub mod ring;
+pub mod shard;
 pub mod source;

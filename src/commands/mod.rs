@@ -1,6 +1,7 @@
 //! Command-line flags (clap) and the glue from each command to the library.
 
 mod data;
+mod learn;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -21,6 +22,12 @@ enum Command {
     Convert(data::ConvertArgs),
     /// Validate a .ssgd file fully and describe what it holds.
     Info(data::InfoArgs),
+    /// Train a linear model on a stream (mapped .ssgd, text file, stdin or socket).
+    Train(Box<learn::TrainArgs>),
+    /// Stream predictions of a saved model, one per line.
+    Predict(learn::PredictArgs),
+    /// Run the pipeline per thread count and print throughput, latency and holdout loss.
+    Bench(Box<learn::BenchArgs>),
 }
 
 /// Runs the parsed command.
@@ -29,6 +36,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gen(a) => data::gen(a),
         Command::Convert(a) => data::convert(a),
         Command::Info(a) => data::info(a),
+        Command::Train(a) => learn::train(*a),
+        Command::Predict(a) => learn::predict(a),
+        Command::Bench(a) => learn::bench(*a),
     }
 }
 

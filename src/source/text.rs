@@ -127,6 +127,7 @@ pub struct TextParser<R> {
     line: Vec<u8>,
     nan_cells: u64,
     bytes: u64,
+    require_newline: bool,
 }
 
 fn is_missing(cell: &[u8]) -> bool {
@@ -204,7 +205,18 @@ impl<R: BufRead> TextParser<R> {
                 (None, _) => (Layout::Discover { names: HashMap::new(), order: Vec::new(), max_index: 0 }, 0, 0, 0),
             },
         };
-        Ok(TextParser { reader, source, format, layout, d, line_no, line: Vec::with_capacity(256), nan_cells: 0, bytes })
+        Ok(TextParser {
+            reader,
+            source,
+            format,
+            layout,
+            d,
+            line_no,
+            line: Vec::with_capacity(256),
+            nan_cells: 0,
+            bytes,
+            require_newline: false,
+        })
     }
 
     /// Number of feature columns each row fills (0 while discovering).
@@ -225,6 +237,12 @@ impl<R: BufRead> TextParser<R> {
             }
             _ => None,
         }
+    }
+
+    /// Makes a last line without a newline a fatal error (for sockets: a peer that closes
+    /// mid-record must not yield a silently truncated number).
+    pub fn require_newline(&mut self) {
+        self.require_newline = true;
     }
 
     /// Missing cells (NaN) seen so far.
@@ -268,6 +286,15 @@ impl<R: BufRead> TextParser<R> {
             }
             self.bytes += n as u64;
             self.line_no += 1;
+            if self.require_newline && self.line.last() != Some(&b'\n') {
+                return Err(ParseError {
+                    source: self.source.clone(),
+                    line: self.line_no,
+                    field: None,
+                    what: format!("stream closed in the middle of a record ({n} bytes without a newline)"),
+                    fatal: true,
+                });
+            }
             let line = std::mem::take(&mut self.line);
             let body = trim(&line);
             let result = if body.is_empty() || (self.format != TextFormat::Csv && body[0] == b'#') {

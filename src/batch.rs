@@ -1,0 +1,101 @@
+//! What travels through the rings: a reference to rows of a memory-mapped block (zero copy), or
+//! a pooled columnar buffer filled by a text source, or a control marker (merge, stop).
+//! No `unsafe` here.
+
+use crate::dataset::header::STRIDE_ROWS;
+use std::time::Instant;
+
+/// Rows per pooled text batch (the same as a default `.ssgd` block).
+pub const BATCH_ROWS: usize = 1024;
+
+/// A columnar buffer owned by the pipeline and recycled through the return ring.
+#[derive(Debug, Clone)]
+pub struct OwnedBatch {
+    /// Feature columns, column `j` at `j * stride`.
+    pub data: Vec<f32>,
+    /// Labels (`rows` valid).
+    pub labels: Vec<f32>,
+    /// Weights (`rows` valid); used when `has_weights`.
+    pub weights: Vec<f32>,
+    /// Whether the weights are meaningful.
+    pub has_weights: bool,
+    /// Column stride = capacity in rows.
+    pub stride: usize,
+    /// Feature count.
+    pub d: usize,
+    /// Rows filled.
+    pub rows: usize,
+}
+
+impl OwnedBatch {
+    /// An empty buffer for `cap` rows of `d` features (capacity rounded up to 16 rows).
+    pub fn new(d: usize, cap: usize) -> Self {
+        let stride = cap.div_ceil(STRIDE_ROWS) * STRIDE_ROWS;
+        OwnedBatch {
+            data: vec![0.0; d * stride],
+            labels: vec![0.0; stride],
+            weights: vec![1.0; stride],
+            has_weights: false,
+            stride,
+            d,
+            rows: 0,
+        }
+    }
+
+    /// True when no more rows fit.
+    pub fn is_full(&self) -> bool {
+        self.rows == self.stride
+    }
+
+    /// Empties the buffer (keeps the memory).
+    pub fn clear(&mut self) {
+        self.rows = 0;
+        self.has_weights = false;
+    }
+
+    /// Appends a row (panics when full: check [`OwnedBatch::is_full`]).
+    #[inline]
+    pub fn push(&mut self, x: &[f32], y: f32, w: f32) {
+        let r = self.rows;
+        assert!(r < self.stride && x.len() == self.d, "batch full or wrong width");
+        for (j, &v) in x.iter().enumerate() {
+            self.data[j * self.stride + r] = v;
+        }
+        self.labels[r] = y;
+        self.weights[r] = w;
+        self.has_weights |= w != 1.0;
+        self.rows += 1;
+    }
+}
+
+/// The rows a batch carries.
+#[derive(Debug)]
+pub enum Payload {
+    /// Rows `r0 .. r0+n` of block `block` of the mapped dataset (zero copy).
+    Mapped {
+        /// Block index.
+        block: u64,
+        /// First row in the block.
+        r0: usize,
+        /// Rows.
+        n: usize,
+    },
+    /// A pooled buffer; goes back to the pool after learning.
+    Owned(Box<OwnedBatch>),
+    /// Merge epoch marker: every shard receives it in the same order; `checkpoint` asks the
+    /// publishing shard to write a checkpoint after merging.
+    Merge {
+        /// Write a checkpoint after this merge.
+        checkpoint: bool,
+    },
+}
+
+/// A unit of work for a shard.
+#[derive(Debug)]
+pub struct Batch {
+    /// The rows (or a marker).
+    pub payload: Payload,
+    /// When the batch entered the pipeline — or, under `--rate`, when it was *meant* to
+    /// (coordinated-omission-correct latency).
+    pub ingest: Instant,
+}

@@ -1,0 +1,585 @@
+//! `train`, `predict` and `bench`: the learning commands.
+
+use anyhow::{bail, ensure, Context};
+use clap::Args;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use streamsgd::convert::{count_rows, open_parser, resolve_format, source_name, write_generated};
+use streamsgd::dataset::Dataset;
+use streamsgd::kernel::Columns;
+use streamsgd::latency::{Latency, Percentiles};
+use streamsgd::learner::{BadRows, LearnerConfig};
+use streamsgd::loss::Loss;
+use streamsgd::merge::MergeMode;
+use streamsgd::metrics::Evaluation;
+use streamsgd::model::{ModelFile, SharedModel};
+use streamsgd::optim::{Kind, OptimConfig, Schedule};
+use streamsgd::pipeline::{self, Input, PipelineConfig, TrainOutcome, TrainReport};
+use streamsgd::source::gen::{GenConfig, Generator, Task};
+use streamsgd::source::text::LabelColumn;
+use streamsgd::source::{TextFormat, TextOptions, TextParser};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LossName {
+    Squared,
+    Logistic,
+    Hinge,
+    Huber,
+}
+
+/// Flags shared by `train` and `bench`: the model and how it learns.
+#[derive(Args, Debug, Clone)]
+pub struct LearnArgs {
+    /// Loss function.
+    #[arg(long, value_enum, default_value = "logistic")]
+    loss: LossName,
+    /// Huber threshold δ.
+    #[arg(long, default_value_t = 1.0)]
+    huber_delta: f32,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value = "normalized")]
+    optimizer: Kind,
+    /// Learning rate (FTRL: α). Default: 0.5, FTRL 0.1.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// L1 regularisation (proximal).
+    #[arg(long, default_value_t = 0.0)]
+    l1: f32,
+    /// L2 regularisation.
+    #[arg(long, default_value_t = 0.0)]
+    l2: f32,
+    /// SGD learning-rate schedule.
+    #[arg(long, value_enum, default_value = "invscaling")]
+    schedule: Schedule,
+    /// Inverse-scaling power p.
+    #[arg(long, default_value_t = 0.5)]
+    power: f32,
+    /// FTRL β.
+    #[arg(long, default_value_t = 1.0)]
+    beta: f32,
+    /// Mini-batch size (1 = pure online).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Worker threads (shards). Default: available cores.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Merge the replicas every K batches per shard.
+    #[arg(long, default_value_t = 32)]
+    merge_every: usize,
+    /// Merge mode.
+    #[arg(long, value_enum, default_value = "sync")]
+    merge: MergeMode,
+    /// Ring capacity per shard, in batches.
+    #[arg(long, default_value_t = 8)]
+    ring: usize,
+    /// Open-loop pacing, rows per second (default: flat out).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Pin shard i to core i.
+    #[arg(long)]
+    pin: bool,
+    /// Count and skip bad rows (malformed lines, NaN/Inf values, labels out of range)
+    /// instead of stopping at the first.
+    #[arg(long)]
+    skip_bad: bool,
+}
+
+impl LearnArgs {
+    fn learner(&self) -> anyhow::Result<LearnerConfig> {
+        let loss = match self.loss {
+            LossName::Squared => Loss::Squared,
+            LossName::Logistic => Loss::Logistic,
+            LossName::Hinge => Loss::Hinge,
+            LossName::Huber => {
+                ensure!(self.huber_delta.is_finite() && self.huber_delta > 0.0, "--huber-delta {} must be > 0", self.huber_delta);
+                Loss::Huber { delta: self.huber_delta }
+            }
+        };
+        let base = OptimConfig::new(self.optimizer);
+        let optim = OptimConfig {
+            lr: self.lr.unwrap_or(base.lr),
+            l1: self.l1,
+            l2: self.l2,
+            schedule: self.schedule,
+            power: self.power,
+            beta: self.beta,
+            ..base
+        };
+        optim.check().map_err(anyhow::Error::msg)?;
+        ensure!(self.batch >= 1, "--batch must be at least 1");
+        let bad_rows = if self.skip_bad { BadRows::Skip } else { BadRows::Error };
+        Ok(LearnerConfig { loss, optim, batch: self.batch, bad_rows })
+    }
+
+    fn pipeline(&self, threads: usize) -> anyhow::Result<PipelineConfig> {
+        ensure!(threads >= 1, "--threads must be at least 1");
+        ensure!(self.merge_every >= 1, "--merge-every must be at least 1");
+        ensure!(self.ring >= 1, "--ring must be at least 1");
+        if let Some(r) = self.rate {
+            ensure!(r.is_finite() && r > 0.0, "--rate {r} must be > 0 rows/s");
+        }
+        Ok(PipelineConfig {
+            learner: self.learner()?,
+            threads,
+            merge_every: self.merge_every,
+            merge: self.merge,
+            ring_capacity: self.ring,
+            rate: self.rate,
+            pin: self.pin,
+            passes: 1,
+            shuffle_seed: None,
+            checkpoint: None,
+            checkpoint_every: u64::MAX,
+            extra: "{}".into(),
+        })
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Training data: a .ssgd file (mapped), a .csv/.libsvm/.vw file, - for stdin, or
+    /// tcp://HOST:PORT to read lines from a socket.
+    data: String,
+    /// Text format (default: from the extension; required for stdin and sockets).
+    #[arg(long, value_enum)]
+    format: Option<TextFormat>,
+    /// CSV label column, by name or 0-based index.
+    #[arg(long)]
+    label: Option<String>,
+    /// LibSVM/VW feature count (VW: hash names into D columns).
+    #[arg(long)]
+    features: Option<usize>,
+    #[command(flatten)]
+    learn: LearnArgs,
+    /// Passes over a .ssgd file.
+    #[arg(long, default_value_t = 1)]
+    passes: usize,
+    /// Shuffle the block order of a .ssgd file each pass, with this seed.
+    #[arg(long)]
+    shuffle_seed: Option<u64>,
+    /// Keep the last FRACTION of the rows (in stream order) out of training; report on them.
+    #[arg(long)]
+    holdout: Option<f64>,
+    /// Evaluate the trained model on this file.
+    #[arg(long)]
+    test: Option<String>,
+    /// Save the trained model here (atomically).
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Continue from this model file (weights and optimizer state).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Write checkpoints (model + optimizer state) to this file.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Checkpoint about every N rows (at the next merge).
+    #[arg(long, default_value_t = 1_000_000)]
+    checkpoint_every: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write the end-to-end latency distribution (HdrHistogram percentile text) here.
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
+}
+
+/// An opened data source.
+enum Data {
+    Mapped(Dataset),
+    Text { parser: TextParser<Box<dyn BufRead>>, rows: Option<u64> },
+}
+
+fn open_data(spec: &str, format: Option<TextFormat>, text: &TextOptions, count: bool) -> anyhow::Result<(Data, String)> {
+    if let Some(addr) = spec.strip_prefix("tcp://") {
+        let format = format.context("a socket source needs --format csv|libsvm|vw")?;
+        let sock = addr.parse::<std::net::SocketAddr>().with_context(|| format!("{spec}: not a HOST:PORT address")).and_then(|a| {
+            std::net::TcpStream::connect_timeout(&a, Duration::from_secs(10)).with_context(|| format!("{spec}: cannot connect"))
+        })?;
+        let reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 20, sock));
+        let mut parser = TextParser::new(reader, spec.to_string(), format, text)?;
+        parser.require_newline();
+        return Ok((Data::Text { parser, rows: None }, spec.to_string()));
+    }
+    let path = Path::new(spec);
+    if path.extension().is_some_and(|e| e == "ssgd") {
+        return Ok((Data::Mapped(Dataset::open(path)?), spec.to_string()));
+    }
+    let format = resolve_format(path, format)?;
+    let rows = if count && spec != "-" { Some(count_rows(path, format)?) } else { None };
+    Ok((Data::Text { parser: open_parser(path, format, text)?, rows }, source_name(path)))
+}
+
+fn input_of(data: &mut Data, holdout: Option<f64>, skip_bad: bool) -> anyhow::Result<Input<'_>> {
+    let keep = |rows: u64| rows - ((rows as f64 * holdout.unwrap_or(0.0)).round() as u64).min(rows);
+    Ok(match data {
+        Data::Mapped(dataset) => {
+            let train_rows = keep(dataset.rows());
+            Input::Mapped { dataset, train_rows }
+        }
+        Data::Text { parser, rows } => {
+            let train_rows = match (holdout, *rows) {
+                (None, _) => None,
+                (Some(_), Some(r)) => Some(keep(r)),
+                (Some(_), None) => bail!("--holdout needs to know the row count: use a file, or --test FILE for streams"),
+            };
+            Input::Text { parser, train_rows, skip_bad }
+        }
+    })
+}
+
+fn text_options(label: &Option<String>, features: Option<usize>) -> TextOptions {
+    TextOptions { label: label.as_deref().map(LabelColumn::parse), features, vw_names: None }
+}
+
+pub fn train(a: TrainArgs) -> anyhow::Result<()> {
+    if let Some(h) = a.holdout {
+        ensure!((0.0..1.0).contains(&h), "--holdout {h} must be in [0, 1)");
+    }
+    ensure!(a.passes >= 1, "--passes must be at least 1");
+    let mut cfg = a.learn.pipeline(a.learn.threads.unwrap_or_else(default_threads))?;
+    cfg.passes = a.passes;
+    cfg.shuffle_seed = a.shuffle_seed;
+    cfg.checkpoint = a.checkpoint.clone();
+    cfg.checkpoint_every = a.checkpoint_every;
+    let text = text_options(&a.label, a.features);
+    let (mut data, name) = open_data(&a.data, a.format, &text, a.holdout.is_some())?;
+    let initial = a.resume.as_deref().map(ModelFile::load).transpose()?;
+    if let Some(f) = &initial {
+        ensure!(f.model.loss == cfg.learner.loss, "--resume model was trained with {:?}, not {:?}", f.model.loss, cfg.learner.loss);
+    }
+    let total = match &data {
+        Data::Mapped(ds) => Some(ds.rows() * a.passes as u64),
+        Data::Text { rows, .. } => *rows,
+    };
+    let bar = super::progress(total.unwrap_or(0), "rows");
+    let shared = Arc::new(SharedModel::new(streamsgd::model::LinearModel::zeros(cfg.learner.loss, 1)));
+    let mut input = input_of(&mut data, a.holdout, a.learn.skip_bad)?;
+    let out = pipeline::train(&cfg, &mut input, &name, initial, shared, &bar)?;
+    let test = match &a.test {
+        Some(t) => Some(evaluate_file(t, a.format, &text, &out.model, cfg.learner.bad_rows)?),
+        None => None,
+    };
+    if let Some(p) = &a.save {
+        out.model.save(p)?;
+    }
+    if let Some(p) = &a.hgrm {
+        std::fs::write(p, out.latency.end_to_end.hgrm()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    report(&out, test.as_ref(), a.json)
+}
+
+fn evaluate_file(
+    spec: &str,
+    format: Option<TextFormat>,
+    text: &TextOptions,
+    model: &ModelFile,
+    bad: BadRows,
+) -> anyhow::Result<Evaluation> {
+    let (mut data, _) = open_data(spec, format, text, false)?;
+    let mut input = match &mut data {
+        Data::Mapped(dataset) => Input::Mapped { dataset, train_rows: 0 },
+        Data::Text { parser, .. } => Input::Text { parser, train_rows: Some(0), skip_bad: bad == BadRows::Skip },
+    };
+    pipeline::evaluate_holdout(&mut input, &model.model, bad)?.with_context(|| format!("{spec}: no rows to evaluate"))
+}
+
+fn pct_line(name: &str, p: &Percentiles) -> String {
+    let us = |v: u64| format!("{:.1}", v as f64 / 1e3);
+    format!("  {name:<12} {:>9} {:>9} {:>9} {:>9} {:>9}", us(p.p50), us(p.p90), us(p.p99), us(p.p999), us(p.max))
+}
+
+fn eval_line(e: &Evaluation) -> String {
+    let mut s = format!("loss {:.4}", e.loss);
+    if let Some(a) = e.accuracy {
+        s += &format!("  accuracy {a:.4}");
+    }
+    if let Some(a) = e.auc {
+        s += &format!("  auc {a:.4}");
+    }
+    if let Some(r) = e.rmse {
+        s += &format!("  rmse {r:.4}");
+    }
+    s
+}
+
+fn report(out: &TrainOutcome, test: Option<&Evaluation>, json: bool) -> anyhow::Result<()> {
+    let r: &TrainReport = &out.report;
+    if json {
+        let mut v = serde_json::to_value(r)?;
+        v["test"] = serde_json::to_value(test)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "trained on {} rows ({} learned, {} rejected) in {:.3} s: {:.2} M rows/s, {} thread(s), {} merges ({:?} every {}), batch {}, {:?} kernels",
+        r.rows,
+        r.rows_learned,
+        r.rows_rejected,
+        r.seconds,
+        r.rows_per_sec / 1e6,
+        r.threads,
+        r.merges,
+        r.merge,
+        r.merge_every,
+        r.batch,
+        r.isa
+    );
+    if let Some(why) = &r.first_rejected {
+        println!("first rejected: {why}");
+    }
+    let mut prog = format!("progressive  loss {:.4}", r.progressive_loss);
+    if let Some(a) = r.progressive_accuracy {
+        prog += &format!("  accuracy {a:.4}");
+    }
+    if let Some(e) = r.progressive_rmse {
+        prog += &format!("  rmse {e:.4}");
+    }
+    println!("{prog}");
+    if let Some(h) = &r.holdout {
+        println!("holdout      {} ({} rows)", eval_line(h), h.rows);
+    }
+    if let Some(t) = test {
+        println!("test         {} ({} rows)", eval_line(t), t.rows);
+    }
+    println!("latency per batch, µs:  {:>9} {:>9} {:>9} {:>9} {:>9}", "p50", "p90", "p99", "p99.9", "max");
+    println!("{}", pct_line("queue", &r.stages_ns.queue));
+    println!("{}", pct_line("compute", &r.stages_ns.compute));
+    println!("{}", pct_line("end-to-end", &r.latency_ns));
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// The model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Data: .ssgd, .csv/.libsvm/.vw, - for stdin, or tcp://HOST:PORT.
+    data: String,
+    /// Text format (default: from the extension; required for stdin and sockets).
+    #[arg(long, value_enum)]
+    format: Option<TextFormat>,
+    /// CSV label column, by name or 0-based index (ignored for prediction).
+    #[arg(long)]
+    label: Option<String>,
+    /// LibSVM/VW feature count (default: the model's).
+    #[arg(long)]
+    features: Option<usize>,
+}
+
+pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
+    let m = ModelFile::load(&a.model)?.model;
+    let d = m.features();
+    let text = text_options(&a.label, Some(a.features.unwrap_or(d)));
+    let (mut data, name) = open_data(&a.data, a.format, &text, false)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut lat = Latency::default();
+    let mut num = ryu::Buffer::new();
+    let start = Instant::now();
+    let mut rows = 0u64;
+    let mut emit = |out: &mut BufWriter<_>, p: f32| -> std::io::Result<()> {
+        out.write_all(num.format(m.loss.output(p)).as_bytes())?;
+        out.write_all(b"\n")
+    };
+    match &mut data {
+        Data::Mapped(ds) => {
+            ensure!(ds.features() == d, "{name} has {} features, the model {d}", ds.features());
+            let mut p = vec![0.0f32; ds.header().block_rows as usize];
+            for b in ds.iter() {
+                let t = Instant::now();
+                m.predict_block(&Columns::new(b.data, b.stride, d, 0, b.rows), &mut p[..b.rows]);
+                let per_row = t.elapsed().as_nanos() as u64 / b.rows.max(1) as u64;
+                for &v in &p[..b.rows] {
+                    lat.record(per_row);
+                    emit(&mut out, v)?;
+                }
+                rows += b.rows as u64;
+            }
+        }
+        Data::Text { parser, .. } => {
+            ensure!(parser.features() == d, "{name} has {} features, the model {d}", parser.features());
+            let mut row = vec![0.0f32; d];
+            loop {
+                let t = Instant::now();
+                let Some(_) = parser.next_row(&mut row)? else { break };
+                let p = m.predict_row(&row);
+                lat.record(t.elapsed().as_nanos() as u64);
+                emit(&mut out, p)?;
+                rows += 1;
+            }
+        }
+    }
+    out.flush()?;
+    let secs = start.elapsed().as_secs_f64();
+    let p = lat.percentiles();
+    eprintln!(
+        "predicted {rows} rows in {secs:.3} s ({:.2} M rows/s); per-row latency (parse + predict) p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns",
+        rows as f64 / secs.max(1e-9) / 1e6,
+        p.p50,
+        p.p99,
+        p.p999,
+        p.max
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Rows to generate (ignored with --data).
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: u64,
+    /// Features.
+    #[arg(long, default_value_t = 32)]
+    features: usize,
+    /// Task of the generated data.
+    #[arg(long, value_enum, default_value = "classification")]
+    task: Task,
+    /// Use this .ssgd file instead of generating one.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Thread counts to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    thread_counts: Vec<usize>,
+    /// Fraction of rows held out for the holdout loss.
+    #[arg(long, default_value_t = 0.1)]
+    holdout: f64,
+    /// Runs per configuration (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    #[command(flatten)]
+    learn: LearnArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct BenchRow {
+    threads: usize,
+    rows_per_sec: f64,
+    rows_per_sec_min: f64,
+    rows_per_sec_max: f64,
+    speedup: f64,
+    roofline_fraction: f64,
+    latency_ns: Percentiles,
+    holdout_loss: Option<f64>,
+    rate: Option<f64>,
+}
+
+/// Streams every byte of `bytes` with `threads` threads; GB/s (median of 5).
+fn bandwidth(bytes: &[u8], threads: usize) -> f64 {
+    use rayon::prelude::*;
+    let words: &[u64] = bytemuck::cast_slice(&bytes[..bytes.len() / 64 * 64]);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+    let mut v: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let x = pool.install(|| words.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &w| a ^ w)).reduce(|| 0, |a, b| a ^ b));
+            std::hint::black_box(x);
+            bytes.len() as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[2]
+}
+
+pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    ensure!(a.repeat >= 1 && !a.thread_counts.is_empty(), "--repeat and --thread-counts must be non-empty");
+    let path = match &a.data {
+        Some(p) => p.clone(),
+        None => {
+            let p = std::env::temp_dir().join(format!("streamsgd-bench-{:?}-{}x{}.ssgd", a.task, a.rows, a.features).to_lowercase());
+            if Dataset::open(&p).map(|d| d.rows() != a.rows).unwrap_or(true) {
+                let cfg = GenConfig {
+                    task: a.task,
+                    rows: a.rows,
+                    features: a.features,
+                    seed: 1,
+                    noise: 0.0,
+                    missing_rate: 0.0,
+                    duplicate_rate: 0.0,
+                    drift_at: None,
+                };
+                eprintln!("generating {} ...", p.display());
+                write_generated(&Generator::new(cfg), &p, 1024, &indicatif::ProgressBar::hidden())?;
+            }
+            p
+        }
+    };
+    let ds = Dataset::open(&path)?;
+    let bytes_per_row = ds.bytes().len() as f64 / ds.rows().max(1) as f64;
+    let max_threads = *a.thread_counts.iter().max().unwrap_or(&1);
+    let bw1 = bandwidth(ds.bytes(), 1);
+    let bwn = bandwidth(ds.bytes(), max_threads);
+    let mut rows = Vec::new();
+    let mut base = None;
+    for &t in &a.thread_counts {
+        let cfg = a.learn.pipeline(t)?;
+        let mut runs = Vec::new();
+        for _ in 0..a.repeat {
+            let shared = Arc::new(SharedModel::new(streamsgd::model::LinearModel::zeros(cfg.learner.loss, 1)));
+            let train_rows = ds.rows() - (ds.rows() as f64 * a.holdout).round() as u64;
+            let mut input = Input::Mapped { dataset: &ds, train_rows };
+            runs.push(
+                pipeline::train(&cfg, &mut input, &path.display().to_string(), None, shared, &indicatif::ProgressBar::hidden())?.report,
+            );
+        }
+        runs.sort_by(|x, y| x.rows_per_sec.total_cmp(&y.rows_per_sec));
+        let med = &runs[runs.len() / 2];
+        let speed = med.rows_per_sec;
+        let base_speed = *base.get_or_insert(speed);
+        let bw = if t == 1 { bw1 } else { bwn };
+        rows.push(BenchRow {
+            threads: t,
+            rows_per_sec: speed,
+            rows_per_sec_min: runs[0].rows_per_sec,
+            rows_per_sec_max: runs[runs.len() - 1].rows_per_sec,
+            speedup: speed / base_speed,
+            roofline_fraction: speed / (bw * 1e9 / bytes_per_row),
+            latency_ns: med.latency_ns,
+            holdout_loss: med.holdout.map(|h| h.loss),
+            rate: a.learn.rate,
+        });
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "file": path.display().to_string(), "rows": ds.rows(), "features": ds.features(),
+            "bytes_per_row": bytes_per_row, "bandwidth_gbps_1_thread": bw1, "bandwidth_gbps_max_threads": bwn,
+            "runs": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{} rows × {} features ({:.0} bytes/row) from {}", ds.rows(), ds.features(), bytes_per_row, path.display());
+    println!(
+        "memory bandwidth (streaming the mapped file): {bw1:.1} GB/s with 1 thread, {bwn:.1} GB/s with {max_threads} → roofline {:.0} / {:.0} M rows/s",
+        bw1 * 1e9 / bytes_per_row / 1e6,
+        bwn * 1e9 / bytes_per_row / 1e6
+    );
+    println!("median of {} runs{}", a.repeat, a.learn.rate.map(|r| format!(", paced at {r:.0} rows/s")).unwrap_or_default());
+    println!(
+        "{:>7} {:>12} {:>16} {:>8} {:>9} {:>9} {:>9} {:>9} {:>12}",
+        "threads", "M rows/s", "(min–max)", "speedup", "roofline", "p50 µs", "p99 µs", "p99.9 µs", "holdout loss"
+    );
+    for r in &rows {
+        println!(
+            "{:>7} {:>12.2} {:>16} {:>7.2}× {:>8.0}% {:>9.1} {:>9.1} {:>9.1} {:>12}",
+            r.threads,
+            r.rows_per_sec / 1e6,
+            format!("{:.1}–{:.1}", r.rows_per_sec_min / 1e6, r.rows_per_sec_max / 1e6),
+            r.speedup,
+            r.roofline_fraction * 100.0,
+            r.latency_ns.p50 as f64 / 1e3,
+            r.latency_ns.p99 as f64 / 1e3,
+            r.latency_ns.p999 as f64 / 1e3,
+            r.holdout_loss.map_or("-".into(), |l| format!("{l:.4}"))
+        );
+    }
+    Ok(())
+}

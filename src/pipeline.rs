@@ -1,0 +1,507 @@
+//! The wiring, nothing else: a producer (the calling thread) reads the source and routes
+//! batches round-robin into one bounded ring per shard; N shard threads learn and merge; at the
+//! end the merged model is evaluated on the holdout and everything is reported.
+//!
+//! Sources: a mapped `.ssgd` file (what travels is a block reference, never a copy), or a text
+//! stream (file, stdin, socket) parsed into pooled columnar buffers that come back through a
+//! return ring — so the steady state allocates nothing. With `--rate`, the producer paces an
+//! open loop and stamps each batch with its *intended* send time, so latency includes the
+//! time a late batch would have waited (no coordinated omission). No `unsafe` here.
+
+use crate::batch::{Batch, OwnedBatch, Payload, BATCH_ROWS};
+use crate::dataset::Dataset;
+use crate::kernel::{self, Columns};
+use crate::latency::{Percentiles, StageLatency};
+use crate::learner::{BadRows, LearnError, Learner, LearnerConfig};
+use crate::merge::{MergeMode, Merger};
+use crate::metrics::{evaluate, Evaluation, Progressive};
+use crate::model::{ModelFile, SharedModel};
+use crate::ring::Ring;
+use crate::shard::{self, ShardContext};
+use crate::source::{ParseError, TextParser};
+use indicatif::ProgressBar;
+use rand::{RngExt, SeedableRng};
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Pipeline settings (checked by the CLI before they get here).
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Loss, optimizer, batch size, bad-row policy.
+    pub learner: LearnerConfig,
+    /// Shards (worker threads).
+    pub threads: usize,
+    /// Merge every K data batches per shard.
+    pub merge_every: usize,
+    /// Sync or async merging.
+    pub merge: MergeMode,
+    /// Ring capacity per shard, in batches.
+    pub ring_capacity: usize,
+    /// Open-loop pacing in rows/s (`None`: flat out).
+    pub rate: Option<f64>,
+    /// Pin shard i to core i.
+    pub pin: bool,
+    /// Passes over a mapped file.
+    pub passes: usize,
+    /// Shuffle block order (mapped files) with this seed.
+    pub shuffle_seed: Option<u64>,
+    /// Checkpoint file.
+    pub checkpoint: Option<PathBuf>,
+    /// Checkpoint about every this many rows (at the next merge).
+    pub checkpoint_every: u64,
+    /// JSON stored beside the model in checkpoints.
+    pub extra: String,
+}
+
+/// Where the rows come from.
+pub enum Input<'a> {
+    /// A mapped `.ssgd` file; rows `train_rows..` are the holdout.
+    Mapped {
+        /// The dataset.
+        dataset: &'a Dataset,
+        /// Rows used for training (the rest is the holdout).
+        train_rows: u64,
+    },
+    /// A text stream; rows after `train_rows` (when given) are the holdout.
+    Text {
+        /// The parser.
+        parser: &'a mut TextParser<Box<dyn BufRead>>,
+        /// Rows used for training (`None`: all).
+        train_rows: Option<u64>,
+        /// Count and skip malformed lines.
+        skip_bad: bool,
+    },
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A bad input line.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// Learning stopped (bad row, divergence).
+    #[error("{source_name}: {error}")]
+    Learn {
+        /// The input's name.
+        source_name: String,
+        /// What happened.
+        error: LearnError,
+    },
+    /// A checkpoint could not be written.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// Settings that cannot work.
+    #[error("{0}")]
+    Config(String),
+    /// An internal invariant broke (a bug): rows were lost or double-counted.
+    #[error("row accounting mismatch: {0}")]
+    Accounting(String),
+}
+
+/// Latency summaries per stage.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct StagePercentiles {
+    /// Ingest → dequeued.
+    pub queue: Percentiles,
+    /// Dequeued → applied.
+    pub compute: Percentiles,
+}
+
+/// The report of a training run (stable field names: the `--json` output).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrainReport {
+    /// Rows that entered the pipeline for training (learned + rejected).
+    pub rows: u64,
+    /// Rows learned.
+    pub rows_learned: u64,
+    /// Rows rejected (bad values, or malformed lines with `--skip-bad`).
+    pub rows_rejected: u64,
+    /// The first rejected row and why.
+    pub first_rejected: Option<String>,
+    /// Wall time of training, seconds.
+    pub seconds: f64,
+    /// Training throughput.
+    pub rows_per_sec: f64,
+    /// Shards.
+    pub threads: usize,
+    /// Merges performed.
+    pub merges: u64,
+    /// Mean progressive (predict-then-learn) loss.
+    pub progressive_loss: f64,
+    /// Progressive accuracy (classification) or RMSE (regression).
+    pub progressive_accuracy: Option<f64>,
+    /// Progressive RMSE (regression).
+    pub progressive_rmse: Option<f64>,
+    /// Holdout metrics, when there is a holdout.
+    pub holdout: Option<Evaluation>,
+    /// End-to-end latency (ingest → applied), per batch, ns.
+    pub latency_ns: Percentiles,
+    /// The other stages.
+    pub stages_ns: StagePercentiles,
+    /// Kernel instruction set.
+    pub isa: kernel::Isa,
+    /// Mini-batch size.
+    pub batch: usize,
+    /// Merge mode and period.
+    pub merge: MergeMode,
+    /// Batches per shard between merges.
+    pub merge_every: usize,
+    /// Pacing rate, rows/s.
+    pub rate: Option<f64>,
+}
+
+/// A finished run: the report, the latency distributions and the model file to save.
+pub struct TrainOutcome {
+    /// The report.
+    pub report: TrainReport,
+    /// All shards' latency distributions, merged.
+    pub latency: StageLatency,
+    /// Final merged weights with shard 0's optimizer state.
+    pub model: ModelFile,
+}
+
+struct Producer<'a> {
+    rings: &'a [Ring<Batch>],
+    failed: &'a AtomicBool,
+    rate: Option<f64>,
+    start: Instant,
+    sent_rows: u64,
+    batches: u64,
+    merge_period: u64,
+    checkpoint_every: u64,
+    last_checkpoint: u64,
+    checkpointing: bool,
+    progress: &'a ProgressBar,
+}
+
+impl Producer<'_> {
+    /// Waits for the batch's intended time under `--rate` and returns the ingest stamp.
+    fn stamp(&self) -> Instant {
+        let Some(rate) = self.rate else { return Instant::now() };
+        let intended = self.start + Duration::from_secs_f64(self.sent_rows as f64 / rate);
+        loop {
+            let now = Instant::now();
+            if now >= intended {
+                return intended;
+            }
+            let left = intended - now;
+            if left > Duration::from_micros(200) {
+                std::thread::sleep(left - Duration::from_micros(100));
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Sends a data batch of `rows` rows; false once a shard failed.
+    fn send(&mut self, payload: Payload, rows: usize) -> bool {
+        if self.failed.load(Ordering::Acquire) {
+            return false;
+        }
+        let ingest = self.stamp();
+        let shard = (self.batches % self.rings.len() as u64) as usize;
+        if self.rings[shard].push(Batch { payload, ingest }).is_err() {
+            return false;
+        }
+        self.sent_rows += rows as u64;
+        self.batches += 1;
+        if self.batches % 64 == 0 {
+            self.progress.set_position(self.sent_rows);
+        }
+        if self.batches % self.merge_period == 0 {
+            let due = self.checkpointing && self.sent_rows - self.last_checkpoint >= self.checkpoint_every;
+            if due {
+                self.last_checkpoint = self.sent_rows;
+            }
+            self.merge(due);
+        }
+        true
+    }
+
+    fn merge(&self, checkpoint: bool) {
+        for r in self.rings {
+            let _ = r.push(Batch { payload: Payload::Merge { checkpoint }, ingest: Instant::now() });
+        }
+    }
+}
+
+/// Trains on `input` with `cfg`, starting from `initial` (resume) or zeros.
+pub fn train(
+    cfg: &PipelineConfig,
+    input: &mut Input<'_>,
+    source_name: &str,
+    initial: Option<ModelFile>,
+    shared: Arc<SharedModel>,
+    progress: &ProgressBar,
+) -> Result<TrainOutcome, PipelineError> {
+    let d = match input {
+        Input::Mapped { dataset, .. } => dataset.features(),
+        Input::Text { parser, .. } => parser.features(),
+    };
+    let n = cfg.threads.max(1);
+    let learners: Vec<Learner> = (0..n)
+        .map(|_| match &initial {
+            Some(f) => Learner::resume(cfg.learner, f.model.clone(), f.optimizer.clone()),
+            None => Learner::new(cfg.learner, d),
+        })
+        .collect();
+    if learners[0].model().features() != d {
+        return Err(PipelineError::Config(format!("the model has {} features, the data {d}", learners[0].model().features())));
+    }
+    let initial_w = learners[0].model().weights.clone();
+    shared.publish(learners[0].model().clone());
+    let merger = Merger::new(cfg.merge, n, &initial_w, shared);
+    let rings: Vec<Ring<Batch>> = (0..n).map(|_| Ring::new(cfg.ring_capacity)).collect();
+    let in_flight = n * (cfg.ring_capacity + 2) + 1;
+    let pool: Ring<Box<OwnedBatch>> = Ring::new(in_flight);
+    if let Input::Text { .. } = input {
+        for _ in 0..in_flight {
+            let _ = pool.push(Box::new(OwnedBatch::new(d, BATCH_ROWS)));
+        }
+    }
+    let failed = AtomicBool::new(false);
+    let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+    let dataset = match input {
+        Input::Mapped { dataset, .. } => Some(*dataset),
+        Input::Text { .. } => None,
+    };
+    let start = Instant::now();
+    let mut producer = Producer {
+        rings: &rings,
+        failed: &failed,
+        rate: cfg.rate,
+        start,
+        sent_rows: 0,
+        batches: 0,
+        merge_period: (cfg.merge_every.max(1) * n) as u64,
+        checkpoint_every: cfg.checkpoint_every.max(1),
+        last_checkpoint: 0,
+        checkpointing: cfg.checkpoint.is_some(),
+        progress,
+    };
+    let mut source_rejected = 0u64;
+    let mut first_source_reject: Option<String> = None;
+    let (reports, produced) = std::thread::scope(|s| {
+        let handles: Vec<_> = learners
+            .into_iter()
+            .enumerate()
+            .map(|(id, learner)| {
+                let ctx = ShardContext {
+                    id,
+                    input: &rings[id],
+                    pool: &pool,
+                    dataset,
+                    merger: &merger,
+                    failed: &failed,
+                    checkpoint: cfg.checkpoint.as_deref(),
+                    extra: &cfg.extra,
+                    pin: cores.get(id % cores.len().max(1)).copied(),
+                };
+                s.spawn(move || shard::run(ctx, learner))
+            })
+            .collect();
+        let produced = produce(cfg, input, &mut producer, &pool, &mut source_rejected, &mut first_source_reject);
+        producer.merge(cfg.checkpoint.is_some());
+        for r in &rings {
+            r.close();
+        }
+        let reports: Vec<_> = handles.into_iter().map(|h| h.join().expect("shard thread panicked")).collect();
+        (reports, produced)
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    produced?;
+    let mut latency = StageLatency::default();
+    let mut progressive = Progressive::default();
+    let (mut learned, mut rejected) = (0u64, source_rejected);
+    let mut first_rejected = first_source_reject;
+    for r in &reports {
+        if let Some(e) = &r.error {
+            return Err(PipelineError::Learn { source_name: source_name.to_string(), error: e.clone() });
+        }
+        if let Some(e) = &r.checkpoint_error {
+            return Err(PipelineError::Checkpoint(e.clone()));
+        }
+        latency.merge(&r.latency);
+        progressive.merge(&r.learner.progress);
+        learned += r.learner.rows_learned;
+        rejected += r.learner.rows_rejected;
+        if first_rejected.is_none() {
+            first_rejected = r.learner.first_rejected.as_ref().map(|(row, what)| format!("row {row} of a shard's stream: {what}"));
+        }
+    }
+    let rows = producer.sent_rows + source_rejected;
+    if learned + rejected != rows {
+        return Err(PipelineError::Accounting(format!("{rows} rows in, {learned} learned + {rejected} rejected")));
+    }
+    let mut model = reports[0].learner.to_file(cfg.extra.clone());
+    model.model.weights = merger.merged_weights();
+    let loss = cfg.learner.loss;
+    let cls = loss.is_classification();
+    let holdout = evaluate_holdout(input, &model.model, cfg.learner.bad_rows)?;
+    let report = TrainReport {
+        rows,
+        rows_learned: learned,
+        rows_rejected: rejected,
+        first_rejected,
+        seconds,
+        rows_per_sec: rows as f64 / seconds.max(1e-9),
+        threads: n,
+        merges: merger.merges(),
+        progressive_loss: progressive.mean_loss(),
+        progressive_accuracy: cls.then(|| progressive.correct / progressive.weight_sum),
+        progressive_rmse: (!cls).then(|| (progressive.sq_err / progressive.weight_sum).sqrt()),
+        holdout,
+        latency_ns: latency.end_to_end.percentiles(),
+        stages_ns: StagePercentiles { queue: latency.queue.percentiles(), compute: latency.compute.percentiles() },
+        isa: kernel::isa(),
+        batch: cfg.learner.batch,
+        merge: cfg.merge,
+        merge_every: cfg.merge_every,
+        rate: cfg.rate,
+    };
+    Ok(TrainOutcome { report, latency, model })
+}
+
+/// The producer loop: reads the source and sends batches until the training rows are done.
+fn produce(
+    cfg: &PipelineConfig,
+    input: &mut Input<'_>,
+    p: &mut Producer<'_>,
+    pool: &Ring<Box<OwnedBatch>>,
+    rejected: &mut u64,
+    first_reject: &mut Option<String>,
+) -> Result<(), PipelineError> {
+    match input {
+        Input::Mapped { dataset, train_rows } => {
+            let mut segments: Vec<(u64, usize)> = Vec::new();
+            let mut left = *train_rows;
+            for b in 0..dataset.blocks() {
+                if left == 0 {
+                    break;
+                }
+                let n = dataset.header().rows_in_block(b).min(left);
+                segments.push((b, n as usize));
+                left -= n;
+            }
+            for pass in 0..cfg.passes.max(1) {
+                if let Some(seed) = cfg.shuffle_seed {
+                    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed ^ (pass as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                    for i in (1..segments.len()).rev() {
+                        segments.swap(i, rng.random_range(0..=i));
+                    }
+                }
+                for &(block, n) in &segments {
+                    if !p.send(Payload::Mapped { block, r0: 0, n }, n) {
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        }
+        Input::Text { parser, train_rows, skip_bad } => {
+            if cfg.passes > 1 {
+                return Err(PipelineError::Config("--passes > 1 needs a .ssgd file (convert the text first)".into()));
+            }
+            let limit = train_rows.unwrap_or(u64::MAX);
+            let mut row = vec![0.0f32; parser.features()];
+            let mut taken = 0u64;
+            let mut done = false;
+            while !done {
+                let Some(mut buf) = pool.pop() else { return Ok(()) };
+                buf.clear();
+                while !buf.is_full() && taken < limit {
+                    match parser.next_row(&mut row) {
+                        Ok(Some(r)) => {
+                            buf.push(&row, r.label, r.weight);
+                            taken += 1;
+                        }
+                        Ok(None) => {
+                            done = true;
+                            break;
+                        }
+                        Err(e) if *skip_bad && !e.fatal => {
+                            *rejected += 1;
+                            taken += 1;
+                            first_reject.get_or_insert_with(|| e.to_string());
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                if taken >= limit {
+                    done = true;
+                }
+                let rows = buf.rows;
+                if rows == 0 {
+                    let _ = pool.push(buf);
+                } else if !p.send(Payload::Owned(buf), rows) {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Evaluates `model` on what is left of the input after training (the holdout); with
+/// `train_rows` 0 (or `Some(0)`), on the whole input.
+pub fn evaluate_holdout(
+    input: &mut Input<'_>,
+    model: &crate::model::LinearModel,
+    bad: BadRows,
+) -> Result<Option<Evaluation>, PipelineError> {
+    let loss = model.loss;
+    let (mut p, mut y, mut w) = (Vec::new(), Vec::new(), Vec::new());
+    let mut keep = |pred: f32, label: f32, weight: f32| -> Result<(), String> {
+        match loss.label(label) {
+            Ok(yl) if pred.is_finite() && weight.is_finite() && weight >= 0.0 => {
+                p.push(pred);
+                y.push(yl);
+                w.push(weight);
+                Ok(())
+            }
+            Ok(_) => Err(format!("holdout row with a non-finite feature or weight (prediction {pred})")),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let check = |r: Result<(), String>| match (r, bad) {
+        (Err(what), BadRows::Error) => Err(PipelineError::Config(format!("holdout: {what}"))),
+        _ => Ok(()),
+    };
+    match input {
+        Input::Mapped { dataset, train_rows } => {
+            if *train_rows >= dataset.rows() {
+                return Ok(None);
+            }
+            let br = dataset.header().block_rows as u64;
+            let mut out = vec![0.0f32; br as usize];
+            for b in train_rows.div_euclid(br)..dataset.blocks() {
+                let blk = dataset.block(b);
+                let r0 = if b * br < *train_rows { (*train_rows - b * br) as usize } else { 0 };
+                let m = blk.rows - r0;
+                model.predict_block(&Columns::new(blk.data, blk.stride, blk.features, r0, m), &mut out[..m]);
+                for (i, &pred) in out[..m].iter().enumerate() {
+                    check(keep(pred, blk.labels[r0 + i], blk.weight(r0 + i)))?;
+                }
+            }
+        }
+        Input::Text { parser, train_rows, skip_bad } => {
+            if train_rows.is_none() {
+                return Ok(None);
+            }
+            let mut row = vec![0.0f32; parser.features()];
+            loop {
+                match parser.next_row(&mut row) {
+                    Ok(Some(r)) => check(keep(model.predict_row(&row), r.label, r.weight))?,
+                    Ok(None) => break,
+                    Err(e) if *skip_bad && !e.fatal => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Ok((!p.is_empty()).then(|| evaluate(&loss, &p, &y, Some(&w))))
+}
