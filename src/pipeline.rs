@@ -377,7 +377,7 @@ fn produce(
 ) -> Result<(), PipelineError> {
     match input {
         Input::Mapped { dataset, train_rows } => {
-            let mut segments: Vec<(u64, usize)> = Vec::new();
+            let mut segments: Vec<(u64, usize)> = Vec::with_capacity(dataset.blocks() as usize);
             let mut left = *train_rows;
             for b in 0..dataset.blocks() {
                 if left == 0 {

@@ -1,0 +1,300 @@
+//! The streaming pipeline end to end: accounting, merging quality, allocation-free steady
+//! state, sources (mapped, text, stdin, socket), pacing, checkpoints under SIGKILL, predict.
+
+use indicatif::ProgressBar;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use streamsgd::convert::{open_parser, write_generated};
+use streamsgd::dataset::Dataset;
+use streamsgd::learner::{BadRows, LearnerConfig};
+use streamsgd::loss::Loss;
+use streamsgd::merge::MergeMode;
+use streamsgd::model::{LinearModel, ModelFile, SharedModel};
+use streamsgd::optim::{Kind, OptimConfig};
+use streamsgd::pipeline::{train, Input, PipelineConfig, TrainOutcome};
+use streamsgd::source::gen::{GenConfig, Generator, Task};
+use streamsgd::source::{TextFormat, TextOptions};
+
+/// Counts allocations (all threads).
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn gen_file(dir: &Path, name: &str, task: Task, rows: u64, missing: f32) -> PathBuf {
+    let p = dir.join(name);
+    // Noise: Gaussian σ for regression; for classification it would flip labels, so none.
+    let noise = if task == Task::Regression { 0.5 } else { 0.0 };
+    let cfg = GenConfig { task, rows, features: 16, seed: 21, noise, missing_rate: missing, duplicate_rate: 0.0, drift_at: None };
+    write_generated(&Generator::new(cfg), &p, 1024, &ProgressBar::hidden()).unwrap();
+    p
+}
+
+fn cfg(threads: usize, merge: MergeMode) -> PipelineConfig {
+    PipelineConfig {
+        learner: LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(Kind::Normalized), batch: 256, bad_rows: BadRows::Error },
+        threads,
+        merge_every: 32,
+        merge,
+        ring_capacity: 8,
+        rate: None,
+        pin: false,
+        passes: 1,
+        shuffle_seed: None,
+        checkpoint: None,
+        checkpoint_every: u64::MAX,
+        extra: "{}".into(),
+    }
+}
+
+fn shared() -> Arc<SharedModel> {
+    Arc::new(SharedModel::new(LinearModel::zeros(Loss::Logistic, 1)))
+}
+
+fn run_mapped(c: &PipelineConfig, path: &Path, holdout: f64) -> TrainOutcome {
+    let ds = Dataset::open(path).unwrap();
+    let train_rows = ds.rows() - (ds.rows() as f64 * holdout) as u64;
+    train(c, &mut Input::Mapped { dataset: &ds, train_rows }, "t", None, shared(), &ProgressBar::hidden()).unwrap()
+}
+
+fn run_text(c: &PipelineConfig, path: &Path, skip_bad: bool) -> TrainOutcome {
+    let mut parser = open_parser(path, TextFormat::Csv, &TextOptions::default()).unwrap();
+    train(c, &mut Input::Text { parser: &mut parser, train_rows: None, skip_bad }, "t", None, shared(), &ProgressBar::hidden()).unwrap()
+}
+
+#[test]
+fn two_shards_are_within_two_percent_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = gen_file(dir.path(), "a.ssgd", Task::Classification, 400_000, 0.0);
+    let one = run_mapped(&cfg(1, MergeMode::Sync), &p, 0.2).report.holdout.unwrap().loss;
+    assert!(one < 0.5, "the single-shard model learned something: {one}");
+    for mode in [MergeMode::Sync, MergeMode::Async] {
+        let two = run_mapped(&cfg(2, mode), &p, 0.2).report;
+        let h = two.holdout.unwrap();
+        assert_eq!(h.rows, 80_000);
+        assert!((h.loss - one).abs() / one < 0.02, "{mode:?}: 2 shards {} vs 1 shard {one}", h.loss);
+        assert_eq!(two.rows, 320_000);
+        assert!(two.merges > 0);
+    }
+}
+
+#[test]
+fn rows_in_equal_rows_learned_plus_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = gen_file(dir.path(), "m.ssgd", Task::Classification, 50_000, 0.01);
+    let csv = gen_file(dir.path(), "m.csv", Task::Classification, 50_000, 0.01);
+    let mut c = cfg(2, MergeMode::Async);
+    c.learner.bad_rows = BadRows::Skip;
+    for r in [run_mapped(&c, &p, 0.0).report, run_text(&c, &csv, true).report] {
+        assert_eq!(r.rows, 50_000);
+        assert_eq!(r.rows_learned + r.rows_rejected, r.rows);
+        // 16 features at 1% missing: about 15% of rows have a NaN.
+        assert!((5_000..10_000).contains(&r.rows_rejected), "{}", r.rows_rejected);
+        assert!(r.first_rejected.unwrap().contains("NaN"));
+    }
+    // Without --skip-bad the same data is an error naming the row.
+    let ds = Dataset::open(&p).unwrap();
+    let e = train(
+        &cfg(1, MergeMode::Sync),
+        &mut Input::Mapped { dataset: &ds, train_rows: 50_000 },
+        "m.ssgd",
+        None,
+        shared(),
+        &ProgressBar::hidden(),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().starts_with("m.ssgd: row ") && e.to_string().contains("is NaN"), "{e}");
+}
+
+#[test]
+fn steady_state_allocates_nothing() {
+    // Allocations of a run grow with setup, not with rows: 4× the rows, same count.
+    let dir = tempfile::tempdir().unwrap();
+    let small = gen_file(dir.path(), "s.csv", Task::Classification, 20_000, 0.0);
+    let large = gen_file(dir.path(), "l.csv", Task::Classification, 80_000, 0.0);
+    let small_m = gen_file(dir.path(), "s.ssgd", Task::Classification, 20_000, 0.0);
+    let large_m = gen_file(dir.path(), "l.ssgd", Task::Classification, 80_000, 0.0);
+    let mut c = cfg(1, MergeMode::Sync);
+    c.merge_every = 1_000_000; // merges publish a snapshot (one allocation each): none mid-run
+    let count = |f: &dyn Fn()| {
+        let before = ALLOCS.load(Ordering::Relaxed);
+        f();
+        ALLOCS.load(Ordering::Relaxed) - before
+    };
+    let (a, b) = (count(&|| drop(run_text(&c, &small, false))), count(&|| drop(run_text(&c, &large, false))));
+    assert_eq!(a, b, "text source: {a} allocations for 20k rows, {b} for 80k");
+    let (a, b) = (count(&|| drop(run_mapped(&c, &small_m, 0.0))), count(&|| drop(run_mapped(&c, &large_m, 0.0))));
+    assert_eq!(a, b, "mapped source: {a} allocations for 20k rows, {b} for 80k");
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_streamsgd"))
+}
+
+fn out(c: &mut Command) -> (bool, String, String) {
+    let o = c.output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+#[test]
+fn json_report_has_stable_fields_and_predict_matches_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = gen_file(dir.path(), "j.ssgd", Task::Classification, 30_000, 0.0);
+    let csv = gen_file(dir.path(), "j.csv", Task::Classification, 30_000, 0.0);
+    let model = dir.path().join("j.model");
+    let hgrm = dir.path().join("j.hgrm");
+    let (ok, stdout, err) = out(bin().args([
+        "train",
+        p.to_str().unwrap(),
+        "--holdout",
+        "0.1",
+        "--json",
+        "--save",
+        model.to_str().unwrap(),
+        "--hgrm",
+        hgrm.to_str().unwrap(),
+    ]));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for k in ["rows", "seconds", "rows_per_sec", "threads", "progressive_loss"] {
+        assert!(v[k].is_number(), "{k} in {v}");
+    }
+    for k in ["loss", "accuracy", "auc"] {
+        assert!(v["holdout"][k].is_number(), "holdout.{k}");
+    }
+    for k in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(v["latency_ns"][k].is_number(), "latency_ns.{k}");
+    }
+    assert_eq!(v["rows"], 27_000);
+    assert!(std::fs::read_to_string(&hgrm).unwrap().contains("Percentile"));
+    // predict from text and from the mapped file: the model's probabilities, line by line.
+    let m = ModelFile::load(&model).unwrap().model;
+    let ds = Dataset::open(&p).unwrap();
+    let mut want = Vec::new();
+    let mut row = vec![0.0; 16];
+    for b in ds.iter() {
+        for r in 0..b.rows {
+            b.row_into(r, &mut row);
+            want.push(m.loss.output(m.predict_row(&row)));
+        }
+    }
+    for data in [csv.to_str().unwrap(), p.to_str().unwrap()] {
+        let (ok, stdout, err) = out(bin().args(["predict", "--model", model.to_str().unwrap(), data]));
+        assert!(ok, "{err}");
+        assert!(err.contains("per-row latency"), "{err}");
+        let got: Vec<f32> = stdout.lines().map(|l| l.parse().unwrap()).collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn stdin_and_socket_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = gen_file(dir.path(), "s.csv", Task::Regression, 5_000, 0.0);
+    let text = std::fs::read(&csv).unwrap();
+    let mut child = bin()
+        .args(["train", "-", "--format", "csv", "--loss", "squared", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&text).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rows"], 5_000);
+
+    // A socket that sends everything then closes cleanly.
+    let serve = |payload: Vec<u8>| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let _ = s.write_all(&payload);
+        });
+        (format!("tcp://{addr}"), h)
+    };
+    let (url, h) = serve(text.clone());
+    let (ok, stdout, err) = out(bin().args(["train", &url, "--format", "csv", "--loss", "squared", "--json"]));
+    h.join().unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["rows"], 5_000);
+    // A socket that closes in the middle of a record: a clear error, not a truncated number.
+    let cut = text.len() - 7;
+    let (url, h) = serve(text[..cut].to_vec());
+    let (ok, _, err) = out(bin().args(["train", &url, "--format", "csv", "--loss", "squared"]));
+    h.join().unwrap();
+    assert!(!ok);
+    assert!(err.contains("tcp://") && err.contains("closed in the middle of a record"), "{err}");
+    // Nothing listening: a clear error.
+    let (ok, _, err) = out(bin().args(["train", "tcp://127.0.0.1:1", "--format", "csv"]));
+    assert!(!ok && err.contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn rate_paces_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = gen_file(dir.path(), "r.ssgd", Task::Classification, 200_000, 0.0);
+    let mut c = cfg(1, MergeMode::Sync);
+    c.rate = Some(1_000_000.0);
+    let r = run_mapped(&c, &p, 0.0).report;
+    // 200k rows at 1M rows/s: 0.2 s (the last batch is sent at 0.199 s).
+    assert!((0.19..0.35).contains(&r.seconds), "{}", r.seconds);
+    assert!(r.latency_ns.p50 < 5_000_000, "{:?}", r.latency_ns);
+}
+
+#[test]
+fn sigkill_mid_checkpoint_leaves_a_usable_checkpoint_and_resume_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = gen_file(dir.path(), "k.ssgd", Task::Classification, 300_000, 0.0);
+    let ck = dir.path().join("ck.model");
+    for delay_ms in [40u64, 90, 150, 230, 310] {
+        let mut child = bin()
+            .args(["train", p.to_str().unwrap(), "--passes", "200", "--threads", "2", "--merge-every", "1"])
+            .args(["--checkpoint", ck.to_str().unwrap(), "--checkpoint-every", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if ck.exists() {
+            let f = ModelFile::load(&ck).unwrap_or_else(|e| panic!("after SIGKILL at {delay_ms} ms: {e}"));
+            assert_eq!(f.model.features(), 16);
+        }
+    }
+    assert!(ck.exists(), "no checkpoint was ever written");
+    let before = ModelFile::load(&ck).unwrap();
+    let (ok, stdout, err) = out(bin().args(["train", p.to_str().unwrap(), "--resume", ck.to_str().unwrap(), "--holdout", "0.1", "--json"]));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["holdout"]["loss"].as_f64().unwrap() < 0.5, "{v}");
+    assert!(before.optimizer.t > 0.0);
+}
