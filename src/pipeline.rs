@@ -284,7 +284,7 @@ pub fn train(
     };
     let mut source_rejected = 0u64;
     let mut first_source_reject: Option<String> = None;
-    let (reports, produced) = std::thread::scope(|s| {
+    let (mut reports, produced) = std::thread::scope(|s| {
         let handles: Vec<_> = learners
             .into_iter()
             .enumerate()
@@ -318,7 +318,7 @@ pub fn train(
     let mut progressive = Progressive::default();
     let (mut learned, mut rejected) = (0u64, source_rejected);
     let mut first_rejected = first_source_reject;
-    for r in &reports {
+    for r in &mut reports {
         if let Some(e) = &r.error {
             return Err(PipelineError::Learn { source_name: source_name.to_string(), error: e.clone() });
         }
@@ -326,7 +326,7 @@ pub fn train(
             return Err(PipelineError::Checkpoint(e.clone()));
         }
         latency.merge(&r.latency);
-        progressive.merge(&r.learner.progress);
+        progressive.merge(&r.learner.progress());
         learned += r.learner.rows_learned;
         rejected += r.learner.rows_rejected;
         if first_rejected.is_none() {

@@ -56,22 +56,25 @@ const ISAS: [Isa; 3] = [Isa::Scalar, Isa::Portable, Isa::Avx2];
 
 /// The twin in use: `STREAMSGD_ISA=scalar|portable|avx2` if set (and runnable here), else
 /// [`Isa::detect`]. Chosen on first use; one relaxed atomic load afterwards.
-#[inline]
+#[inline(always)]
 pub fn isa() -> Isa {
     match ISA.load(Ordering::Relaxed) {
-        0 => {
-            let forced = match std::env::var("STREAMSGD_ISA").as_deref() {
-                Ok("scalar") => Some(Isa::Scalar),
-                Ok("portable") => Some(Isa::Portable),
-                Ok("avx2") => Some(Isa::Avx2),
-                _ => None,
-            };
-            let chosen = forced.filter(|i| i.available()).unwrap_or_else(Isa::detect);
-            force_isa(chosen);
-            chosen
-        }
+        0 => choose_isa(),
         k => ISAS[(k - 1) as usize],
     }
+}
+
+#[cold]
+fn choose_isa() -> Isa {
+    let forced = match std::env::var("STREAMSGD_ISA").as_deref() {
+        Ok("scalar") => Some(Isa::Scalar),
+        Ok("portable") => Some(Isa::Portable),
+        Ok("avx2") => Some(Isa::Avx2),
+        _ => None,
+    };
+    let chosen = forced.filter(|i| i.available()).unwrap_or_else(Isa::detect);
+    force_isa(chosen);
+    chosen
 }
 
 /// Switches every later kernel call to `isa` (benchmarks comparing twins in one run).
