@@ -188,36 +188,48 @@ pub fn write_generated(gen: &Generator, path: &Path, block_rows: u32, progress: 
     let mut row = vec![0.0f32; d];
     let mut block = Vec::new();
     let chunks = gen.chunks();
+    let mut next = vec![Vec::new(); par];
+    let mut counts = gen.chunks_par(0..(par as u64).min(chunks), &mut bufs);
     let mut k = 0;
+    // Double-buffered: the next group of chunks is generated while this one is written.
     while k < chunks {
         let end = (k + par as u64).min(chunks);
-        let counts = gen.chunks_par(k..end, &mut bufs);
-        for (buf, &rows) in bufs.iter().zip(&counts) {
-            if let Some(w) = ssgd.as_mut() {
-                if rows == CHUNK_ROWS && block_rows as usize == CHUNK_ROWS {
-                    w.push_block(buf)?;
-                    continue;
-                }
-                for r in 0..rows {
-                    for (j, x) in row.iter_mut().enumerate() {
-                        *x = buf[j * CHUNK_ROWS + r];
+        let after = end..(end + par as u64).min(chunks);
+        let (next_counts, written) = rayon::join(
+            || gen.chunks_par(after, &mut next),
+            || -> Result<(), ConvertError> {
+                for (buf, &rows) in bufs.iter().zip(&counts) {
+                    if let Some(w) = ssgd.as_mut() {
+                        if rows == CHUNK_ROWS && block_rows as usize == CHUNK_ROWS {
+                            w.push_block(buf)?;
+                            continue;
+                        }
+                        for r in 0..rows {
+                            for (j, x) in row.iter_mut().enumerate() {
+                                *x = buf[j * CHUNK_ROWS + r];
+                            }
+                            w.push(&row, buf[d * CHUNK_ROWS + r], 1.0)?;
+                        }
+                    } else if let (Some(fmt), Some(w)) = (text, out.as_mut()) {
+                        block.clear();
+                        for r in 0..rows {
+                            for (j, x) in row.iter_mut().enumerate() {
+                                *x = buf[j * CHUNK_ROWS + r];
+                            }
+                            line.clear();
+                            format_row(fmt, &row, buf[d * CHUNK_ROWS + r], classification, &mut line);
+                            block.extend_from_slice(&line);
+                        }
+                        w.write_all(&block).map_err(io)?;
                     }
-                    w.push(&row, buf[d * CHUNK_ROWS + r], 1.0)?;
                 }
-            } else if let (Some(fmt), Some(w)) = (text, out.as_mut()) {
-                block.clear();
-                for r in 0..rows {
-                    for (j, x) in row.iter_mut().enumerate() {
-                        *x = buf[j * CHUNK_ROWS + r];
-                    }
-                    line.clear();
-                    format_row(fmt, &row, buf[d * CHUNK_ROWS + r], classification, &mut line);
-                    block.extend_from_slice(&line);
-                }
-                w.write_all(&block).map_err(io)?;
-            }
-        }
-        progress.set_position(end.min(chunks) * CHUNK_ROWS as u64);
+                Ok(())
+            },
+        );
+        written?;
+        std::mem::swap(&mut bufs, &mut next);
+        counts = next_counts;
+        progress.set_position(end * CHUNK_ROWS as u64);
         k = end;
     }
     let rows = gen.config().rows;

@@ -129,20 +129,32 @@ fn check_score(n: usize, seed: u64) {
         for weights in [None, Some(&w[..])] {
             let (mut c0, mut c1) = (vec![f32::NAN; n], vec![f32::NAN; n]);
             let a = scalar::score_batch(&loss, &p, &y, weights, &mut c0);
+            let mut twins: Vec<(&str, streamsgd::kernel::BatchScore, Vec<f32>)> = Vec::new();
             let b = simd::score_batch(&loss, &p, &y, weights, &mut c1);
-            for r in 0..n {
-                assert!((c0[r] - c1[r]).abs() <= 1e-5 * c0[r].abs().max(1.0), "{loss:?} n={n} r={r}: {} vs {}", c0[r], c1[r]);
+            twins.push(("portable", b, c1.clone()));
+            #[cfg(target_arch = "x86_64")]
+            if Isa::Avx2.available() {
+                let mut c2 = vec![f32::NAN; n];
+                // SAFETY (test): only reached when the CPU has AVX2 and FMA.
+                let b2 = unsafe { streamsgd::kernel::avx2::score_batch(&loss, &p, &y, weights, &mut c2) };
+                twins.push(("avx2", b2, c2));
             }
-            let scale = n as f32 * 16.0;
-            for (x, z, what) in [
-                (a.loss, b.loss, "loss"),
-                (a.correct, b.correct, "correct"),
-                (a.sq_err, b.sq_err, "sq_err"),
-                (a.c_sum, b.c_sum, "c_sum"),
-                (a.c_sq, b.c_sq, "c_sq"),
-                (a.n_w, b.n_w, "n_w"),
-            ] {
-                assert!((x - z).abs() <= 1e-5 * scale.max(1.0), "{loss:?} n={n} {what}: {x} vs {z}");
+            for (name, b, c1) in twins {
+                for r in 0..n {
+                    assert!((c0[r] - c1[r]).abs() <= 1e-5 * c0[r].abs().max(1.0), "{name} {loss:?} n={n} r={r}: {} vs {}", c0[r], c1[r]);
+                }
+                let scale = n as f32 * 16.0;
+                let pairs = [
+                    (a.loss, b.loss, "loss"),
+                    (a.correct, b.correct, "correct"),
+                    (a.sq_err, b.sq_err, "sq_err"),
+                    (a.c_sum, b.c_sum, "c_sum"),
+                    (a.c_sq, b.c_sq, "c_sq"),
+                    (a.n_w, b.n_w, "n_w"),
+                ];
+                for (x, z, what) in pairs {
+                    assert!((x - z).abs() <= 1e-5 * scale.max(1.0), "{name} {loss:?} n={n} {what}: {x} vs {z}");
+                }
             }
         }
     }

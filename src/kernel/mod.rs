@@ -136,13 +136,15 @@ pub struct BatchScore {
 }
 
 /// Scores a batch of margins `p` against converted labels `y` (weights `w`, or 1): writes the
-/// per-row gradient coefficients `c[r] = w·∂loss/∂p` and returns the sums. The AVX2 setting
-/// uses the portable twin here (the transcendental functions come from `wide`).
+/// per-row gradient coefficients `c[r] = w·∂loss/∂p` and returns the sums.
 #[inline]
 pub fn score_batch(loss: &crate::loss::Loss, p: &[f32], y: &[f32], w: Option<&[f32]>, c: &mut [f32]) -> BatchScore {
     match isa() {
-        Isa::Scalar => scalar::score_batch(loss, p, y, w, c),
-        _ => simd::score_batch(loss, p, y, w, c),
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::score_batch(loss, p, y, w, c) },
+        Isa::Portable => simd::score_batch(loss, p, y, w, c),
+        _ => scalar::score_batch(loss, p, y, w, c),
     }
 }
 

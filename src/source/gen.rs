@@ -60,6 +60,26 @@ fn stream(seed: u64, k: u64) -> Xoshiro256PlusPlus {
     Xoshiro256PlusPlus::seed_from_u64(z ^ (z >> 31))
 }
 
+/// Fills `out` (a multiple of 16 long) with standard normal f32 by Box-Muller on 8 lanes:
+/// u₁ ∈ (0, 1], u₂ ∈ [0, 1), ρ = √(−2 ln u₁), z = ρ·cos 2πu₂ and ρ·sin 2πu₂.
+fn normals(rng: &mut Xoshiro256PlusPlus, out: &mut [f32]) {
+    use rand::Rng;
+    use wide::f32x8;
+    const SCALE: f32 = 1.0 / (1u32 << 24) as f32;
+    for block in out.chunks_exact_mut(16) {
+        let (mut u1, mut u2) = ([0.0f32; 8], [0.0f32; 8]);
+        for i in 0..8 {
+            let bits = rng.next_u64();
+            u1[i] = (((bits >> 40) as u32) + 1) as f32 * SCALE;
+            u2[i] = ((bits >> 8) as u32 & 0xff_ffff) as f32 * SCALE;
+        }
+        let rho = (f32x8::from(u1).ln() * f32x8::splat(-2.0)).sqrt();
+        let (sin, cos) = (f32x8::from(u2) * f32x8::splat(std::f32::consts::TAU)).sin_cos();
+        block[..8].copy_from_slice(&<[f32; 8]>::from(rho * cos));
+        block[8..].copy_from_slice(&<[f32; 8]>::from(rho * sin));
+    }
+}
+
 impl Generator {
     /// Draws the hidden weights (‖w‖ ≈ 2, bias ~ N(0, 0.25)) from the seed.
     pub fn new(cfg: GenConfig) -> Self {
@@ -92,33 +112,42 @@ impl Generator {
 
     /// Fills chunk `k` column-major with stride [`CHUNK_ROWS`]: D feature columns then the
     /// label column (`out.len() == (D + 1) * CHUNK_ROWS`). Returns the rows in the chunk.
+    ///
+    /// Order of draws (part of what a seed means): features column by column (Box-Muller,
+    /// 16 normals from 8 pairs of uniforms), then per row the label (and flip), then per cell
+    /// the missing mask, then per row the duplicate choice. A duplicated row is a bitwise copy
+    /// of an earlier row of the chunk, NaNs and label included.
     pub fn chunk(&self, k: u64, out: &mut [f32]) -> usize {
         let d = self.cfg.features;
         assert_eq!(out.len(), (d + 1) * CHUNK_ROWS, "chunk buffer size");
         let first = k * CHUNK_ROWS as u64;
         let rows = (self.cfg.rows.saturating_sub(first)).min(CHUNK_ROWS as u64) as usize;
         let mut rng = stream(self.cfg.seed, k);
-        let mut row = vec![0.0f32; d];
-        for r in 0..rows {
-            if r > 0 && self.cfg.duplicate_rate > 0.0 && rng.random::<f32>() < self.cfg.duplicate_rate {
-                let src = r - 1 - rng.random_range(0..r.min(16));
-                for j in 0..=d {
-                    out[j * CHUNK_ROWS + r] = out[j * CHUNK_ROWS + src];
-                }
-                continue;
+        let (features, labels) = out.split_at_mut(d * CHUNK_ROWS);
+        for col in features.chunks_exact_mut(CHUNK_ROWS) {
+            normals(&mut rng, col);
+        }
+        // Margins by column-wise AXPY, split where the hidden weights change.
+        let split = match self.cfg.drift_at {
+            Some(at) if at > first => ((at - first) as usize).min(rows),
+            Some(_) => 0,
+            None => rows,
+        };
+        for (range, i) in [(0..split, 0), (split..rows, 1)] {
+            let m = &mut labels[range.clone()];
+            m.fill(self.bias[i]);
+            for (j, col) in features.chunks_exact(CHUNK_ROWS).enumerate() {
+                crate::kernel::axpy(self.weights[i][j], &col[range.clone()], m);
             }
-            let (w, b) = self.truth(first + r as u64);
-            let mut margin = b;
-            for (j, x) in row.iter_mut().enumerate() {
-                *x = rng.sample(StandardNormal);
-                margin += w[j] * *x;
-            }
-            let y = match self.cfg.task {
+        }
+        for y in labels[..rows].iter_mut() {
+            let margin = *y;
+            *y = match self.cfg.task {
                 Task::Classification => {
                     let p = 1.0 / (1.0 + (-margin).exp());
-                    let y = rng.random::<f32>() < p;
+                    let pos = rng.random::<f32>() < p;
                     let flip = self.cfg.noise > 0.0 && rng.random::<f32>() < self.cfg.noise;
-                    if y != flip {
+                    if pos != flip {
                         1.0
                     } else {
                         0.0
@@ -126,11 +155,25 @@ impl Generator {
                 }
                 Task::Regression => margin + self.cfg.noise * rng.sample::<f32, _>(StandardNormal),
             };
-            for (j, &x) in row.iter().enumerate() {
-                let missing = self.cfg.missing_rate > 0.0 && rng.random::<f32>() < self.cfg.missing_rate;
-                out[j * CHUNK_ROWS + r] = if missing { f32::NAN } else { x };
+        }
+        if self.cfg.missing_rate > 0.0 {
+            for col in features.chunks_exact_mut(CHUNK_ROWS) {
+                for x in &mut col[..rows] {
+                    if rng.random::<f32>() < self.cfg.missing_rate {
+                        *x = f32::NAN;
+                    }
+                }
             }
-            out[d * CHUNK_ROWS + r] = y;
+        }
+        if self.cfg.duplicate_rate > 0.0 {
+            for r in 1..rows {
+                if rng.random::<f32>() < self.cfg.duplicate_rate {
+                    let src = r - 1 - rng.random_range(0..r.min(16));
+                    for col in out.chunks_exact_mut(CHUNK_ROWS) {
+                        col[r] = col[src];
+                    }
+                }
+            }
         }
         rows
     }
