@@ -4,6 +4,10 @@
 //! the mapping before the first slice is handed out, so no byte pattern can cause a panic or UB.
 //! A file truncated *by another process while mapped* can still fault (SIGBUS) as with any mmap;
 //! `.ssgd` files are written to a temporary name and renamed, so a writer never does that.
+//!
+//! The mapping is prefaulted (`MAP_POPULATE`): page-table work happens once at open instead of
+//! as minor faults inside the learning loop (measured: it trims the latency median under
+//! `--rate`). A file larger than memory is then read through once at open.
 
 use super::header::{Header, HeaderError, ALIGN, HEADER_LEN};
 use super::FormatError;
@@ -71,10 +75,10 @@ impl Dataset {
         if len < HEADER_LEN as u64 {
             return Err(FormatError::Invalid { path, what: format!("truncated: {len} bytes, shorter than the {HEADER_LEN}-byte header") });
         }
-        // SAFETY: the mapping is read-only and private to this process; the bytes are validated
+        // SAFETY: the mapping is read-only; the bytes are validated
         // below before any typed view exists. Concurrent truncation by another process is the
         // documented trust boundary (module docs).
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| io("mmap", e))?;
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|e| io("mmap", e))?;
         let header = Header::decode(&map).map_err(|e| match e {
             HeaderError::Invalid(what) => FormatError::Invalid { path: path.clone(), what },
             HeaderError::Unsupported(what) => FormatError::Unsupported { path: path.clone(), what },
