@@ -42,6 +42,10 @@ pub struct GenArgs {
     /// Output file; its extension picks the format.
     #[arg(short, long)]
     output: PathBuf,
+    /// Also write the hidden weights and bias as JSON here (`weights`, `bias`, and
+    /// `drift_weights`/`drift_bias`/`drift_at` with --drift-at), to score the truth on a holdout.
+    #[arg(long)]
+    truth: Option<PathBuf>,
 }
 
 pub fn gen(a: GenArgs) -> anyhow::Result<()> {
@@ -62,8 +66,19 @@ pub fn gen(a: GenArgs) -> anyhow::Result<()> {
     };
     let start = Instant::now();
     let bar = super::progress(a.rows, "rows");
-    let rows = write_generated(&Generator::new(cfg), &a.output, a.block_rows, &bar)
-        .with_context(|| format!("generating {}", a.output.display()))?;
+    let generator = Generator::new(cfg);
+    if let Some(p) = &a.truth {
+        let (w, b) = generator.truth(0);
+        let mut v = serde_json::json!({ "task": a.task, "weights": w, "bias": b });
+        if let Some(at) = a.drift_at {
+            let (w2, b2) = generator.truth(at);
+            v["drift_at"] = at.into();
+            v["drift_weights"] = serde_json::json!(w2);
+            v["drift_bias"] = b2.into();
+        }
+        std::fs::write(p, serde_json::to_string_pretty(&v)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let rows = write_generated(&generator, &a.output, a.block_rows, &bar).with_context(|| format!("generating {}", a.output.display()))?;
     let secs = start.elapsed().as_secs_f64();
     let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     println!(
