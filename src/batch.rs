@@ -90,6 +90,10 @@ pub enum Payload {
     },
 }
 
+/// Rows of a batch marked as duplicates by the producer (bit r = row r; batches carry at most
+/// [`BATCH_ROWS`] rows).
+pub type SkipMask = [u64; BATCH_ROWS / 64];
+
 /// A unit of work for a shard.
 #[derive(Debug)]
 pub struct Batch {
@@ -98,4 +102,14 @@ pub struct Batch {
     /// When the batch entered the pipeline — or, under `--rate`, when it was *meant* to
     /// (coordinated-omission-correct latency).
     pub ingest: Instant,
+    /// Position of this data batch in the stream (0, 1, 2, …; markers reuse the last).
+    pub seq: u64,
+    /// Duplicate rows to skip.
+    pub skip: SkipMask,
+}
+
+/// Whether row `r` is marked in `mask`.
+#[inline]
+pub fn skipped(mask: &SkipMask, r: usize) -> bool {
+    mask[r / 64] >> (r % 64) & 1 == 1
 }

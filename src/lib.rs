@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod convert;
 pub mod dataset;
+pub mod dedup;
 pub mod kernel;
 pub mod latency;
 pub mod learner;
@@ -21,3 +22,5 @@ pub mod pipeline;
 pub mod ring;
 pub mod shard;
 pub mod source;
+pub mod transform;
+pub mod window;

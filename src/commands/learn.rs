@@ -16,10 +16,11 @@ use streamsgd::merge::MergeMode;
 use streamsgd::metrics::Evaluation;
 use streamsgd::model::{ModelFile, SharedModel};
 use streamsgd::optim::{Kind, OptimConfig, Schedule};
-use streamsgd::pipeline::{self, Input, PipelineConfig, TrainOutcome, TrainReport};
+use streamsgd::pipeline::{self, Input, OnDrift, PipelineConfig, TrainOutcome, TrainReport, WindowConfig};
 use streamsgd::source::gen::{GenConfig, Generator, Task};
 use streamsgd::source::text::LabelColumn;
 use streamsgd::source::{TextFormat, TextOptions, TextParser};
+use streamsgd::transform::{Missing, Scaling, TransformConfig};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum LossName {
@@ -86,6 +87,64 @@ pub struct LearnArgs {
     skip_bad: bool,
 }
 
+/// Flags of the feature stage and monitoring (shared by `train` and `bench`).
+#[derive(Args, Debug, Clone)]
+pub struct FeatureArgs {
+    /// Missing values (NaN cells): reject the row (default), drop it (counted), or impute
+    /// zero / the running mean.
+    #[arg(long, value_enum, default_value = "reject")]
+    missing: Missing,
+    /// Append a 0/1 missing indicator column per input feature.
+    #[arg(long)]
+    missing_indicator: bool,
+    /// Drop rows identical (features and label, bitwise) to one of the last N rows.
+    #[arg(long, default_value_t = 0)]
+    dedup_window: usize,
+    /// Online scaling: standard (Welford mean/variance) or minmax.
+    #[arg(long, value_enum, default_value = "none")]
+    scale: Scaling,
+    /// Clip standardised values at ±K standard deviations (needs --scale standard).
+    #[arg(long)]
+    clip: Option<f32>,
+    /// Tumbling windows of N rows, reported as JSON lines.
+    #[arg(long)]
+    window_rows: Option<u64>,
+    /// Where window lines and drift alarms go (JSON lines a dashboard can tail).
+    #[arg(long)]
+    window_report: Option<PathBuf>,
+    /// Drift detection (Page-Hinkley on the per-batch loss): warn, or reset the optimizer.
+    #[arg(long, value_enum)]
+    on_drift: Option<OnDrift>,
+    /// Page-Hinkley δ (tolerated increase of the mean loss per batch).
+    #[arg(long, default_value_t = 0.005)]
+    drift_delta: f64,
+    /// Page-Hinkley λ (alarm threshold on the cumulative deviation).
+    #[arg(long, default_value_t = 0.5)]
+    drift_lambda: f64,
+}
+
+impl FeatureArgs {
+    fn apply(&self, cfg: &mut PipelineConfig) -> anyhow::Result<()> {
+        if let Some(k) = self.clip {
+            ensure!(k.is_finite() && k > 0.0, "--clip {k} must be > 0");
+            ensure!(self.scale == Scaling::Standard, "--clip needs --scale standard");
+        }
+        cfg.transform = TransformConfig { missing: self.missing, indicator: self.missing_indicator, scaling: self.scale, clip: self.clip };
+        cfg.dedup_window = self.dedup_window;
+        if self.window_rows.is_some() || self.window_report.is_some() || self.on_drift.is_some() {
+            ensure!(self.drift_delta >= 0.0 && self.drift_lambda > 0.0, "--drift-delta must be ≥ 0 and --drift-lambda > 0");
+            cfg.windows = Some(WindowConfig {
+                rows: self.window_rows.unwrap_or(0),
+                report: self.window_report.clone(),
+                delta: self.drift_delta,
+                lambda: self.drift_lambda,
+                on_drift: self.on_drift.unwrap_or(OnDrift::Warn),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl LearnArgs {
     fn learner(&self) -> anyhow::Result<LearnerConfig> {
         let loss = match self.loss {
@@ -132,7 +191,9 @@ impl LearnArgs {
             shuffle_seed: None,
             checkpoint: None,
             checkpoint_every: u64::MAX,
-            extra: "{}".into(),
+            transform: TransformConfig::default(),
+            dedup_window: 0,
+            windows: None,
         })
     }
 }
@@ -157,6 +218,8 @@ pub struct TrainArgs {
     features: Option<usize>,
     #[command(flatten)]
     learn: LearnArgs,
+    #[command(flatten)]
+    features_stage: FeatureArgs,
     /// Passes over a .ssgd file.
     #[arg(long, default_value_t = 1)]
     passes: usize,
@@ -247,6 +310,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     cfg.shuffle_seed = a.shuffle_seed;
     cfg.checkpoint = a.checkpoint.clone();
     cfg.checkpoint_every = a.checkpoint_every;
+    a.features_stage.apply(&mut cfg)?;
     let text = text_options(&a.label, a.features);
     let (mut data, name) = open_data(&a.data, a.format, &text, a.holdout.is_some())?;
     let initial = a.resume.as_deref().map(ModelFile::load).transpose()?;
@@ -286,7 +350,8 @@ fn evaluate_file(
         Data::Mapped(dataset) => Input::Mapped { dataset, train_rows: 0 },
         Data::Text { parser, .. } => Input::Text { parser, train_rows: Some(0), skip_bad: bad == BadRows::Skip },
     };
-    pipeline::evaluate_holdout(&mut input, &model.model, bad)?.with_context(|| format!("{spec}: no rows to evaluate"))
+    let transform = pipeline::saved_transform(&model.extra)?;
+    pipeline::evaluate_holdout(&mut input, &model.model, transform.as_ref(), bad)?.with_context(|| format!("{spec}: no rows to evaluate"))
 }
 
 fn pct_line(name: &str, p: &Percentiles) -> String {
@@ -333,6 +398,15 @@ fn report(out: &TrainOutcome, test: Option<&Evaluation>, json: bool) -> anyhow::
     if let Some(why) = &r.first_rejected {
         println!("first rejected: {why}");
     }
+    if r.rows_dropped_missing + r.rows_dropped_duplicate + r.cells_imputed > 0 {
+        println!(
+            "feature stage: {} rows dropped for missing values, {} duplicate rows dropped, {} cells imputed",
+            r.rows_dropped_missing, r.rows_dropped_duplicate, r.cells_imputed
+        );
+    }
+    for row in &r.drift_alarms {
+        println!("DRIFT: Page-Hinkley alarm at row {row}");
+    }
     let mut prog = format!("progressive  loss {:.4}", r.progressive_loss);
     if let Some(a) = r.progressive_accuracy {
         prog += &format!("  accuracy {a:.4}");
@@ -373,8 +447,20 @@ pub struct PredictArgs {
 }
 
 pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
-    let m = ModelFile::load(&a.model)?.model;
-    let d = m.features();
+    let file = ModelFile::load(&a.model)?;
+    let transform = pipeline::saved_transform(&file.extra)?.filter(|t| !t.cfg.is_identity());
+    let m = file.model;
+    // Inputs are raw rows; the model's feature stage (frozen statistics) maps them to the
+    // model's columns exactly as in training.
+    let d = transform.as_ref().map_or(m.features(), |t| t.d);
+    let mut t_out = vec![0.0f32; m.features()];
+    let mut margin = |x: &[f32]| -> f32 {
+        match &transform {
+            Some(t) if t.apply_row(x, &mut t_out) => m.predict_row(&t_out),
+            Some(_) => f32::NAN, // dropped by the `drop` missing policy: no prediction
+            None => m.predict_row(x),
+        }
+    };
     let text = text_options(&a.label, Some(a.features.unwrap_or(d)));
     let (mut data, name) = open_data(&a.data, a.format, &text, false)?;
     let stdout = std::io::stdout();
@@ -391,9 +477,17 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
         Data::Mapped(ds) => {
             ensure!(ds.features() == d, "{name} has {} features, the model {d}", ds.features());
             let mut p = vec![0.0f32; ds.header().block_rows as usize];
+            let mut row = vec![0.0f32; d];
             for b in ds.iter() {
                 let t = Instant::now();
-                m.predict_block(&Columns::new(b.data, b.stride, d, 0, b.rows), &mut p[..b.rows]);
+                if transform.is_some() {
+                    for (r, o) in p[..b.rows].iter_mut().enumerate() {
+                        b.row_into(r, &mut row);
+                        *o = margin(&row);
+                    }
+                } else {
+                    m.predict_block(&Columns::new(b.data, b.stride, d, 0, b.rows), &mut p[..b.rows]);
+                }
                 let per_row = t.elapsed().as_nanos() as u64 / b.rows.max(1) as u64;
                 for &v in &p[..b.rows] {
                     lat.record(per_row);
@@ -408,7 +502,7 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
             loop {
                 let t = Instant::now();
                 let Some(_) = parser.next_row(&mut row)? else { break };
-                let p = m.predict_row(&row);
+                let p = margin(&row);
                 lat.record(t.elapsed().as_nanos() as u64);
                 emit(&mut out, p)?;
                 rows += 1;
@@ -454,6 +548,8 @@ pub struct BenchArgs {
     repeat: usize,
     #[command(flatten)]
     learn: LearnArgs,
+    #[command(flatten)]
+    features_stage: FeatureArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -520,7 +616,8 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut base = None;
     for &t in &a.thread_counts {
-        let cfg = a.learn.pipeline(t)?;
+        let mut cfg = a.learn.pipeline(t)?;
+        a.features_stage.apply(&mut cfg)?;
         let mut runs = Vec::new();
         for _ in 0..a.repeat {
             let shared = Arc::new(SharedModel::new(streamsgd::model::LinearModel::zeros(cfg.learner.loss, 1)));

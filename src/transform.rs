@@ -1,0 +1,453 @@
+//! Streaming feature engineering, applied inside the shards to each columnar batch before it is
+//! learned, and again — with the statistics frozen — by `predict` (no train/serve skew):
+//!
+//! - missing values (NaN cells): `drop` the row (counted), impute `zero`, or impute the running
+//!   per-feature `mean` (updated online from the non-missing values); optional indicator
+//!   columns (one 0/1 column per input feature, appended after the features);
+//! - online standardisation (Welford's running mean and variance, as Flink ML's
+//!   OnlineStandardScaler) or min-max scaling to [0, 1], and clipping at ±k standard deviations.
+//!
+//! Statistics are per shard while training (each shard sees its share of the stream) and are
+//! combined with Chan et al.'s parallel update when the model is saved. The element-wise passes
+//! are plain loops over columns that the compiler vectorises, with the scalar fold (Welford)
+//! done once per column per batch. No `unsafe` here.
+
+use crate::kernel::Columns;
+
+/// What to do with NaN cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Missing {
+    /// The row is rejected as a bad row (the learner's policy).
+    #[default]
+    Reject,
+    /// The row is dropped and counted.
+    Drop,
+    /// NaN becomes 0.
+    Zero,
+    /// NaN becomes the running mean of the feature.
+    Mean,
+}
+
+/// Scaling of the features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scaling {
+    /// None.
+    #[default]
+    None,
+    /// (x − mean) / std with running statistics.
+    Standard,
+    /// (x − min) / (max − min) with running extremes.
+    Minmax,
+}
+
+/// The feature pipeline's settings (saved in the model).
+#[derive(Clone, Copy, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct TransformConfig {
+    /// Missing-value policy.
+    pub missing: Missing,
+    /// Append a 0/1 missing indicator per input feature.
+    pub indicator: bool,
+    /// Scaling.
+    pub scaling: Scaling,
+    /// Clip standardised values at ±k (k standard deviations); needs `Standard`.
+    pub clip: Option<f32>,
+}
+
+impl TransformConfig {
+    /// True when the stage changes nothing (the learner then reads the source's columns).
+    pub fn is_identity(&self) -> bool {
+        self.missing == Missing::Reject && !self.indicator && self.scaling == Scaling::None && self.clip.is_none()
+    }
+
+    /// True when running statistics are used (mean imputation or scaling).
+    pub fn needs_stats(&self) -> bool {
+        self.missing == Missing::Mean || self.scaling != Scaling::None
+    }
+
+    /// Output feature count for `d` inputs.
+    pub fn output_features(&self, d: usize) -> usize {
+        if self.indicator {
+            2 * d
+        } else {
+            d
+        }
+    }
+}
+
+/// Running per-feature statistics: count, mean and M2 (Welford) of the non-missing values, and
+/// the extremes.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FeatureStats {
+    /// Non-missing values seen.
+    pub count: Vec<f64>,
+    /// Running means.
+    pub mean: Vec<f64>,
+    /// Running sums of squared deviations.
+    pub m2: Vec<f64>,
+    /// Smallest values.
+    pub min: Vec<f32>,
+    /// Largest values.
+    pub max: Vec<f32>,
+}
+
+impl FeatureStats {
+    /// Empty statistics for `d` features.
+    pub fn new(d: usize) -> Self {
+        // Finite sentinels (JSON has no infinity): f32::MAX / f32::MIN until a value is seen.
+        FeatureStats { count: vec![0.0; d], mean: vec![0.0; d], m2: vec![0.0; d], min: vec![f32::MAX; d], max: vec![f32::MIN; d] }
+    }
+
+    /// Adds a batch of values of feature `j` (NaNs skipped). The batch's count, mean and M2
+    /// come from one `wide` f32x8 pass over the values *shifted by the running mean* (so the
+    /// f32 sums of squares do not cancel), then are combined with the running f64 statistics
+    /// (Chan et al.).
+    pub fn update(&mut self, j: usize, xs: &[f32]) {
+        use wide::f32x8;
+        let shift = if self.count[j] > 0.0 { self.mean[j] as f32 } else { xs.iter().copied().find(|x| !x.is_nan()).unwrap_or(0.0) };
+        let kv = f32x8::splat(shift);
+        let (inf, ninf, zero, one) = (f32x8::splat(f32::INFINITY), f32x8::splat(f32::NEG_INFINITY), f32x8::ZERO, f32x8::ONE);
+        let (mut n, mut s, mut q, mut lo, mut hi) = (zero, zero, zero, inf, ninf);
+        let chunks = xs.chunks_exact(8);
+        let tail = chunks.remainder();
+        for c in chunks {
+            let x = f32x8::from(<[f32; 8]>::try_from(c).expect("8 lanes"));
+            let ok = x.simd_eq(x); // false exactly on NaN
+            let v = ok.select(x - kv, zero);
+            n += ok.select(one, zero);
+            s += v;
+            q = v.mul_add(v, q);
+            lo = lo.min(ok.select(x, inf));
+            hi = hi.max(ok.select(x, ninf));
+        }
+        let (mut n, mut s, mut q) = (n.reduce_add() as f64, s.reduce_add() as f64, q.reduce_add() as f64);
+        let mut lo = <[f32; 8]>::from(lo).iter().fold(f32::INFINITY, |a, &b| a.min(b));
+        let mut hi = <[f32; 8]>::from(hi).iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        for &x in tail.iter().filter(|x| !x.is_nan()) {
+            let v = (x - shift) as f64;
+            n += 1.0;
+            s += v;
+            q += v * v;
+            lo = lo.min(x);
+            hi = hi.max(x);
+        }
+        if n == 0.0 {
+            return;
+        }
+        let mean = shift as f64 + s / n;
+        let m2 = (q - s * s / n).max(0.0);
+        self.combine(j, n, mean, m2);
+        self.min[j] = self.min[j].min(lo);
+        self.max[j] = self.max[j].max(hi);
+    }
+
+    fn combine(&mut self, j: usize, n: f64, mean: f64, m2: f64) {
+        let (na, ma) = (self.count[j], self.mean[j]);
+        let total = na + n;
+        let delta = mean - ma;
+        self.mean[j] = ma + delta * n / total;
+        self.m2[j] += m2 + delta * delta * na * n / total;
+        self.count[j] = total;
+    }
+
+    /// Merges another shard's statistics into these.
+    pub fn merge(&mut self, o: &FeatureStats) {
+        for j in 0..self.count.len() {
+            if o.count[j] > 0.0 {
+                self.combine(j, o.count[j], o.mean[j], o.m2[j]);
+                self.min[j] = self.min[j].min(o.min[j]);
+                self.max[j] = self.max[j].max(o.max[j]);
+            }
+        }
+    }
+
+    /// The statistics of what was added to `base` to get `self` (inverse of Chan's update;
+    /// extremes are kept as they are): how each shard's share is separated from statistics
+    /// every shard started from (a resumed model's).
+    pub fn minus(&self, base: &FeatureStats) -> FeatureStats {
+        let mut out = self.clone();
+        for j in 0..self.count.len() {
+            let (n, na) = (self.count[j], base.count[j]);
+            let nb = n - na;
+            if na == 0.0 || nb <= 0.0 {
+                if nb <= 0.0 {
+                    (out.count[j], out.mean[j], out.m2[j]) = (0.0, 0.0, 0.0);
+                }
+                continue;
+            }
+            let mb = (n * self.mean[j] - na * base.mean[j]) / nb;
+            let delta = mb - base.mean[j];
+            out.count[j] = nb;
+            out.mean[j] = mb;
+            out.m2[j] = (self.m2[j] - base.m2[j] - delta * delta * na * nb / n).max(0.0);
+        }
+        out
+    }
+
+    /// Population standard deviation of feature `j` (0 before two values).
+    pub fn std(&self, j: usize) -> f64 {
+        if self.count[j] > 1.0 {
+            (self.m2[j] / self.count[j]).sqrt()
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The feature pipeline with its state.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Transform {
+    /// Settings.
+    pub cfg: TransformConfig,
+    /// Input features.
+    pub d: usize,
+    /// Running statistics.
+    pub stats: FeatureStats,
+    /// When true, statistics are no longer updated (serving).
+    #[serde(skip)]
+    pub frozen: bool,
+    /// Scratch: the rows a batch keeps (reused, so the steady state allocates nothing).
+    #[serde(skip)]
+    keep: Vec<u32>,
+}
+
+/// What a batch went through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct TransformCounts {
+    /// Rows dropped for a missing value (`--missing drop`).
+    pub dropped_missing: u64,
+    /// NaN cells replaced (zero or mean).
+    pub imputed_cells: u64,
+}
+
+impl TransformCounts {
+    /// Adds another shard's counts.
+    pub fn merge(&mut self, o: &TransformCounts) {
+        self.dropped_missing += o.dropped_missing;
+        self.imputed_cells += o.imputed_cells;
+    }
+}
+
+impl Transform {
+    /// A fresh pipeline for `d` input features.
+    pub fn new(cfg: TransformConfig, d: usize) -> Self {
+        Transform { cfg, d, stats: FeatureStats::new(d), frozen: false, keep: Vec::new() }
+    }
+
+    /// Output features.
+    pub fn output_features(&self) -> usize {
+        self.cfg.output_features(self.d)
+    }
+
+    /// Transforms rows of `cols` (and their labels/weights) into `out` (column-major, stride =
+    /// the rows kept), skipping rows marked in `skip` and rows dropped for missing values.
+    /// Returns the number of rows written; `labels`/`weights` outputs are compacted alike.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply(
+        &mut self,
+        cols: &Columns<'_>,
+        labels: &[f32],
+        weights: Option<&[f32]>,
+        skip: impl Fn(usize) -> bool,
+        out: &mut Vec<f32>,
+        out_labels: &mut Vec<f32>,
+        out_weights: &mut Vec<f32>,
+        counts: &mut TransformCounts,
+    ) -> usize {
+        let (n, d) = (cols.n, self.d);
+        // Which rows stay: not skipped, and (with `drop`) no NaN.
+        let mut keep = std::mem::take(&mut self.keep);
+        keep.clear();
+        for r in 0..n {
+            if skip(r) {
+                continue;
+            }
+            if self.cfg.missing == Missing::Drop && (0..d).any(|j| cols.col(j)[r].is_nan()) {
+                counts.dropped_missing += 1;
+                continue;
+            }
+            keep.push(r as u32);
+        }
+        let m = keep.len();
+        let dout = self.output_features();
+        out.clear();
+        out.resize(dout * m, 0.0);
+        out_labels.clear();
+        out_labels.extend(keep.iter().map(|&r| labels[r as usize]));
+        out_weights.clear();
+        out_weights.extend(keep.iter().map(|&r| weights.map_or(1.0, |w| w[r as usize])));
+        let all = m == n;
+        for j in 0..d {
+            let src = cols.col(j);
+            let dst = &mut out[j * m..(j + 1) * m];
+            if all {
+                dst.copy_from_slice(src);
+            } else {
+                for (o, &r) in dst.iter_mut().zip(&keep) {
+                    *o = src[r as usize];
+                }
+            }
+            if self.cfg.indicator {
+                let (head, tail) = out.split_at_mut(d * m);
+                for (ind, &x) in tail[j * m..(j + 1) * m].iter_mut().zip(&head[j * m..(j + 1) * m]) {
+                    *ind = if x.is_nan() { 1.0 } else { 0.0 };
+                }
+            }
+            let dst = &mut out[j * m..(j + 1) * m];
+            if !self.frozen && self.cfg.needs_stats() {
+                self.stats.update(j, dst);
+            }
+            self.finish_column(j, dst, counts);
+        }
+        self.keep = keep;
+        m
+    }
+
+    /// Imputes, scales and clips one column in place.
+    fn finish_column(&self, j: usize, col: &mut [f32], counts: &mut TransformCounts) {
+        let fill = match self.cfg.missing {
+            Missing::Zero => Some(0.0),
+            Missing::Mean => Some(self.stats.mean[j] as f32),
+            _ => None,
+        };
+        if let Some(v) = fill {
+            let mut imputed = 0u64;
+            for x in col.iter_mut() {
+                let nan = x.is_nan();
+                imputed += nan as u64;
+                *x = if nan { v } else { *x };
+            }
+            counts.imputed_cells += imputed;
+        }
+        match self.cfg.scaling {
+            Scaling::None => {}
+            Scaling::Standard => {
+                let (mu, sd) = (self.stats.mean[j] as f32, self.stats.std(j) as f32);
+                let inv = if sd > 0.0 { 1.0 / sd } else { 1.0 };
+                let k = self.cfg.clip.unwrap_or(f32::MAX);
+                for x in col.iter_mut() {
+                    *x = ((*x - mu) * inv).max(-k).min(k);
+                }
+            }
+            Scaling::Minmax => {
+                let seen = self.stats.count[j] > 0.0;
+                let (lo, hi) = if seen { (self.stats.min[j], self.stats.max[j]) } else { (0.0, 0.0) };
+                let inv = if hi > lo { 1.0 / (hi - lo) } else { 1.0 };
+                for x in col.iter_mut() {
+                    *x = (*x - lo) * inv;
+                }
+            }
+        }
+    }
+
+    /// Transforms one row for serving (frozen statistics): `x` (d values) into `out`
+    /// (output_features values). Returns false when the row would be dropped (`drop` policy).
+    pub fn apply_row(&self, x: &[f32], out: &mut [f32]) -> bool {
+        let d = self.d;
+        if self.cfg.missing == Missing::Drop && x.iter().any(|v| v.is_nan()) {
+            return false;
+        }
+        let mut counts = TransformCounts::default();
+        for j in 0..d {
+            out[j] = x[j];
+            if self.cfg.indicator {
+                out[d + j] = if x[j].is_nan() { 1.0 } else { 0.0 };
+            }
+            self.finish_column(j, &mut out[j..j + 1], &mut counts);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cols(data: &[f32], n: usize, d: usize) -> Columns<'_> {
+        Columns::new(data, n, d, 0, n)
+    }
+
+    #[test]
+    fn hand_computed_cases() {
+        // Two features, 4 rows; feature 0 has a NaN in row 1.
+        let data = [1.0, f32::NAN, 3.0, 5.0, 10.0, 20.0, 30.0, 40.0];
+        let labels = [0.0, 1.0, 0.0, 1.0];
+        let (mut out, mut ly, mut lw, mut c) = (Vec::new(), Vec::new(), Vec::new(), TransformCounts::default());
+        let mut t = Transform::new(TransformConfig { missing: Missing::Mean, indicator: true, ..Default::default() }, 2);
+        assert_eq!(t.apply(&cols(&data, 4, 2), &labels, None, |_| false, &mut out, &mut ly, &mut lw, &mut c), 4);
+        // Mean of {1, 3, 5} = 3 fills the NaN; indicator column marks it.
+        assert_eq!(&out[..4], &[1.0, 3.0, 3.0, 5.0]);
+        assert_eq!(&out[8..12], &[0.0, 1.0, 0.0, 0.0]);
+        assert_eq!(c.imputed_cells, 1);
+        let mut t = Transform::new(TransformConfig { missing: Missing::Drop, ..Default::default() }, 2);
+        assert_eq!(t.apply(&cols(&data, 4, 2), &labels, None, |r| r == 3, &mut out, &mut ly, &mut lw, &mut c), 2);
+        assert_eq!((&out[..], &ly[..]), (&[1.0, 3.0, 10.0, 30.0][..], &[0.0, 0.0][..]));
+        assert_eq!(c.dropped_missing, 1);
+        // Standardise 10, 20, 30, 40: mean 25, population std √125.
+        let mut t = Transform::new(
+            TransformConfig { missing: Missing::Zero, scaling: Scaling::Standard, clip: Some(1.0), ..Default::default() },
+            2,
+        );
+        t.apply(&cols(&data, 4, 2), &labels, None, |_| false, &mut out, &mut ly, &mut lw, &mut c);
+        let s = 125f32.sqrt();
+        let want: Vec<f32> = [10.0f32, 20.0, 30.0, 40.0].iter().map(|x| ((x - 25.0) / s).clamp(-1.0, 1.0)).collect();
+        for (g, w) in out[4..8].iter().zip(&want) {
+            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
+        // Min-max of 10..40 → 0, 1/3, 2/3, 1; frozen serving applies the same to one row.
+        let mut t = Transform::new(TransformConfig { scaling: Scaling::Minmax, ..Default::default() }, 1);
+        t.apply(&cols(&data[4..], 4, 1), &labels, None, |_| false, &mut out, &mut ly, &mut lw, &mut c);
+        assert_eq!(out, vec![0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0]);
+        t.frozen = true;
+        let mut row = [0.0];
+        assert!(t.apply_row(&[25.0], &mut row));
+        assert_eq!(row[0], 0.5);
+    }
+
+    #[test]
+    fn fresh_statistics_survive_json() {
+        // Statistics of features never seen must serialise to JSON numbers (no ±∞ → null).
+        let t = Transform::new(TransformConfig { scaling: Scaling::Minmax, ..Default::default() }, 3);
+        let back: Transform = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back.stats, t.stats);
+        let mut out = [0.0];
+        let t1 = Transform::new(TransformConfig { scaling: Scaling::Minmax, ..Default::default() }, 1);
+        assert!(t1.apply_row(&[5.0], &mut out));
+        assert_eq!(out[0], 5.0, "unseen feature: no scaling yet");
+    }
+
+    proptest! {
+        #[test]
+        /// Batches are summed in f32 lanes (shifted by the running mean), so the stated
+        /// tolerance is 1e-6 relative on the mean and the variance.
+        fn welford_in_batches_equals_two_pass(xs in proptest::collection::vec(-1e3f32..1e3, 1..400), cut in 1usize..50) {
+            let mut s = FeatureStats::new(1);
+            for chunk in xs.chunks(cut) {
+                s.update(0, chunk);
+            }
+            let n = xs.len() as f64;
+            let mean = xs.iter().map(|&x| x as f64).sum::<f64>() / n;
+            let var = xs.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+            let scale = xs.iter().map(|x| x.abs() as f64).fold(1.0, f64::max);
+            prop_assert!((s.mean[0] - mean).abs() <= 1e-6 * scale, "mean {} vs {}", s.mean[0], mean);
+            prop_assert!((s.std(0).powi(2) - var).abs() <= 1e-6 * scale * scale, "var {} vs {}", s.std(0).powi(2), var);
+            // Merging two halves' statistics gives the same, and `minus` undoes the merge.
+            let (a, b) = xs.split_at(xs.len() / 2);
+            let (mut sa, mut sb) = (FeatureStats::new(1), FeatureStats::new(1));
+            sa.update(0, a);
+            sb.update(0, b);
+            let a_only = sa.clone();
+            sa.merge(&sb);
+            let back = sa.minus(&a_only);
+            prop_assert!((back.count[0] - sb.count[0]).abs() < 1e-9);
+            if sb.count[0] > 0.0 {
+                prop_assert!((back.mean[0] - sb.mean[0]).abs() <= 1e-6 * scale);
+                prop_assert!((back.m2[0] - sb.m2[0]).abs() <= 1e-6 * scale * scale * sb.count[0]);
+            }
+            prop_assert!((sa.mean[0] - mean).abs() <= 1e-6 * scale);
+            prop_assert!((sa.std(0).powi(2) - var).abs() <= 1e-6 * scale * scale);
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The feature stage and monitoring end to end: counters that add up, drift alarms that fire
+//! after the drift point and not before, and predict applying exactly what train applied.
+
+use indicatif::ProgressBar;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use streamsgd::convert::write_generated;
+use streamsgd::dataset::Dataset;
+use streamsgd::learner::{BadRows, LearnerConfig};
+use streamsgd::loss::Loss;
+use streamsgd::merge::MergeMode;
+use streamsgd::model::{LinearModel, ModelFile, SharedModel};
+use streamsgd::optim::{Kind, OptimConfig};
+use streamsgd::pipeline::{saved_transform, train, Input, OnDrift, PipelineConfig, WindowConfig};
+use streamsgd::source::gen::{GenConfig, Generator, Task};
+use streamsgd::transform::{Missing, Scaling, TransformConfig};
+
+fn gen(dir: &Path, name: &str, rows: u64, missing: f32, dups: f32, drift_at: Option<u64>) -> PathBuf {
+    let p = dir.join(name);
+    let cfg = GenConfig {
+        task: Task::Classification,
+        rows,
+        features: 8,
+        seed: 5,
+        noise: 0.0,
+        missing_rate: missing,
+        duplicate_rate: dups,
+        drift_at,
+    };
+    write_generated(&Generator::new(cfg), &p, 1024, &ProgressBar::hidden()).unwrap();
+    p
+}
+
+fn cfg(threads: usize) -> PipelineConfig {
+    PipelineConfig {
+        learner: LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(Kind::Normalized), batch: 64, bad_rows: BadRows::Error },
+        threads,
+        merge_every: 16,
+        merge: MergeMode::Sync,
+        ring_capacity: 8,
+        rate: None,
+        pin: false,
+        passes: 1,
+        shuffle_seed: None,
+        checkpoint: None,
+        checkpoint_every: u64::MAX,
+        transform: TransformConfig { missing: Missing::Mean, indicator: true, scaling: Scaling::Standard, clip: Some(5.0) },
+        dedup_window: 64,
+        windows: None,
+    }
+}
+
+fn run(c: &PipelineConfig, p: &Path) -> streamsgd::pipeline::TrainOutcome {
+    let ds = Dataset::open(p).unwrap();
+    let shared = Arc::new(SharedModel::new(LinearModel::zeros(Loss::Logistic, 1)));
+    train(c, &mut Input::Mapped { dataset: &ds, train_rows: ds.rows() }, "t", None, shared, &ProgressBar::hidden()).unwrap()
+}
+
+#[test]
+fn every_counter_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = gen(dir.path(), "a.ssgd", 200_000, 0.05, 0.05, None);
+    for (threads, missing) in [(1, Missing::Mean), (2, Missing::Drop), (2, Missing::Zero)] {
+        let mut c = cfg(threads);
+        c.transform.missing = missing;
+        let r = run(&c, &p).report;
+        assert_eq!(r.rows, 200_000);
+        assert_eq!(r.rows_learned + r.rows_dropped_missing + r.rows_dropped_duplicate + r.rows_rejected, r.rows, "{missing:?}: {r:?}");
+        // The generator duplicates ~5% of rows (each a copy of one of the 16 before it).
+        assert!((8_000..11_000).contains(&r.rows_dropped_duplicate), "{}", r.rows_dropped_duplicate);
+        match missing {
+            // 8 features at 5% missing: 1 − 0.95^8 ≈ 34% of the non-duplicate rows.
+            Missing::Drop => assert!((55_000..75_000).contains(&r.rows_dropped_missing) && r.cells_imputed == 0, "{r:?}"),
+            _ => assert!(r.rows_dropped_missing == 0 && (65_000..85_000).contains(&r.cells_imputed), "{r:?}"),
+        }
+        assert!(r.holdout.is_none() && r.progressive_accuracy.unwrap() > 0.7, "{r:?}");
+    }
+}
+
+#[test]
+fn drift_alarm_fires_after_the_drift_point_and_not_before() {
+    // Stated bound: the alarm fires within 8192 rows (8 batches) after the drift point, and no
+    // alarm fires before it.
+    let dir = tempfile::tempdir().unwrap();
+    let drift_at = 150_000u64;
+    let p = gen(dir.path(), "d.ssgd", 300_000, 0.0, 0.0, Some(drift_at));
+    let report = dir.path().join("w.jsonl");
+    for (threads, on_drift) in [(1, OnDrift::Warn), (2, OnDrift::Reset)] {
+        let mut c = cfg(threads);
+        c.dedup_window = 0;
+        c.windows = Some(WindowConfig { rows: 20_000, report: Some(report.clone()), delta: 0.005, lambda: 0.5, on_drift });
+        let r = run(&c, &p).report;
+        assert!(!r.drift_alarms.is_empty(), "no alarm: {r:?}");
+        assert!(r.drift_alarms.iter().all(|&a| a > drift_at), "alarm before the drift: {:?}", r.drift_alarms);
+        assert!(r.drift_alarms[0] <= drift_at + 8192, "late alarm: {:?}", r.drift_alarms);
+        let lines: Vec<serde_json::Value> =
+            std::fs::read_to_string(&report).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let windows: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("window").is_some()).collect();
+        assert_eq!(windows.len() as u64, r.windows);
+        assert_eq!(windows.iter().map(|w| w["rows"].as_u64().unwrap()).sum::<u64>(), 300_000);
+        assert!(lines.iter().any(|l| l["drift"] == true));
+    }
+    // No drift in the data: no alarm.
+    let q = gen(dir.path(), "n.ssgd", 300_000, 0.0, 0.0, None);
+    let mut c = cfg(1);
+    c.windows = Some(WindowConfig { rows: 0, report: None, delta: 0.005, lambda: 0.5, on_drift: OnDrift::Warn });
+    assert_eq!(run(&c, &q).report.drift_alarms, Vec::<u64>::new());
+}
+
+#[test]
+fn predict_applies_exactly_what_train_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = gen(dir.path(), "p.ssgd", 50_000, 0.05, 0.0, None);
+    let model = dir.path().join("p.model");
+    let out = Command::new(env!("CARGO_BIN_EXE_streamsgd"))
+        .args(["train", p.to_str().unwrap(), "--missing", "mean", "--missing-indicator", "--scale", "standard", "--clip", "4"])
+        .args(["--threads", "2", "--save", model.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let file = ModelFile::load(&model).unwrap();
+    let t = saved_transform(&file.extra).unwrap().expect("the feature stage is saved");
+    assert_eq!((t.d, t.output_features(), file.model.features()), (8, 16, 16));
+    assert!(t.stats.count[0] > 40_000.0, "statistics of both shards: {}", t.stats.count[0]);
+    // The frozen model's in-training prediction of each row, computed here from the saved
+    // statistics, is what `predict` prints.
+    let ds = Dataset::open(&p).unwrap();
+    let (mut x, mut z) = (vec![0.0; 8], vec![0.0; 16]);
+    let mut want = Vec::new();
+    for b in ds.iter() {
+        for r in 0..b.rows {
+            b.row_into(r, &mut x);
+            assert!(t.apply_row(&x, &mut z));
+            assert!(z.iter().all(|v| v.is_finite() && v.abs() <= 4.0 || *v == 1.0 || *v == 0.0));
+            want.push(file.model.loss.output(file.model.predict_row(&z)));
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_streamsgd"))
+        .args(["predict", "--model", model.to_str().unwrap(), p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Vec<f32> = String::from_utf8(out.stdout).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() < 1e-6, "row {i}: predict {g} vs frozen model {w}");
+    }
+}
