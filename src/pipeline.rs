@@ -64,6 +64,29 @@ pub struct PipelineConfig {
     pub windows: Option<WindowConfig>,
 }
 
+impl PipelineConfig {
+    /// Defaults around `learner`: `threads` shards, sync merges every 32 batches, rings of 8,
+    /// one pass in file order, no pacing, pinning, checkpoints, feature stage or windows.
+    pub fn new(learner: LearnerConfig, threads: usize) -> Self {
+        PipelineConfig {
+            learner,
+            threads,
+            merge_every: 32,
+            merge: MergeMode::Sync,
+            ring_capacity: 8,
+            rate: None,
+            pin: false,
+            passes: 1,
+            shuffle_seed: None,
+            checkpoint: None,
+            checkpoint_every: u64::MAX,
+            transform: TransformConfig::default(),
+            dedup_window: 0,
+            windows: None,
+        }
+    }
+}
+
 /// What to do when drift is detected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

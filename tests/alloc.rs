@@ -11,7 +11,6 @@ use streamsgd::convert::{open_parser, write_generated};
 use streamsgd::dataset::Dataset;
 use streamsgd::learner::{BadRows, LearnerConfig};
 use streamsgd::loss::Loss;
-use streamsgd::merge::MergeMode;
 use streamsgd::model::{LinearModel, SharedModel};
 use streamsgd::optim::{Kind, OptimConfig};
 use streamsgd::pipeline::{train, Input, PipelineConfig, TrainOutcome};
@@ -61,22 +60,9 @@ fn gen_file(dir: &Path, name: &str, rows: u64, missing: f32) -> PathBuf {
 }
 
 fn cfg() -> PipelineConfig {
-    PipelineConfig {
-        learner: LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(Kind::Normalized), batch: 256, bad_rows: BadRows::Error },
-        threads: 1,
-        merge_every: 1_000_000, // merges publish a snapshot (one allocation each): none mid-run
-        merge: MergeMode::Sync,
-        ring_capacity: 8,
-        rate: None,
-        pin: false,
-        passes: 1,
-        shuffle_seed: None,
-        checkpoint: None,
-        checkpoint_every: u64::MAX,
-        transform: Default::default(),
-        dedup_window: 0,
-        windows: None,
-    }
+    let learner = LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(Kind::Normalized), batch: 256, bad_rows: BadRows::Error };
+    // Merges publish a snapshot (one allocation each): none mid-run.
+    PipelineConfig { merge_every: 1_000_000, ..PipelineConfig::new(learner, 1) }
 }
 
 fn shared() -> Arc<SharedModel> {

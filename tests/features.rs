@@ -9,7 +9,6 @@ use streamsgd::convert::write_generated;
 use streamsgd::dataset::Dataset;
 use streamsgd::learner::{BadRows, LearnerConfig};
 use streamsgd::loss::Loss;
-use streamsgd::merge::MergeMode;
 use streamsgd::model::{LinearModel, ModelFile, SharedModel};
 use streamsgd::optim::{Kind, OptimConfig};
 use streamsgd::pipeline::{saved_transform, train, Input, OnDrift, PipelineConfig, WindowConfig};
@@ -33,21 +32,12 @@ fn gen(dir: &Path, name: &str, rows: u64, missing: f32, dups: f32, drift_at: Opt
 }
 
 fn cfg(threads: usize) -> PipelineConfig {
+    let learner = LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(Kind::Normalized), batch: 64, bad_rows: BadRows::Error };
     PipelineConfig {
-        learner: LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(Kind::Normalized), batch: 64, bad_rows: BadRows::Error },
-        threads,
         merge_every: 16,
-        merge: MergeMode::Sync,
-        ring_capacity: 8,
-        rate: None,
-        pin: false,
-        passes: 1,
-        shuffle_seed: None,
-        checkpoint: None,
-        checkpoint_every: u64::MAX,
         transform: TransformConfig { missing: Missing::Mean, indicator: true, scaling: Scaling::Standard, clip: Some(5.0) },
         dedup_window: 64,
-        windows: None,
+        ..PipelineConfig::new(learner, threads)
     }
 }
 

@@ -27,22 +27,8 @@ fn gen_file(dir: &Path, name: &str, task: Task, rows: u64, missing: f32) -> Path
 }
 
 fn cfg(threads: usize, merge: MergeMode) -> PipelineConfig {
-    PipelineConfig {
-        learner: LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(Kind::Normalized), batch: 256, bad_rows: BadRows::Error },
-        threads,
-        merge_every: 32,
-        merge,
-        ring_capacity: 8,
-        rate: None,
-        pin: false,
-        passes: 1,
-        shuffle_seed: None,
-        checkpoint: None,
-        checkpoint_every: u64::MAX,
-        transform: Default::default(),
-        dedup_window: 0,
-        windows: None,
-    }
+    let learner = LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(Kind::Normalized), batch: 256, bad_rows: BadRows::Error };
+    PipelineConfig { merge, ..PipelineConfig::new(learner, threads) }
 }
 
 fn shared() -> Arc<SharedModel> {

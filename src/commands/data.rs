@@ -7,8 +7,6 @@ use std::time::Instant;
 use streamsgd::convert::{convert_text, write_generated, ConvertOptions};
 use streamsgd::dataset::{stats, Dataset};
 use streamsgd::source::gen::{GenConfig, Generator, Task};
-use streamsgd::source::text::LabelColumn;
-use streamsgd::source::{TextFormat, TextOptions};
 
 #[derive(Args, Debug)]
 pub struct GenArgs {
@@ -98,16 +96,8 @@ pub struct ConvertArgs {
     /// Output .ssgd file.
     #[arg(short, long)]
     output: PathBuf,
-    /// Input format (default: from the extension).
-    #[arg(long, value_enum)]
-    format: Option<TextFormat>,
-    /// CSV label column, by name or 0-based index (default: label/target/y, else the last).
-    #[arg(long)]
-    label: Option<String>,
-    /// LibSVM: number of features (default: the largest index). VW: hash names into D columns
-    /// (default: one column per distinct name).
-    #[arg(long)]
-    features: Option<usize>,
+    #[command(flatten)]
+    text: super::TextArgs,
     /// Count and skip malformed lines instead of stopping at the first.
     #[arg(long)]
     skip_bad: bool,
@@ -117,12 +107,7 @@ pub struct ConvertArgs {
 }
 
 pub fn convert(a: ConvertArgs) -> anyhow::Result<()> {
-    let opts = ConvertOptions {
-        format: a.format,
-        text: TextOptions { label: a.label.as_deref().map(LabelColumn::parse), features: a.features, vw_names: None },
-        skip_bad: a.skip_bad,
-        block_rows: a.block_rows,
-    };
+    let opts = ConvertOptions { format: a.text.format, text: a.text.options(), skip_bad: a.skip_bad, block_rows: a.block_rows };
     let size = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
     let bar = super::progress(size, "bytes");
     let s = convert_text(&a.input, &a.output, &opts, &bar).with_context(|| format!("converting {}", a.input.display()))?;

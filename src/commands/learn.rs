@@ -18,7 +18,6 @@ use streamsgd::model::{ModelFile, SharedModel};
 use streamsgd::optim::{Kind, OptimConfig, Schedule};
 use streamsgd::pipeline::{self, Input, OnDrift, PipelineConfig, TrainOutcome, TrainReport, WindowConfig};
 use streamsgd::source::gen::{GenConfig, Generator, Task};
-use streamsgd::source::text::LabelColumn;
 use streamsgd::source::{TextFormat, TextOptions, TextParser};
 use streamsgd::transform::{Missing, Scaling, TransformConfig};
 
@@ -180,20 +179,12 @@ impl LearnArgs {
             ensure!(r.is_finite() && r > 0.0, "--rate {r} must be > 0 rows/s");
         }
         Ok(PipelineConfig {
-            learner: self.learner()?,
-            threads,
             merge_every: self.merge_every,
             merge: self.merge,
             ring_capacity: self.ring,
             rate: self.rate,
             pin: self.pin,
-            passes: 1,
-            shuffle_seed: None,
-            checkpoint: None,
-            checkpoint_every: u64::MAX,
-            transform: TransformConfig::default(),
-            dedup_window: 0,
-            windows: None,
+            ..PipelineConfig::new(self.learner()?, threads)
         })
     }
 }
@@ -207,15 +198,8 @@ pub struct TrainArgs {
     /// Training data: a .ssgd file (mapped), a .csv/.libsvm/.vw file, - for stdin, or
     /// tcp://HOST:PORT to read lines from a socket.
     data: String,
-    /// Text format (default: from the extension; required for stdin and sockets).
-    #[arg(long, value_enum)]
-    format: Option<TextFormat>,
-    /// CSV label column, by name or 0-based index.
-    #[arg(long)]
-    label: Option<String>,
-    /// LibSVM/VW feature count (VW: hash names into D columns).
-    #[arg(long)]
-    features: Option<usize>,
+    #[command(flatten)]
+    text: super::TextArgs,
     #[command(flatten)]
     learn: LearnArgs,
     #[command(flatten)]
@@ -296,10 +280,6 @@ fn input_of(data: &mut Data, holdout: Option<f64>, skip_bad: bool) -> anyhow::Re
     })
 }
 
-fn text_options(label: &Option<String>, features: Option<usize>) -> TextOptions {
-    TextOptions { label: label.as_deref().map(LabelColumn::parse), features, vw_names: None }
-}
-
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(h) = a.holdout {
         ensure!((0.0..1.0).contains(&h), "--holdout {h} must be in [0, 1)");
@@ -311,8 +291,8 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     cfg.checkpoint = a.checkpoint.clone();
     cfg.checkpoint_every = a.checkpoint_every;
     a.features_stage.apply(&mut cfg)?;
-    let text = text_options(&a.label, a.features);
-    let (mut data, name) = open_data(&a.data, a.format, &text, a.holdout.is_some())?;
+    let text = a.text.options();
+    let (mut data, name) = open_data(&a.data, a.text.format, &text, a.holdout.is_some())?;
     let initial = a.resume.as_deref().map(ModelFile::load).transpose()?;
     if let Some(f) = &initial {
         ensure!(f.model.loss == cfg.learner.loss, "--resume model was trained with {:?}, not {:?}", f.model.loss, cfg.learner.loss);
@@ -326,7 +306,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let mut input = input_of(&mut data, a.holdout, a.learn.skip_bad)?;
     let out = pipeline::train(&cfg, &mut input, &name, initial, shared, &bar)?;
     let test = match &a.test {
-        Some(t) => Some(evaluate_file(t, a.format, &text, &out.model, cfg.learner.bad_rows)?),
+        Some(t) => Some(evaluate_file(t, a.text.format, &text, &out.model, cfg.learner.bad_rows)?),
         None => None,
     };
     if let Some(p) = &a.save {
@@ -433,17 +413,11 @@ pub struct PredictArgs {
     /// The model file.
     #[arg(long)]
     model: PathBuf,
-    /// Data: .ssgd, .csv/.libsvm/.vw, - for stdin, or tcp://HOST:PORT.
+    /// Data: .ssgd, .csv/.libsvm/.vw, - for stdin, or tcp://HOST:PORT (a CSV label column is
+    /// read and ignored; LibSVM/VW feature count defaults to the model's).
     data: String,
-    /// Text format (default: from the extension; required for stdin and sockets).
-    #[arg(long, value_enum)]
-    format: Option<TextFormat>,
-    /// CSV label column, by name or 0-based index (ignored for prediction).
-    #[arg(long)]
-    label: Option<String>,
-    /// LibSVM/VW feature count (default: the model's).
-    #[arg(long)]
-    features: Option<usize>,
+    #[command(flatten)]
+    text: super::TextArgs,
 }
 
 pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
@@ -461,8 +435,9 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
             None => m.predict_row(x),
         }
     };
-    let text = text_options(&a.label, Some(a.features.unwrap_or(d)));
-    let (mut data, name) = open_data(&a.data, a.format, &text, false)?;
+    let mut text = a.text.options();
+    text.features = Some(text.features.unwrap_or(d));
+    let (mut data, name) = open_data(&a.data, a.text.format, &text, false)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut lat = Latency::default();

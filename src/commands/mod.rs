@@ -42,6 +42,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// How text input maps to columns (convert, train, predict).
+#[derive(clap::Args, Debug, Clone)]
+pub struct TextArgs {
+    /// Text format (default: from the extension; required for stdin and sockets).
+    #[arg(long, value_enum)]
+    format: Option<streamsgd::source::TextFormat>,
+    /// CSV label column, by name or 0-based index (default: label/target/y, else the last).
+    #[arg(long)]
+    label: Option<String>,
+    /// LibSVM: number of features (default: the largest index). VW: hash names into D
+    /// columns (default: one column per distinct name).
+    #[arg(long)]
+    features: Option<usize>,
+}
+
+impl TextArgs {
+    /// The parser options these flags ask for.
+    pub fn options(&self) -> streamsgd::source::TextOptions {
+        use streamsgd::source::text::LabelColumn;
+        streamsgd::source::TextOptions { label: self.label.as_deref().map(LabelColumn::parse), features: self.features, vw_names: None }
+    }
+}
+
 /// A progress bar on stderr when it is a terminal (indicatif hides it otherwise).
 pub fn progress(len: u64, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
