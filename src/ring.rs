@@ -118,15 +118,6 @@ impl<T> Ring<T> {
         }
     }
 
-    /// Pops without waiting.
-    pub fn try_pop(&self) -> Option<T> {
-        let v = self.queue.pop();
-        if v.is_some() {
-            self.wake_producer();
-        }
-        v
-    }
-
     /// At most half full: where a parked producer is worth waking (hysteresis: one wake-up
     /// refills half a ring, instead of a wake-up per item on the consumer's critical path).
     #[inline]
