@@ -104,6 +104,8 @@ pub struct Batch {
     pub ingest: Instant,
     /// Position of this data batch in the stream (0, 1, 2, …; markers reuse the last).
     pub seq: u64,
+    /// Stream position (0-based data row) of the batch's first row.
+    pub first_row: u64,
     /// Duplicate rows to skip.
     pub skip: SkipMask,
 }

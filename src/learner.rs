@@ -170,9 +170,16 @@ impl Learner {
         self.pending.clear();
     }
 
-    /// Rows seen (learned + rejected).
+    /// Rows seen (learned + rejected), or the stream position set by
+    /// [`Learner::set_position`] plus the rows seen since.
     pub fn rows_seen(&self) -> u64 {
         self.rows_seen
+    }
+
+    /// Sets the stream position of the next row, so that errors name rows as the source
+    /// numbers them (a shard learns every N-th batch of the stream).
+    pub fn set_position(&mut self, row: u64) {
+        self.rows_seen = row;
     }
 
     /// A file image of the model and optimizer, to save or checkpoint.

@@ -280,7 +280,7 @@ impl Producer<'_> {
         }
         let ingest = self.stamp();
         let shard = (self.batches % self.rings.len() as u64) as usize;
-        if self.rings[shard].push(Batch { payload, ingest, seq: self.batches, skip }).is_err() {
+        if self.rings[shard].push(Batch { payload, ingest, seq: self.batches, first_row: self.sent_rows, skip }).is_err() {
             return false;
         }
         self.sent_rows += rows as u64;
@@ -304,6 +304,7 @@ impl Producer<'_> {
                 payload: Payload::Merge { checkpoint },
                 ingest: Instant::now(),
                 seq: self.batches,
+                first_row: self.sent_rows,
                 skip: [0; BATCH_ROWS / 64],
             });
         }
@@ -474,7 +475,7 @@ pub fn train(
         learned += r.learner.rows_learned;
         rejected += r.learner.rows_rejected;
         if first_rejected.is_none() {
-            first_rejected = r.learner.first_rejected.as_ref().map(|(row, what)| format!("row {row} of a shard's stream: {what}"));
+            first_rejected = r.learner.first_rejected.as_ref().map(|(row, what)| format!("row {row}: {what}"));
         }
     }
     let rows = producer.sent_rows + source_rejected;

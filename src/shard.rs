@@ -97,6 +97,8 @@ pub fn run(ctx: ShardContext<'_>, mut learner: Learner, mut transform: Transform
     let mut epoch = ctx.reset_epoch.load(Ordering::Acquire);
     while let Some(batch) = ctx.input.pop() {
         let dequeued = Instant::now();
+        // Rows are numbered as the source numbers them (0-based data rows of the stream).
+        learner.set_position(batch.first_row);
         let now_epoch = ctx.reset_epoch.load(Ordering::Acquire);
         if now_epoch != epoch {
             // Drift: restart the optimizer's adaptive state (weights are kept).

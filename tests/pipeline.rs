@@ -76,6 +76,28 @@ fn rows_in_equal_rows_learned_plus_rejected() {
         assert!((5_000..10_000).contains(&r.rows_rejected), "{}", r.rows_rejected);
         assert!(r.first_rejected.unwrap().contains("NaN"));
     }
+    // Without --skip-bad the same data is an error naming the row — the stream's row, also with
+    // two shards (each learns every other batch).
+    let dir2 = tempfile::tempdir().unwrap();
+    let q = dir2.path().join("one-nan.ssgd");
+    let mut w = streamsgd::dataset::DatasetWriter::create(&q, 2, 1024, false).unwrap();
+    for r in 0..5000u32 {
+        let x = if r == 3210 { [1.0, f32::NAN] } else { [r as f32 / 5000.0, 1.0] };
+        w.push(&x, (r % 2) as f32, 1.0).unwrap();
+    }
+    w.finish().unwrap();
+    let ds2 = Dataset::open(&q).unwrap();
+    let e = train(
+        &cfg(2, MergeMode::Sync),
+        &mut Input::Mapped { dataset: &ds2, train_rows: 5000 },
+        "one-nan.ssgd",
+        None,
+        shared(),
+        &ProgressBar::hidden(),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.to_string(), "one-nan.ssgd: row 3210: feature 1 is NaN (missing or infinite values need a --missing policy)");
     // Without --skip-bad the same data is an error naming the row.
     let ds = Dataset::open(&p).unwrap();
     let e = train(
