@@ -177,6 +177,25 @@ fn json_report_has_stable_fields_and_predict_matches_the_model() {
 }
 
 #[test]
+fn predict_on_csv_without_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = gen_file(dir.path(), "u.csv", Task::Regression, 2_000, 0.0);
+    let model = dir.path().join("u.model");
+    assert!(out(bin().args(["train", csv.to_str().unwrap(), "--loss", "squared", "--save", model.to_str().unwrap()])).0);
+    // Drop the label column (the last one) from header and rows.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let unlabeled: String = text.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n").collect();
+    let u = dir.path().join("unlabeled.csv");
+    std::fs::write(&u, &unlabeled).unwrap();
+    let (ok, a, err) = out(bin().args(["predict", "--model", model.to_str().unwrap(), u.to_str().unwrap()]));
+    assert!(ok, "{err}");
+    let (ok, b, err) = out(bin().args(["predict", "--model", model.to_str().unwrap(), csv.to_str().unwrap()]));
+    assert!(ok, "{err}");
+    assert_eq!(a.lines().count(), 2_000);
+    assert_eq!(a, b, "same rows, with or without the label column");
+}
+
+#[test]
 fn stdin_and_socket_sources() {
     let dir = tempfile::tempdir().unwrap();
     let csv = gen_file(dir.path(), "s.csv", Task::Regression, 5_000, 0.0);

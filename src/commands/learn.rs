@@ -18,6 +18,7 @@ use streamsgd::model::{ModelFile, SharedModel};
 use streamsgd::optim::{Kind, OptimConfig, Schedule};
 use streamsgd::pipeline::{self, Input, OnDrift, PipelineConfig, TrainOutcome, TrainReport, WindowConfig};
 use streamsgd::source::gen::{GenConfig, Generator, Task};
+use streamsgd::source::text::LabelColumn;
 use streamsgd::source::{TextFormat, TextOptions, TextParser};
 use streamsgd::transform::{Missing, Scaling, TransformConfig};
 
@@ -437,7 +438,14 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     };
     let mut text = a.text.options();
     text.features = Some(text.features.unwrap_or(d));
-    let (mut data, name) = open_data(&a.data, a.text.format, &text, false)?;
+    let (mut data, mut name) = open_data(&a.data, a.text.format, &text, false)?;
+    // A CSV file whose header has exactly the model's inputs has no label column.
+    if let Data::Text { parser, .. } = &data {
+        if text.label.is_none() && parser.features() + 1 == d && a.data != "-" && !a.data.starts_with("tcp://") {
+            text.label = Some(LabelColumn::Absent);
+            (data, name) = open_data(&a.data, a.text.format, &text, false)?;
+        }
+    }
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut lat = Latency::default();
@@ -472,7 +480,11 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
             }
         }
         Data::Text { parser, .. } => {
-            ensure!(parser.features() == d, "{name} has {} features, the model {d}", parser.features());
+            ensure!(
+                parser.features() == d,
+                "{name} has {} features, the model {d} (a CSV without a label column needs --label none on stdin)",
+                parser.features()
+            );
             let mut row = vec![0.0f32; d];
             loop {
                 let t = Instant::now();

@@ -48,7 +48,8 @@ pub struct TextArgs {
     /// Text format (default: from the extension; required for stdin and sockets).
     #[arg(long, value_enum)]
     format: Option<streamsgd::source::TextFormat>,
-    /// CSV label column, by name or 0-based index (default: label/target/y, else the last).
+    /// CSV label column, by name or 0-based index (default: label/target/y, else the last);
+    /// `none` for data without labels (predict).
     #[arg(long)]
     label: Option<String>,
     /// LibSVM: number of features (default: the largest index). VW: hash names into D

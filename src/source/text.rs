@@ -42,11 +42,17 @@ pub enum LabelColumn {
     Name(String),
     /// By 0-based index.
     Index(usize),
+    /// No label column (data to predict on): every column is a feature, labels are NaN.
+    Absent,
 }
 
 impl LabelColumn {
-    /// Parses `--label`: a number is an index, anything else a name.
+    /// Parses `--label`: `none` means no label column, a number is an index, anything else a
+    /// name.
     pub fn parse(s: &str) -> Self {
+        if s == "none" {
+            return LabelColumn::Absent;
+        }
         s.parse().map_or_else(|_| LabelColumn::Name(s.to_string()), LabelColumn::Index)
     }
 }
@@ -171,7 +177,8 @@ impl<R: BufRead> TextParser<R> {
                 }
                 let head_trim = trim(&head);
                 let columns: Vec<String> = head_trim.split(|&c| c == b',').map(|c| String::from_utf8_lossy(trim(c)).into_owned()).collect();
-                if columns.len() < 2 {
+                let absent = opts.label == Some(LabelColumn::Absent);
+                if columns.len() < 2 - usize::from(absent) {
                     return Err(err(1, format!("header has {} column(s); need a label and at least one feature", columns.len())));
                 }
                 if number(trim(head_trim.split(|&c| c == b',').next().unwrap_or_default())).is_ok() {
@@ -189,9 +196,10 @@ impl<R: BufRead> TextParser<R> {
                         .iter()
                         .position(|c| c == n)
                         .ok_or_else(|| err(1, format!("no column named '{n}' in the header ({})", columns.join(","))))?,
+                    Some(LabelColumn::Absent) => usize::MAX,
                     None => columns.iter().position(|c| matches!(c.as_str(), "label" | "target" | "y")).unwrap_or(columns.len() - 1),
                 };
-                let d = columns.len() - 1;
+                let d = columns.len() - usize::from(!absent);
                 (Layout::Csv { columns, label }, d, 1, n as u64)
             }
             TextFormat::Libsvm | TextFormat::Vw => match (opts.features, &opts.vw_names) {
@@ -572,6 +580,15 @@ mod tests {
         assert_eq!((e.line, e.field.as_deref()), (4, Some("b")));
         assert!(e.to_string().contains("t:4: field b: 'x' is not a number"), "{e}");
         assert!(rows[3].as_ref().unwrap_err().what.contains("2 cells"));
+    }
+
+    #[test]
+    fn csv_without_a_label_column() {
+        let opts = TextOptions { label: Some(LabelColumn::parse("none")), ..Default::default() };
+        let rows = parse_all(TextFormat::Csv, "a,b\n1,2\n3,\n", &opts);
+        let r0 = rows[0].as_ref().unwrap();
+        assert_eq!((&r0.0, r0.1.is_nan()), (&vec![1.0, 2.0], true));
+        assert!(rows[1].as_ref().unwrap().0[1].is_nan());
     }
 
     #[test]
