@@ -184,7 +184,6 @@ pub fn write_generated(gen: &Generator, path: &Path, block_rows: u32, progress: 
     if let (Some(TextFormat::Csv), Some(w)) = (text, out.as_mut()) {
         w.write_all(csv_header(d).as_bytes()).map_err(io)?;
     }
-    let mut line = Vec::with_capacity(64 * (d + 1));
     let mut row = vec![0.0f32; d];
     let mut block = Vec::new();
     let chunks = gen.chunks();
@@ -198,6 +197,13 @@ pub fn write_generated(gen: &Generator, path: &Path, block_rows: u32, progress: 
         let (next_counts, written) = rayon::join(
             || gen.chunks_par(after, &mut next),
             || -> Result<(), ConvertError> {
+                // Row `r` of a column-major chunk into `row`; returns its label.
+                let gather = |buf: &[f32], r: usize, row: &mut [f32]| {
+                    for (j, x) in row.iter_mut().enumerate() {
+                        *x = buf[j * CHUNK_ROWS + r];
+                    }
+                    buf[d * CHUNK_ROWS + r]
+                };
                 for (buf, &rows) in bufs.iter().zip(&counts) {
                     if let Some(w) = ssgd.as_mut() {
                         if rows == CHUNK_ROWS && block_rows as usize == CHUNK_ROWS {
@@ -205,20 +211,14 @@ pub fn write_generated(gen: &Generator, path: &Path, block_rows: u32, progress: 
                             continue;
                         }
                         for r in 0..rows {
-                            for (j, x) in row.iter_mut().enumerate() {
-                                *x = buf[j * CHUNK_ROWS + r];
-                            }
-                            w.push(&row, buf[d * CHUNK_ROWS + r], 1.0)?;
+                            let y = gather(buf, r, &mut row);
+                            w.push(&row, y, 1.0)?;
                         }
                     } else if let (Some(fmt), Some(w)) = (text, out.as_mut()) {
                         block.clear();
                         for r in 0..rows {
-                            for (j, x) in row.iter_mut().enumerate() {
-                                *x = buf[j * CHUNK_ROWS + r];
-                            }
-                            line.clear();
-                            format_row(fmt, &row, buf[d * CHUNK_ROWS + r], classification, &mut line);
-                            block.extend_from_slice(&line);
+                            let y = gather(buf, r, &mut row);
+                            format_row(fmt, &row, y, classification, &mut block);
                         }
                         w.write_all(&block).map_err(io)?;
                     }

@@ -197,7 +197,7 @@ pub struct TrainReport {
     pub merges: u64,
     /// Mean progressive (predict-then-learn) loss.
     pub progressive_loss: f64,
-    /// Progressive accuracy (classification) or RMSE (regression).
+    /// Progressive accuracy (classification).
     pub progressive_accuracy: Option<f64>,
     /// Progressive RMSE (regression).
     pub progressive_rmse: Option<f64>,

@@ -72,46 +72,83 @@ struct Scratch {
     weights: Vec<f32>,
 }
 
-/// The rows of one batch, wherever they live (labels and weights indexed like the columns:
-/// from row 0 of the block, the batch starting at the columns' `r0`).
-struct Rows<'b> {
-    data: &'b [f32],
-    stride: usize,
-    d: usize,
-    n: usize,
+/// Labels and weights of one batch, indexed like its columns: from row 0 of the block, the
+/// batch starting at the columns' `r0`.
+struct Targets<'b> {
     labels: &'b [f32],
     weights: Option<&'b [f32]>,
 }
 
+/// Per-shard state the batch step updates.
+struct Work<'a> {
+    learner: Learner,
+    transform: Transform,
+    scratch: Scratch,
+    counts: TransformCounts,
+    duplicates: u64,
+    error: Option<LearnError>,
+    stats: Option<&'a Ring<BatchStat>>,
+}
+
+impl Work<'_> {
+    /// Learns one data batch (unless an earlier one failed) and reports its outcome to the
+    /// window reporter, when there is one.
+    fn batch(&mut self, cols: &Columns<'_>, t: &Targets<'_>, skip: &SkipMask, seq: u64) {
+        let before = self.stats.map(|_| self.learner.progress());
+        if self.error.is_none() {
+            self.error =
+                learn(&mut self.learner, &mut self.transform, cols, t, skip, &mut self.scratch, &mut self.counts, &mut self.duplicates)
+                    .err();
+        }
+        if let (Some(stats), Some(before)) = (self.stats, before) {
+            let after = self.learner.progress();
+            let _ = stats.push(BatchStat {
+                seq,
+                rows: cols.n as u64,
+                loss: after.loss_sum - before.loss_sum,
+                weight: after.weight_sum - before.weight_sum,
+                correct: after.correct - before.correct,
+                sq_err: after.sq_err - before.sq_err,
+            });
+        }
+    }
+}
+
 /// Runs a shard to the end of its ring.
-pub fn run(ctx: ShardContext<'_>, mut learner: Learner, mut transform: Transform) -> ShardReport {
+pub fn run(ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> ShardReport {
     if let Some(core) = ctx.pin {
         core_affinity::set_for_current(core);
     }
     let mut latency = StageLatency::default();
     let mut merge_state = ctx.merger.shard_state(&learner.model().weights);
-    let (mut batches, mut error, mut checkpoint_error) = (0u64, None, None);
-    let mut counts = TransformCounts::default();
-    let mut duplicates = 0u64;
-    let mut scratch = Scratch::default();
+    let (mut batches, mut checkpoint_error) = (0u64, None);
+    let mut w = Work {
+        learner,
+        transform,
+        scratch: Scratch::default(),
+        counts: TransformCounts::default(),
+        duplicates: 0,
+        error: None,
+        stats: ctx.stats,
+    };
     let mut epoch = ctx.reset_epoch.load(Ordering::Acquire);
     while let Some(batch) = ctx.input.pop() {
         let dequeued = Instant::now();
         // Rows are numbered as the source numbers them (0-based data rows of the stream).
-        learner.set_position(batch.first_row);
+        w.learner.set_position(batch.first_row);
         let now_epoch = ctx.reset_epoch.load(Ordering::Acquire);
         if now_epoch != epoch {
             // Drift: restart the optimizer's adaptive state (weights are kept).
             epoch = now_epoch;
-            let cfg = learner.config().optim;
-            *learner.optimizer_mut() = Optimizer::new(cfg, learner.model().features());
+            let cfg = w.learner.config().optim;
+            *w.learner.optimizer_mut() = Optimizer::new(cfg, w.learner.model().features());
         }
         let rows = match batch.payload {
             Payload::Merge { checkpoint } => {
-                let published = ctx.merger.merge(ctx.id, &mut learner, &mut merge_state);
+                let published = ctx.merger.merge(ctx.id, &mut w.learner, &mut merge_state);
                 if let (true, true, Some(path)) = (checkpoint, published, ctx.checkpoint) {
-                    let extra = serde_json::json!({ "transform": &transform }).to_string();
-                    if let Err(e) = learner.to_file(extra).save(path) {
+                    let extra = serde_json::json!({ "transform": &w.transform }).to_string();
+                    if let Err(e) = w.learner.to_file(extra).save(path) {
                         checkpoint_error = Some(e.to_string());
                     }
                 }
@@ -119,33 +156,21 @@ pub fn run(ctx: ShardContext<'_>, mut learner: Learner, mut transform: Transform
             }
             Payload::Mapped { block, r0, n } => {
                 let b = ctx.dataset.expect("mapped batches come with their dataset").block(block);
-                let rows = Rows { data: b.data, stride: b.stride, d: b.features, n, labels: b.labels, weights: b.weights };
                 let cols = Columns::new(b.data, b.stride, b.features, r0, n);
-                let before = learner.progress();
-                if error.is_none() {
-                    error =
-                        learn(&mut learner, &mut transform, &cols, &rows, &batch.skip, &mut scratch, &mut counts, &mut duplicates).err();
-                }
-                report(&ctx, &mut learner, before, batch.seq, n);
+                w.batch(&cols, &Targets { labels: b.labels, weights: b.weights }, &batch.skip, batch.seq);
                 n
             }
             Payload::Owned(buf) => {
                 let n = buf.rows;
-                let w = buf.has_weights.then_some(&buf.weights[..n]);
-                let rows = Rows { data: &buf.data, stride: buf.stride, d: buf.d, n, labels: &buf.labels[..n], weights: w };
                 let cols = Columns::new(&buf.data, buf.stride, buf.d, 0, n);
-                let before = learner.progress();
-                if error.is_none() {
-                    error =
-                        learn(&mut learner, &mut transform, &cols, &rows, &batch.skip, &mut scratch, &mut counts, &mut duplicates).err();
-                }
-                report(&ctx, &mut learner, before, batch.seq, n);
+                let t = Targets { labels: &buf.labels[..n], weights: buf.has_weights.then_some(&buf.weights[..n]) };
+                w.batch(&cols, &t, &batch.skip, batch.seq);
                 // The pool has room for every buffer in flight, so this never waits long.
                 let _ = ctx.pool.push(buf);
                 n
             }
         };
-        if error.is_some() {
+        if w.error.is_some() {
             ctx.failed.store(true, Ordering::Release);
         }
         let done = Instant::now();
@@ -155,7 +180,16 @@ pub fn run(ctx: ShardContext<'_>, mut learner: Learner, mut transform: Transform
         latency.compute.record(done.saturating_duration_since(dequeued).as_nanos() as u64);
         latency.end_to_end.record(done.saturating_duration_since(batch.ingest).as_nanos() as u64);
     }
-    ShardReport { learner, transform, counts, duplicates, latency, batches, error, checkpoint_error }
+    ShardReport {
+        learner: w.learner,
+        transform: w.transform,
+        counts: w.counts,
+        duplicates: w.duplicates,
+        latency,
+        batches,
+        error: w.error,
+        checkpoint_error,
+    }
 }
 
 /// The feature stage then the learner, for one batch.
@@ -164,7 +198,7 @@ fn learn(
     learner: &mut Learner,
     transform: &mut Transform,
     cols: &Columns<'_>,
-    rows: &Rows<'_>,
+    t: &Targets<'_>,
     skip: &SkipMask,
     scratch: &mut Scratch,
     counts: &mut TransformCounts,
@@ -172,29 +206,14 @@ fn learn(
 ) -> Result<(), LearnError> {
     let any_skip = skip.iter().any(|&w| w != 0);
     if transform.cfg.is_identity() && !any_skip {
-        return learner.learn_rows(rows.data, rows.stride, rows.d, cols.r0, rows.n, rows.labels, rows.weights);
+        return learner.learn_rows(cols.data, cols.stride, cols.d, cols.r0, cols.n, t.labels, t.weights);
     }
     if any_skip {
-        *duplicates += (0..rows.n).filter(|&r| skipped(skip, r)).count() as u64;
+        *duplicates += (0..cols.n).filter(|&r| skipped(skip, r)).count() as u64;
     }
-    let (labels, weights) = (&rows.labels[cols.r0..], rows.weights.map(|w| &w[cols.r0..]));
+    let (labels, weights) = (&t.labels[cols.r0..], t.weights.map(|w| &w[cols.r0..]));
     let m =
         transform.apply(cols, labels, weights, |r| skipped(skip, r), &mut scratch.data, &mut scratch.labels, &mut scratch.weights, counts);
-    let w = rows.weights.map(|_| &scratch.weights[..m]);
+    let w = t.weights.map(|_| &scratch.weights[..m]);
     learner.learn_rows(&scratch.data, m, transform.output_features(), 0, m, &scratch.labels[..m], w)
-}
-
-/// Sends the batch's learning outcome to the window reporter.
-fn report(ctx: &ShardContext<'_>, learner: &mut Learner, before: crate::metrics::Progressive, seq: u64, rows: usize) {
-    if let Some(stats) = ctx.stats {
-        let after = learner.progress();
-        let _ = stats.push(BatchStat {
-            seq,
-            rows: rows as u64,
-            loss: after.loss_sum - before.loss_sum,
-            weight: after.weight_sum - before.weight_sum,
-            correct: after.correct - before.correct,
-            sq_err: after.sq_err - before.sq_err,
-        });
-    }
 }
