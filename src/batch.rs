@@ -108,6 +108,8 @@ pub struct Batch {
     pub first_row: u64,
     /// Duplicate rows to skip.
     pub skip: SkipMask,
+    /// Its event-time window (text sources with a timestamp column).
+    pub window: crate::window::WindowTag,
 }
 
 /// Whether row `r` is marked in `mask`.

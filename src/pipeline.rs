@@ -22,7 +22,7 @@ use crate::ring::Ring;
 use crate::shard::{self, ShardContext};
 use crate::source::{ParseError, TextParser};
 use crate::transform::{Transform, TransformConfig, TransformCounts};
-use crate::window::{BatchStat, Windows};
+use crate::window::{BatchStat, EventClock, WindowKind, WindowSlot, WindowTag, Windows};
 use indicatif::ProgressBar;
 use rand::{RngExt, SeedableRng};
 use std::io::BufRead;
@@ -97,11 +97,12 @@ pub enum OnDrift {
     Reset,
 }
 
-/// Tumbling row windows and Page-Hinkley drift detection on the per-batch loss.
+/// Tumbling windows (rows or event time) and Page-Hinkley drift detection on the per-batch
+/// loss.
 #[derive(Clone, Debug)]
 pub struct WindowConfig {
-    /// Rows per window (0: no window lines, drift detection only).
-    pub rows: u64,
+    /// How rows are grouped into windows.
+    pub kind: WindowKind,
     /// JSON-lines output (windows and alarms).
     pub report: Option<PathBuf>,
     /// Page-Hinkley δ.
@@ -183,6 +184,8 @@ pub struct TrainReport {
     pub cells_imputed: u64,
     /// Windows reported.
     pub windows: u64,
+    /// Rows that arrived after their event-time window had closed (learned, and counted here).
+    pub rows_late: u64,
     /// Stream rows at which drift alarms fired.
     pub drift_alarms: Vec<u64>,
     /// The first rejected row and why.
@@ -243,6 +246,7 @@ struct Producer<'a> {
     progress: &'a ProgressBar,
     dedup: Option<Dedup>,
     row_bytes: Vec<u8>,
+    clock: Option<EventClock>,
 }
 
 impl Producer<'_> {
@@ -273,14 +277,15 @@ impl Producer<'_> {
         mask
     }
 
-    /// Sends a data batch of `rows` rows; false once a shard failed.
-    fn send(&mut self, payload: Payload, rows: usize, skip: SkipMask) -> bool {
+    /// Sends a data batch of `rows` rows (all in window `slot`); false once a shard failed.
+    fn send(&mut self, payload: Payload, rows: usize, skip: SkipMask, slot: WindowSlot) -> bool {
         if self.failed.load(Ordering::Acquire) {
             return false;
         }
         let ingest = self.stamp();
         let shard = (self.batches % self.rings.len() as u64) as usize;
-        if self.rings[shard].push(Batch { payload, ingest, seq: self.batches, first_row: self.sent_rows, skip }).is_err() {
+        let window = self.clock.as_ref().map_or_else(WindowTag::default, |c| c.tag(slot));
+        if self.rings[shard].push(Batch { payload, ingest, seq: self.batches, first_row: self.sent_rows, skip, window }).is_err() {
             return false;
         }
         self.sent_rows += rows as u64;
@@ -306,6 +311,7 @@ impl Producer<'_> {
                 seq: self.batches,
                 first_row: self.sent_rows,
                 skip: [0; BATCH_ROWS / 64],
+                window: WindowTag::default(),
             });
         }
     }
@@ -380,6 +386,17 @@ pub fn train(
         progress,
         dedup: (cfg.dedup_window > 0).then(|| Dedup::new(cfg.dedup_window)),
         row_bytes: Vec::with_capacity(4 * (d + 1)),
+        clock: match cfg.windows.as_ref().map(|w| w.kind) {
+            Some(WindowKind::Time(t)) => {
+                if !matches!(input, Input::Text { parser, .. } if parser.has_timestamps()) {
+                    return Err(PipelineError::Config(
+                        "event-time windows need a timestamp column (--timestamp-col) in a CSV source".into(),
+                    ));
+                }
+                Some(EventClock::new(t))
+            }
+            _ => None,
+        },
     };
     let stats_ring: Option<Ring<BatchStat>> = cfg.windows.as_ref().map(|_| Ring::new(4096));
     let reset_epoch = AtomicU64::new(0);
@@ -391,7 +408,7 @@ pub fn train(
                 ))),
                 None => None,
             };
-            Some(Windows::new(w.rows, cfg.learner.loss.is_classification(), out, w.delta, w.lambda))
+            Some(Windows::new(w.kind, cfg.learner.loss.is_classification(), out, w.delta, w.lambda))
         }
         None => None,
     };
@@ -501,6 +518,7 @@ pub fn train(
         rows_dropped_duplicate: duplicates,
         cells_imputed: counts.imputed_cells,
         windows: window_count,
+        rows_late: producer.clock.as_ref().map_or(0, |c| c.late),
         drift_alarms,
         first_rejected,
         seconds,
@@ -561,7 +579,7 @@ fn produce(
                     } else {
                         [0; BATCH_ROWS / 64]
                     };
-                    if !p.send(Payload::Mapped { block, r0, n }, n, skip) {
+                    if !p.send(Payload::Mapped { block, r0, n }, n, skip, WindowSlot::None) {
                         return Ok(());
                     }
                 }
@@ -576,14 +594,30 @@ fn produce(
             let mut row = vec![0.0f32; parser.features()];
             let mut taken = 0u64;
             let mut done = false;
+            // A batch holds rows of one event-time window: a row of another window is carried
+            // over to the next batch.
+            let mut carry: Option<(f32, f32, WindowSlot)> = None;
             while !done {
                 let Some(mut buf) = pool.pop() else { return Ok(()) };
                 buf.clear();
+                let mut slot = WindowSlot::None;
+                if let Some((y, w, s)) = carry.take() {
+                    buf.push(&row, y, w);
+                    slot = s;
+                }
                 while !buf.is_full() && taken < limit {
                     match parser.next_row(&mut row) {
                         Ok(Some(r)) => {
-                            buf.push(&row, r.label, r.weight);
                             taken += 1;
+                            if let Some(clock) = p.clock.as_mut() {
+                                let s = clock.assign(r.time);
+                                if buf.rows > 0 && s != slot {
+                                    carry = Some((r.label, r.weight, s));
+                                    break;
+                                }
+                                slot = s;
+                            }
+                            buf.push(&row, r.label, r.weight);
                         }
                         Ok(None) => {
                             done = true;
@@ -597,7 +631,7 @@ fn produce(
                         Err(e) => return Err(e.into()),
                     }
                 }
-                if taken >= limit {
+                if taken >= limit && carry.is_none() {
                     done = true;
                 }
                 let rows = buf.rows;
@@ -606,7 +640,7 @@ fn produce(
                     continue;
                 }
                 let skip = p.mark_duplicates(&Columns::new(&buf.data, buf.stride, buf.d, 0, rows), &buf.labels);
-                if !p.send(Payload::Owned(buf), rows, skip) {
+                if !p.send(Payload::Owned(buf), rows, skip, slot) {
                     return Ok(());
                 }
             }

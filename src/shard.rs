@@ -14,7 +14,7 @@ use crate::merge::Merger;
 use crate::optim::Optimizer;
 use crate::ring::Ring;
 use crate::transform::{Transform, TransformCounts};
-use crate::window::BatchStat;
+use crate::window::{BatchStat, WindowTag};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -93,7 +93,7 @@ struct Work<'a> {
 impl Work<'_> {
     /// Learns one data batch (unless an earlier one failed) and reports its outcome to the
     /// window reporter, when there is one.
-    fn batch(&mut self, cols: &Columns<'_>, t: &Targets<'_>, skip: &SkipMask, seq: u64) {
+    fn batch(&mut self, cols: &Columns<'_>, t: &Targets<'_>, skip: &SkipMask, seq: u64, tag: WindowTag) {
         let before = self.stats.map(|_| self.learner.progress());
         if self.error.is_none() {
             self.error =
@@ -104,6 +104,7 @@ impl Work<'_> {
             let after = self.learner.progress();
             let _ = stats.push(BatchStat {
                 seq,
+                tag,
                 rows: cols.n as u64,
                 loss: after.loss_sum - before.loss_sum,
                 weight: after.weight_sum - before.weight_sum,
@@ -157,14 +158,14 @@ pub fn run(ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> Sha
             Payload::Mapped { block, r0, n } => {
                 let b = ctx.dataset.expect("mapped batches come with their dataset").block(block);
                 let cols = Columns::new(b.data, b.stride, b.features, r0, n);
-                w.batch(&cols, &Targets { labels: b.labels, weights: b.weights }, &batch.skip, batch.seq);
+                w.batch(&cols, &Targets { labels: b.labels, weights: b.weights }, &batch.skip, batch.seq, batch.window);
                 n
             }
             Payload::Owned(buf) => {
                 let n = buf.rows;
                 let cols = Columns::new(&buf.data, buf.stride, buf.d, 0, n);
                 let t = Targets { labels: &buf.labels[..n], weights: buf.has_weights.then_some(&buf.weights[..n]) };
-                w.batch(&cols, &t, &batch.skip, batch.seq);
+                w.batch(&cols, &t, &batch.skip, batch.seq, batch.window);
                 // The pool has room for every buffer in flight, so this never waits long.
                 let _ = ctx.pool.push(buf);
                 n

@@ -14,6 +14,7 @@ use streamsgd::optim::{Kind, OptimConfig};
 use streamsgd::pipeline::{saved_transform, train, Input, OnDrift, PipelineConfig, WindowConfig};
 use streamsgd::source::gen::{GenConfig, Generator, Task};
 use streamsgd::transform::{Missing, Scaling, TransformConfig};
+use streamsgd::window::WindowKind;
 
 fn gen(dir: &Path, name: &str, rows: u64, missing: f32, dups: f32, drift_at: Option<u64>) -> PathBuf {
     let p = dir.join(name);
@@ -79,7 +80,8 @@ fn drift_alarm_fires_after_the_drift_point_and_not_before() {
     for (threads, on_drift) in [(1, OnDrift::Warn), (2, OnDrift::Reset)] {
         let mut c = cfg(threads);
         c.dedup_window = 0;
-        c.windows = Some(WindowConfig { rows: 20_000, report: Some(report.clone()), delta: 0.005, lambda: 0.5, on_drift });
+        c.windows =
+            Some(WindowConfig { kind: WindowKind::Rows(20_000), report: Some(report.clone()), delta: 0.005, lambda: 0.5, on_drift });
         let r = run(&c, &p).report;
         assert!(!r.drift_alarms.is_empty(), "no alarm: {r:?}");
         assert!(r.drift_alarms.iter().all(|&a| a > drift_at), "alarm before the drift: {:?}", r.drift_alarms);
@@ -94,7 +96,7 @@ fn drift_alarm_fires_after_the_drift_point_and_not_before() {
     // No drift in the data: no alarm.
     let q = gen(dir.path(), "n.ssgd", 300_000, 0.0, 0.0, None);
     let mut c = cfg(1);
-    c.windows = Some(WindowConfig { rows: 0, report: None, delta: 0.005, lambda: 0.5, on_drift: OnDrift::Warn });
+    c.windows = Some(WindowConfig { kind: WindowKind::Off, report: None, delta: 0.005, lambda: 0.5, on_drift: OnDrift::Warn });
     assert_eq!(run(&c, &q).report.drift_alarms, Vec::<u64>::new());
 }
 
@@ -136,4 +138,57 @@ fn predict_applies_exactly_what_train_applied() {
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert!((g - w).abs() < 1e-6, "row {i}: predict {g} vs frozen model {w}");
     }
+}
+
+#[test]
+fn event_time_windows_count_late_rows() {
+    // 3000 rows 10 ms apart (30 s of event time, windows of 5 s, lateness 1 s), out of order
+    // by up to 0.5 s, plus every 500th row 8 s late (more than a window plus the lateness):
+    // those 6 rows are late, nothing else is.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("t.csv");
+    let mut text = String::from("ts,a,b,label\n");
+    let mut late = 0;
+    for i in 0..3000u32 {
+        let mut t = 1_700_000_000.0 + f64::from(i) * 0.01 - f64::from(i % 7) * 0.07;
+        if i % 500 == 499 {
+            t -= 8.0;
+            late += 1;
+        }
+        let (a, b) = (f64::from(i % 13) / 13.0 - 0.5, f64::from(i % 11) / 11.0 - 0.5);
+        text += &format!("{t:.3},{a},{b},{}\n", u8::from(a + b > 0.0));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let report = dir.path().join("w.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_streamsgd"))
+        .args(["train", csv.to_str().unwrap(), "--timestamp-col", "ts", "--window-time", "5s", "--lateness", "1s"])
+        .args(["--window-report", report.to_str().unwrap(), "--threads", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r["rows"].as_u64(), r["rows_late"].as_u64()), (Some(3000), Some(late)));
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&report).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let windows: Vec<_> = lines.iter().filter(|l| l.get("window").is_some()).collect();
+    // 1 700 000 000 is a multiple of 5: windows start on it, 30 s → 6 or 7 windows (the first rows
+    // reach back 0.42 s).
+    assert!((6..=7).contains(&windows.len()), "{lines:?}");
+    assert_eq!(windows.len() as u64, r["windows"].as_u64().unwrap());
+    let starts: Vec<f64> = windows.iter().map(|w| w["start"].as_f64().unwrap()).collect();
+    assert!(starts.windows(2).all(|p| p[1] - p[0] == 5.0), "in order, no gaps: {starts:?}");
+    let sum = |k: &str| lines.iter().filter_map(|l| l[k].as_u64()).sum::<u64>();
+    assert_eq!(sum("rows") + sum("late_rows"), 3000, "every row is in one window or counted as late");
+    assert_eq!(sum("late_rows"), late);
+    // Bad timestamps are errors that name the line and the column.
+    std::fs::write(&csv, "ts,a,label\n1.0,2,1\nnoon,3,0\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_streamsgd"))
+        .args(["train", csv.to_str().unwrap(), "--timestamp-col", "ts", "--window-time", "5s"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("t.csv:3: field ts") && err.contains("noon"), "{err}");
+    // Event time needs the column.
+    let out = Command::new(env!("CARGO_BIN_EXE_streamsgd")).args(["train", csv.to_str().unwrap(), "--window-time", "5s"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--timestamp-col"));
 }

@@ -21,6 +21,7 @@ use streamsgd::source::gen::{GenConfig, Generator, Task};
 use streamsgd::source::text::LabelColumn;
 use streamsgd::source::{TextFormat, TextOptions, TextParser};
 use streamsgd::transform::{Missing, Scaling, TransformConfig};
+use streamsgd::window::{EventTime, WindowKind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum LossName {
@@ -107,8 +108,16 @@ pub struct FeatureArgs {
     #[arg(long)]
     clip: Option<f32>,
     /// Tumbling windows of N rows, reported as JSON lines.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "window_time")]
     window_rows: Option<u64>,
+    /// Tumbling event-time windows of this width (10s, 1m, 500ms), over the CSV column named
+    /// by --timestamp-col.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    window_time: Option<Duration>,
+    /// How late a row may arrive, behind the largest timestamp seen, and still count in its
+    /// event-time window; later rows are learned and counted as late.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    lateness: Duration,
     /// Where window lines and drift alarms go (JSON lines a dashboard can tail).
     #[arg(long)]
     window_report: Option<PathBuf>,
@@ -131,10 +140,19 @@ impl FeatureArgs {
         }
         cfg.transform = TransformConfig { missing: self.missing, indicator: self.missing_indicator, scaling: self.scale, clip: self.clip };
         cfg.dedup_window = self.dedup_window;
-        if self.window_rows.is_some() || self.window_report.is_some() || self.on_drift.is_some() {
+        if self.window_rows.is_some() || self.window_time.is_some() || self.window_report.is_some() || self.on_drift.is_some() {
             ensure!(self.drift_delta >= 0.0 && self.drift_lambda > 0.0, "--drift-delta must be ≥ 0 and --drift-lambda > 0");
+            ensure!(self.window_rows != Some(0), "--window-rows must be at least 1");
+            let kind = match (self.window_rows, self.window_time) {
+                (Some(n), _) => WindowKind::Rows(n),
+                (None, Some(w)) => {
+                    ensure!(!w.is_zero(), "--window-time must be longer than 0");
+                    WindowKind::Time(EventTime { width: w.as_secs_f64(), lateness: self.lateness.as_secs_f64() })
+                }
+                (None, None) => WindowKind::Off,
+            };
             cfg.windows = Some(WindowConfig {
-                rows: self.window_rows.unwrap_or(0),
+                kind,
                 report: self.window_report.clone(),
                 delta: self.drift_delta,
                 lambda: self.drift_lambda,
@@ -384,6 +402,9 @@ fn report(out: &TrainOutcome, test: Option<&Evaluation>, json: bool) -> anyhow::
             "feature stage: {} rows dropped for missing values, {} duplicate rows dropped, {} cells imputed",
             r.rows_dropped_missing, r.rows_dropped_duplicate, r.cells_imputed
         );
+    }
+    if r.rows_late > 0 {
+        println!("event time: {} rows arrived after their window closed (learned, counted as late)", r.rows_late);
     }
     for row in &r.drift_alarms {
         println!("DRIFT: Page-Hinkley alarm at row {row}");

@@ -56,13 +56,22 @@ pub struct TextArgs {
     /// columns (default: one column per distinct name).
     #[arg(long)]
     features: Option<usize>,
+    /// CSV event-time column, by name or 0-based index (not a feature): seconds since the Unix
+    /// epoch, or an RFC 3339 UTC date-time such as 2026-11-24T10:00:00.250Z.
+    #[arg(long)]
+    timestamp_col: Option<String>,
 }
 
 impl TextArgs {
     /// The parser options these flags ask for.
     pub fn options(&self) -> streamsgd::source::TextOptions {
         use streamsgd::source::text::LabelColumn;
-        streamsgd::source::TextOptions { label: self.label.as_deref().map(LabelColumn::parse), features: self.features, vw_names: None }
+        streamsgd::source::TextOptions {
+            label: self.label.as_deref().map(LabelColumn::parse),
+            features: self.features,
+            vw_names: None,
+            timestamp: self.timestamp_col.as_deref().map(LabelColumn::parse),
+        }
     }
 }
 

@@ -66,6 +66,9 @@ pub struct TextOptions {
     pub features: Option<usize>,
     /// VW feature names mapped to columns, in column order (from a discovery scan).
     pub vw_names: Option<Vec<String>>,
+    /// CSV event-time column (by name or index), excluded from the features: seconds since the
+    /// Unix epoch (fractions allowed) or an RFC 3339 date-time.
+    pub timestamp: Option<LabelColumn>,
 }
 
 /// A line that could not be parsed, or the stream failing underneath the parser.
@@ -104,12 +107,16 @@ pub struct ParsedRow {
     pub weight: f32,
     /// Line number it came from.
     pub line: u64,
+    /// Event time, seconds since the Unix epoch (NaN without a timestamp column).
+    pub time: f64,
 }
 
 enum Layout {
     Csv {
         columns: Vec<String>,
         label: usize,
+        /// Timestamp column (`usize::MAX`: none).
+        ts: usize,
     },
     Libsvm,
     VwHashed,
@@ -159,6 +166,20 @@ fn number(cell: &[u8]) -> Result<f32, String> {
     }
 }
 
+/// An event time: seconds since the Unix epoch (a finite number) or an RFC 3339 date-time.
+fn timestamp(cell: &[u8]) -> Result<f64, String> {
+    if let Ok(t) = fast_float2::parse::<f64, _>(cell) {
+        return if t.is_finite() { Ok(t) } else { Err(format!("timestamp '{}' is not finite", String::from_utf8_lossy(cell))) };
+    }
+    let text = std::str::from_utf8(cell).map_err(|_| "timestamp is not UTF-8".to_string())?;
+    let t = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("timestamp '{text}' is neither seconds since the epoch nor RFC 3339 ({e})"))?;
+    Ok(match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    })
+}
+
 fn split_ws(s: &[u8]) -> impl Iterator<Item = &[u8]> {
     s.split(|&c| c == b' ' || c == b'\t').filter(|t| !t.is_empty())
 }
@@ -199,8 +220,29 @@ impl<R: BufRead> TextParser<R> {
                     Some(LabelColumn::Absent) => usize::MAX,
                     None => columns.iter().position(|c| matches!(c.as_str(), "label" | "target" | "y")).unwrap_or(columns.len() - 1),
                 };
-                let d = columns.len() - usize::from(!absent);
-                (Layout::Csv { columns, label }, d, 1, n as u64)
+                let ts = match &opts.timestamp {
+                    None => usize::MAX,
+                    Some(LabelColumn::Index(i)) if *i < columns.len() => *i,
+                    Some(LabelColumn::Index(i)) => {
+                        return Err(err(1, format!("timestamp index {i} out of range: the header has {} columns", columns.len())))
+                    }
+                    Some(LabelColumn::Name(n)) => columns
+                        .iter()
+                        .position(|c| c == n)
+                        .ok_or_else(|| err(1, format!("no timestamp column '{n}' in the header ({})", columns.join(","))))?,
+                    Some(LabelColumn::Absent) => return Err(err(1, "--timestamp-col names a column: 'none' is not one".into())),
+                };
+                if ts == label {
+                    return Err(err(1, format!("column '{}' cannot be both the label and the timestamp", columns[ts])));
+                }
+                let d = columns.len() - usize::from(!absent) - usize::from(ts != usize::MAX);
+                if d == 0 {
+                    return Err(err(1, "no feature columns left besides the label and the timestamp".into()));
+                }
+                (Layout::Csv { columns, label, ts }, d, 1, n as u64)
+            }
+            _ if opts.timestamp.is_some() => {
+                return Err(err(0, "a timestamp column needs CSV input (LibSVM and VW lines have no named columns)".into()))
             }
             TextFormat::Libsvm | TextFormat::Vw => match (opts.features, &opts.vw_names) {
                 (_, Some(names)) if format == TextFormat::Vw => {
@@ -227,6 +269,11 @@ impl<R: BufRead> TextParser<R> {
         })
     }
 
+    /// Whether rows carry an event time (a CSV timestamp column).
+    pub fn has_timestamps(&self) -> bool {
+        matches!(self.layout, Layout::Csv { ts, .. } if ts != usize::MAX)
+    }
+
     /// Number of feature columns each row fills (0 while discovering).
     pub fn features(&self) -> usize {
         self.d
@@ -235,8 +282,8 @@ impl<R: BufRead> TextParser<R> {
     /// CSV feature column names in column order (label excluded); `None` for other formats.
     pub fn feature_names(&self) -> Option<Vec<String>> {
         match &self.layout {
-            Layout::Csv { columns, label } => {
-                Some(columns.iter().enumerate().filter(|(i, _)| i != label).map(|(_, c)| c.clone()).collect())
+            Layout::Csv { columns, label, ts } => {
+                Some(columns.iter().enumerate().filter(|(i, _)| i != label && i != ts).map(|(_, c)| c.clone()).collect())
             }
             Layout::VwNamed(map) => {
                 let mut v: Vec<(usize, String)> = map.iter().map(|(k, &i)| (i, String::from_utf8_lossy(k).into_owned())).collect();
@@ -358,9 +405,10 @@ impl<R: BufRead> TextParser<R> {
     }
 
     fn parse_csv(&mut self, body: &[u8], feats: &mut [f32]) -> Result<ParsedRow, ParseError> {
-        let Layout::Csv { columns, label } = &self.layout else { unreachable!("csv layout") };
-        let (ncol, label_col) = (columns.len(), *label);
+        let Layout::Csv { columns, label, ts } = &self.layout else { unreachable!("csv layout") };
+        let (ncol, label_col, ts_col) = (columns.len(), *label, *ts);
         let mut y = f32::NAN;
+        let mut time = f64::NAN;
         let mut j = 0;
         let mut count = 0;
         for (i, cell) in body.split(|&c| c == b',').enumerate() {
@@ -371,6 +419,8 @@ impl<R: BufRead> TextParser<R> {
             let cell = trim(cell);
             if i == label_col {
                 y = self.label(|| self.csv_column(i), cell)?;
+            } else if i == ts_col {
+                time = timestamp(cell).map_err(|e| self.bad(Some(self.csv_column(i)), e))?;
             } else {
                 let x = self.feature(cell).map_err(|e| self.bad(Some(self.csv_column(i)), e))?;
                 feats[j] = x;
@@ -380,7 +430,7 @@ impl<R: BufRead> TextParser<R> {
         if count != ncol {
             return Err(self.bad(None, format!("{count} cells, the header has {ncol} columns")));
         }
-        Ok(ParsedRow { label: y, weight: 1.0, line: self.line_no })
+        Ok(ParsedRow { label: y, weight: 1.0, line: self.line_no, time })
     }
 
     fn parse_libsvm(&mut self, body: &[u8], feats: &mut [f32]) -> Result<ParsedRow, ParseError> {
@@ -414,7 +464,7 @@ impl<R: BufRead> TextParser<R> {
                 feats[idx - 1] = x;
             }
         }
-        Ok(ParsedRow { label: y, weight: 1.0, line: self.line_no })
+        Ok(ParsedRow { label: y, weight: 1.0, line: self.line_no, time: f64::NAN })
     }
 
     fn parse_vw(&mut self, body: &[u8], feats: &mut [f32]) -> Result<ParsedRow, ParseError> {
@@ -482,7 +532,7 @@ impl<R: BufRead> TextParser<R> {
                 }
             }
         }
-        Ok(ParsedRow { label: y, weight, line: self.line_no })
+        Ok(ParsedRow { label: y, weight, line: self.line_no, time: f64::NAN })
     }
 }
 
@@ -589,6 +639,29 @@ mod tests {
         let r0 = rows[0].as_ref().unwrap();
         assert_eq!((&r0.0, r0.1.is_nan()), (&vec![1.0, 2.0], true));
         assert!(rows[1].as_ref().unwrap().0[1].is_nan());
+    }
+
+    #[test]
+    fn csv_timestamp_column() {
+        let opts = TextOptions { timestamp: Some(LabelColumn::Name("ts".into())), ..Default::default() };
+        let text = "ts,a,label\n1700000000.5,1,0\n2026-11-24T10:00:00.250Z,2,1\n2026-11-24 10:00:01,3,1\n";
+        let rows = parse_all(TextFormat::Csv, text, &opts);
+        let parser = TextParser::new(text.as_bytes(), "t", TextFormat::Csv, &opts).unwrap();
+        assert_eq!((parser.features(), parser.feature_names()), (1, Some(vec!["a".to_string()])));
+        assert_eq!(rows[0].as_ref().unwrap().0, vec![1.0]);
+        let mut p = TextParser::new(text.as_bytes(), "t", TextFormat::Csv, &opts).unwrap();
+        let mut x = [0.0];
+        let times: Vec<f64> = std::iter::from_fn(|| p.next_row(&mut x).unwrap()).map(|r| r.time).collect();
+        assert_eq!(times, vec![1_700_000_000.5, 1_795_514_400.25, 1_795_514_401.0]);
+        let bad = TextParser::new(
+            "ts,label\n".as_bytes(),
+            "t",
+            TextFormat::Csv,
+            &TextOptions { timestamp: Some(LabelColumn::Index(1)), ..Default::default() },
+        );
+        assert!(bad.is_err_and(|e| e.what.contains("both the label and the timestamp")));
+        let vw = TextParser::new("".as_bytes(), "t", TextFormat::Vw, &opts);
+        assert!(vw.is_err_and(|e| e.what.contains("needs CSV")));
     }
 
     #[test]
