@@ -232,7 +232,7 @@ impl<R: BufRead> TextParser<R> {
                         .ok_or_else(|| err(1, format!("no timestamp column '{n}' in the header ({})", columns.join(","))))?,
                     Some(LabelColumn::Absent) => return Err(err(1, "--timestamp-col names a column: 'none' is not one".into())),
                 };
-                if ts == label {
+                if ts != usize::MAX && ts == label {
                     return Err(err(1, format!("column '{}' cannot be both the label and the timestamp", columns[ts])));
                 }
                 let d = columns.len() - usize::from(!absent) - usize::from(ts != usize::MAX);
