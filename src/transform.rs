@@ -12,7 +12,7 @@
 //! are plain loops over columns that the compiler vectorises, with the scalar fold (Welford)
 //! done once per column per batch. No `unsafe` here.
 
-use crate::kernel::Columns;
+use crate::kernel::{column_pass, ColumnMap, Columns, Moments};
 
 /// What to do with NaN cells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -76,28 +76,6 @@ impl TransformConfig {
     }
 }
 
-/// One column's transform coefficients (see `Transform::column_map`).
-#[derive(Clone, Copy, Debug)]
-struct ColumnMap {
-    fill: f32,
-    a: f32,
-    b: f32,
-    k: f32,
-}
-
-impl ColumnMap {
-    #[inline(always)]
-    fn apply(&self, x: f32) -> f32 {
-        let v = if x.is_nan() { self.fill } else { x };
-        let y = ((v - self.a) * self.b).max(-self.k).min(self.k);
-        if v.is_nan() {
-            v
-        } else {
-            y
-        }
-    }
-}
-
 /// Running per-feature statistics: count, mean and M2 (Welford) of the non-missing values, and
 /// the extremes.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -121,47 +99,31 @@ impl FeatureStats {
         FeatureStats { count: vec![0.0; d], mean: vec![0.0; d], m2: vec![0.0; d], min: vec![f32::MAX; d], max: vec![f32::MIN; d] }
     }
 
-    /// Adds a batch of values of feature `j` (NaNs skipped). The batch's count, mean and M2
-    /// come from one `wide` f32x8 pass over the values *shifted by the running mean* (so the
-    /// f32 sums of squares do not cancel), then are combined with the running f64 statistics
-    /// (Chan et al.).
+    /// Adds a batch of values of feature `j` (NaNs skipped): see [`column_pass`].
     pub fn update(&mut self, j: usize, xs: &[f32]) {
-        use wide::f32x8;
-        let shift = if self.count[j] > 0.0 { self.mean[j] as f32 } else { xs.iter().copied().find(|x| !x.is_nan()).unwrap_or(0.0) };
-        let kv = f32x8::splat(shift);
-        let (inf, ninf, zero, one) = (f32x8::splat(f32::INFINITY), f32x8::splat(f32::NEG_INFINITY), f32x8::ZERO, f32x8::ONE);
-        let (mut n, mut s, mut q, mut lo, mut hi) = (zero, zero, zero, inf, ninf);
-        let chunks = xs.chunks_exact(8);
-        let tail = chunks.remainder();
-        for c in chunks {
-            let x = f32x8::from(<[f32; 8]>::try_from(c).expect("8 lanes"));
-            let ok = x.simd_eq(x); // false exactly on NaN
-            let v = ok.select(x - kv, zero);
-            n += ok.select(one, zero);
-            s += v;
-            q = v.mul_add(v, q);
-            lo = lo.min(ok.select(x, inf));
-            hi = hi.max(ok.select(x, ninf));
+        let m = column_pass(xs, self.shift(j, xs), None);
+        self.add(j, &m);
+    }
+
+    /// The shift for a batch of feature `j`: the running mean, or the batch's first value.
+    fn shift(&self, j: usize, xs: &[f32]) -> f32 {
+        if self.count[j] > 0.0 {
+            self.mean[j] as f32
+        } else {
+            xs.iter().copied().find(|x| !x.is_nan()).unwrap_or(0.0)
         }
-        let (mut n, mut s, mut q) = (n.reduce_add() as f64, s.reduce_add() as f64, q.reduce_add() as f64);
-        let mut lo = <[f32; 8]>::from(lo).iter().fold(f32::INFINITY, |a, &b| a.min(b));
-        let mut hi = <[f32; 8]>::from(hi).iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        for &x in tail.iter().filter(|x| !x.is_nan()) {
-            let v = (x - shift) as f64;
-            n += 1.0;
-            s += v;
-            q += v * v;
-            lo = lo.min(x);
-            hi = hi.max(x);
-        }
-        if n == 0.0 {
+    }
+
+    /// Adds a batch's moments to feature `j`'s statistics (Chan et al.).
+    fn add(&mut self, j: usize, m: &Moments) {
+        if m.n == 0.0 {
             return;
         }
-        let mean = shift as f64 + s / n;
-        let m2 = (q - s * s / n).max(0.0);
-        self.combine(j, n, mean, m2);
-        self.min[j] = self.min[j].min(lo);
-        self.max[j] = self.max[j].max(hi);
+        let mean = m.shift as f64 + m.s / m.n;
+        let m2 = (m.q - m.s * m.s / m.n).max(0.0);
+        self.combine(j, m.n, mean, m2);
+        self.min[j] = self.min[j].min(m.lo);
+        self.max[j] = self.max[j].max(m.hi);
     }
 
     fn combine(&mut self, j: usize, n: f64, mean: f64, m2: f64) {
@@ -232,6 +194,9 @@ pub struct Transform {
     /// Scratch: the rows a batch keeps (reused, so the steady state allocates nothing).
     #[serde(skip)]
     keep: Vec<u32>,
+    /// Scratch: one column's kept rows, when some rows are dropped.
+    #[serde(skip)]
+    gathered: Vec<f32>,
 }
 
 /// What a batch went through.
@@ -254,7 +219,7 @@ impl TransformCounts {
 impl Transform {
     /// A fresh pipeline for `d` input features.
     pub fn new(cfg: TransformConfig, d: usize) -> Self {
-        Transform { cfg, d, stats: FeatureStats::new(d), frozen: false, keep: Vec::new() }
+        Transform { cfg, d, stats: FeatureStats::new(d), frozen: false, keep: Vec::new(), gathered: Vec::new() }
     }
 
     /// Output features.
@@ -293,39 +258,50 @@ impl Transform {
         }
         let m = keep.len();
         let dout = self.output_features();
-        out.clear();
+        // Every value is overwritten below: only a longer buffer is (zero-)filled.
+        out.truncate(dout * m);
         out.resize(dout * m, 0.0);
         out_labels.clear();
         out_labels.extend(keep.iter().map(|&r| labels[r as usize]));
         out_weights.clear();
         out_weights.extend(keep.iter().map(|&r| weights.map_or(1.0, |w| w[r as usize])));
         let all = m == n;
+        let mut gathered = std::mem::take(&mut self.gathered);
         for j in 0..d {
-            let src = cols.col(j);
-            let dst = &mut out[j * m..(j + 1) * m];
-            if all {
-                // A column of a block is one 4 KiB page: a straight copy streams it from memory
-                // at full bandwidth (measured faster than reading it in the statistics pass),
-                // and the passes below then work in cache.
-                dst.copy_from_slice(src);
+            let src = if all {
+                &cols.col(j)[..n]
             } else {
-                for (o, &r) in dst.iter_mut().zip(&keep) {
-                    *o = src[r as usize];
-                }
-            }
+                gathered.clear();
+                gathered.extend(keep.iter().map(|&r| cols.col(j)[r as usize]));
+                &gathered[..]
+            };
+            let (head, tail) = out.split_at_mut(d * m);
             if self.cfg.indicator {
-                let (head, tail) = out.split_at_mut(d * m);
-                for (ind, &x) in tail[j * m..(j + 1) * m].iter_mut().zip(&head[j * m..(j + 1) * m]) {
+                for (ind, &x) in tail[j * m..(j + 1) * m].iter_mut().zip(src) {
                     *ind = if x.is_nan() { 1.0 } else { 0.0 };
                 }
             }
-            let dst = &mut out[j * m..(j + 1) * m];
-            if !self.frozen && self.cfg.needs_stats() {
-                self.stats.update(j, dst);
+            let dst = &mut head[j * m..(j + 1) * m];
+            let learning = !self.frozen && self.cfg.needs_stats();
+            let moments = if learning && self.stats.count[j] == 0.0 {
+                // The first values of a feature are scaled by their own statistics.
+                self.stats.update(j, src);
+                column_pass(src, 0.0, Some((&self.column_map(j), dst)))
+            } else {
+                // One pass: mapped with the statistics up to the previous batch, and measured.
+                let shift = self.stats.shift(j, src);
+                let m = column_pass(src, shift, Some((&self.column_map(j), dst)));
+                if learning {
+                    self.stats.add(j, &m);
+                }
+                m
+            };
+            if !self.column_map(j).fill.is_nan() {
+                counts.imputed_cells += src.len() as u64 - moments.n as u64;
             }
-            self.finish_column(j, dst, counts);
         }
         self.keep = keep;
+        self.gathered = gathered;
         m
     }
 
@@ -353,17 +329,6 @@ impl Transform {
         ColumnMap { fill, a, b, k }
     }
 
-    /// Imputes, scales and clips one column in place.
-    fn finish_column(&self, j: usize, col: &mut [f32], counts: &mut TransformCounts) {
-        let f = self.column_map(j);
-        if !f.fill.is_nan() {
-            counts.imputed_cells += col.iter().filter(|x| x.is_nan()).count() as u64;
-        }
-        for x in col.iter_mut() {
-            *x = f.apply(*x);
-        }
-    }
-
     /// Transforms one row for serving (frozen statistics): `x` (d values) into `out`
     /// (output_features values). Returns false when the row would be dropped (`drop` policy).
     pub fn apply_row(&self, x: &[f32], out: &mut [f32]) -> bool {
@@ -371,13 +336,11 @@ impl Transform {
         if self.cfg.missing == Missing::Drop && x.iter().any(|v| v.is_nan()) {
             return false;
         }
-        let mut counts = TransformCounts::default();
         for j in 0..d {
-            out[j] = x[j];
+            out[j] = self.column_map(j).apply(x[j]);
             if self.cfg.indicator {
                 out[d + j] = if x[j].is_nan() { 1.0 } else { 0.0 };
             }
-            self.finish_column(j, &mut out[j..j + 1], &mut counts);
         }
         true
     }

@@ -4,7 +4,7 @@
 #![allow(clippy::needless_range_loop)] // index loops mirror the maths here
 
 use proptest::prelude::*;
-use streamsgd::kernel::{scalar, simd, Columns, Isa};
+use streamsgd::kernel::{scalar, simd, ColumnMap, Columns, Isa, Moments};
 
 const LENGTHS: [usize; 12] = [0, 1, 7, 8, 9, 15, 16, 31, 33, 257, 1023, 1025];
 
@@ -172,5 +172,74 @@ proptest! {
     #[test]
     fn loss_kernel_random(n in 0usize..300, seed: u64) {
         check_score(n, seed);
+    }
+}
+
+type ColumnPass = fn(&[f32], f32, Option<(&ColumnMap, &mut [f32])>) -> Moments;
+
+fn column_twins() -> Vec<(&'static str, ColumnPass)> {
+    let mut v: Vec<(&'static str, ColumnPass)> = vec![("portable", simd::column_pass)];
+    #[cfg(target_arch = "x86_64")]
+    if Isa::Avx2.available() {
+        // SAFETY (test): only reached when the CPU has AVX2 and FMA.
+        v.push(("avx2", |x, s, m| unsafe { streamsgd::kernel::avx2::column_pass(x, s, m) }));
+    }
+    v
+}
+
+/// The feature stage's column pass: the mapped values equal the scalar map bit for bit
+/// (NaN cells, clipping and infinities included), and the moments agree with the f64
+/// specification.
+fn check_column(n: usize, seed: u64, nan_every: usize) {
+    let mut xs = data(n, seed);
+    for (i, x) in xs.iter_mut().enumerate() {
+        if nan_every > 0 && i % nan_every == nan_every - 1 {
+            *x = f32::NAN;
+        }
+    }
+    if n > 5 {
+        xs[3] = 1e3; // clipped by the first map
+    }
+    if n > 5 && seed % 2 == 1 {
+        xs[5] = f32::NEG_INFINITY; // the sums are then infinite: only the map and extremes are compared
+    }
+    let maps = [
+        ColumnMap { fill: 0.25, a: 0.1, b: 2.0, k: 3.0 },
+        ColumnMap { fill: f32::NAN, a: 0.0, b: 1.0, k: f32::MAX },
+        ColumnMap { fill: 0.0, a: -1.0, b: 0.5, k: f32::INFINITY },
+    ];
+    for f in &maps {
+        let mut want = vec![0.0; n];
+        let spec = scalar::column_pass(&xs, 0.3, Some((f, &mut want)));
+        for (name, pass) in column_twins() {
+            let mut got = vec![7.0; n];
+            let m = pass(&xs, 0.3, Some((f, &mut got)));
+            for i in 0..n {
+                assert_eq!(got[i].to_bits(), want[i].to_bits(), "{name} n={n} i={i} x={} {f:?}", xs[i]);
+            }
+            let bare = pass(&xs, 0.3, None);
+            assert_eq!((m.n, bare.n, m.lo, m.hi), (spec.n, spec.n, spec.lo, spec.hi), "{name} n={n}");
+            if spec.q.is_finite() {
+                let scale = xs.iter().filter(|x| x.is_finite()).map(|&x| (x as f64 - 0.3).powi(2)).sum::<f64>();
+                assert!((m.s - spec.s).abs() <= 1e-5 * scale.sqrt().max(1.0) * (n as f64).sqrt(), "{name} s");
+                assert!((m.q - spec.q).abs() <= 1e-5 * scale.max(1.0), "{name} q");
+            }
+        }
+    }
+}
+
+#[test]
+fn column_pass_twins_agree() {
+    for &n in &LENGTHS {
+        check_column(n, n as u64 + 7, 0);
+        check_column(n, n as u64 + 8, 5);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn column_pass_random(n in 0usize..300, seed: u64, nan_every in 0usize..9) {
+        check_column(n, seed, nan_every);
     }
 }

@@ -4,7 +4,7 @@
 //! supports AVX2 and FMA. Memory accesses are bounds-checked by slicing before any load; loads
 //! and stores are unaligned-tolerant (`loadu`/`storeu`), so alignment is a speed matter only.
 
-use super::{BatchScore, Columns};
+use super::{BatchScore, ColumnMap, Columns, Moments};
 use crate::loss::Loss;
 use std::arch::x86_64::*;
 
@@ -332,4 +332,68 @@ mod tests {
             assert!(worst_ln < 2e-7, "ln absolute error {worst_ln}");
         }
     }
+}
+
+/// The feature stage's column pass: 8 lanes per step; NaN lanes masked out of the moments by
+/// an ordered compare, the map done with blends (the same results as `ColumnMap::apply`).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn column_pass(xs: &[f32], shift: f32, mut map: Option<(&ColumnMap, &mut [f32])>) -> Moments {
+    let whole = xs.len() / 8 * 8;
+    let f = map.as_ref().map(|(f, _)| **f);
+    // SAFETY: register-only AVX operations, and loads/stores through the bounds-checked
+    // `load`/`store` helpers; the caller guarantees AVX2 and FMA.
+    let mut m = unsafe {
+        let (zero, one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0));
+        let (inf, ninf) = (_mm256_set1_ps(f32::INFINITY), _mm256_set1_ps(f32::NEG_INFINITY));
+        let kv = _mm256_set1_ps(shift);
+        let (fill, a, b, k) = match f {
+            Some(f) => (_mm256_set1_ps(f.fill), _mm256_set1_ps(f.a), _mm256_set1_ps(f.b), _mm256_set1_ps(f.k)),
+            None => (zero, zero, one, inf),
+        };
+        let nk = _mm256_sub_ps(zero, k);
+        let (mut n, mut s, mut q, mut lo, mut hi) = (zero, zero, zero, inf, ninf);
+        let mut i = 0;
+        while i < whole {
+            let x = load(&xs[i..]);
+            let ok = _mm256_cmp_ps::<_CMP_ORD_Q>(x, x);
+            let v = _mm256_and_ps(ok, _mm256_sub_ps(x, kv));
+            n = _mm256_add_ps(n, _mm256_and_ps(ok, one));
+            s = _mm256_add_ps(s, v);
+            q = _mm256_fmadd_ps(v, v, q);
+            lo = _mm256_min_ps(lo, _mm256_blendv_ps(inf, x, ok));
+            hi = _mm256_max_ps(hi, _mm256_blendv_ps(ninf, x, ok));
+            if let Some((_, out)) = map.as_mut() {
+                let vx = _mm256_blendv_ps(fill, x, ok);
+                let y = _mm256_mul_ps(_mm256_sub_ps(vx, a), b);
+                let y = _mm256_blendv_ps(y, nk, _mm256_cmp_ps::<_CMP_LT_OQ>(y, nk));
+                let y = _mm256_blendv_ps(y, k, _mm256_cmp_ps::<_CMP_GT_OQ>(y, k));
+                store(&mut out[i..], _mm256_blendv_ps(vx, y, _mm256_cmp_ps::<_CMP_ORD_Q>(vx, vx)));
+            }
+            i += 8;
+        }
+        let lanes = |v: __m256| {
+            let mut a = [0.0f32; 8];
+            store(&mut a, v);
+            a
+        };
+        let sum = |v: __m256| lanes(v).iter().map(|&x| x as f64).sum::<f64>();
+        Moments {
+            shift,
+            n: sum(n),
+            s: sum(s),
+            q: sum(q),
+            lo: lanes(lo).iter().fold(f32::INFINITY, |a, &b| a.min(b)),
+            hi: lanes(hi).iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
+        }
+    };
+    for (i, &x) in xs.iter().enumerate().skip(whole) {
+        if let Some((f, out)) = map.as_mut() {
+            out[i] = f.apply(x);
+        }
+        m.add(x);
+    }
+    m
 }

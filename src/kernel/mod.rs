@@ -197,3 +197,85 @@ pub fn gradient_block(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &mut [f32
         _ => scalar::gradient_block(cols, c, g, h, m),
     }
 }
+
+/// One column's transform coefficients (see `transform::Transform`): v = fill where x is
+/// NaN, y = clamp((v − a)·b, −k, k), NaN kept when nothing imputes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ColumnMap {
+    /// Value for NaN cells (NaN: none).
+    pub fill: f32,
+    /// Offset.
+    pub a: f32,
+    /// Scale.
+    pub b: f32,
+    /// Clip bound.
+    pub k: f32,
+}
+
+impl ColumnMap {
+    /// The map of one value (the scalar reference).
+    #[inline(always)]
+    pub fn apply(&self, x: f32) -> f32 {
+        let v = if x.is_nan() { self.fill } else { x };
+        let y = ((v - self.a) * self.b).max(-self.k).min(self.k);
+        if v.is_nan() {
+            v
+        } else {
+            y
+        }
+    }
+}
+
+/// A batch's moments of the non-NaN values of one column, shifted by `shift` (so the f32 sums
+/// of squares do not cancel).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Moments {
+    /// The shift.
+    pub shift: f32,
+    /// Non-NaN values.
+    pub n: f64,
+    /// Σ (x − shift).
+    pub s: f64,
+    /// Σ (x − shift)².
+    pub q: f64,
+    /// Smallest value (+∞ when none).
+    pub lo: f32,
+    /// Largest value (−∞ when none).
+    pub hi: f32,
+}
+
+impl Moments {
+    /// No values yet.
+    pub fn empty(shift: f32) -> Self {
+        Moments { shift, n: 0.0, s: 0.0, q: 0.0, lo: f32::INFINITY, hi: f32::NEG_INFINITY }
+    }
+
+    /// Adds one value (NaN skipped).
+    #[inline(always)]
+    pub fn add(&mut self, x: f32) {
+        if !x.is_nan() {
+            let v = (x - self.shift) as f64;
+            self.n += 1.0;
+            self.s += v;
+            self.q += v * v;
+            self.lo = self.lo.min(x);
+            self.hi = self.hi.max(x);
+        }
+    }
+}
+
+/// The feature stage's column pass: the moments of `xs`'s non-NaN values and, with `map`, the
+/// mapped values written to `out` (same length), reading the column once.
+#[inline]
+pub fn column_pass(xs: &[f32], shift: f32, map: Option<(&ColumnMap, &mut [f32])>) -> Moments {
+    if let Some((_, out)) = &map {
+        assert_eq!(out.len(), xs.len(), "output length");
+    }
+    match isa() {
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::column_pass(xs, shift, map) },
+        Isa::Portable => simd::column_pass(xs, shift, map),
+        _ => scalar::column_pass(xs, shift, map),
+    }
+}

@@ -1,6 +1,6 @@
 //! The specification of every kernel: plain loops, no `unsafe`, no lanes.
 
-use super::{BatchScore, Columns};
+use super::{BatchScore, ColumnMap, Columns, Moments};
 use crate::loss::Loss;
 
 /// `Σ a[i]·b[i]`.
@@ -65,4 +65,16 @@ pub fn score_batch(loss: &Loss, p: &[f32], y: &[f32], w: Option<&[f32]>, c: &mut
         s.n_w += wr;
     }
     s
+}
+
+/// The feature stage's column pass: f64 sums, one value at a time.
+pub fn column_pass(xs: &[f32], shift: f32, mut map: Option<(&ColumnMap, &mut [f32])>) -> Moments {
+    let mut m = Moments::empty(shift);
+    for (i, &x) in xs.iter().enumerate() {
+        if let Some((f, out)) = map.as_mut() {
+            out[i] = f.apply(x);
+        }
+        m.add(x);
+    }
+    m
 }

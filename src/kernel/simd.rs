@@ -1,6 +1,6 @@
 //! The portable twin: `wide::f32x8` (instruction choice fixed at compile time). No `unsafe`.
 
-use super::{BatchScore, Columns};
+use super::{BatchScore, ColumnMap, Columns, Moments};
 use crate::loss::Loss;
 use wide::f32x8;
 
@@ -173,4 +173,62 @@ pub fn score_batch(loss: &Loss, p: &[f32], y: &[f32], w: Option<&[f32]>, c: &mut
         c_sq: cq.reduce_add() + t.c_sq,
         n_w: nw.reduce_add() + t.n_w,
     }
+}
+
+/// The feature stage's column pass, in 8-lane arrays: plain array code that the compiler
+/// vectorises for the target it is compiled for — SSE2 here, AVX2 when the [`super::avx2`]
+/// twin inlines it under `#[target_feature]`. NaN lanes are excluded by selects, so every lane
+/// operation is branch-free; partial sums stay in f32 lanes, shifted by `shift`.
+#[inline(always)]
+pub fn column_pass(xs: &[f32], shift: f32, mut map: Option<(&ColumnMap, &mut [f32])>) -> Moments {
+    let (mut n, mut s, mut q) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
+    let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
+    let whole = xs.len() / 8 * 8;
+    let f = map.as_ref().map(|(f, _)| **f);
+    for (i, c) in xs[..whole].chunks_exact(8).enumerate() {
+        let c: &[f32; 8] = c.try_into().expect("8 lanes");
+        for l in 0..8 {
+            let x = c[l];
+            #[allow(clippy::eq_op)]
+            let ok = x == x; // false exactly on NaN
+            let v = if ok { x - shift } else { 0.0 };
+            n[l] += if ok { 1.0 } else { 0.0 };
+            s[l] += v;
+            q[l] += v * v;
+            let (xl, xh) = if ok { (x, x) } else { (f32::INFINITY, f32::NEG_INFINITY) };
+            lo[l] = if xl < lo[l] { xl } else { lo[l] };
+            hi[l] = if xh > hi[l] { xh } else { hi[l] };
+        }
+        if let (Some(f), Some((_, out))) = (f, map.as_mut()) {
+            // ColumnMap::apply with compares and selects only (the same results, NaN included).
+            let o: &mut [f32; 8] = (&mut out[i * 8..i * 8 + 8]).try_into().expect("8 lanes");
+            for l in 0..8 {
+                let x = c[l];
+                #[allow(clippy::eq_op)]
+                let v = if x == x { x } else { f.fill };
+                let y = (v - f.a) * f.b;
+                let y = if y < -f.k { -f.k } else { y };
+                let y = if y > f.k { f.k } else { y };
+                #[allow(clippy::eq_op)]
+                let keep = v == v;
+                o[l] = if keep { y } else { v };
+            }
+        }
+    }
+    let sum = |a: [f32; 8]| a.iter().map(|&v| v as f64).sum::<f64>();
+    let mut m = Moments {
+        shift,
+        n: sum(n),
+        s: sum(s),
+        q: sum(q),
+        lo: lo.iter().fold(f32::INFINITY, |a, &b| a.min(b)),
+        hi: hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
+    };
+    for (i, &x) in xs.iter().enumerate().skip(whole) {
+        if let Some((f, out)) = map.as_mut() {
+            out[i] = f.apply(x);
+        }
+        m.add(x);
+    }
+    m
 }
