@@ -296,44 +296,6 @@ pub unsafe fn score_batch(loss: &Loss, p: &[f32], y: &[f32], w: Option<&[f32]>, 
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    unsafe fn lanes(f: impl Fn(__m256) -> __m256, x: f32) -> f32 {
-        let mut out = [0.0f32; 8];
-        // SAFETY: AVX by the caller's contract; `out` has 8 lanes.
-        unsafe { store(&mut out, f(_mm256_set1_ps(x))) };
-        out[0]
-    }
-
-    #[test]
-    fn exp_and_ln_match_f64() {
-        if !super::super::Isa::Avx2.available() {
-            return; // nothing to test on this CPU: the twin is never selected
-        }
-        // SAFETY: AVX2 and FMA checked above.
-        unsafe {
-            let (mut worst_exp, mut x) = (0.0f64, -87.0f32);
-            while x < 88.0 {
-                let want = (x as f64).exp();
-                worst_exp = worst_exp.max(((lanes(|v| exp8(v), x) as f64 - want) / want).abs());
-                x += 0.00731;
-            }
-            assert!(worst_exp < 3e-7, "exp relative error {worst_exp}");
-            let (mut worst_ln, mut u) = (0.0f64, 1.0f32);
-            while u <= 2.0 {
-                let want = (u as f64).ln();
-                worst_ln = worst_ln.max((lanes(|v| ln_1_to_2(v), u) as f64 - want).abs());
-                u += 1.0 / 4096.0;
-            }
-            assert!(worst_ln < 2e-7, "ln absolute error {worst_ln}");
-        }
-    }
-}
-
 /// The feature stage's column pass: 8 lanes per step; NaN lanes masked out of the moments by
 /// an ordered compare, the map done with blends (the same results as `ColumnMap::apply`).
 ///
@@ -396,4 +358,42 @@ pub unsafe fn column_pass(xs: &[f32], shift: f32, mut map: Option<(&ColumnMap, &
         m.add(x);
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    unsafe fn lanes(f: impl Fn(__m256) -> __m256, x: f32) -> f32 {
+        let mut out = [0.0f32; 8];
+        // SAFETY: AVX by the caller's contract; `out` has 8 lanes.
+        unsafe { store(&mut out, f(_mm256_set1_ps(x))) };
+        out[0]
+    }
+
+    #[test]
+    fn exp_and_ln_match_f64() {
+        if !super::super::Isa::Avx2.available() {
+            return; // nothing to test on this CPU: the twin is never selected
+        }
+        // SAFETY: AVX2 and FMA checked above.
+        unsafe {
+            let (mut worst_exp, mut x) = (0.0f64, -87.0f32);
+            while x < 88.0 {
+                let want = (x as f64).exp();
+                worst_exp = worst_exp.max(((lanes(|v| exp8(v), x) as f64 - want) / want).abs());
+                x += 0.00731;
+            }
+            assert!(worst_exp < 3e-7, "exp relative error {worst_exp}");
+            let (mut worst_ln, mut u) = (0.0f64, 1.0f32);
+            while u <= 2.0 {
+                let want = (u as f64).ln();
+                worst_ln = worst_ln.max((lanes(|v| ln_1_to_2(v), u) as f64 - want).abs());
+                u += 1.0 / 4096.0;
+            }
+            assert!(worst_ln < 2e-7, "ln absolute error {worst_ln}");
+        }
+    }
 }
