@@ -63,6 +63,23 @@ impl Latency {
         }
     }
 
+    /// The distribution in HdrHistogram's V2 serialization (to send it to another process).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ =
+            hdrhistogram::serialization::Serializer::serialize(&mut hdrhistogram::serialization::V2Serializer::new(), &self.hist, &mut out);
+        out
+    }
+
+    /// A distribution from [`Latency::to_bytes`]; `None` when the bytes are not one.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Latency> {
+        let h: Histogram<u64> = hdrhistogram::serialization::Deserializer::new().deserialize(&mut &bytes[..]).ok()?;
+        let mut l = Latency::default();
+        l.hist.add(&h).ok()?;
+        Some(l)
+    }
+
     /// HdrHistogram's percentile-distribution text (values in microseconds), the format its
     /// plotting tools read.
     pub fn hgrm(&self) -> String {

@@ -7,6 +7,7 @@
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
 pub mod batch;
+pub mod cluster;
 pub mod convert;
 pub mod dataset;
 pub mod dedup;

@@ -21,6 +21,20 @@ use crossbeam::utils::{Backoff, CachePadded};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+/// The merge rule, shared by the shards of one process and the workers of a cluster: replicas
+/// averaged, weighted by the examples each learned since the last merge (equal weights if
+/// nobody learned), summed in the order given.
+pub fn weighted_average<'a>(avg: &mut [f32], parts: impl Iterator<Item = (f64, &'a [f32])> + Clone) {
+    let (total, count) = parts.clone().fold((0.0, 0usize), |(t, c), (e, _)| (t + e, c + 1));
+    avg.fill(0.0);
+    for (examples, w) in parts {
+        let f = if total > 0.0 { (examples / total) as f32 } else { 1.0 / count as f32 };
+        for (a, w) in avg.iter_mut().zip(w) {
+            *a += f * w;
+        }
+    }
+}
+
 /// A reusable barrier whose waiters spin (then yield) instead of sleeping on a futex: a merge
 /// every few batches must cost microseconds, and `std::sync::Barrier`'s condvar wake-ups cost
 /// tens of them (measured: sync merges every 8 batches ran at 6 M rows/s with it, see the
@@ -153,16 +167,9 @@ impl Merger {
         let leader = self.barrier.wait();
         if leader {
             let mut avg = self.merged.lock().unwrap_or_else(|e| e.into_inner());
-            let total: f64 = self.slots.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).examples).sum();
-            avg.fill(0.0);
-            for s in &self.slots {
-                let s = s.lock().unwrap_or_else(|e| e.into_inner());
-                // Weighted by examples since the last merge; equal weights if nobody learned.
-                let f = if total > 0.0 { (s.examples / total) as f32 } else { 1.0 / self.shards as f32 };
-                for (a, w) in avg.iter_mut().zip(&s.weights) {
-                    *a += f * w;
-                }
-            }
+            let slots: Vec<_> = self.slots.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner())).collect();
+            weighted_average(&mut avg, slots.iter().map(|s| (s.examples, &s.weights[..])));
+            drop(slots);
             self.publish(learner, &avg);
             self.merges.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }

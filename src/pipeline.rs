@@ -540,6 +540,25 @@ pub fn train(
     Ok(TrainOutcome { report, latency, model })
 }
 
+/// The batches of the first `train_rows` rows of a mapped file, in file order: (block, first
+/// row in the block, rows), at most [`BATCH_ROWS`] rows each (larger blocks are cut).
+pub fn segments(dataset: &Dataset, train_rows: u64) -> Vec<(u64, usize, usize)> {
+    let per_block = (dataset.header().block_rows as usize).div_ceil(BATCH_ROWS);
+    let mut segments = Vec::with_capacity(dataset.blocks() as usize * per_block);
+    let mut left = train_rows;
+    for b in 0..dataset.blocks() {
+        if left == 0 {
+            break;
+        }
+        let n = dataset.header().rows_in_block(b).min(left) as usize;
+        for r0 in (0..n).step_by(BATCH_ROWS) {
+            segments.push((b, r0, BATCH_ROWS.min(n - r0)));
+        }
+        left -= n as u64;
+    }
+    segments
+}
+
 /// The producer loop: reads the source and sends batches until the training rows are done.
 fn produce(
     cfg: &PipelineConfig,
@@ -551,20 +570,7 @@ fn produce(
 ) -> Result<(), PipelineError> {
     match input {
         Input::Mapped { dataset, train_rows } => {
-            // Batches of at most BATCH_ROWS rows (blocks larger than that are cut).
-            let per_block = (dataset.header().block_rows as usize).div_ceil(BATCH_ROWS);
-            let mut segments: Vec<(u64, usize, usize)> = Vec::with_capacity(dataset.blocks() as usize * per_block);
-            let mut left = *train_rows;
-            for b in 0..dataset.blocks() {
-                if left == 0 {
-                    break;
-                }
-                let n = dataset.header().rows_in_block(b).min(left) as usize;
-                for r0 in (0..n).step_by(BATCH_ROWS) {
-                    segments.push((b, r0, BATCH_ROWS.min(n - r0)));
-                }
-                left -= n as u64;
-            }
+            let mut segments = segments(dataset, *train_rows);
             for pass in 0..cfg.passes.max(1) {
                 if let Some(seed) = cfg.shuffle_seed {
                     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed ^ (pass as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));

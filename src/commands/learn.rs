@@ -688,3 +688,77 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// Training data: a .ssgd file, at the same path on every host.
+    data: PathBuf,
+    #[command(flatten)]
+    learn: LearnArgs,
+    /// Keep the last FRACTION of the rows out of training; worker 0 reports on them.
+    #[arg(long, default_value_t = 0.0)]
+    holdout: f64,
+    /// Where worker 0 saves the merged model (atomically).
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Fail when no merge completes for this long: a peer died, is unreachable, or never
+    /// started (10s, 2m).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    peer_timeout: Duration,
+    /// Print the report as JSON, on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+    /// Timely's own arguments, after `--`: -w WORKERS (per process), -n PROCESSES, -p INDEX,
+    /// -h HOSTFILE (one host:port line per process).
+    #[arg(last = true)]
+    timely: Vec<String>,
+}
+
+pub fn cluster_train(a: ClusterArgs) -> anyhow::Result<()> {
+    ensure!((0.0..1.0).contains(&a.holdout), "--holdout {} must be in [0, 1)", a.holdout);
+    ensure!(
+        a.learn.threads.is_none() && a.learn.rate.is_none() && !a.learn.pin,
+        "cluster-train: workers are timely's -w and -n, not --threads; --rate and --pin do not apply"
+    );
+    ensure!(a.learn.merge == MergeMode::Sync, "cluster-train merges synchronously (--merge async does not apply)");
+    ensure!(a.learn.merge_every >= 1, "--merge-every must be at least 1");
+    let cfg = streamsgd::cluster::ClusterConfig {
+        data: a.data.clone(),
+        learner: a.learn.learner()?,
+        merge_every: a.learn.merge_every,
+        holdout: a.holdout,
+        save: a.save.clone(),
+        peer_timeout: a.peer_timeout,
+    };
+    let Some(r) = streamsgd::cluster::run(cfg, a.timely).with_context(|| format!("cluster-train {}", a.data.display()))? else {
+        return Ok(());
+    };
+    if a.json {
+        // One line, the last on stdout: timely prints its connection progress there too.
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!(
+        "trained on {} rows ({} learned, {} rejected) by {} workers in {:.3} s: {:.2} M rows/s, {} merges of {} bytes per worker ({:.1} µs each at worker 0)",
+        r.rows,
+        r.rows_learned,
+        r.rows_rejected,
+        r.workers,
+        r.seconds,
+        r.rows_per_sec / 1e6,
+        r.merges,
+        r.merge_bytes_per_worker,
+        r.merge_us_mean
+    );
+    let mut prog = format!("progressive  loss {:.4}", r.progressive_loss);
+    if let Some(acc) = r.progressive_accuracy {
+        prog += &format!("  accuracy {acc:.4}");
+    }
+    println!("{prog}");
+    if let Some(h) = &r.holdout {
+        println!("holdout      {} ({} rows)", eval_line(h), h.rows);
+    }
+    println!("learning time per batch, µs:  {:>9} {:>9} {:>9} {:>9} {:>9}", "p50", "p90", "p99", "p99.9", "max");
+    println!("{}", pct_line("all workers", &r.latency_ns));
+    Ok(())
+}

@@ -28,6 +28,8 @@ enum Command {
     Predict(learn::PredictArgs),
     /// Run the pipeline per thread count and print throughput, latency and holdout loss.
     Bench(Box<learn::BenchArgs>),
+    /// Train across processes and hosts on timely dataflow (timely's -w -n -p -h after --).
+    ClusterTrain(Box<learn::ClusterArgs>),
 }
 
 /// Runs the parsed command.
@@ -39,6 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => learn::train(*a),
         Command::Predict(a) => learn::predict(a),
         Command::Bench(a) => learn::bench(*a),
+        Command::ClusterTrain(a) => learn::cluster_train(*a),
     }
 }
 
