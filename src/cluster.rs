@@ -256,7 +256,9 @@ fn work(
         input.send(Share { epoch: merges, worker: index as u32, examples, weights: learner.model().weights.clone(), done, summary });
         input.advance_to(merges + 1);
         while probe.less_than(input.time()) {
-            worker.step();
+            // Park while waiting for peers (woken by their messages): a spinning worker
+            // would take the core a peer on the same machine needs.
+            worker.step_or_park(None);
         }
         // Faster workers' replicas of the next epoch may be here already: keep them.
         let (mut shares, later): (Vec<Share>, Vec<Share>) = arrived.borrow_mut().drain(..).partition(|s| s.epoch == merges);
