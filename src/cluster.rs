@@ -201,8 +201,6 @@ fn work(
     started: Instant,
 ) -> Result<Option<ClusterReport>, ClusterError> {
     let (index, peers) = (worker.index(), worker.peers());
-    // Timely has connected every process by now: the clock starts here.
-    let started_work = Instant::now();
     let ds = Dataset::open(&cfg.data)?;
     let train_rows = ds.rows() - ((ds.rows() as f64 * cfg.holdout).round() as u64).min(ds.rows());
     let segments = pipeline::segments(&ds, train_rows);
@@ -220,6 +218,14 @@ fn work(
             .inspect(move |s: &Share| sink.borrow_mut().push(s.clone()))
             .probe_with(&probe);
     });
+    // A first, empty round: every process is connected and running once it completes (peers
+    // may still be connecting to each other when this one starts), so the clock starts after.
+    input.advance_to(1);
+    while probe.less_than(input.time()) {
+        worker.step_or_park(None);
+    }
+    heartbeat.store(started.elapsed().as_nanos() as u64, Ordering::Release);
+    let started_work = Instant::now();
     let mut latency = Latency::default();
     let (mut rows, mut error) = (0u64, None::<LearnError>);
     let (mut merges, mut merge_time) = (0u64, Duration::ZERO);
@@ -253,15 +259,15 @@ fn work(
             }
         });
         let t = Instant::now();
-        input.send(Share { epoch: merges, worker: index as u32, examples, weights: learner.model().weights.clone(), done, summary });
-        input.advance_to(merges + 1);
+        input.send(Share { epoch: merges + 1, worker: index as u32, examples, weights: learner.model().weights.clone(), done, summary });
+        input.advance_to(merges + 2);
         while probe.less_than(input.time()) {
             // Park while waiting for peers (woken by their messages): a spinning worker
             // would take the core a peer on the same machine needs.
             worker.step_or_park(None);
         }
         // Faster workers' replicas of the next epoch may be here already: keep them.
-        let (mut shares, later): (Vec<Share>, Vec<Share>) = arrived.borrow_mut().drain(..).partition(|s| s.epoch == merges);
+        let (mut shares, later): (Vec<Share>, Vec<Share>) = arrived.borrow_mut().drain(..).partition(|s| s.epoch == merges + 1);
         *arrived.borrow_mut() = later;
         shares.sort_by_key(|s| s.worker);
         if shares.len() != peers {
