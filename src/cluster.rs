@@ -151,11 +151,11 @@ pub fn run(cfg: ClusterConfig, timely_args: Vec<String>) -> Result<Option<Cluste
         let (hb, timeout) = (heartbeat.clone(), cfg.peer_timeout);
         std::thread::spawn(move || loop {
             std::thread::sleep(Duration::from_millis(100).min(timeout));
-            let last = Duration::from_nanos(hb.load(Ordering::Acquire));
-            if hb.load(Ordering::Acquire) == u64::MAX {
+            let last = hb.load(Ordering::Acquire);
+            if last == u64::MAX {
                 return;
             }
-            if started.elapsed().saturating_sub(last) > timeout {
+            if started.elapsed().saturating_sub(Duration::from_nanos(last)) > timeout {
                 eprintln!(
                     "error: no merge completed for {:.1} s (--peer-timeout): a peer process died, is unreachable, or never started",
                     timeout.as_secs_f64()

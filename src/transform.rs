@@ -296,7 +296,7 @@ impl Transform {
                 }
                 m
             };
-            if !self.column_map(j).fill.is_nan() {
+            if matches!(self.cfg.missing, Missing::Zero | Missing::Mean) {
                 counts.imputed_cells += src.len() as u64 - moments.n as u64;
             }
         }

@@ -166,6 +166,19 @@ fn number(cell: &[u8]) -> Result<f32, String> {
     }
 }
 
+/// The header position of a column given by name or index (`what` names its role in errors).
+fn column_index(columns: &[String], spec: &LabelColumn, what: &str) -> Result<usize, String> {
+    match spec {
+        LabelColumn::Index(i) if *i < columns.len() => Ok(*i),
+        LabelColumn::Index(i) => Err(format!("{what} index {i} out of range: the header has {} columns", columns.len())),
+        LabelColumn::Name(n) => columns
+            .iter()
+            .position(|c| c == n)
+            .ok_or_else(|| format!("no column named '{n}' in the header ({}) for the {what}", columns.join(","))),
+        LabelColumn::Absent => Err(format!("no {what} column given")),
+    }
+}
+
 /// An event time: seconds since the Unix epoch (a finite number) or an RFC 3339 date-time.
 fn timestamp(cell: &[u8]) -> Result<f64, String> {
     if let Ok(t) = fast_float2::parse::<f64, _>(cell) {
@@ -209,28 +222,14 @@ impl<R: BufRead> TextParser<R> {
                     ));
                 }
                 let label = match &opts.label {
-                    Some(LabelColumn::Index(i)) if *i < columns.len() => *i,
-                    Some(LabelColumn::Index(i)) => {
-                        return Err(err(1, format!("label index {i} out of range: the header has {} columns", columns.len())))
-                    }
-                    Some(LabelColumn::Name(n)) => columns
-                        .iter()
-                        .position(|c| c == n)
-                        .ok_or_else(|| err(1, format!("no column named '{n}' in the header ({})", columns.join(","))))?,
                     Some(LabelColumn::Absent) => usize::MAX,
+                    Some(spec) => column_index(&columns, spec, "label").map_err(|e| err(1, e))?,
                     None => columns.iter().position(|c| matches!(c.as_str(), "label" | "target" | "y")).unwrap_or(columns.len() - 1),
                 };
                 let ts = match &opts.timestamp {
                     None => usize::MAX,
-                    Some(LabelColumn::Index(i)) if *i < columns.len() => *i,
-                    Some(LabelColumn::Index(i)) => {
-                        return Err(err(1, format!("timestamp index {i} out of range: the header has {} columns", columns.len())))
-                    }
-                    Some(LabelColumn::Name(n)) => columns
-                        .iter()
-                        .position(|c| c == n)
-                        .ok_or_else(|| err(1, format!("no timestamp column '{n}' in the header ({})", columns.join(","))))?,
                     Some(LabelColumn::Absent) => return Err(err(1, "--timestamp-col names a column: 'none' is not one".into())),
+                    Some(spec) => column_index(&columns, spec, "timestamp").map_err(|e| err(1, e))?,
                 };
                 if ts != usize::MAX && ts == label {
                     return Err(err(1, format!("column '{}' cannot be both the label and the timestamp", columns[ts])));
