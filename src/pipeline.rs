@@ -2,9 +2,10 @@
 //! batches round-robin into one bounded ring per shard; N shard threads learn and merge; at the
 //! end the merged model is evaluated on the holdout and everything is reported.
 //!
-//! Sources: a mapped `.ssgd` file (what travels is a block reference, never a copy), or a text
-//! stream (file, stdin, socket) parsed into pooled columnar buffers that come back through a
-//! return ring — so the steady state allocates nothing. With `--rate`, the producer paces an
+//! Sources: a mapped `.ssgd` file (what travels is a block reference, never a copy), or a row
+//! stream (a text file, stdin, a socket, a Kafka topic) parsed into pooled columnar buffers that
+//! come back through a return ring — so the steady state allocates nothing. Shards publish how
+//! far they have learned, so a stream source can commit what is learned (Kafka offsets). With `--rate`, the producer paces an
 //! open loop and stamps each batch with its *intended* send time, so latency includes the
 //! time a late batch would have waited (no coordinated omission). One `unsafe` call:
 //! `prctl` for precise pacing sleeps.
@@ -20,12 +21,11 @@ use crate::metrics::{evaluate, Evaluation, Progressive};
 use crate::model::{ModelFile, SharedModel};
 use crate::ring::Ring;
 use crate::shard::{self, ShardContext};
-use crate::source::{ParseError, TextParser};
+use crate::source::{ParseError, Pull, RowSource};
 use crate::transform::{Transform, TransformConfig, TransformCounts};
 use crate::window::{BatchStat, EventClock, WindowKind, WindowSlot, WindowTag, Windows};
 use indicatif::ProgressBar;
 use rand::{RngExt, SeedableRng};
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -122,10 +122,11 @@ pub enum Input<'a> {
         /// Rows used for training (the rest is the holdout).
         train_rows: u64,
     },
-    /// A text stream; rows after `train_rows` (when given) are the holdout.
-    Text {
-        /// The parser.
-        parser: &'a mut TextParser<Box<dyn BufRead>>,
+    /// A row stream (text parser, Kafka consumer); rows after `train_rows` (when given) are
+    /// the holdout.
+    Stream {
+        /// The source.
+        parser: &'a mut dyn RowSource,
         /// Rows used for training (`None`: all).
         train_rows: Option<u64>,
         /// Count and skip malformed lines.
@@ -247,6 +248,8 @@ struct Producer<'a> {
     dedup: Option<Dedup>,
     row_bytes: Vec<u8>,
     clock: Option<EventClock>,
+    /// Per shard: 1 + the number of the last batch it learned (0: none yet).
+    learned: &'a [AtomicU64],
 }
 
 impl Producer<'_> {
@@ -254,7 +257,10 @@ impl Producer<'_> {
     /// wait sleeps (with the thread's timer slack cut to 1 µs) rather than spins: a spinning
     /// producer would take a core from the shards it feeds. Waking late costs nothing in
     /// honesty: latency is measured from the intended time.
-    fn stamp(&self) -> Instant {
+    fn stamp(&self, origin: Option<Instant>) -> Instant {
+        if let Some(t) = origin {
+            return t;
+        }
         let Some(rate) = self.rate else { return Instant::now() };
         let intended = self.start + Duration::from_secs_f64(self.sent_rows as f64 / rate);
         let now = Instant::now();
@@ -277,12 +283,13 @@ impl Producer<'_> {
         mask
     }
 
-    /// Sends a data batch of `rows` rows (all in window `slot`); false once a shard failed.
-    fn send(&mut self, payload: Payload, rows: usize, skip: SkipMask, slot: WindowSlot) -> bool {
+    /// Sends a data batch of `rows` rows (all in window `slot`, created at `origin` when the
+    /// source knows); false once a shard failed.
+    fn send(&mut self, payload: Payload, rows: usize, skip: SkipMask, slot: WindowSlot, origin: Option<Instant>) -> bool {
         if self.failed.load(Ordering::Acquire) {
             return false;
         }
-        let ingest = self.stamp();
+        let ingest = self.stamp(origin);
         let shard = (self.batches % self.rings.len() as u64) as usize;
         let window = self.clock.as_ref().map_or_else(WindowTag::default, |c| c.tag(slot));
         if self.rings[shard].push(Batch { payload, ingest, seq: self.batches, first_row: self.sent_rows, skip, window }).is_err() {
@@ -301,6 +308,16 @@ impl Producer<'_> {
             self.merge(due);
         }
         true
+    }
+
+    /// Every batch numbered below this has been learned (shard i learns batches i, i + n, ...).
+    fn learned_prefix(&self) -> u64 {
+        let n = self.learned.len() as u64;
+        let next = |(i, done): (usize, &AtomicU64)| match done.load(Ordering::Acquire) {
+            0 => i as u64,
+            v => v - 1 + n,
+        };
+        self.learned.iter().enumerate().map(next).min().unwrap_or(0).min(self.batches)
     }
 
     fn merge(&self, checkpoint: bool) {
@@ -328,7 +345,7 @@ pub fn train(
 ) -> Result<TrainOutcome, PipelineError> {
     let d = match input {
         Input::Mapped { dataset, .. } => dataset.features(),
-        Input::Text { parser, .. } => parser.features(),
+        Input::Stream { parser, .. } => parser.features(),
     };
     let n = cfg.threads.max(1);
     let transform = match initial.as_ref().map(|f| saved_transform(&f.extra)).transpose()?.flatten() {
@@ -360,7 +377,7 @@ pub fn train(
     let rings: Vec<Ring<Batch>> = (0..n).map(|_| Ring::new(cfg.ring_capacity)).collect();
     let in_flight = n * (cfg.ring_capacity + 2) + 1;
     let pool: Ring<Box<OwnedBatch>> = Ring::new(in_flight);
-    if let Input::Text { .. } = input {
+    if let Input::Stream { .. } = input {
         for _ in 0..in_flight {
             let _ = pool.push(Box::new(OwnedBatch::new(d, BATCH_ROWS)));
         }
@@ -369,8 +386,9 @@ pub fn train(
     let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let dataset = match input {
         Input::Mapped { dataset, .. } => Some(*dataset),
-        Input::Text { .. } => None,
+        Input::Stream { .. } => None,
     };
+    let learned: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
     let start = Instant::now();
     let mut producer = Producer {
         rings: &rings,
@@ -388,15 +406,16 @@ pub fn train(
         row_bytes: Vec::with_capacity(4 * (d + 1)),
         clock: match cfg.windows.as_ref().map(|w| w.kind) {
             Some(WindowKind::Time(t)) => {
-                if !matches!(input, Input::Text { parser, .. } if parser.has_timestamps()) {
+                if !matches!(input, Input::Stream { parser, .. } if parser.has_timestamps()) {
                     return Err(PipelineError::Config(
-                        "event-time windows need a timestamp column (--timestamp-col) in a CSV source".into(),
+                        "event-time windows need a timestamp column (--timestamp-col) in a CSV source, or Kafka records".into(),
                     ));
                 }
                 Some(EventClock::new(t))
             }
             _ => None,
         },
+        learned: &learned,
     };
     let stats_ring: Option<Ring<BatchStat>> = cfg.windows.as_ref().map(|_| Ring::new(4096));
     let reset_epoch = AtomicU64::new(0);
@@ -433,6 +452,7 @@ pub fn train(
                     pin: cores.get(id % cores.len().max(1)).copied(),
                     stats: stats_ring.as_ref(),
                     reset_epoch: &reset_epoch,
+                    learned: &learned[id],
                 };
                 let t = transform.clone();
                 s.spawn(move || shard::run(ctx, learner, t))
@@ -501,6 +521,10 @@ pub fn train(
             "{rows} rows in, {learned} learned + {rejected} rejected + {} dropped as missing + {duplicates} dropped as duplicates",
             counts.dropped_missing
         )));
+    }
+    // Everything sent was learned: a stream source commits its final position.
+    if let Input::Stream { parser, .. } = input {
+        parser.learned(u64::MAX)?;
     }
     final_transform.frozen = true;
     let extra = serde_json::json!({ "transform": &final_transform }).to_string();
@@ -585,14 +609,14 @@ fn produce(
                     } else {
                         [0; BATCH_ROWS / 64]
                     };
-                    if !p.send(Payload::Mapped { block, r0, n }, n, skip, WindowSlot::None) {
+                    if !p.send(Payload::Mapped { block, r0, n }, n, skip, WindowSlot::None, None) {
                         return Ok(());
                     }
                 }
             }
             Ok(())
         }
-        Input::Text { parser, train_rows, skip_bad } => {
+        Input::Stream { parser, train_rows, skip_bad } => {
             if cfg.passes > 1 {
                 return Err(PipelineError::Config("--passes > 1 needs a .ssgd file (convert the text first)".into()));
             }
@@ -612,8 +636,10 @@ fn produce(
                     slot = s;
                 }
                 while !buf.is_full() && taken < limit {
-                    match parser.next_row(&mut row) {
-                        Ok(Some(r)) => {
+                    // A live source with nothing new sends what the batch holds (no linger);
+                    // an empty batch waits, and meanwhile learned rows are committed.
+                    match parser.pull(&mut row, buf.rows == 0) {
+                        Ok(Pull::Row(r)) => {
                             taken += 1;
                             if let Some(clock) = p.clock.as_mut() {
                                 let s = clock.assign(r.time);
@@ -625,7 +651,15 @@ fn produce(
                             }
                             buf.push(&row, r.label, r.weight);
                         }
-                        Ok(None) => {
+                        Ok(Pull::Idle) if buf.rows > 0 => break,
+                        Ok(Pull::Idle) => {
+                            if p.failed.load(Ordering::Acquire) {
+                                let _ = pool.push(buf);
+                                return Ok(());
+                            }
+                            parser.learned(p.learned_prefix())?;
+                        }
+                        Ok(Pull::End) => {
                             done = true;
                             break;
                         }
@@ -646,9 +680,12 @@ fn produce(
                     continue;
                 }
                 let skip = p.mark_duplicates(&Columns::new(&buf.data, buf.stride, buf.d, 0, rows), &buf.labels);
-                if !p.send(Payload::Owned(buf), rows, skip, slot) {
+                let (seq, origin) = (p.batches, parser.take_origin());
+                if !p.send(Payload::Owned(buf), rows, skip, slot, origin) {
                     return Ok(());
                 }
+                parser.sent(seq, carry.is_some());
+                parser.learned(p.learned_prefix())?;
             }
             Ok(())
         }
@@ -716,15 +753,16 @@ pub fn evaluate_holdout(
                 }
             }
         }
-        Input::Text { parser, train_rows, skip_bad } => {
+        Input::Stream { parser, train_rows, skip_bad } => {
             if train_rows.is_none() {
                 return Ok(None);
             }
             let mut row = vec![0.0f32; parser.features()];
             loop {
-                match parser.next_row(&mut row) {
-                    Ok(Some(r)) => check(keep(margin(&row), r.label, r.weight))?,
-                    Ok(None) => break,
+                match parser.pull(&mut row, true) {
+                    Ok(Pull::Row(r)) => check(keep(margin(&row), r.label, r.weight))?,
+                    Ok(Pull::Idle) => {}
+                    Ok(Pull::End) => break,
                     Err(e) if *skip_bad && !e.fatal => {}
                     Err(e) => return Err(e.into()),
                 }

@@ -62,6 +62,9 @@ pub struct ShardContext<'a> {
     pub stats: Option<&'a Ring<BatchStat>>,
     /// Bumped by the reporter when drift calls for an optimizer reset.
     pub reset_epoch: &'a AtomicU64,
+    /// 1 + the number of the last batch this shard learned (0: none yet); a stream source
+    /// commits what every shard has learned.
+    pub learned: &'a AtomicU64,
 }
 
 /// Scratch columns of the feature stage.
@@ -173,6 +176,8 @@ pub fn run(ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> Sha
         };
         if w.error.is_some() {
             ctx.failed.store(true, Ordering::Release);
+        } else {
+            ctx.learned.store(batch.seq + 1, Ordering::Release);
         }
         let done = Instant::now();
         merge_state.since += rows as f64;

@@ -43,7 +43,7 @@ fn run_mapped(c: &PipelineConfig, path: &Path, holdout: f64) -> TrainOutcome {
 
 fn run_text(c: &PipelineConfig, path: &Path, skip_bad: bool) -> TrainOutcome {
     let mut parser = open_parser(path, TextFormat::Csv, &TextOptions::default()).unwrap();
-    train(c, &mut Input::Text { parser: &mut parser, train_rows: None, skip_bad }, "t", None, shared(), &ProgressBar::hidden()).unwrap()
+    train(c, &mut Input::Stream { parser: &mut parser, train_rows: None, skip_bad }, "t", None, shared(), &ProgressBar::hidden()).unwrap()
 }
 
 #[test]

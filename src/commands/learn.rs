@@ -214,11 +214,14 @@ fn default_threads() -> usize {
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Training data: a .ssgd file (mapped), a .csv/.libsvm/.vw file, - for stdin, or
-    /// tcp://HOST:PORT to read lines from a socket.
+    /// Training data: a .ssgd file (mapped), a .csv/.libsvm/.vw file, - for stdin,
+    /// tcp://HOST:PORT to read lines from a socket, or kafka://BROKER/TOPIC.
     data: String,
     #[command(flatten)]
     text: super::TextArgs,
+    #[cfg(feature = "kafka")]
+    #[command(flatten)]
+    kafka: super::kafka::KafkaArgs,
     #[command(flatten)]
     learn: LearnArgs,
     #[command(flatten)]
@@ -258,10 +261,20 @@ pub struct TrainArgs {
 /// An opened data source.
 enum Data {
     Mapped(Dataset),
-    Text { parser: TextParser<Box<dyn BufRead>>, rows: Option<u64> },
+    Text {
+        parser: TextParser<Box<dyn BufRead>>,
+        rows: Option<u64>,
+    },
+    #[cfg(feature = "kafka")]
+    Kafka(Box<streamsgd::source::kafka::KafkaSource>),
 }
 
 fn open_data(spec: &str, format: Option<TextFormat>, text: &TextOptions, count: bool) -> anyhow::Result<(Data, String)> {
+    ensure!(
+        !spec.starts_with("kafka://") || cfg!(feature = "kafka"),
+        "{spec}: this build has no Kafka support (build with the default `kafka` feature)"
+    );
+    ensure!(!spec.starts_with("kafka://"), "{spec}: Kafka topics are a source for train only");
     if let Some(addr) = spec.strip_prefix("tcp://") {
         let format = format.context("a socket source needs --format csv|libsvm|vw")?;
         let sock = addr.parse::<std::net::SocketAddr>().with_context(|| format!("{spec}: not a HOST:PORT address")).and_then(|a| {
@@ -294,7 +307,12 @@ fn input_of(data: &mut Data, holdout: Option<f64>, skip_bad: bool) -> anyhow::Re
                 (Some(_), Some(r)) => Some(keep(r)),
                 (Some(_), None) => bail!("--holdout needs to know the row count: use a file, or --test FILE for streams"),
             };
-            Input::Text { parser, train_rows, skip_bad }
+            Input::Stream { parser, train_rows, skip_bad }
+        }
+        #[cfg(feature = "kafka")]
+        Data::Kafka(source) => {
+            ensure!(holdout.is_none(), "--holdout needs a file: a Kafka stream has no end to hold out (use --test FILE)");
+            Input::Stream { parser: source.as_mut(), train_rows: None, skip_bad }
         }
     })
 }
@@ -311,7 +329,16 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     cfg.checkpoint_every = a.checkpoint_every;
     a.features_stage.apply(&mut cfg)?;
     let text = a.text.options();
-    let (mut data, name) = open_data(&a.data, a.text.format, &text, a.holdout.is_some())?;
+    let (mut data, name) = match () {
+        #[cfg(feature = "kafka")]
+        () if a.data.starts_with("kafka://") => {
+            ensure!(a.learn.rate.is_none(), "--rate paces replay from files: a Kafka source arrives at its own pace");
+            let source = super::kafka::open(&a.data, &a.kafka, a.text.format, &text)?;
+            let name = source.name().to_string();
+            (Data::Kafka(Box::new(source)), name)
+        }
+        () => open_data(&a.data, a.text.format, &text, a.holdout.is_some())?,
+    };
     let initial = a.resume.as_deref().map(ModelFile::load).transpose()?;
     if let Some(f) = &initial {
         ensure!(f.model.loss == cfg.learner.loss, "--resume model was trained with {:?}, not {:?}", f.model.loss, cfg.learner.loss);
@@ -319,6 +346,8 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let total = match &data {
         Data::Mapped(ds) => Some(ds.rows() * a.passes as u64),
         Data::Text { rows, .. } => *rows,
+        #[cfg(feature = "kafka")]
+        Data::Kafka(_) => None,
     };
     let bar = super::progress(total.unwrap_or(0), "rows");
     let shared = Arc::new(SharedModel::new(streamsgd::model::LinearModel::zeros(cfg.learner.loss, 1)));
@@ -334,7 +363,15 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(p) = &a.hgrm {
         std::fs::write(p, out.latency.end_to_end.hgrm()).with_context(|| format!("writing {}", p.display()))?;
     }
-    report(&out, test.as_ref(), a.json)
+    let source = match &data {
+        #[cfg(feature = "kafka")]
+        Data::Kafka(k) => {
+            let s = k.stats();
+            Some((super::kafka::summary(&s), serde_json::to_value(&s)?))
+        }
+        _ => None,
+    };
+    report(&out, test.as_ref(), source, a.json)
 }
 
 fn evaluate_file(
@@ -347,7 +384,9 @@ fn evaluate_file(
     let (mut data, _) = open_data(spec, format, text, false)?;
     let mut input = match &mut data {
         Data::Mapped(dataset) => Input::Mapped { dataset, train_rows: 0 },
-        Data::Text { parser, .. } => Input::Text { parser, train_rows: Some(0), skip_bad: bad == BadRows::Skip },
+        Data::Text { parser, .. } => Input::Stream { parser, train_rows: Some(0), skip_bad: bad == BadRows::Skip },
+        #[cfg(feature = "kafka")]
+        Data::Kafka(source) => bail!("{}: the test set must be a file", source.name()),
     };
     let transform = pipeline::saved_transform(&model.extra)?;
     pipeline::evaluate_holdout(&mut input, &model.model, transform.as_ref(), bad)?.with_context(|| format!("{spec}: no rows to evaluate"))
@@ -372,11 +411,15 @@ fn eval_line(e: &Evaluation) -> String {
     s
 }
 
-fn report(out: &TrainOutcome, test: Option<&Evaluation>, json: bool) -> anyhow::Result<()> {
+/// Prints the report; `source` is a line and a JSON value on what a live source did.
+fn report(out: &TrainOutcome, test: Option<&Evaluation>, source: Option<(String, serde_json::Value)>, json: bool) -> anyhow::Result<()> {
     let r: &TrainReport = &out.report;
     if json {
         let mut v = serde_json::to_value(r)?;
         v["test"] = serde_json::to_value(test)?;
+        if let Some((_, s)) = &source {
+            v["source"] = s.clone();
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -422,6 +465,9 @@ fn report(out: &TrainOutcome, test: Option<&Evaluation>, json: bool) -> anyhow::
     }
     if let Some(t) = test {
         println!("test         {} ({} rows)", eval_line(t), t.rows);
+    }
+    if let Some((line, _)) = &source {
+        println!("{line}");
     }
     println!("latency per batch, µs:  {:>9} {:>9} {:>9} {:>9} {:>9}", "p50", "p90", "p99", "p99.9", "max");
     println!("{}", pct_line("queue", &r.stages_ns.queue));
@@ -516,6 +562,8 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
                 rows += 1;
             }
         }
+        #[cfg(feature = "kafka")]
+        Data::Kafka(source) => bail!("{}: predict reads files, stdin and sockets", source.name()),
     }
     out.flush()?;
     let secs = start.elapsed().as_secs_f64();

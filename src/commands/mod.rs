@@ -1,6 +1,8 @@
 //! Command-line flags (clap) and the glue from each command to the library.
 
 mod data;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod learn;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +32,9 @@ enum Command {
     Bench(Box<learn::BenchArgs>),
     /// Train across processes and hosts on timely dataflow (timely's -w -n -p -h after --).
     ClusterTrain(Box<learn::ClusterArgs>),
+    /// Write a dataset into a Kafka topic, a record per row, at a given rate.
+    #[cfg(feature = "kafka")]
+    Produce(kafka::ProduceArgs),
 }
 
 /// Runs the parsed command.
@@ -42,6 +47,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(a) => learn::predict(a),
         Command::Bench(a) => learn::bench(*a),
         Command::ClusterTrain(a) => learn::cluster_train(*a),
+        #[cfg(feature = "kafka")]
+        Command::Produce(a) => kafka::produce(a),
     }
 }
 

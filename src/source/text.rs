@@ -76,7 +76,7 @@ pub struct TextOptions {
 pub struct ParseError {
     /// File name, or `<stdin>` / a socket address.
     pub source: String,
-    /// 1-based line number (0 for errors before the first line).
+    /// 1-based line number (0, not shown, for errors before the first line or of the stream).
     pub line: u64,
     /// The field (column name, token, or index) at fault, when one is.
     pub field: Option<String>,
@@ -88,7 +88,10 @@ pub struct ParseError {
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.source, self.line)?;
+        write!(f, "{}", self.source)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
         if let Some(field) = &self.field {
             write!(f, ": field {field}")?;
         }
@@ -338,29 +341,34 @@ impl<R: BufRead> TextParser<R> {
             if n == 0 {
                 return Ok(None);
             }
-            self.bytes += n as u64;
-            self.line_no += 1;
             if self.require_newline && self.line.last() != Some(&b'\n') {
                 return Err(ParseError {
                     source: self.source.clone(),
-                    line: self.line_no,
+                    line: self.line_no + 1,
                     field: None,
                     what: format!("stream closed in the middle of a record ({n} bytes without a newline)"),
                     fatal: true,
                 });
             }
             let line = std::mem::take(&mut self.line);
-            let body = trim(&line);
-            let result = if body.is_empty() || (self.format != TextFormat::Csv && body[0] == b'#') {
-                None
-            } else {
-                Some(self.parse_line(body, feats))
-            };
+            let result = self.parse_record(&line, feats);
             self.line = line;
-            if let Some(r) = result {
+            if let Some(r) = result.transpose() {
                 return r.map(Some);
             }
         }
+    }
+
+    /// Parses one line that did not come from the reader (a Kafka record's line) and counts it
+    /// like a read one; `Ok(None)` for a blank or comment line.
+    pub fn parse_record(&mut self, line: &[u8], feats: &mut [f32]) -> Result<Option<ParsedRow>, ParseError> {
+        self.bytes += line.len() as u64;
+        self.line_no += 1;
+        let body = trim(line);
+        if body.is_empty() || (self.format != TextFormat::Csv && body[0] == b'#') {
+            return Ok(None);
+        }
+        self.parse_line(body, feats).map(Some)
     }
 
     fn parse_line(&mut self, body: &[u8], feats: &mut [f32]) -> Result<ParsedRow, ParseError> {

@@ -1,0 +1,215 @@
+//! Kafka at the command line: the consumer flags of `train kafka://...`, and `produce`.
+
+use anyhow::{ensure, Context};
+use clap::Args;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use streamsgd::convert::resolve_format;
+use streamsgd::dataset::Dataset;
+use streamsgd::source::kafka::{
+    encode_row, ConsumerOptions, ConsumerStats, Encoding, KafkaSource, KafkaWriter, ProducerOptions, StartFrom,
+};
+use streamsgd::source::text::{csv_header, format_row};
+use streamsgd::source::{TextFormat, TextOptions};
+
+/// How `train` reads a `kafka://BROKER/TOPIC` source.
+#[derive(Args, Debug, Clone)]
+pub struct KafkaArgs {
+    /// Kafka: the consumer group (offsets are committed there once learned).
+    #[arg(long, default_value = "streamsgd")]
+    group: String,
+    /// Kafka: where a group without committed offsets starts.
+    #[arg(long, value_enum, default_value = "earliest")]
+    from: StartFrom,
+    /// Kafka: text lines (--format) or native rows (--features D) in each record.
+    #[arg(long, value_enum, default_value = "text")]
+    encoding: Encoding,
+    /// Kafka, CSV records: the header (records carry data lines only), e.g. x0,x1,label.
+    #[arg(long)]
+    columns: Option<String>,
+    /// Kafka: stop once every assigned partition is read to its end (replay a topic).
+    #[arg(long)]
+    until_end: bool,
+    /// Kafka: stop when no record has come for this long (default: follow until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Kafka: fail when the brokers report errors and no record comes for this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    broker_timeout: Duration,
+    /// Kafka: commit learned offsets at most this often.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
+    commit_interval: Duration,
+}
+
+/// Ctrl-C (or SIGTERM) ends a followed stream cleanly: what is learned is committed and saved.
+/// A second one exits at once.
+fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
+    static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    if let Some(s) = STOP.get() {
+        return Ok(s.clone());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::AcqRel) {
+            std::process::exit(130);
+        }
+        eprintln!("stopping: finishing the batches in flight, committing and saving (again to quit now)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(STOP.get_or_init(|| stop).clone())
+}
+
+/// Joins the consumer group of `spec` with the text settings of the command line.
+pub fn open(spec: &str, a: &KafkaArgs, format: Option<TextFormat>, text: &TextOptions) -> anyhow::Result<KafkaSource> {
+    let opts = ConsumerOptions {
+        group: a.group.clone(),
+        start: a.from,
+        encoding: a.encoding,
+        format,
+        text: text.clone(),
+        columns: a.columns.clone(),
+        stop_at_end: a.until_end,
+        idle_timeout: a.idle_timeout,
+        broker_timeout: a.broker_timeout,
+        commit_interval: a.commit_interval,
+        stop: Some(stop_on_signal()?),
+    };
+    Ok(KafkaSource::open(spec, opts)?)
+}
+
+/// One line on what the consumer did.
+pub fn summary(s: &ConsumerStats) -> String {
+    let committed: Vec<String> = s.committed.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+    format!(
+        "kafka        {} records ({} rows, {:.1} MB) in {:.3} s from the first ({:.3} M rows/s), {} commits ({} refused), committed partition:offset {}",
+        s.records,
+        s.rows,
+        s.bytes as f64 / 1e6,
+        s.active_seconds,
+        s.rows as f64 / s.active_seconds.max(1e-9) / 1e6,
+        s.commits,
+        s.commit_failures,
+        if committed.is_empty() { "none".into() } else { committed.join(" ") }
+    )
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    /// What to send: a .ssgd file (a row per record), a .csv/.libsvm/.vw file or - for stdin
+    /// (a line per record; a CSV header is not sent).
+    data: PathBuf,
+    /// Where: kafka://BROKER[,BROKER...]/TOPIC.
+    topic: String,
+    /// For .ssgd input: native rows, or text lines in --format.
+    #[arg(long, value_enum, default_value = "row")]
+    encoding: Encoding,
+    /// The text format (text input: default from the extension; .ssgd input with --encoding text).
+    #[arg(long, value_enum)]
+    format: Option<TextFormat>,
+    /// Rows (records) per second, paced open-loop (default: as fast as the brokers take them).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Create the topic with this many partitions when it does not exist.
+    #[arg(long)]
+    partitions: Option<i32>,
+    /// Stop after this many rows.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Records per produce batch at most (1: every record its own batch, so a consumer may
+    /// start at any offset even on brokers that serve fetches from batch boundaries only).
+    #[arg(long, default_value_t = 10_000)]
+    max_batch: usize,
+    /// How long to wait at the end for the brokers to acknowledge every record.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    flush_timeout: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn produce(a: ProduceArgs) -> anyhow::Result<()> {
+    if let Some(r) = a.rate {
+        ensure!(r.is_finite() && r > 0.0, "--rate {r} must be > 0 rows/s");
+    }
+    ensure!(a.partitions.is_none_or(|p| p >= 1), "--partitions must be at least 1");
+    ensure!(a.max_batch >= 1, "--max-batch must be at least 1");
+    let opts = ProducerOptions { partitions: a.partitions, rate: a.rate, flush_timeout: a.flush_timeout, max_batch: a.max_batch };
+    let mut w = KafkaWriter::open(&a.topic, opts)?;
+    let limit = a.limit.unwrap_or(u64::MAX);
+    let mut sent = 0u64;
+    let mut buf = Vec::with_capacity(1 << 12);
+    if a.data.extension().is_some_and(|e| e == "ssgd") {
+        let ds = Dataset::open(&a.data)?;
+        let format = match a.encoding {
+            Encoding::Row => None,
+            Encoding::Text => Some(a.format.context("--encoding text needs --format csv|libsvm|vw")?),
+        };
+        if format == Some(TextFormat::Csv) {
+            eprintln!("consume with: --format csv --columns {}", csv_header(ds.features()).trim_end());
+        }
+        // Binary labels are 0/1 in .ssgd; VW text wants -1/+1 for them.
+        let classification = format == Some(TextFormat::Vw) && ds.iter().all(|b| b.labels.iter().all(|&y| y == 0.0 || y == 1.0));
+        let mut row = vec![0.0f32; ds.features()];
+        'blocks: for b in ds.iter() {
+            for r in 0..b.rows {
+                if sent == limit {
+                    break 'blocks;
+                }
+                b.row_into(r, &mut row);
+                buf.clear();
+                match format {
+                    None => encode_row(&row, b.labels[r], b.weight(r), &mut buf),
+                    Some(f) => {
+                        format_row(f, &row, b.labels[r], classification, &mut buf);
+                        buf.pop();
+                    }
+                }
+                w.send(&buf)?;
+                sent += 1;
+            }
+        }
+    } else {
+        ensure!(a.encoding == Encoding::Text || a.format.is_none(), "text input is sent as text lines (--encoding row is for .ssgd)");
+        let format = if a.data == Path::new("-") { a.format.unwrap_or(TextFormat::Csv) } else { resolve_format(&a.data, a.format)? };
+        let reader: Box<dyn BufRead> = if a.data == Path::new("-") {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(BufReader::with_capacity(1 << 20, std::fs::File::open(&a.data).with_context(|| format!("{}", a.data.display()))?))
+        };
+        let mut first = format == TextFormat::Csv;
+        for (i, line) in reader.split(b'\n').enumerate() {
+            let line = line.with_context(|| format!("{}: line {}", a.data.display(), i + 1))?;
+            let body = line.strip_suffix(b"\r").unwrap_or(&line);
+            if body.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if std::mem::take(&mut first) {
+                eprintln!("consume with: --format csv --columns {}", String::from_utf8_lossy(body));
+                continue;
+            }
+            if sent == limit {
+                break;
+            }
+            w.send(body)?;
+            sent += 1;
+        }
+    }
+    let name = a.topic.clone();
+    let r = w.finish()?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "produced {} records ({:.1} MB) to {name} in {:.3} s: {:.0} records/s, every one acknowledged",
+            r.records,
+            r.bytes as f64 / 1e6,
+            r.seconds,
+            r.records_per_sec
+        );
+    }
+    Ok(())
+}

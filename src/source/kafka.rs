@@ -1,0 +1,752 @@
+//! A Kafka topic as a row source, and the writer behind `streamsgd produce` (librdkafka through
+//! the `rdkafka` crate, built from its bundled sources).
+//!
+//! A record holds one or more text lines (CSV without its header, LibSVM, VW), or one row in
+//! the native encoding ([`encode_row`]). The consumer joins a consumer group with automatic
+//! commits off: offsets are committed only once every batch holding a record's rows has been
+//! learned (at-least-once). A crash replays the records after the last commit; those learned
+//! after the last checkpoint are learned again by the restarted run. A record's timestamp is the
+//! rows' event time (unless a CSV timestamp column says otherwise) and the origin of their
+//! end-to-end latency.
+//!
+//! Errors name the topic, partition and offset of the record at fault. No `unsafe` here.
+
+use super::{ParseError, ParsedRow, Pull, RowSource, TextFormat, TextOptions, TextParser};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, Timestamp};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+type KafkaResultList = rdkafka::error::KafkaResult<TopicPartitionList>;
+
+/// What went wrong talking to Kafka (outside of a record: those are [`ParseError`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    /// A `kafka://` address that does not parse.
+    #[error("{0}: expected kafka://BROKER[,BROKER...]/TOPIC")]
+    Url(String),
+    /// Settings that cannot work.
+    #[error("{url}: {what}")]
+    Config {
+        /// The source.
+        url: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// librdkafka refused or failed.
+    #[error("{url}: {what}: {error}")]
+    Kafka {
+        /// The source or sink.
+        url: String,
+        /// What was being done.
+        what: &'static str,
+        /// The client's error.
+        error: KafkaError,
+    },
+}
+
+/// A `kafka://BROKER[,BROKER...]/TOPIC` address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaUrl {
+    /// Bootstrap servers, comma-separated `host:port`.
+    pub brokers: String,
+    /// The topic.
+    pub topic: String,
+}
+
+impl KafkaUrl {
+    /// Parses `kafka://BROKERS/TOPIC`.
+    pub fn parse(spec: &str) -> Result<Self, KafkaSourceError> {
+        let bad = || KafkaSourceError::Url(spec.to_string());
+        let rest = spec.strip_prefix("kafka://").ok_or_else(bad)?;
+        let (brokers, topic) = rest.split_once('/').ok_or_else(bad)?;
+        let topic_ok = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c));
+        if brokers.is_empty() || !topic_ok(topic) {
+            return Err(bad());
+        }
+        Ok(KafkaUrl { brokers: brokers.to_string(), topic: topic.to_string() })
+    }
+}
+
+impl std::fmt::Display for KafkaUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "kafka://{}/{}", self.brokers, self.topic)
+    }
+}
+
+/// How rows travel in records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Text lines in one of the text formats (one or more per record).
+    Text,
+    /// One row per record: little-endian f32 label, f32 importance weight, then the features.
+    Row,
+}
+
+/// Appends one row in the native encoding: label, weight, features, each a little-endian f32.
+pub fn encode_row(feats: &[f32], label: f32, weight: f32, out: &mut Vec<u8>) {
+    out.reserve(4 * (feats.len() + 2));
+    for v in [label, weight].iter().chain(feats) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Reads one natively encoded row of `feats.len()` features.
+fn decode_row(bytes: &[u8], feats: &mut [f32]) -> Result<(f32, f32), String> {
+    let want = 4 * (feats.len() + 2);
+    if bytes.len() != want {
+        return Err(format!("a native row of {} bytes; {} features take {want}", bytes.len(), feats.len()));
+    }
+    let mut words = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    let (label, weight) = (words.next().unwrap_or(f32::NAN), words.next().unwrap_or(f32::NAN));
+    for (x, v) in feats.iter_mut().zip(words) {
+        *x = v;
+    }
+    if label.is_nan() {
+        return Err("label is missing (NaN)".into());
+    }
+    if !(weight.is_finite() && weight >= 0.0) {
+        return Err(format!("importance {weight} is not a finite non-negative number"));
+    }
+    Ok((label, weight))
+}
+
+/// Where a new consumer group starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartFrom {
+    /// The oldest record kept.
+    Earliest,
+    /// Records produced from now on.
+    Latest,
+}
+
+/// How the consumer reads.
+#[derive(Clone, Debug)]
+pub struct ConsumerOptions {
+    /// Consumer group.
+    pub group: String,
+    /// Where a group without committed offsets starts.
+    pub start: StartFrom,
+    /// Text lines or native rows.
+    pub encoding: Encoding,
+    /// The text format (text encoding).
+    pub format: Option<TextFormat>,
+    /// Label, timestamp column and feature count, as for files.
+    pub text: TextOptions,
+    /// The CSV header (records hold data lines only).
+    pub columns: Option<String>,
+    /// Stop once every assigned partition is read to its end.
+    pub stop_at_end: bool,
+    /// Stop when no record has come for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Fail when the brokers report errors and nothing arrives for this long.
+    pub broker_timeout: Duration,
+    /// Commit learned offsets at most this often (and once at the end).
+    pub commit_interval: Duration,
+    /// Set from outside (a signal handler) to end the stream cleanly.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions {
+            group: "streamsgd".into(),
+            start: StartFrom::Earliest,
+            encoding: Encoding::Text,
+            format: None,
+            text: TextOptions::default(),
+            columns: None,
+            stop_at_end: false,
+            idle_timeout: None,
+            broker_timeout: Duration::from_secs(30),
+            commit_interval: Duration::from_millis(200),
+            stop: None,
+        }
+    }
+}
+
+/// What the consumer did (for the report).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ConsumerStats {
+    /// Records read.
+    pub records: u64,
+    /// Rows parsed from them.
+    pub rows: u64,
+    /// Payload bytes read.
+    pub bytes: u64,
+    /// Commits requested.
+    pub commits: u64,
+    /// Commits the brokers refused (their offsets are committed again at the next one).
+    pub commit_failures: u64,
+    /// Seconds from the first record to the last (what `rows / active_seconds` measures is
+    /// the stream, not the group join before it).
+    pub active_seconds: f64,
+    /// The committed position (next offset to read) per partition.
+    pub committed: BTreeMap<i32, i64>,
+}
+
+/// Set to librdkafka debug contexts (`cgrp,fetch`, `all`) to have the client log to stderr.
+pub const DEBUG_ENV: &str = "STREAMSGD_KAFKA_DEBUG";
+
+/// The client context: remembers the brokers' last error.
+#[derive(Default)]
+struct Watch {
+    error: Mutex<Option<(Instant, String)>>,
+}
+
+impl ClientContext for Watch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Ok(mut e) = self.error.lock() {
+            e.get_or_insert_with(|| (Instant::now(), format!("{error}: {reason}")));
+        }
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        if std::env::var_os(DEBUG_ENV).is_some() {
+            eprintln!("librdkafka {level:?} {fac}: {msg}");
+        }
+    }
+}
+
+impl ConsumerContext for Watch {}
+
+/// Rows from a Kafka topic: a consumer-group member with at-least-once offset commits.
+pub struct KafkaSource {
+    url: KafkaUrl,
+    name: String,
+    /// Always `Some` until the source is dropped.
+    consumer: Option<BaseConsumer<Watch>>,
+    opts: ConsumerOptions,
+    parser: Option<TextParser<Cursor<Vec<u8>>>>,
+    d: usize,
+    /// The record being read, its position, and where it came from.
+    record: Vec<u8>,
+    pos: usize,
+    line: u64,
+    partition: i32,
+    offset: i64,
+    time: f64,
+    origin_ns: i128,
+    /// The oldest record time (ns since the epoch) among rows pulled since `take_origin`.
+    oldest: Option<i128>,
+    /// Next offset per partition whose records have been pulled whole.
+    consumed: BTreeMap<i32, i64>,
+    /// The partition and offset of the last row pulled.
+    last_row: Option<(i32, i64)>,
+    /// Positions as of each sent batch, oldest first.
+    pending: VecDeque<(u64, BTreeMap<i32, i64>)>,
+    /// Learned positions not yet committed.
+    learned: BTreeMap<i32, i64>,
+    last_commit: Instant,
+    at_eof: BTreeMap<i32, bool>,
+    last_record: Instant,
+    first_record: Option<Instant>,
+    stats: ConsumerStats,
+}
+
+impl KafkaSource {
+    /// Joins `opts.group` on the topic of `spec` (`kafka://BROKERS/TOPIC`).
+    pub fn open(spec: &str, opts: ConsumerOptions) -> Result<Self, KafkaSourceError> {
+        let url = KafkaUrl::parse(spec)?;
+        let name = url.to_string();
+        let config_err = |what: String| KafkaSourceError::Config { url: name.clone(), what };
+        let (parser, d) = match opts.encoding {
+            Encoding::Row => {
+                let d = opts.text.features.ok_or_else(|| config_err("native rows need --features D".into()))?;
+                if opts.format.is_some_and(|f| f != TextFormat::Csv) || opts.columns.is_some() {
+                    return Err(config_err("--format and --columns are for text records, not --encoding row".into()));
+                }
+                (None, d)
+            }
+            Encoding::Text => {
+                let format = opts.format.ok_or_else(|| config_err("text records need --format csv|libsvm|vw".into()))?;
+                let header = match (format, &opts.columns) {
+                    (TextFormat::Csv, Some(c)) => format!("{c}\n").into_bytes(),
+                    (TextFormat::Csv, None) => {
+                        return Err(config_err("CSV records carry no header: pass it as --columns a,b,...,label".into()))
+                    }
+                    (_, Some(_)) => return Err(config_err("--columns is for CSV records".into())),
+                    (_, None) if opts.text.features.is_none() => {
+                        return Err(config_err(format!("{format:?} records need --features D (a stream cannot be scanned first)")))
+                    }
+                    (_, None) => Vec::new(),
+                };
+                let p = TextParser::new(Cursor::new(header), name.clone(), format, &opts.text).map_err(|e| config_err(e.what))?;
+                let d = p.features();
+                (Some(p), d)
+            }
+        };
+        let mut config = ClientConfig::new();
+        if let Some(debug) = std::env::var_os(DEBUG_ENV) {
+            config.set("debug", debug.to_string_lossy());
+        }
+        let consumer: BaseConsumer<Watch> = config
+            .set("bootstrap.servers", &url.brokers)
+            .set("group.id", &opts.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", if opts.start == StartFrom::Earliest { "earliest" } else { "latest" })
+            .set("client.id", "streamsgd")
+            // A member that died without leaving holds its partitions until these expire.
+            .set("session.timeout.ms", "6000")
+            .set("max.poll.interval.ms", "10000")
+            .create_with_context(Watch::default())
+            .map_err(|error| KafkaSourceError::Kafka { url: name.clone(), what: "creating the consumer", error })?;
+        consumer.subscribe(&[&url.topic]).map_err(|error| KafkaSourceError::Kafka { url: name.clone(), what: "subscribing", error })?;
+        let now = Instant::now();
+        Ok(KafkaSource {
+            url,
+            name,
+            consumer: Some(consumer),
+            opts,
+            parser,
+            d,
+            record: Vec::new(),
+            pos: 0,
+            line: 0,
+            partition: 0,
+            offset: 0,
+            time: f64::NAN,
+            origin_ns: 0,
+            oldest: None,
+            consumed: BTreeMap::new(),
+            last_row: None,
+            pending: VecDeque::new(),
+            learned: BTreeMap::new(),
+            last_commit: now,
+            at_eof: BTreeMap::new(),
+            last_record: now,
+            first_record: None,
+            stats: ConsumerStats::default(),
+        })
+    }
+
+    fn consumer(&self) -> &BaseConsumer<Watch> {
+        self.consumer.as_ref().expect("the consumer lives until the source is dropped")
+    }
+
+    /// True when partition `p` has been read up to its high watermark (asked of the broker:
+    /// an end-of-partition event alone is not trusted).
+    fn read_to_end(&self, p: i32) -> bool {
+        let timeout = Duration::from_secs(5);
+        let Ok((low, high)) = self.consumer().fetch_watermarks(&self.url.topic, p, timeout) else { return false };
+        let offset_in = |list: KafkaResultList| match list.ok()?.find_partition(&self.url.topic, p)?.offset() {
+            Offset::Offset(at) => Some(at),
+            _ => None,
+        };
+        // Where this run got to; having read nothing, where the group's commit left it.
+        let at = offset_in(self.consumer().position()).or_else(|| offset_in(self.consumer().committed(timeout))).unwrap_or(low);
+        at >= high
+    }
+
+    /// The source's name in messages (`kafka://BROKERS/TOPIC`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What the consumer did so far.
+    pub fn stats(&self) -> ConsumerStats {
+        self.stats.clone()
+    }
+
+    /// A record-level error: where the record is, which line of it.
+    fn at_record(&self, mut e: ParseError) -> ParseError {
+        e.source = format!("{} partition {} offset {}", self.name, self.partition, self.offset);
+        e.line = self.line;
+        e
+    }
+
+    /// A source-level error (the brokers, a commit).
+    fn fatal(&self, what: String) -> ParseError {
+        ParseError { source: self.name.clone(), line: 0, field: None, what, fatal: true }
+    }
+
+    /// Parses the next line (or native row) of the current record.
+    fn next_in_record(&mut self, feats: &mut [f32]) -> Result<Option<ParsedRow>, ParseError> {
+        let rest = &self.record[self.pos..];
+        let (len, next) = match (&self.parser, memchr::memchr(b'\n', rest)) {
+            (Some(_), Some(i)) => (i, i + 1),
+            _ => (rest.len(), rest.len()),
+        };
+        let start = self.pos;
+        self.pos += next;
+        self.line += 1;
+        let r = match self.parser.as_mut() {
+            Some(p) => p.parse_record(&self.record[start..start + len], feats),
+            None => decode_row(&self.record[start..start + len], feats)
+                .map(|(label, weight)| Some(ParsedRow { label, weight, line: self.line, time: f64::NAN }))
+                .map_err(|what| ParseError { source: String::new(), line: 0, field: None, what, fatal: false }),
+        };
+        if self.pos >= self.record.len() {
+            self.consumed.insert(self.partition, self.offset + 1);
+        }
+        match r {
+            Ok(Some(mut row)) => {
+                if row.time.is_nan() {
+                    row.time = self.time;
+                }
+                self.stats.rows += 1;
+                self.last_row = Some((self.partition, self.offset));
+                self.oldest = Some(self.oldest.map_or(self.origin_ns, |o| o.min(self.origin_ns)));
+                Ok(Some(row))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.at_record(e)),
+        }
+    }
+
+    /// Takes in a polled record.
+    fn take(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>, ts: Timestamp) {
+        self.record.clear();
+        self.record.extend_from_slice(payload.unwrap_or_default());
+        (self.pos, self.line, self.partition, self.offset) = (0, 0, partition, offset);
+        let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+        self.origin_ns = ts.to_millis().map_or(now_ns, |ms| i128::from(ms) * 1_000_000);
+        self.time = self.origin_ns as f64 / 1e9;
+        self.stats.records += 1;
+        self.stats.bytes += self.record.len() as u64;
+        self.at_eof.insert(partition, false);
+        self.last_record = Instant::now();
+        let first = *self.first_record.get_or_insert(self.last_record);
+        self.stats.active_seconds = (self.last_record - first).as_secs_f64();
+        if self.record.is_empty() {
+            self.consumed.insert(partition, offset + 1);
+        }
+    }
+
+    /// True once every assigned partition has been read to its end.
+    fn all_at_end(&self) -> bool {
+        match self.consumer().assignment() {
+            Ok(a) if a.count() > 0 => {
+                a.elements().iter().all(|e| self.at_eof.get(&e.partition()) == Some(&true) && self.read_to_end(e.partition()))
+            }
+            _ => false,
+        }
+    }
+
+    /// Commits the learned positions, synchronously: a commit's outcome is known before the
+    /// next one (asynchronous commits still in flight when a consumer left were seen to leave
+    /// the group unusable on tansu 0.6). A failed commit is retried at the next one, except the
+    /// `last`, whose failure is an error.
+    fn commit(&mut self, last: bool) -> Result<(), ParseError> {
+        if self.learned.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (&p, &o) in &self.learned {
+            tpl.add_partition_offset(&self.url.topic, p, Offset::Offset(o))
+                .map_err(|e| self.fatal(format!("commit of partition {p}: {e}")))?;
+        }
+        self.stats.commits += 1;
+        self.last_commit = Instant::now();
+        match self.consumer().commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                self.stats.committed.extend(std::mem::take(&mut self.learned));
+                Ok(())
+            }
+            Err(_) if !last => {
+                self.stats.commit_failures += 1;
+                Ok(())
+            }
+            Err(e) => Err(self.fatal(format!("committing learned offsets {:?}: {e}", self.learned))),
+        }
+    }
+}
+
+/// Leaving the group waits for the brokers; a broker that does not answer must not hang the
+/// process, so the consumer closes on its own thread, waited for 10 s at most.
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            let (done, wait) = std::sync::mpsc::channel();
+            let closing = std::thread::spawn(move || {
+                drop(consumer);
+                let _ = done.send(());
+            });
+            if wait.recv_timeout(Duration::from_secs(10)).is_ok() {
+                let _ = closing.join();
+            }
+        }
+    }
+}
+
+impl RowSource for KafkaSource {
+    fn features(&self) -> usize {
+        self.d
+    }
+
+    fn has_timestamps(&self) -> bool {
+        true
+    }
+
+    fn pull(&mut self, feats: &mut [f32], wait: bool) -> Result<Pull, ParseError> {
+        loop {
+            while self.pos < self.record.len() {
+                if let Some(row) = self.next_in_record(feats)? {
+                    return Ok(Pull::Row(row));
+                }
+            }
+            if self.opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire))
+                || self.opts.idle_timeout.is_some_and(|t| self.last_record.elapsed() >= t)
+            {
+                return Ok(Pull::End);
+            }
+            let timeout = if wait { Duration::from_millis(100) } else { Duration::ZERO };
+            let polled = self.consumer().poll(timeout);
+            let stuck = self.consumer().context().error.lock().ok().and_then(|e| e.clone());
+            if let (false, Some((since, what))) = (matches!(polled, Some(Ok(_))), stuck) {
+                if since.elapsed() >= self.opts.broker_timeout && self.last_record.elapsed() >= self.opts.broker_timeout {
+                    return Err(
+                        self.fatal(format!("no record for {:.1} s and the brokers report: {what}", self.opts.broker_timeout.as_secs_f64()))
+                    );
+                }
+            }
+            match polled {
+                None => return Ok(Pull::Idle),
+                Some(Ok(m)) => {
+                    let (p, o, ts) = (m.partition(), m.offset(), m.timestamp());
+                    let payload = m.payload().map(<[u8]>::to_vec);
+                    drop(m);
+                    self.take(p, o, payload.as_deref(), ts);
+                    if let Ok(mut e) = self.consumer().context().error.lock() {
+                        *e = None;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    self.at_eof.insert(p, true);
+                    if let Ok(mut e) = self.consumer().context().error.lock() {
+                        *e = None;
+                    }
+                    if self.opts.stop_at_end && self.all_at_end() {
+                        return Ok(Pull::End);
+                    }
+                }
+                Some(Err(e)) => {
+                    if let Ok(mut slot) = self.consumer().context().error.lock() {
+                        slot.get_or_insert_with(|| (Instant::now(), e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_origin(&mut self) -> Option<Instant> {
+        let oldest = self.oldest.take()?;
+        let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_nanos() as i128;
+        let age = u64::try_from(now_ns - oldest).unwrap_or(0);
+        Some(Instant::now().checked_sub(Duration::from_nanos(age)).unwrap_or_else(Instant::now))
+    }
+
+    fn sent(&mut self, seq: u64, held_back: bool) {
+        let mut upto = self.consumed.clone();
+        // A row held back for the next batch keeps its record uncommitted.
+        if let (true, Some((p, o))) = (held_back, self.last_row) {
+            upto.entry(p).and_modify(|c| *c = (*c).min(o)).or_insert(o);
+        }
+        self.pending.push_back((seq, upto));
+    }
+
+    fn learned(&mut self, seq: u64) -> Result<(), ParseError> {
+        while self.pending.front().is_some_and(|(s, _)| *s < seq) {
+            let (_, upto) = self.pending.pop_front().expect("front checked");
+            for (p, o) in upto {
+                if self.stats.committed.get(&p).is_none_or(|&c| c < o) {
+                    self.learned.insert(p, o);
+                }
+            }
+        }
+        if seq == u64::MAX || self.last_commit.elapsed() >= self.opts.commit_interval {
+            self.commit(seq == u64::MAX)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// How `produce` writes.
+#[derive(Clone, Debug)]
+pub struct ProducerOptions {
+    /// Create the topic with this many partitions when it does not exist.
+    pub partitions: Option<i32>,
+    /// Open-loop pacing in records per second (`None`: flat out).
+    pub rate: Option<f64>,
+    /// How long to wait at the end for every record to be acknowledged.
+    pub flush_timeout: Duration,
+    /// Records per produce batch at most (librdkafka's `batch.num.messages`).
+    pub max_batch: usize,
+}
+
+/// What `produce` wrote.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ProduceReport {
+    /// Records acknowledged by the brokers.
+    pub records: u64,
+    /// Payload bytes sent.
+    pub bytes: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Records per second.
+    pub records_per_sec: f64,
+}
+
+/// Counts deliveries and keeps the first failure.
+#[derive(Default)]
+struct Deliveries {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut f) = self.first_error.lock() {
+                    f.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Writes records to a topic, paced, and checks every one was acknowledged.
+pub struct KafkaWriter {
+    url: KafkaUrl,
+    name: String,
+    producer: BaseProducer<Deliveries>,
+    opts: ProducerOptions,
+    start: Instant,
+    sent: u64,
+    bytes: u64,
+}
+
+impl KafkaWriter {
+    /// Connects to the brokers of `spec` and creates the topic when asked to.
+    pub fn open(spec: &str, opts: ProducerOptions) -> Result<Self, KafkaSourceError> {
+        let url = KafkaUrl::parse(spec)?;
+        let name = url.to_string();
+        let kafka = |what, error| KafkaSourceError::Kafka { url: name.clone(), what, error };
+        if let Some(n) = opts.partitions {
+            let admin: AdminClient<DefaultClientContext> =
+                ClientConfig::new().set("bootstrap.servers", &url.brokers).create().map_err(|e| kafka("creating the admin client", e))?;
+            let topic = NewTopic::new(&url.topic, n, TopicReplication::Fixed(1));
+            let admin_opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+            let results =
+                futures_executor::block_on(admin.create_topics([&topic], &admin_opts)).map_err(|e| kafka("creating the topic", e))?;
+            for r in results {
+                match r {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((_, code)) => return Err(kafka("creating the topic", KafkaError::AdminOp(code))),
+                }
+            }
+        }
+        let producer: BaseProducer<Deliveries> = ClientConfig::new()
+            .set("bootstrap.servers", &url.brokers)
+            .set("linger.ms", "5")
+            // Records without a key spread over the partitions one by one, not in sticky runs.
+            .set("sticky.partitioning.linger.ms", "0")
+            .set("batch.num.messages", opts.max_batch.clamp(1, 1_000_000).to_string())
+            .set("queue.buffering.max.messages", "1000000")
+            .set("client.id", "streamsgd-produce")
+            .create_with_context(Deliveries::default())
+            .map_err(|e| kafka("creating the producer", e))?;
+        Ok(KafkaWriter { url, name, producer, opts, start: Instant::now(), sent: 0, bytes: 0 })
+    }
+
+    /// Sends one record (waits for room in the client's queue, and for its time under a rate).
+    pub fn send(&mut self, payload: &[u8]) -> Result<(), KafkaSourceError> {
+        if let Some(rate) = self.opts.rate {
+            let due = self.start + Duration::from_secs_f64(self.sent as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                self.producer.poll(Duration::ZERO);
+                std::thread::sleep(due - now);
+            }
+        }
+        let mut record = BaseRecord::<(), [u8]>::to(&self.url.topic).payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((error, _)) => return Err(KafkaSourceError::Kafka { url: self.name.clone(), what: "sending a record", error }),
+            }
+        }
+        self.sent += 1;
+        self.bytes += payload.len() as u64;
+        if self.sent % 1024 == 0 {
+            self.producer.poll(Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    /// Waits until every record is acknowledged; an error if any was not.
+    pub fn finish(self) -> Result<ProduceReport, KafkaSourceError> {
+        let flushed = self.producer.flush(self.opts.flush_timeout);
+        let ctx = self.producer.context();
+        let (ok, failed) = (ctx.ok.load(Ordering::Relaxed), ctx.failed.load(Ordering::Relaxed));
+        if failed > 0 || ok != self.sent {
+            let first = ctx.first_error.lock().ok().and_then(|f| f.clone()).unwrap_or_else(|| "not acknowledged in time".into());
+            return Err(KafkaSourceError::Config {
+                url: self.name.clone(),
+                what: format!("{} of {} records were not delivered (first: {first})", self.sent - ok, self.sent),
+            });
+        }
+        flushed.map_err(|error| KafkaSourceError::Kafka { url: self.name.clone(), what: "flushing", error })?;
+        let seconds = self.start.elapsed().as_secs_f64();
+        Ok(ProduceReport { records: ok, bytes: self.bytes, seconds, records_per_sec: ok as f64 / seconds.max(1e-9) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = KafkaUrl::parse("kafka://a:9092,b:9093/rows.v1").unwrap();
+        assert_eq!((u.brokers.as_str(), u.topic.as_str()), ("a:9092,b:9093", "rows.v1"));
+        assert_eq!(u.to_string(), "kafka://a:9092,b:9093/rows.v1");
+        for bad in ["kafka://a:9092", "kafka:///t", "kafka://a/", "kafka://a/t/u", "tcp://a/t"] {
+            assert!(KafkaUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn native_rows_round_trip_and_reject_bad_lengths() {
+        let mut buf = Vec::new();
+        encode_row(&[1.5, -2.0, 0.0], 1.0, 0.5, &mut buf);
+        let mut x = [0.0f32; 3];
+        assert_eq!(decode_row(&buf, &mut x), Ok((1.0, 0.5)));
+        assert_eq!(x, [1.5, -2.0, 0.0]);
+        assert!(decode_row(&buf[..buf.len() - 1], &mut x).unwrap_err().contains("19 bytes; 3 features take 20"));
+        let mut nan = Vec::new();
+        encode_row(&[1.0, 1.0, 1.0], f32::NAN, 1.0, &mut nan);
+        assert!(decode_row(&nan, &mut x).unwrap_err().contains("label"));
+        let mut neg = Vec::new();
+        encode_row(&[1.0, 1.0, 1.0], 1.0, -1.0, &mut neg);
+        assert!(decode_row(&neg, &mut x).unwrap_err().contains("importance"));
+    }
+}

@@ -1,0 +1,210 @@
+//! Kafka end to end, against a real Kafka-protocol broker (tansu, in-memory storage) that each
+//! test starts on a free loopback port: `produce` then `train kafka://...` in native rows and in
+//! CSV text; offsets committed only once learned (a second run of the group reads nothing, a
+//! run that fails on a bad record replays it); errors that name the record; an unreachable
+//! broker fails within the stated timeout.
+//!
+//! The broker is `tansu` (`cargo install tansu --features dynostore`, done by `.ci/run`), found
+//! through `$STREAMSGD_TANSU`, the `PATH` or `~/.cargo/bin`. Without it these tests fail and say
+//! so: they are never skipped.
+
+#![cfg(feature = "kafka")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_streamsgd");
+
+fn tansu() -> PathBuf {
+    let candidates = std::env::var_os("STREAMSGD_TANSU")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(std::env::var_os("PATH").into_iter().flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).map(|d| d.join("tansu")))
+        .chain(std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin/tansu")));
+    for c in candidates {
+        if c.is_file() {
+            return c;
+        }
+    }
+    panic!(
+        "no Kafka broker to test against: the `tansu` binary is not in $STREAMSGD_TANSU, the PATH or ~/.cargo/bin \
+         (install it with `cargo install tansu --version 0.6.0 --locked --features dynostore`, as .ci/run does)"
+    );
+}
+
+/// A tansu broker with in-memory storage on a free loopback port, killed on drop.
+struct Broker {
+    child: Child,
+    addr: String,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{addr}");
+        let child = Command::new(tansu())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting tansu");
+        let t = Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(20), "tansu did not listen on {addr} within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, addr }
+    }
+
+    fn topic(&self, name: &str) -> String {
+        format!("kafka://{}/{name}", self.addr)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs streamsgd, failing the test if it is still running after `limit`.
+fn run(args: &[&str], limit: Duration) -> (bool, String, String) {
+    let mut c = Command::new(BIN).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let t = Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        if t.elapsed() > limit {
+            let _ = c.kill();
+            let out = c.wait_with_output().unwrap();
+            panic!("streamsgd {args:?} still ran after {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = c.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn ok(args: &[&str]) -> String {
+    let (good, out, err) = run(args, Duration::from_secs(120));
+    assert!(good, "streamsgd {args:?} failed: {err}");
+    out
+}
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// The committed positions of the runs' reports (later runs win), summed over partitions.
+fn committed_total(reports: &[&serde_json::Value]) -> i64 {
+    let mut at = std::collections::BTreeMap::new();
+    for r in reports {
+        for (p, o) in r["source"]["committed"].as_object().into_iter().flatten() {
+            at.insert(p.clone(), o.as_i64().unwrap());
+        }
+    }
+    at.values().sum()
+}
+
+fn gen(dir: &Path, name: &str, rows: u64, seed: u64) -> String {
+    let p = dir.join(name);
+    ok(&["gen", "--rows", &rows.to_string(), "--features", "8", "--seed", &seed.to_string(), "-o", p.to_str().unwrap()]);
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn native_rows_train_commit_and_resume_where_the_group_stopped() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = gen(dir.path(), "a.ssgd", 30_000, 1);
+    let topic = broker.topic("rows");
+    let produced = json(&ok(&["produce", &data, &topic, "--partitions", "2", "--json"]));
+    assert_eq!(produced["records"], 30_000);
+
+    let model = dir.path().join("k.model");
+    let learn = ["--encoding", "row", "--features", "8", "--group", "g1", "--until-end", "--threads", "2", "--json"];
+    let mut args = vec!["train", &topic];
+    args.extend(learn);
+    args.extend(["--window-time", "1h", "--test", &data, "--save", model.to_str().unwrap()]);
+    let r = json(&ok(&args));
+    assert_eq!(r["rows"], 30_000, "{r}");
+    assert_eq!(r["rows_learned"], 30_000);
+    assert_eq!(committed_total(&[&r]), 30_000, "every record learned is committed: {r}");
+    assert_eq!(r["source"]["committed"].as_object().unwrap().len(), 2, "both partitions were read: {r}");
+    assert_eq!(r["source"]["records"], 30_000);
+    assert!(r["windows"].as_u64().unwrap() >= 1, "record timestamps drive event-time windows: {r}");
+    assert!(r["latency_ns"]["p50"].as_u64().unwrap() > 0);
+    // The same data from the file, for the accuracy the stream must reach.
+    let f = json(&ok(&["train", &data, "--threads", "2", "--json", "--test", &data]));
+    let (acc_k, acc_f) = (r["test"]["accuracy"].as_f64().unwrap(), f["test"]["accuracy"].as_f64().unwrap());
+    assert!(acc_k > acc_f - 0.02, "kafka-trained accuracy {acc_k} vs file-trained {acc_f}");
+
+    // The group's offsets are committed: a second run has nothing to read.
+    let mut again = vec!["train", &topic];
+    again.extend(learn);
+    let r2 = json(&ok(&again));
+    assert_eq!(r2["rows"], 0, "{r2}");
+
+    // New records: the group reads exactly those.
+    let more = gen(dir.path(), "b.ssgd", 5_000, 2);
+    ok(&["produce", &more, &topic]);
+    let r3 = json(&ok(&again));
+    assert_eq!(r3["rows"], 5_000, "{r3}");
+    assert_eq!(committed_total(&[&r, &r3]), 35_000);
+}
+
+#[test]
+fn csv_records_with_a_bad_one_fail_naming_it_and_replay_it() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("x.csv");
+    let mut text = String::from("a,b,label\n");
+    for i in 0..5_000 {
+        if i == 3_000 {
+            text += "1.0,oops,1\n";
+        } else {
+            text += &format!("{},{},{}\n", (i % 7) as f32 * 0.5, (i % 3) as f32, i % 2);
+        }
+    }
+    std::fs::write(&csv, text).unwrap();
+    let topic = broker.topic("csv");
+    // A record per produce batch: tansu 0.6 serves fetches only from the start of a stored
+    // batch, and the replay below starts at a committed offset inside the topic.
+    let (good, _, err) = run(&["produce", csv.to_str().unwrap(), &topic, "--partitions", "1", "--max-batch", "1"], Duration::from_secs(60));
+    assert!(good && err.contains("--columns a,b,label"), "{err}");
+    let base = ["--format", "csv", "--columns", "a,b,label", "--group", "g", "--until-end", "--batch", "1", "--json"];
+
+    let mut failing = vec!["train", topic.as_str()];
+    failing.extend(base);
+    let (good, _, err) = run(&failing, Duration::from_secs(60));
+    assert!(!good);
+    assert!(err.contains("partition 0 offset 3000") && err.contains("field b") && err.contains("'oops' is not a number"), "{err}");
+
+    // Nothing past the bad record was committed: the next run sees it again, skips and counts it.
+    let mut skipping = failing.clone();
+    skipping.push("--skip-bad");
+    let r = json(&ok(&skipping));
+    assert_eq!(r["rows_rejected"], 1, "the bad record is replayed, not lost: {r}");
+    let replayed = r["rows"].as_u64().unwrap();
+    assert!((2_000..=5_000).contains(&replayed), "{replayed} rows read again");
+    assert_eq!(committed_total(&[&r]), 5_000);
+    assert!(r["first_rejected"].as_str().unwrap().contains("offset 3000"), "{r}");
+}
+
+#[test]
+fn bad_settings_and_an_unreachable_broker_fail_clearly() {
+    let (good, _, err) = run(&["train", "kafka://127.0.0.1:9/t", "--format", "csv"], Duration::from_secs(30));
+    assert!(!good && err.contains("--columns"), "{err}");
+    let (good, _, err) = run(&["train", "kafka://127.0.0.1:9", "--format", "csv"], Duration::from_secs(30));
+    assert!(!good && err.contains("kafka://BROKER"), "{err}");
+    let (good, _, err) = run(&["train", "kafka://127.0.0.1:9/t", "--encoding", "row"], Duration::from_secs(30));
+    assert!(!good && err.contains("--features"), "{err}");
+    // Nothing listens there: the stated --broker-timeout, then a clear error (not a hang).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let t = Instant::now();
+    let topic = format!("kafka://127.0.0.1:{port}/t");
+    let (good, _, err) = run(&["train", &topic, "--encoding", "row", "--features", "4", "--broker-timeout", "2s"], Duration::from_secs(30));
+    assert!(!good && err.contains("brokers report"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(20), "took {:?}", t.elapsed());
+}
