@@ -42,6 +42,14 @@ pub struct KafkaArgs {
     /// Kafka: commit learned offsets at most this often.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
     commit_interval: Duration,
+    /// Kafka: a librdkafka setting, KEY=VALUE (repeatable): security.protocol, fetch sizes...
+    #[arg(long = "kafka-option", value_parser = key_value)]
+    options: Vec<(String, String)>,
+}
+
+/// Parses `KEY=VALUE`.
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.trim().to_string(), v.to_string())).ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
 }
 
 /// Ctrl-C (or SIGTERM) ends a followed stream cleanly: what is learned is committed and saved.
@@ -77,6 +85,7 @@ pub fn open(spec: &str, a: &KafkaArgs, format: Option<TextFormat>, text: &TextOp
         broker_timeout: a.broker_timeout,
         commit_interval: a.commit_interval,
         stop: Some(stop_on_signal()?),
+        config: a.options.clone(),
     };
     Ok(KafkaSource::open(spec, opts)?)
 }
@@ -126,6 +135,9 @@ pub struct ProduceArgs {
     /// How long to wait at the end for the brokers to acknowledge every record.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     flush_timeout: Duration,
+    /// A librdkafka setting, KEY=VALUE (repeatable).
+    #[arg(long = "kafka-option", value_parser = key_value)]
+    options: Vec<(String, String)>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -137,7 +149,13 @@ pub fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     }
     ensure!(a.partitions.is_none_or(|p| p >= 1), "--partitions must be at least 1");
     ensure!(a.max_batch >= 1, "--max-batch must be at least 1");
-    let opts = ProducerOptions { partitions: a.partitions, rate: a.rate, flush_timeout: a.flush_timeout, max_batch: a.max_batch };
+    let opts = ProducerOptions {
+        partitions: a.partitions,
+        rate: a.rate,
+        flush_timeout: a.flush_timeout,
+        max_batch: a.max_batch,
+        config: a.options.clone(),
+    };
     let mut w = KafkaWriter::open(&a.topic, opts)?;
     let limit = a.limit.unwrap_or(u64::MAX);
     let mut sent = 0u64;
