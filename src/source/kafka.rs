@@ -420,10 +420,29 @@ impl KafkaSource {
         }
     }
 
-    /// Takes in a polled record.
-    fn take(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>, ts: Timestamp) {
-        self.record.clear();
-        self.record.extend_from_slice(payload.unwrap_or_default());
+    /// An error once the brokers have reported one, and no record has come, for
+    /// `--broker-timeout`.
+    fn check_brokers(&self) -> Result<(), ParseError> {
+        let stuck = self.consumer().context().error.lock().ok().and_then(|e| e.clone());
+        match stuck {
+            Some((since, what))
+                if since.elapsed() >= self.opts.broker_timeout && self.last_record.elapsed() >= self.opts.broker_timeout =>
+            {
+                Err(self.fatal(format!("no record for {:.1} s and the brokers report: {what}", self.opts.broker_timeout.as_secs_f64())))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The brokers answered: their last error is over.
+    fn clear_broker_error(&self) {
+        if let Ok(mut e) = self.consumer().context().error.lock() {
+            *e = None;
+        }
+    }
+
+    /// Takes in the record just copied into `self.record`.
+    fn take(&mut self, partition: i32, offset: i64, ts: Timestamp) {
         (self.pos, self.line, self.partition, self.offset) = (0, 0, partition, offset);
         let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
         self.origin_ns = ts.to_millis().map_or(now_ns, |ms| i128::from(ms) * 1_000_000);
@@ -517,31 +536,23 @@ impl RowSource for KafkaSource {
                 return Ok(Pull::End);
             }
             let timeout = if wait { Duration::from_millis(100) } else { Duration::ZERO };
-            let polled = self.consumer().poll(timeout);
-            let stuck = self.consumer().context().error.lock().ok().and_then(|e| e.clone());
-            if let (false, Some((since, what))) = (matches!(polled, Some(Ok(_))), stuck) {
-                if since.elapsed() >= self.opts.broker_timeout && self.last_record.elapsed() >= self.opts.broker_timeout {
-                    return Err(
-                        self.fatal(format!("no record for {:.1} s and the brokers report: {what}", self.opts.broker_timeout.as_secs_f64()))
-                    );
+            let consumer = self.consumer.as_ref().expect("the consumer lives until the source is dropped");
+            match consumer.poll(timeout) {
+                None => {
+                    self.check_brokers()?;
+                    return Ok(Pull::Idle);
                 }
-            }
-            match polled {
-                None => return Ok(Pull::Idle),
                 Some(Ok(m)) => {
+                    self.record.clear();
+                    self.record.extend_from_slice(m.payload().unwrap_or_default());
                     let (p, o, ts) = (m.partition(), m.offset(), m.timestamp());
-                    let payload = m.payload().map(<[u8]>::to_vec);
                     drop(m);
-                    self.take(p, o, payload.as_deref(), ts);
-                    if let Ok(mut e) = self.consumer().context().error.lock() {
-                        *e = None;
-                    }
+                    self.take(p, o, ts);
+                    self.clear_broker_error();
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     self.at_eof.insert(p, true);
-                    if let Ok(mut e) = self.consumer().context().error.lock() {
-                        *e = None;
-                    }
+                    self.clear_broker_error();
                     if self.opts.stop_at_end && self.all_at_end() {
                         return Ok(Pull::End);
                     }
@@ -550,6 +561,7 @@ impl RowSource for KafkaSource {
                     if let Ok(mut slot) = self.consumer().context().error.lock() {
                         slot.get_or_insert_with(|| (Instant::now(), e.to_string()));
                     }
+                    self.check_brokers()?;
                 }
             }
         }
