@@ -115,9 +115,62 @@ fn predict(c: &mut Criterion) {
     g.finish();
 }
 
+/// The feature stage's column pass (moments + map into scratch) over 32 columns of 256 rows.
+fn feature_pass(c: &mut Criterion) {
+    use streamsgd::kernel::{column_pass, ColumnMap};
+    let mut g = c.benchmark_group("column_pass_256");
+    let d = 32;
+    let (x, _) = data(d);
+    g.throughput(Throughput::Elements(256));
+    let f = ColumnMap { fill: 0.5, a: 0.1, b: 2.0, k: f32::MAX };
+    let mut out = vec![0.0f32; 256 * d];
+    for isa in isas() {
+        for map in [false, true] {
+            g.bench_function(format!("{isa:?}/{}", if map { "map" } else { "moments" }), |b| {
+                force_isa(isa);
+                b.iter(|| {
+                    let mut s = 0.0;
+                    for j in 0..d {
+                        let o = map.then(|| (&f, &mut out[j * 256..(j + 1) * 256]));
+                        s += column_pass(&x[j * BLOCK..j * BLOCK + 256], 0.1, o).s;
+                    }
+                    black_box(s)
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+/// The mini-batch learner reading raw columns, and reading them through a fold (mean
+/// imputation and standardisation folded into its kernels), d = 32, B = 256.
+fn folded(c: &mut Criterion) {
+    use streamsgd::kernel::{Columns, Fold};
+    let mut g = c.benchmark_group("folded_b256");
+    g.throughput(Throughput::Elements(ROWS as u64));
+    let d = 32;
+    let (x, y) = data(d);
+    let mut f = Fold::identity(d);
+    f.fill.fill(0.0);
+    f.a.fill(0.1);
+    f.b.fill(2.0);
+    for fold in [None, Some(&f)] {
+        let mut l = Learner::new(cfg(256, Kind::Normalized), d);
+        g.bench_function(if fold.is_some() { "folded" } else { "raw" }, |b| {
+            b.iter(|| {
+                for (k, blk) in x.chunks_exact(BLOCK * d).enumerate() {
+                    let cols = Columns::new(black_box(blk), BLOCK, d, 0, BLOCK);
+                    l.learn_columns(&cols, fold, &y[k * BLOCK..(k + 1) * BLOCK], None).unwrap();
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_millis(900)).sample_size(20);
-    targets = minibatch, online, online_squared, predict
+    targets = feature_pass, folded, minibatch, online, online_squared, predict
 }
 criterion_main!(benches);

@@ -10,7 +10,7 @@
 //! so. No `unsafe` here.
 
 use crate::dataset::Block;
-use crate::kernel::{self, Columns};
+use crate::kernel::{self, Columns, Fold};
 use crate::loss::Loss;
 use crate::metrics::Progressive;
 use crate::model::{LinearModel, ModelFile};
@@ -92,6 +92,8 @@ pub struct Learner {
     max_abs: Vec<f32>,
     clean: Vec<f32>,
     row: Vec<f32>,
+    /// Folded weights `w·b` of a batch learned through a [`Fold`].
+    w_fold: Vec<f32>,
 }
 
 impl Learner {
@@ -122,6 +124,7 @@ impl Learner {
             max_abs: vec![0.0; d],
             clean: Vec::new(),
             row: vec![0.0; d],
+            w_fold: vec![0.0; d],
         }
     }
 
@@ -279,21 +282,36 @@ impl Learner {
         labels: &[f32],
         weights: Option<&[f32]>,
     ) -> Result<(), LearnError> {
+        self.learn_columns(&Columns::new(data, stride, d, r0, n), None, labels, weights)
+    }
+
+    /// Learns the rows of `cols` (labels and weights indexed like the block's rows, from row 0),
+    /// seen through `fold` when given: the learner then learns `fold.mapped(j, x)` without a
+    /// transformed copy of the data (the feature stage folded into the kernels).
+    pub fn learn_columns(
+        &mut self,
+        cols: &Columns<'_>,
+        fold: Option<&Fold>,
+        labels: &[f32],
+        weights: Option<&[f32]>,
+    ) -> Result<(), LearnError> {
         let batch = self.cfg.batch.max(1);
+        let (r0, n) = (cols.r0, cols.n);
         let mut r = r0;
         while r < r0 + n {
             let m = batch.min(r0 + n - r);
             if batch == 1 {
                 let mut x = std::mem::take(&mut self.row);
                 for (j, v) in x.iter_mut().enumerate() {
-                    *v = data[j * stride + r];
+                    let raw = cols.data[j * cols.stride + r];
+                    *v = fold.map_or(raw, |f| f.mapped(j, raw));
                 }
                 let res = self.learn_row(&x, labels[r], weights.map_or(1.0, |w| w[r]));
                 self.row = x;
                 res?;
             } else {
-                let cols = Columns::new(data, stride, d, r, m);
-                self.learn_batch(&cols, &labels[r..r + m], weights.map(|w| &w[r..r + m]))?;
+                let part = Columns::new(cols.data, cols.stride, cols.d, r, m);
+                self.step(&part, fold, &labels[r..r + m], weights.map(|w| &w[r..r + m]))?;
             }
             r += m;
         }
@@ -302,6 +320,11 @@ impl Learner {
 
     /// One mini-batch step over `cols` (rows `cols.r0..`), labels and weights aligned with them.
     pub fn learn_batch(&mut self, cols: &Columns<'_>, labels: &[f32], weights: Option<&[f32]>) -> Result<(), LearnError> {
+        self.step(cols, None, labels, weights)
+    }
+
+    /// [`Learner::learn_batch`], through `fold` when given.
+    fn step(&mut self, cols: &Columns<'_>, fold: Option<&Fold>, labels: &[f32], weights: Option<&[f32]>) -> Result<(), LearnError> {
         let n = cols.n;
         if self.preds.len() < n {
             self.preds.resize(n, 0.0);
@@ -313,7 +336,16 @@ impl Learner {
         let mut preds = std::mem::take(&mut self.preds);
         let mut coefs = std::mem::take(&mut self.coefs);
         let mut ylab = std::mem::take(&mut self.ylab);
-        self.model.predict_block(cols, &mut preds[..n]);
+        match fold {
+            Some(f) => {
+                let d = cols.d;
+                for ((o, &w), &b) in self.w_fold.iter_mut().zip(&self.model.weights[..d]).zip(&f.b) {
+                    *o = w * b;
+                }
+                kernel::predict_block_folded(cols, f, &self.w_fold[..d], self.model.weights[d], &mut preds[..n]);
+            }
+            None => self.model.predict_block(cols, &mut preds[..n]),
+        }
         let loss = self.cfg.loss;
         // Fast path when every label, weight and prediction is usable (branch-free checks).
         let mut valid = preds[..n].iter().fold(true, |a, p| a & p.is_finite());
@@ -336,11 +368,11 @@ impl Learner {
             self.progress.add_batch(&s);
             self.rows_learned += n as u64;
             if s.n_w > 0.0 {
-                self.apply_batch(cols, &coefs[..n], false, s.n_w, s.c_sum, s.c_sq);
+                self.apply_batch(cols, fold, &coefs[..n], false, s.n_w, s.c_sum, s.c_sq);
             }
             Ok(())
         } else {
-            self.learn_batch_checked(cols, labels, weights, first_row, &preds[..n], &mut coefs[..n])
+            self.learn_batch_checked(cols, fold, labels, weights, first_row, &preds[..n], &mut coefs[..n])
         };
         self.preds = preds;
         self.coefs = coefs;
@@ -349,9 +381,11 @@ impl Learner {
     }
 
     /// The row-by-row path for batches with rows to reject, or a diverged model.
+    #[allow(clippy::too_many_arguments)]
     fn learn_batch_checked(
         &mut self,
         cols: &Columns<'_>,
+        fold: Option<&Fold>,
         labels: &[f32],
         weights: Option<&[f32]>,
         first_row: u64,
@@ -373,7 +407,7 @@ impl Learner {
                 }
             };
             if !p.is_finite() {
-                match Self::bad_feature((0..d).map(|j| cols.col(j)[r])) {
+                match Self::bad_feature((0..d).map(|j| seen(fold, j, cols.col(j)[r]))) {
                     Some(what) => {
                         bad_features = true;
                         self.reject(row, what)?;
@@ -392,28 +426,40 @@ impl Learner {
             self.rows_learned += 1;
         }
         if n_w > 0.0 {
-            self.apply_batch(cols, coefs, bad_features, n_w, c_sum, c_sq);
+            self.apply_batch(cols, fold, coefs, bad_features, n_w, c_sum, c_sq);
         }
         Ok(())
     }
 
-    fn apply_batch(&mut self, cols: &Columns<'_>, coefs: &[f32], bad_features: bool, n_w: f32, c_sum: f32, c_sq: f32) {
+    #[allow(clippy::too_many_arguments)]
+    fn apply_batch(&mut self, cols: &Columns<'_>, fold: Option<&Fold>, coefs: &[f32], bad_features: bool, n_w: f32, c_sum: f32, c_sq: f32) {
         let d = self.model.features();
         let n = cols.n;
-        // Rejected rows have coefficient 0, but 0·NaN is NaN: gradient over a copy in which
-        // their features are zeroed (rare path).
+        // Rejected rows have coefficient 0, but 0·NaN is NaN: gradient over a copy of the
+        // values the learner sees in which theirs are zeroed (rare path).
         let mut clean = std::mem::take(&mut self.clean);
-        let cols = if bad_features {
+        let (cols, fold) = if bad_features {
             clean.clear();
             for j in 0..d {
-                clean.extend(cols.col(j).iter().map(|&v| if v.is_finite() { v } else { 0.0 }));
+                clean.extend(cols.col(j).iter().map(|&x| seen(fold, j, x)).map(|v| if v.is_finite() { v } else { 0.0 }));
             }
-            Columns::new(&clean, n, d, 0, n)
+            (Columns::new(&clean, n, d, 0, n), None)
         } else {
-            *cols
+            (*cols, fold)
         };
         let max_abs = self.opt.needs_scale().then_some(&mut self.max_abs[..]);
-        kernel::gradient_block(&cols, coefs, &mut self.g[..d], &mut self.h[..d], max_abs);
+        match fold {
+            Some(f) => {
+                kernel::gradient_block_folded(&cols, f, coefs, &mut self.g[..d], &mut self.h[..d], max_abs);
+                // The kernel worked on v − a; the learner's feature is (v − a)·b.
+                for (j, &b) in f.b.iter().enumerate() {
+                    self.g[j] *= b;
+                    self.h[j] *= b * b;
+                    self.max_abs[j] *= b.abs();
+                }
+            }
+            None => kernel::gradient_block(&cols, coefs, &mut self.g[..d], &mut self.h[..d], max_abs),
+        }
         self.g[d] = c_sum;
         self.h[d] = c_sq;
         if self.opt.needs_scale() {
@@ -422,4 +468,10 @@ impl Learner {
         self.opt.step(&mut self.model.weights, &self.g, &self.h, n_w);
         self.clean = clean;
     }
+}
+
+/// The value the learner sees for raw `x` in column `j`.
+#[inline]
+fn seen(fold: Option<&Fold>, j: usize, x: f32) -> f32 {
+    fold.map_or(x, |f| f.mapped(j, x))
 }

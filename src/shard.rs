@@ -5,7 +5,7 @@
 //! distributions. A shard whose learning fails keeps draining its ring and attending merges (so
 //! no other shard waits forever at a barrier) and reports the error. No `unsafe` here.
 
-use crate::batch::{skipped, Batch, OwnedBatch, Payload, SkipMask};
+use crate::batch::{skipped, Batch, OwnedBatch, Payload, SkipMask, BATCH_ROWS};
 use crate::dataset::Dataset;
 use crate::kernel::Columns;
 use crate::latency::StageLatency;
@@ -73,6 +73,8 @@ struct Scratch {
     data: Vec<f32>,
     labels: Vec<f32>,
     weights: Vec<f32>,
+    /// Rows a chunk keeps.
+    keep: Vec<usize>,
 }
 
 /// Labels and weights of one batch, indexed like its columns: from row 0 of the block, the
@@ -198,7 +200,16 @@ pub fn run(ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> Sha
     }
 }
 
-/// The feature stage then the learner, for one batch.
+/// Rows of transformed columns written at a time: the learner's mini-batch, at least 256 rows
+/// — so a chunk is still in L1/L2 when the learner reads it.
+fn chunk_rows(batch: usize) -> usize {
+    batch.clamp(256, BATCH_ROWS)
+}
+
+/// The feature stage then the learner, for one batch. When the stage folds into the learner's
+/// kernels ([`Transform::foldable`]), the learner reads the source's columns (or, when the batch
+/// has duplicates to skip, a compacted copy of its kept rows); otherwise the stage writes
+/// transformed columns, a chunk at a time, that the learner reads.
 #[allow(clippy::too_many_arguments)]
 fn learn(
     learner: &mut Learner,
@@ -211,15 +222,57 @@ fn learn(
     duplicates: &mut u64,
 ) -> Result<(), LearnError> {
     let any_skip = skip.iter().any(|&w| w != 0);
-    if transform.cfg.is_identity() && !any_skip {
+    let identity = transform.cfg.is_identity();
+    if identity && !any_skip {
         return learner.learn_rows(cols.data, cols.stride, cols.d, cols.r0, cols.n, t.labels, t.weights);
     }
     if any_skip {
         *duplicates += (0..cols.n).filter(|&r| skipped(skip, r)).count() as u64;
     }
-    let (labels, weights) = (&t.labels[cols.r0..], t.weights.map(|w| &w[cols.r0..]));
-    let m =
-        transform.apply(cols, labels, weights, |r| skipped(skip, r), &mut scratch.data, &mut scratch.labels, &mut scratch.weights, counts);
-    let w = t.weights.map(|_| &scratch.weights[..m]);
-    learner.learn_rows(&scratch.data, m, transform.output_features(), 0, m, &scratch.labels[..m], w)
+    if transform.foldable() {
+        let (part, labels, weights) = if any_skip {
+            let m = compact(cols, t, |r| skipped(skip, r), scratch);
+            (Columns::new(&scratch.data, m, cols.d, 0, m), &scratch.labels[..m], t.weights.map(|_| &scratch.weights[..m]))
+        } else {
+            (*cols, t.labels, t.weights)
+        };
+        let fold = (!identity).then(|| transform.fold(&part, counts));
+        return learner.learn_columns(&part, fold, labels, weights);
+    }
+    // Transformed columns, a chunk at a time (so they are still in cache when learned).
+    let chunk = chunk_rows(learner.config().batch);
+    let mut c0 = 0;
+    while c0 < cols.n {
+        let cn = chunk.min(cols.n - c0);
+        let part = Columns::new(cols.data, cols.stride, cols.d, cols.r0 + c0, cn);
+        let (labels, weights) = (&t.labels[part.r0..], t.weights.map(|w| &w[part.r0..]));
+        let dup = |r| skipped(skip, c0 + r);
+        let m = transform.apply(&part, labels, weights, dup, &mut scratch.data, &mut scratch.labels, &mut scratch.weights, counts);
+        let w = t.weights.map(|_| &scratch.weights[..m]);
+        learner.learn_rows(&scratch.data, m, transform.output_features(), 0, m, &scratch.labels[..m], w)?;
+        c0 += cn;
+    }
+    Ok(())
+}
+
+/// Copies the rows of `cols` that `skip` does not mark, with their labels and weights, into
+/// `scratch` (column-major, stride = the rows kept); returns how many.
+fn compact(cols: &Columns<'_>, t: &Targets<'_>, skip: impl Fn(usize) -> bool, scratch: &mut Scratch) -> usize {
+    let mut keep = std::mem::take(&mut scratch.keep);
+    keep.clear();
+    keep.extend((0..cols.n).filter(|&r| !skip(r)));
+    scratch.data.clear();
+    for j in 0..cols.d {
+        let col = cols.col(j);
+        scratch.data.extend(keep.iter().map(|&r| col[r]));
+    }
+    scratch.labels.clear();
+    scratch.labels.extend(keep.iter().map(|&r| t.labels[cols.r0 + r]));
+    scratch.weights.clear();
+    if let Some(w) = t.weights {
+        scratch.weights.extend(keep.iter().map(|&r| w[cols.r0 + r]));
+    }
+    let m = keep.len();
+    scratch.keep = keep;
+    m
 }

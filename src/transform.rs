@@ -12,7 +12,10 @@
 //! are plain loops over columns that the compiler vectorises, with the scalar fold (Welford)
 //! done once per column per batch. No `unsafe` here.
 
-use crate::kernel::{column_pass, ColumnMap, Columns, Moments};
+use crate::kernel::{column_pass, moments, prefetch, ColumnMap, Columns, Fold, Moments};
+
+/// How many columns ahead the moments pass of [`Transform::fold`] prefetches.
+const PREFETCH_COLUMNS: usize = 4;
 
 /// What to do with NaN cells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -197,6 +200,9 @@ pub struct Transform {
     /// Scratch: one column's kept rows, when some rows are dropped.
     #[serde(skip)]
     gathered: Vec<f32>,
+    /// The stage as the learner's kernels see it (see [`Transform::fold`]).
+    #[serde(skip)]
+    folded: Fold,
 }
 
 /// What a batch went through.
@@ -219,7 +225,7 @@ impl TransformCounts {
 impl Transform {
     /// A fresh pipeline for `d` input features.
     pub fn new(cfg: TransformConfig, d: usize) -> Self {
-        Transform { cfg, d, stats: FeatureStats::new(d), frozen: false, keep: Vec::new(), gathered: Vec::new() }
+        Transform { cfg, d, stats: FeatureStats::new(d), frozen: false, keep: Vec::new(), gathered: Vec::new(), folded: Fold::identity(d) }
     }
 
     /// Output features.
@@ -303,6 +309,70 @@ impl Transform {
         self.keep = keep;
         self.gathered = gathered;
         m
+    }
+
+    /// True when the stage can be folded into the learner's kernels: it keeps every row and adds
+    /// no column (no `drop`, no indicators).
+    pub fn foldable(&self) -> bool {
+        self.cfg.missing != Missing::Drop && !self.cfg.indicator
+    }
+
+    /// The stage for the rows of `cols` as a [`Fold`] the learner applies inside its kernels
+    /// (no transformed copy): the same maps as [`Transform::apply`] — the statistics up to the
+    /// previous call, a feature's first values by their own — with this chunk's moments added
+    /// to the statistics in one read of each column. Needs [`Transform::foldable`].
+    pub fn fold(&mut self, cols: &Columns<'_>, counts: &mut TransformCounts) -> &Fold {
+        debug_assert!(self.foldable());
+        let learning = !self.frozen && self.cfg.needs_stats();
+        let imputing = matches!(self.cfg.missing, Missing::Zero | Missing::Mean);
+        // Only min-max scaling reads the extremes (the saved statistics keep them as seen).
+        let extremes = self.cfg.scaling == Scaling::Minmax;
+        let mut f = std::mem::take(&mut self.folded);
+        for j in 0..self.d.min(PREFETCH_COLUMNS) {
+            prefetch(cols.col(j));
+        }
+        for j in 0..self.d {
+            let src = cols.col(j);
+            if j + PREFETCH_COLUMNS < self.d {
+                prefetch(cols.col(j + PREFETCH_COLUMNS));
+            }
+            let non_nan = if learning && self.stats.count[j] == 0.0 {
+                // A feature's first values are mapped by their own statistics.
+                self.stats.update(j, src);
+                self.set_fold(&mut f, j);
+                self.stats.count[j]
+            } else {
+                // The statistics up to the previous chunk, then this chunk's moments.
+                self.set_fold(&mut f, j);
+                match (learning || imputing).then(|| moments(src, self.stats.shift(j, src), extremes)) {
+                    Some(m) => {
+                        if learning {
+                            self.stats.add(j, &m);
+                        }
+                        m.n
+                    }
+                    None => src.len() as f64,
+                }
+            };
+            if imputing {
+                counts.imputed_cells += src.len() as u64 - non_nan as u64;
+            }
+        }
+        f.clamp = f.lo.iter().chain(&f.hi).any(|v| v.is_finite());
+        self.folded = f;
+        &self.folded
+    }
+
+    /// Column `j`'s map into `f`, the clip bounds moved to raw units: for b > 0,
+    /// clamp((v − a)·b, −k, k) = (clamp(v, a − k/b, a + k/b) − a)·b.
+    fn set_fold(&self, f: &mut Fold, j: usize) {
+        let m = self.column_map(j);
+        let bounded = m.k < f32::MAX;
+        f.fill[j] = m.fill;
+        f.a[j] = m.a;
+        f.b[j] = m.b;
+        f.lo[j] = if bounded { m.a - m.k / m.b } else { f32::NEG_INFINITY };
+        f.hi[j] = if bounded { m.a + m.k / m.b } else { f32::INFINITY };
     }
 
     /// Column `j`'s map as one branch-free formula: v = fill if x is NaN (NaN stays NaN when

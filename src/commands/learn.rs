@@ -622,6 +622,10 @@ struct BenchRow {
     latency_ns: Percentiles,
     holdout_loss: Option<f64>,
     rate: Option<f64>,
+    /// With a feature stage: the plain pipeline's median, from runs interleaved with these.
+    plain_rows_per_sec: Option<f64>,
+    /// rows_per_sec / plain_rows_per_sec.
+    ratio_to_plain: Option<f64>,
 }
 
 /// Streams every byte of `bytes` with `threads` threads; GB/s (median of 5).
@@ -671,19 +675,29 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let bwn = bandwidth(ds.bytes(), max_threads);
     let mut rows = Vec::new();
     let mut base = None;
+    let run = |cfg: &pipeline::PipelineConfig| -> anyhow::Result<pipeline::TrainReport> {
+        let shared = Arc::new(SharedModel::new(streamsgd::model::LinearModel::zeros(cfg.learner.loss, 1)));
+        let train_rows = ds.rows() - (ds.rows() as f64 * a.holdout).round() as u64;
+        let mut input = Input::Mapped { dataset: &ds, train_rows };
+        Ok(pipeline::train(cfg, &mut input, &path.display().to_string(), None, shared, &indicatif::ProgressBar::hidden())?.report)
+    };
     for &t in &a.thread_counts {
-        let mut cfg = a.learn.pipeline(t)?;
+        let plain = a.learn.pipeline(t)?;
+        let mut cfg = plain.clone();
         a.features_stage.apply(&mut cfg)?;
-        let mut runs = Vec::new();
+        // A feature stage is measured against the plain pipeline, runs interleaved, so that the
+        // ratio comes from one run on a noisy machine.
+        let staged = !cfg.transform.is_identity() || cfg.dedup_window > 0;
+        let (mut runs, mut plain_runs) = (Vec::new(), Vec::new());
         for _ in 0..a.repeat {
-            let shared = Arc::new(SharedModel::new(streamsgd::model::LinearModel::zeros(cfg.learner.loss, 1)));
-            let train_rows = ds.rows() - (ds.rows() as f64 * a.holdout).round() as u64;
-            let mut input = Input::Mapped { dataset: &ds, train_rows };
-            runs.push(
-                pipeline::train(&cfg, &mut input, &path.display().to_string(), None, shared, &indicatif::ProgressBar::hidden())?.report,
-            );
+            if staged {
+                plain_runs.push(run(&plain)?.rows_per_sec);
+            }
+            runs.push(run(&cfg)?);
         }
         runs.sort_by(|x, y| x.rows_per_sec.total_cmp(&y.rows_per_sec));
+        plain_runs.sort_by(f64::total_cmp);
+        let plain_speed = plain_runs.get(plain_runs.len() / 2).copied();
         let med = &runs[runs.len() / 2];
         let speed = med.rows_per_sec;
         let base_speed = *base.get_or_insert(speed);
@@ -698,6 +712,8 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             latency_ns: med.latency_ns,
             holdout_loss: med.holdout.map(|h| h.loss),
             rate: a.learn.rate,
+            plain_rows_per_sec: plain_speed,
+            ratio_to_plain: plain_speed.map(|p| speed / p),
         });
     }
     if a.json {
@@ -733,6 +749,17 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             r.latency_ns.p999 as f64 / 1e3,
             r.holdout_loss.map_or("-".into(), |l| format!("{l:.4}"))
         );
+    }
+    for r in &rows {
+        if let (Some(p), Some(q)) = (r.plain_rows_per_sec, r.ratio_to_plain) {
+            println!(
+                "{} threads: feature stage {:.2} M rows/s vs plain pipeline {:.2} M rows/s (medians of interleaved runs): {:.0}% of plain",
+                r.threads,
+                r.rows_per_sec / 1e6,
+                p / 1e6,
+                q * 100.0
+            );
+        }
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! supports AVX2 and FMA. Memory accesses are bounds-checked by slicing before any load; loads
 //! and stores are unaligned-tolerant (`loadu`/`storeu`), so alignment is a speed matter only.
 
-use super::{BatchScore, ColumnMap, Columns, Moments};
+use super::{BatchScore, ColumnMap, Columns, Fold, Moments};
 use crate::loss::Loss;
 use std::arch::x86_64::*;
 
@@ -87,6 +87,101 @@ pub unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn predict_block(cols: &Columns<'_>, w: &[f32], bias: f32, out: &mut [f32]) {
+    // SAFETY: AVX2 and FMA by the caller's contract.
+    unsafe { predict::<false, false>(cols, None, w, bias, out) }
+}
+
+/// [`predict_block`] on folded columns ([`Fold`]): each column's 8 lanes are imputed (a blend on
+/// the NaN mask), clamped when a bound is finite, and centred, before the same FMA.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn predict_block_folded(cols: &Columns<'_>, f: &Fold, w: &[f32], bias: f32, out: &mut [f32]) {
+    assert_eq!(f.a.len(), cols.d, "fold width");
+    // SAFETY: AVX2 and FMA by the caller's contract.
+    unsafe {
+        if f.clamp {
+            predict::<true, true>(cols, Some(f), w, bias, out)
+        } else {
+            predict::<true, false>(cols, Some(f), w, bias, out)
+        }
+    }
+}
+
+/// Column `j`'s fold in lanes: fill, lo, hi, a.
+#[derive(Clone, Copy)]
+struct FoldLanes([__m256; 4]);
+
+impl FoldLanes {
+    /// # Safety
+    /// The CPU must support AVX.
+    #[inline(always)]
+    unsafe fn new<const FOLD: bool>(f: Option<&Fold>, j: usize) -> Self {
+        // SAFETY: register-only AVX operations; the caller guarantees AVX.
+        unsafe {
+            match f.filter(|_| FOLD) {
+                Some(f) => FoldLanes([f.fill[j], f.lo[j], f.hi[j], f.a[j]].map(|v| _mm256_set1_ps(v))),
+                None => FoldLanes([_mm256_setzero_ps(); 4]),
+            }
+        }
+    }
+
+    /// `Fold::value` on 8 lanes (the identity unless `FOLD`): `max(lo, v)` then `min(hi, v)`
+    /// return `v` itself when equal or NaN, as the scalar clamp.
+    ///
+    /// # Safety
+    /// The CPU must support AVX.
+    #[inline(always)]
+    unsafe fn value<const FOLD: bool, const CLAMP: bool>(self, x: __m256) -> __m256 {
+        if !FOLD {
+            return x;
+        }
+        let [fill, lo, hi, _] = self.0;
+        // SAFETY: register-only AVX operations; the caller guarantees AVX.
+        unsafe {
+            let v = _mm256_blendv_ps(fill, x, _mm256_cmp_ps::<_CMP_ORD_Q>(x, x));
+            if CLAMP {
+                _mm256_min_ps(hi, _mm256_max_ps(lo, v))
+            } else {
+                v
+            }
+        }
+    }
+
+    /// The gradient's `u = value − a` (the value itself unless `FOLD`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX.
+    #[inline(always)]
+    unsafe fn centred<const FOLD: bool, const CLAMP: bool>(self, x: __m256) -> __m256 {
+        // SAFETY: register-only AVX operations; the caller guarantees AVX.
+        unsafe {
+            if FOLD {
+                _mm256_sub_ps(self.value::<FOLD, CLAMP>(x), self.0[3])
+            } else {
+                x
+            }
+        }
+    }
+}
+
+/// The scalar form of [`FoldLanes::centred`] for the rows past the last multiple of 8.
+#[inline(always)]
+fn fold_centred<const FOLD: bool>(f: Option<&Fold>, j: usize, x: f32) -> f32 {
+    match f.filter(|_| FOLD) {
+        Some(f) => f.value(j, x) - f.a[j],
+        None => x,
+    }
+}
+
+/// The body of [`predict_block`] and [`predict_block_folded`].
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn predict<const FOLD: bool, const CLAMP: bool>(cols: &Columns<'_>, f: Option<&Fold>, w: &[f32], bias: f32, out: &mut [f32]) {
     assert_eq!((w.len(), out.len()), (cols.d, cols.n));
     let n = cols.n;
     let n8 = n / 8 * 8;
@@ -97,20 +192,35 @@ pub unsafe fn predict_block(cols: &Columns<'_>, w: &[f32], bias: f32, out: &mut 
         while j + 4 <= cols.d {
             let (c0, c1, c2, c3) = (cols.col(j), cols.col(j + 1), cols.col(j + 2), cols.col(j + 3));
             let (w0, w1, w2, w3) = (_mm256_set1_ps(w[j]), _mm256_set1_ps(w[j + 1]), _mm256_set1_ps(w[j + 2]), _mm256_set1_ps(w[j + 3]));
+            let fl: [FoldLanes; 4] = std::array::from_fn(|i| FoldLanes::new::<FOLD>(f, j + i));
+            let v = |i: usize, x: __m256| fl[i].centred::<FOLD, CLAMP>(x);
             for r in (0..n8).step_by(8) {
-                let a = _mm256_fmadd_ps(load(&c0[r..]), w0, load(&out[r..]));
-                let b = _mm256_mul_ps(load(&c1[r..]), w1);
-                let a = _mm256_fmadd_ps(load(&c2[r..]), w2, a);
-                let b = _mm256_fmadd_ps(load(&c3[r..]), w3, b);
+                let a = _mm256_fmadd_ps(v(0, load(&c0[r..])), w0, load(&out[r..]));
+                let b = _mm256_mul_ps(v(1, load(&c1[r..])), w1);
+                let a = _mm256_fmadd_ps(v(2, load(&c2[r..])), w2, a);
+                let b = _mm256_fmadd_ps(v(3, load(&c3[r..])), w3, b);
                 store(&mut out[r..], _mm256_add_ps(a, b));
             }
-            for r in n8..n {
-                out[r] += w[j] * c0[r] + w[j + 1] * c1[r] + w[j + 2] * c2[r] + w[j + 3] * c3[r];
+            let x = |i: usize, c: &[f32], r: usize| fold_centred::<FOLD>(f, j + i, c[r]);
+            for (r, o) in out.iter_mut().enumerate().skip(n8) {
+                *o += w[j] * x(0, c0, r) + w[j + 1] * x(1, c1, r) + w[j + 2] * x(2, c2, r) + w[j + 3] * x(3, c3, r);
             }
             j += 4;
         }
         for (jj, &wj) in w.iter().enumerate().skip(j) {
-            axpy(wj, cols.col(jj), out);
+            if FOLD {
+                let fl = FoldLanes::new::<FOLD>(f, jj);
+                let c = cols.col(jj);
+                for r in (0..n8).step_by(8) {
+                    let y = _mm256_fmadd_ps(fl.centred::<FOLD, CLAMP>(load(&c[r..])), _mm256_set1_ps(wj), load(&out[r..]));
+                    store(&mut out[r..], y);
+                }
+                for r in n8..n {
+                    out[r] += wj * fold_centred::<FOLD>(f, jj, c[r]);
+                }
+            } else {
+                axpy(wj, cols.col(jj), out);
+            }
         }
     }
 }
@@ -122,7 +232,42 @@ pub unsafe fn predict_block(cols: &Columns<'_>, w: &[f32], bias: f32, out: &mut 
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn gradient_block(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &mut [f32], mut m: Option<&mut [f32]>) {
+pub unsafe fn gradient_block(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &mut [f32], m: Option<&mut [f32]>) {
+    // SAFETY: AVX2 and FMA by the caller's contract.
+    unsafe { gradient::<false, false>(cols, None, c, g, h, m) }
+}
+
+/// [`gradient_block`] on folded columns, of `u = value − a` ([`Fold`]).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn gradient_block_folded(cols: &Columns<'_>, f: &Fold, c: &[f32], g: &mut [f32], h: &mut [f32], m: Option<&mut [f32]>) {
+    assert_eq!(f.a.len(), cols.d, "fold width");
+    // SAFETY: AVX2 and FMA by the caller's contract.
+    unsafe {
+        if f.clamp {
+            gradient::<true, true>(cols, Some(f), c, g, h, m)
+        } else {
+            gradient::<true, false>(cols, Some(f), c, g, h, m)
+        }
+    }
+}
+
+/// The body of [`gradient_block`] and [`gradient_block_folded`].
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gradient<const FOLD: bool, const CLAMP: bool>(
+    cols: &Columns<'_>,
+    f: Option<&Fold>,
+    c: &[f32],
+    g: &mut [f32],
+    h: &mut [f32],
+    mut m: Option<&mut [f32]>,
+) {
     assert_eq!((c.len(), g.len(), h.len()), (cols.n, cols.d, cols.d));
     assert!(m.as_ref().is_none_or(|m| m.len() == cols.d));
     let n8 = cols.n / 8 * 8;
@@ -134,11 +279,12 @@ pub unsafe fn gradient_block(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &m
         while j < cols.d {
             let k = (cols.d - j).min(4);
             let x: [&[f32]; 4] = std::array::from_fn(|i| cols.col(j + i.min(k - 1)));
+            let fl: [FoldLanes; 4] = std::array::from_fn(|i| FoldLanes::new::<FOLD>(f, j + i.min(k - 1)));
             let (mut gs, mut hs, mut ms) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
             for r in (0..n8).step_by(8) {
                 let cv = load(&c[r..]);
                 for i in 0..4 {
-                    let xv = load(&x[i][r..]);
+                    let xv = fl[i].centred::<FOLD, CLAMP>(load(&x[i][r..]));
                     let v = _mm256_mul_ps(xv, cv);
                     gs[i] = _mm256_add_ps(gs[i], v);
                     hs[i] = _mm256_fmadd_ps(v, v, hs[i]);
@@ -153,10 +299,11 @@ pub unsafe fn gradient_block(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &m
                 store(&mut lanes, ms[i]);
                 msum = lanes.iter().fold(msum, |a, &b| a.max(b));
                 for r in n8..cols.n {
-                    let v = x[i][r] * c[r];
+                    let u = fold_centred::<FOLD>(f, j + i, x[i][r]);
+                    let v = u * c[r];
                     gsum += v;
                     hsum_ += v * v;
-                    msum = msum.max(x[i][r].abs());
+                    msum = msum.max(u.abs());
                 }
                 g[j + i] = gsum;
                 h[j + i] = hsum_;
@@ -296,65 +443,189 @@ pub unsafe fn score_batch(loss: &Loss, p: &[f32], y: &[f32], w: Option<&[f32]>, 
     }
 }
 
-/// The feature stage's column pass: 8 lanes per step; NaN lanes masked out of the moments by
-/// an ordered compare, the map done with blends (the same results as `ColumnMap::apply`).
+/// The feature stage's column pass. Two interleaved sets of accumulators (16 values per
+/// iteration) hide the add latency, and NaN handling costs no blends in the moments: the count
+/// is an integer sum of the compare masks, and `min`/`max` return their second operand when the
+/// first is NaN. One loop per case (moments only, map with imputation, map keeping NaN), so no
+/// branch is left inside.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn column_pass(xs: &[f32], shift: f32, mut map: Option<(&ColumnMap, &mut [f32])>) -> Moments {
+pub unsafe fn column_pass(xs: &[f32], shift: f32, map: Option<(&ColumnMap, &mut [f32])>) -> Moments {
+    // SAFETY: AVX2 and FMA by the caller's contract.
+    unsafe {
+        match map {
+            None => moments::<true>(xs, shift),
+            Some((f, out)) if f.fill.is_nan() => pass::<false>(xs, shift, f, out),
+            Some((f, out)) => pass::<true>(xs, shift, f, out),
+        }
+    }
+}
+
+/// The moments of `xs`'s non-NaN values (the extremes only when `EXTREMES`, else ±∞): four
+/// interleaved sets of accumulators, all in registers (32 values per iteration).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn moments<const EXTREMES: bool>(xs: &[f32], shift: f32) -> Moments {
     let whole = xs.len() / 8 * 8;
-    let f = map.as_ref().map(|(f, _)| **f);
-    // SAFETY: register-only AVX operations, and loads/stores through the bounds-checked
-    // `load`/`store` helpers; the caller guarantees AVX2 and FMA.
+    // SAFETY: register-only AVX operations, and loads through the bounds-checked `load` helper
+    // on 8-value chunks; the caller guarantees AVX2 and FMA.
     let mut m = unsafe {
-        let (zero, one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0));
-        let (inf, ninf) = (_mm256_set1_ps(f32::INFINITY), _mm256_set1_ps(f32::NEG_INFINITY));
         let kv = _mm256_set1_ps(shift);
-        let (fill, a, b, k) = match f {
-            Some(f) => (_mm256_set1_ps(f.fill), _mm256_set1_ps(f.a), _mm256_set1_ps(f.b), _mm256_set1_ps(f.k)),
-            None => (zero, zero, one, inf),
+        let empty = Acc {
+            n: _mm256_setzero_si256(),
+            s: _mm256_setzero_ps(),
+            q: _mm256_setzero_ps(),
+            lo: _mm256_set1_ps(f32::INFINITY),
+            hi: _mm256_set1_ps(f32::NEG_INFINITY),
         };
-        let nk = _mm256_sub_ps(zero, k);
-        let (mut n, mut s, mut q, mut lo, mut hi) = (zero, zero, zero, inf, ninf);
-        let mut i = 0;
-        while i < whole {
-            let x = load(&xs[i..]);
+        let step = |x: &[f32], acc: &mut Acc| {
+            let x = load(x);
             let ok = _mm256_cmp_ps::<_CMP_ORD_Q>(x, x);
             let v = _mm256_and_ps(ok, _mm256_sub_ps(x, kv));
-            n = _mm256_add_ps(n, _mm256_and_ps(ok, one));
-            s = _mm256_add_ps(s, v);
-            q = _mm256_fmadd_ps(v, v, q);
-            lo = _mm256_min_ps(lo, _mm256_blendv_ps(inf, x, ok));
-            hi = _mm256_max_ps(hi, _mm256_blendv_ps(ninf, x, ok));
-            if let Some((_, out)) = map.as_mut() {
-                let vx = _mm256_blendv_ps(fill, x, ok);
-                let y = _mm256_mul_ps(_mm256_sub_ps(vx, a), b);
-                let y = _mm256_blendv_ps(y, nk, _mm256_cmp_ps::<_CMP_LT_OQ>(y, nk));
-                let y = _mm256_blendv_ps(y, k, _mm256_cmp_ps::<_CMP_GT_OQ>(y, k));
-                store(&mut out[i..], _mm256_blendv_ps(vx, y, _mm256_cmp_ps::<_CMP_ORD_Q>(vx, vx)));
+            acc.n = _mm256_sub_epi32(acc.n, _mm256_castps_si256(ok));
+            acc.s = _mm256_add_ps(acc.s, v);
+            acc.q = _mm256_fmadd_ps(v, v, acc.q);
+            if EXTREMES {
+                acc.lo = _mm256_min_ps(x, acc.lo);
+                acc.hi = _mm256_max_ps(x, acc.hi);
             }
-            i += 8;
-        }
-        let lanes = |v: __m256| {
-            let mut a = [0.0f32; 8];
-            store(&mut a, v);
-            a
         };
-        let sum = |v: __m256| lanes(v).iter().map(|&x| x as f64).sum::<f64>();
+        let mut acc = [empty; 4];
+        let quads = xs.len() / 32 * 32;
+        for x in xs[..quads].chunks_exact(32) {
+            for (k, a) in acc.iter_mut().enumerate() {
+                step(&x[k * 8..k * 8 + 8], a);
+            }
+        }
+        for x in xs[quads..whole].chunks_exact(8) {
+            step(x, &mut acc[0]);
+        }
+        let [a0, a1, a2, a3] = acc;
+        let both = |f: unsafe fn(Acc, Acc) -> Acc| f(f(a0, a1), f(a2, a3));
+        reduce(
+            shift,
+            both(|p, r| Acc {
+                n: _mm256_add_epi32(p.n, r.n),
+                s: _mm256_add_ps(p.s, r.s),
+                q: _mm256_add_ps(p.q, r.q),
+                lo: _mm256_min_ps(p.lo, r.lo),
+                hi: _mm256_max_ps(p.hi, r.hi),
+            }),
+        )
+    };
+    for &x in &xs[whole..] {
+        m.add(x);
+    }
+    m
+}
+
+/// Sums one lane set's accumulators into [`Moments`].
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn reduce(shift: f32, a: Acc) -> Moments {
+    // SAFETY: register-only AVX/AVX2 operations; the caller guarantees AVX2.
+    unsafe {
+        let n = _mm_add_epi32(_mm256_castsi256_si128(a.n), _mm256_extracti128_si256::<1>(a.n));
+        let n = _mm_add_epi32(n, _mm_unpackhi_epi64(n, n));
+        let n = _mm_cvtsi128_si32(_mm_add_epi32(n, _mm_shuffle_epi32::<0b01>(n)));
+        let fold = |v: __m256, op: unsafe fn(__m128, __m128) -> __m128| {
+            let h = op(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let h = op(h, _mm_movehl_ps(h, h));
+            _mm_cvtss_f32(op(h, _mm_shuffle_ps::<0b01>(h, h)))
+        };
         Moments {
             shift,
-            n: sum(n),
-            s: sum(s),
-            q: sum(q),
-            lo: lanes(lo).iter().fold(f32::INFINITY, |a, &b| a.min(b)),
-            hi: lanes(hi).iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
+            n: n as f64,
+            s: hsum(a.s) as f64,
+            q: hsum(a.q) as f64,
+            lo: fold(a.lo, |a, b| _mm_min_ps(a, b)),
+            hi: fold(a.hi, |a, b| _mm_max_ps(a, b)),
         }
+    }
+}
+
+/// One lane set's running sums of [`column_pass`].
+#[derive(Clone, Copy)]
+struct Acc {
+    n: __m256i,
+    s: __m256,
+    q: __m256,
+    lo: __m256,
+    hi: __m256,
+}
+
+/// [`column_pass`] with a map into `out`: `IMPUTE` (fill not NaN) blends the fill
+/// in before mapping, else a NaN cell maps to the fill (NaN) itself.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pass<const IMPUTE: bool>(xs: &[f32], shift: f32, f: &ColumnMap, out: &mut [f32]) -> Moments {
+    assert_eq!(out.len(), xs.len(), "output length");
+    let whole = xs.len() / 8 * 8;
+    // SAFETY: register-only AVX operations, and loads/stores through the bounds-checked
+    // `load`/`store` helpers on 8-value chunks; the caller guarantees AVX2 and FMA.
+    let mut m = unsafe {
+        let kv = _mm256_set1_ps(shift);
+        let (fill, a, b, k) = (_mm256_set1_ps(f.fill), _mm256_set1_ps(f.a), _mm256_set1_ps(f.b), _mm256_set1_ps(f.k));
+        let nk = _mm256_sub_ps(_mm256_setzero_ps(), k);
+        let empty = Acc {
+            n: _mm256_setzero_si256(),
+            s: _mm256_setzero_ps(),
+            q: _mm256_setzero_ps(),
+            lo: _mm256_set1_ps(f32::INFINITY),
+            hi: _mm256_set1_ps(f32::NEG_INFINITY),
+        };
+        let step = |x: &[f32], o: &mut [f32], acc: &mut Acc| {
+            let x = load(x);
+            let ok = _mm256_cmp_ps::<_CMP_ORD_Q>(x, x);
+            let v = _mm256_and_ps(ok, _mm256_sub_ps(x, kv));
+            // The mask is −1 on each non-NaN lane.
+            acc.n = _mm256_sub_epi32(acc.n, _mm256_castps_si256(ok));
+            acc.s = _mm256_add_ps(acc.s, v);
+            acc.q = _mm256_fmadd_ps(v, v, acc.q);
+            acc.lo = _mm256_min_ps(x, acc.lo);
+            acc.hi = _mm256_max_ps(x, acc.hi);
+            let vx = if IMPUTE { _mm256_blendv_ps(fill, x, ok) } else { x };
+            let y = _mm256_mul_ps(_mm256_sub_ps(vx, a), b);
+            // max(−k, y) then min(k, y): y itself when equal or NaN, as the scalar clamp.
+            let y = _mm256_min_ps(k, _mm256_max_ps(nk, y));
+            store(o, if IMPUTE { y } else { _mm256_blendv_ps(fill, y, ok) });
+        };
+        let (mut p, mut r) = (empty, empty);
+        let pairs = xs.len() / 16;
+        for (i, x) in xs[..pairs * 16].chunks_exact(16).enumerate() {
+            let o = &mut out[i * 16..i * 16 + 16];
+            let (o0, o1) = o.split_at_mut(8);
+            step(&x[..8], o0, &mut p);
+            step(&x[8..], o1, &mut r);
+        }
+        if whole > pairs * 16 {
+            let i = pairs * 16;
+            let o = &mut out[i..i + 8];
+            step(&xs[i..i + 8], o, &mut p);
+        }
+        reduce(
+            shift,
+            Acc {
+                n: _mm256_add_epi32(p.n, r.n),
+                s: _mm256_add_ps(p.s, r.s),
+                q: _mm256_add_ps(p.q, r.q),
+                lo: _mm256_min_ps(p.lo, r.lo),
+                hi: _mm256_max_ps(p.hi, r.hi),
+            },
+        )
     };
     for (i, &x) in xs.iter().enumerate().skip(whole) {
-        if let Some((f, out)) = map.as_mut() {
-            out[i] = f.apply(x);
-        }
+        out[i] = f.apply(x);
         m.add(x);
     }
     m

@@ -198,6 +198,101 @@ pub fn gradient_block(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &mut [f32
     }
 }
 
+/// Asks the CPU to start loading `xs` into cache (a hint: no effect on results). A column of
+/// a block is one 4 KiB page, where hardware prefetchers stop; a pass that reads columns one
+/// after another prefetches the next one while it works on the current.
+#[inline]
+pub fn prefetch(xs: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in xs.chunks(16) {
+        // SAFETY: a prefetch is a hint that cannot fault or change memory; the address is that
+        // of a live slice element.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = xs;
+}
+
+/// The feature stage folded into the learner's kernels (no transformed copy of the data): the
+/// raw value `x` of column `j` becomes `v = x`, or `fill[j]` where `x` is NaN, clamped to
+/// `[lo[j], hi[j]]`; the learner sees `(v − a[j])·b[j]`. The kernels work on the centred
+/// `v − a[j]` (exact for a value near the offset, so no precision is lost to large means):
+/// predictions use the weights `w[j]·b[j]`, and gradients are scaled by `b[j]` afterwards
+/// (see `learner`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fold {
+    /// Value of a NaN cell (NaN: none; the row's prediction is then NaN and it is rejected).
+    pub fill: Vec<f32>,
+    /// Lower clamp, in raw units (−∞: none).
+    pub lo: Vec<f32>,
+    /// Upper clamp, in raw units (+∞: none).
+    pub hi: Vec<f32>,
+    /// Offset.
+    pub a: Vec<f32>,
+    /// Scale.
+    pub b: Vec<f32>,
+    /// True when any clamp bound is finite (the kernels skip clamping otherwise).
+    pub clamp: bool,
+}
+
+impl Fold {
+    /// The identity for `d` columns (NaN kept, no clamp, a = 0, b = 1).
+    pub fn identity(d: usize) -> Self {
+        Fold {
+            fill: vec![f32::NAN; d],
+            lo: vec![f32::NEG_INFINITY; d],
+            hi: vec![f32::INFINITY; d],
+            a: vec![0.0; d],
+            b: vec![1.0; d],
+            clamp: false,
+        }
+    }
+
+    /// The clamped, imputed raw value `v` of `x` in column `j` (the scalar reference; NaN
+    /// passes the clamp unchanged).
+    #[inline(always)]
+    pub fn value(&self, j: usize, x: f32) -> f32 {
+        let v = if x.is_nan() { self.fill[j] } else { x };
+        let v = if v < self.lo[j] { self.lo[j] } else { v };
+        if v > self.hi[j] {
+            self.hi[j]
+        } else {
+            v
+        }
+    }
+
+    /// The value the learner sees: `(v − a)·b`.
+    #[inline(always)]
+    pub fn mapped(&self, j: usize, x: f32) -> f32 {
+        (self.value(j, x) - self.a[j]) * self.b[j]
+    }
+}
+
+/// [`predict_block`] on folded columns: `out[r] = bias + Σ_j w[j]·(f.value(j, col_j[r]) − a[j])`
+/// (the caller passes the folded weights `w·b`). The portable build uses the scalar twin.
+#[inline]
+pub fn predict_block_folded(cols: &Columns<'_>, f: &Fold, w: &[f32], bias: f32, out: &mut [f32]) {
+    match isa() {
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::predict_block_folded(cols, f, w, bias, out) },
+        _ => scalar::predict_block_folded(cols, f, w, bias, out),
+    }
+}
+
+/// [`gradient_block`] on folded columns, of `u = f.value(j, x) − f.a[j]`: `g[j] = Σ c·u`,
+/// `h[j] = Σ (c·u)²`, `m[j] = max |u|` (the caller scales by `b`). The portable build uses the
+/// scalar twin.
+#[inline]
+pub fn gradient_block_folded(cols: &Columns<'_>, f: &Fold, c: &[f32], g: &mut [f32], h: &mut [f32], m: Option<&mut [f32]>) {
+    match isa() {
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::gradient_block_folded(cols, f, c, g, h, m) },
+        _ => scalar::gradient_block_folded(cols, f, c, g, h, m),
+    }
+}
+
 /// One column's transform coefficients (see `transform::Transform`): v = fill where x is
 /// NaN, y = clamp((v − a)·b, −k, k), NaN kept when nothing imputes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -277,5 +372,31 @@ pub fn column_pass(xs: &[f32], shift: f32, map: Option<(&ColumnMap, &mut [f32])>
         Isa::Avx2 => unsafe { avx2::column_pass(xs, shift, map) },
         Isa::Portable => simd::column_pass(xs, shift, map),
         _ => scalar::column_pass(xs, shift, map),
+    }
+}
+
+/// The moments of `xs`'s non-NaN values, shifted by `shift`; the extremes only when asked
+/// (else `lo`/`hi` are ±∞): the feature stage's statistics pass when it is folded into the
+/// learner (see `transform::Transform::fold`).
+#[inline]
+pub fn moments(xs: &[f32], shift: f32, extremes: bool) -> Moments {
+    match isa() {
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe {
+            if extremes {
+                avx2::moments::<true>(xs, shift)
+            } else {
+                avx2::moments::<false>(xs, shift)
+            }
+        },
+        isa => {
+            let m = if isa == Isa::Portable { simd::column_pass(xs, shift, None) } else { scalar::column_pass(xs, shift, None) };
+            if extremes {
+                m
+            } else {
+                Moments { lo: f32::INFINITY, hi: f32::NEG_INFINITY, ..m }
+            }
+        }
     }
 }

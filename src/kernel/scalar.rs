@@ -1,6 +1,6 @@
 //! The specification of every kernel: plain loops, no `unsafe`, no lanes.
 
-use super::{BatchScore, ColumnMap, Columns, Moments};
+use super::{BatchScore, ColumnMap, Columns, Fold, Moments};
 use crate::loss::Loss;
 
 /// `Σ a[i]·b[i]`.
@@ -19,25 +19,50 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 
 /// `out[r] = bias + Σ_j w[j]·col_j[r]`.
 pub fn predict_block(cols: &Columns<'_>, w: &[f32], bias: f32, out: &mut [f32]) {
+    predict_with(cols, w, bias, out, |_, x| x)
+}
+
+/// `out[r] = bias + Σ_j w[j]·(f.value(j, x[r][j]) − f.a[j])`.
+pub fn predict_block_folded(cols: &Columns<'_>, f: &Fold, w: &[f32], bias: f32, out: &mut [f32]) {
+    assert_eq!(f.a.len(), cols.d, "fold width");
+    predict_with(cols, w, bias, out, |j, x| f.value(j, x) - f.a[j])
+}
+
+/// `out[r] = bias + Σ_j w[j]·v(j, x[r][j])`.
+fn predict_with(cols: &Columns<'_>, w: &[f32], bias: f32, out: &mut [f32], v: impl Fn(usize, f32) -> f32) {
     assert_eq!((w.len(), out.len()), (cols.d, cols.n));
     out.fill(bias);
     for (j, &wj) in w.iter().enumerate() {
-        axpy(wj, cols.col(j), out);
+        for (o, &x) in out.iter_mut().zip(cols.col(j)) {
+            *o += wj * v(j, x);
+        }
     }
 }
 
 /// `g[j] = Σ_r c[r]·x[r][j]`, `h[j] = Σ_r (c[r]·x[r][j])²`, and, when asked,
 /// `m[j] = max_r |x[r][j]|`.
-pub fn gradient_block(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &mut [f32], mut m: Option<&mut [f32]>) {
+pub fn gradient_block(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &mut [f32], m: Option<&mut [f32]>) {
+    gradient_with(cols, c, g, h, m, |_, x| x)
+}
+
+/// The same of `u = f.value(j, x[r][j]) − f.a[j]`.
+pub fn gradient_block_folded(cols: &Columns<'_>, f: &Fold, c: &[f32], g: &mut [f32], h: &mut [f32], m: Option<&mut [f32]>) {
+    assert_eq!(f.a.len(), cols.d, "fold width");
+    gradient_with(cols, c, g, h, m, |j, x| f.value(j, x) - f.a[j])
+}
+
+/// `g[j] = Σ_r c[r]·u`, `h[j] = Σ_r (c[r]·u)²`, `m[j] = max_r |u|` with `u = v(j, x[r][j])`.
+fn gradient_with(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &mut [f32], mut m: Option<&mut [f32]>, v: impl Fn(usize, f32) -> f32) {
     assert_eq!((c.len(), g.len(), h.len()), (cols.n, cols.d, cols.d));
     assert!(m.as_ref().is_none_or(|m| m.len() == cols.d));
     for j in 0..cols.d {
         let (mut gs, mut hs, mut ms) = (0.0f32, 0.0f32, 0.0f32);
         for (&x, &cr) in cols.col(j).iter().zip(c) {
-            let v = cr * x;
-            gs += v;
-            hs += v * v;
-            ms = ms.max(x.abs());
+            let u = v(j, x);
+            let t = cr * u;
+            gs += t;
+            hs += t * t;
+            ms = ms.max(u.abs());
         }
         g[j] = gs;
         h[j] = hs;
