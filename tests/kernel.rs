@@ -4,7 +4,7 @@
 #![allow(clippy::needless_range_loop)] // index loops mirror the maths here
 
 use proptest::prelude::*;
-use streamsgd::kernel::{scalar, simd, ColumnMap, Columns, Isa, Moments};
+use streamsgd::kernel::{scalar, simd, ColumnMap, Columns, Fold, Isa, Moments};
 
 const LENGTHS: [usize; 12] = [0, 1, 7, 8, 9, 15, 16, 31, 33, 257, 1023, 1025];
 
@@ -241,5 +241,119 @@ proptest! {
     #[test]
     fn column_pass_random(n in 0usize..300, seed: u64, nan_every in 0usize..9) {
         check_column(n, seed, nan_every);
+    }
+}
+
+/// The folded kernels (the feature stage inside predict and gradient) and the moments pass:
+/// the AVX2 twin against the scalar specification, which is checked against f64 on the mapped
+/// values `Fold::mapped`, with NaN cells, clamps and both fill modes.
+fn check_folded(n: usize, d: usize, offset: usize, seed: u64, nan_every: usize, clamp: bool) {
+    let stride = n + offset + 3;
+    let mut block = data(stride * d, seed);
+    for (i, x) in block.iter_mut().enumerate() {
+        if nan_every > 0 && i % nan_every == nan_every - 1 {
+            *x = f32::NAN;
+        }
+    }
+    let cols = Columns::new(&block, stride, d, offset, n);
+    let (w, c) = (data(d, seed + 1), data(n, seed + 2));
+    let mut f = Fold::identity(d);
+    for j in 0..d {
+        f.fill[j] = if nan_every > 0 { 0.25 * j as f32 - 0.5 } else { f32::NAN };
+        f.a[j] = 0.1 * j as f32 - 0.3;
+        f.b[j] = 0.5 + 0.25 * j as f32;
+        if clamp {
+            (f.lo[j], f.hi[j]) = (-1.0 - 0.01 * j as f32, 1.25);
+        }
+    }
+    f.clamp = clamp;
+    let u = |j: usize, r: usize| (f.value(j, cols.col(j)[r]) - f.a[j]) as f64;
+    let mut want_p = vec![0.0f32; n];
+    scalar::predict_block_folded(&cols, &f, &w, 0.5, &mut want_p);
+    for r in 0..n {
+        let exact: f64 = 0.5 + (0..d).map(|j| w[j] as f64 * u(j, r)).sum::<f64>();
+        let scale: f64 = 0.5 + (0..d).map(|j| (w[j] as f64 * u(j, r)).abs()).sum::<f64>();
+        if exact.is_finite() {
+            close(want_p[r], exact, scale, &format!("scalar folded predict n={n} d={d} r={r}"));
+        } else {
+            assert!(want_p[r].is_nan(), "an unimputed NaN cell gives a NaN prediction");
+        }
+    }
+    let (mut g, mut h, mut m) = (vec![0.0f32; d], vec![0.0f32; d], vec![0.0f32; d]);
+    if nan_every == 0 {
+        scalar::gradient_block_folded(&cols, &f, &c, &mut g, &mut h, Some(&mut m));
+        for j in 0..d {
+            let gw: f64 = (0..n).map(|r| c[r] as f64 * u(j, r)).sum();
+            let gs: f64 = (0..n).map(|r| (c[r] as f64 * u(j, r)).abs()).sum();
+            close(g[j], gw, gs, &format!("scalar folded g n={n} j={j}"));
+            assert_eq!(m[j] as f64, (0..n).map(|r| u(j, r).abs()).fold(0.0, f64::max), "scalar folded max n={n} j={j}");
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if Isa::Avx2.available() {
+        let mut got = vec![f32::NAN; n];
+        // SAFETY (test): AVX2 and FMA checked above.
+        unsafe { streamsgd::kernel::avx2::predict_block_folded(&cols, &f, &w, 0.5, &mut got) };
+        for r in 0..n {
+            if want_p[r].is_nan() {
+                assert!(got[r].is_nan(), "avx2 folded predict NaN n={n} r={r}");
+            } else {
+                let scale: f64 = 0.5 + (0..d).map(|j| (w[j] as f64 * u(j, r)).abs()).sum::<f64>();
+                close(got[r], want_p[r] as f64, scale, &format!("avx2 folded predict n={n} d={d} r={r}"));
+            }
+        }
+        if nan_every == 0 {
+            let (mut g2, mut h2, mut m2) = (vec![0.0f32; d], vec![0.0f32; d], vec![0.0f32; d]);
+            // SAFETY (test): AVX2 and FMA checked above.
+            unsafe { streamsgd::kernel::avx2::gradient_block_folded(&cols, &f, &c, &mut g2, &mut h2, Some(&mut m2)) };
+            for j in 0..d {
+                let gs: f64 = (0..n).map(|r| (c[r] as f64 * u(j, r)).abs()).sum();
+                close(g2[j], g[j] as f64, gs, &format!("avx2 folded g n={n} j={j}"));
+                close(h2[j], h[j] as f64, h[j] as f64, &format!("avx2 folded h n={n} j={j}"));
+                assert_eq!(m2[j], m[j], "avx2 folded max n={n} j={j}");
+            }
+        }
+        for j in 0..d {
+            let xs = cols.col(j);
+            let spec = scalar::column_pass(xs, 0.3, None);
+            for extremes in [false, true] {
+                // SAFETY (test): AVX2 and FMA checked above.
+                let got = unsafe {
+                    if extremes {
+                        streamsgd::kernel::avx2::moments::<true>(xs, 0.3)
+                    } else {
+                        streamsgd::kernel::avx2::moments::<false>(xs, 0.3)
+                    }
+                };
+                assert_eq!(got.n, spec.n, "moments count n={n}");
+                let scale = xs.iter().filter(|x| !x.is_nan()).map(|&x| (x as f64 - 0.3).powi(2)).sum::<f64>();
+                assert!((got.s - spec.s).abs() <= 1e-5 * scale.sqrt().max(1.0) * (n as f64).sqrt(), "moments s n={n}");
+                assert!((got.q - spec.q).abs() <= 1e-5 * scale.max(1.0), "moments q n={n}");
+                if extremes {
+                    assert_eq!((got.lo, got.hi), (spec.lo, spec.hi), "moments extremes n={n}");
+                } else {
+                    assert_eq!((got.lo, got.hi), (f32::INFINITY, f32::NEG_INFINITY), "no extremes asked n={n}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn folded_kernels_on_awkward_lengths() {
+    for &n in &LENGTHS {
+        for d in [1, 3, 4, 5, 8, 33] {
+            for (nan_every, clamp) in [(0, false), (0, true), (7, false), (5, true)] {
+                check_folded(n, d, n % 3, n as u64 * 13 + d as u64, nan_every, clamp);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn folded_kernels_random(n in 0usize..600, d in 1usize..40, offset in 0usize..9, seed: u64, nan_every in 0usize..9, clamp: bool) {
+        check_folded(n, d, offset, seed, nan_every, clamp);
     }
 }

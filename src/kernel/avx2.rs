@@ -520,6 +520,9 @@ pub unsafe fn moments<const EXTREMES: bool>(xs: &[f32], shift: f32) -> Moments {
     for &x in &xs[whole..] {
         m.add(x);
     }
+    if !EXTREMES {
+        (m.lo, m.hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    }
     m
 }
 
