@@ -12,7 +12,7 @@
 
 use crate::batch::{Batch, OwnedBatch, Payload, SkipMask, BATCH_ROWS};
 use crate::dataset::Dataset;
-use crate::dedup::{fingerprint, Dedup};
+use crate::dedup::Dedup;
 use crate::kernel::{self, Columns};
 use crate::latency::{Percentiles, StageLatency};
 use crate::learner::{BadRows, LearnError, Learner, LearnerConfig};
@@ -246,7 +246,8 @@ struct Producer<'a> {
     checkpointing: bool,
     progress: &'a ProgressBar,
     dedup: Option<Dedup>,
-    row_bytes: Vec<u8>,
+    /// Fingerprints of a batch's rows (reused).
+    hashes: Vec<u64>,
     clock: Option<EventClock>,
     /// Per shard: 1 + the number of the last batch it learned (0: none yet).
     learned: &'a [AtomicU64],
@@ -274,8 +275,9 @@ impl Producer<'_> {
     fn mark_duplicates(&mut self, cols: &Columns<'_>, labels: &[f32]) -> SkipMask {
         let mut mask = [0u64; BATCH_ROWS / 64];
         if let Some(dedup) = self.dedup.as_mut() {
-            for r in 0..cols.n {
-                if dedup.is_duplicate(fingerprint((0..cols.d).map(|j| cols.col(j)[r]), labels[r], &mut self.row_bytes)) {
+            crate::kernel::row_hashes(cols, &labels[..cols.n], &mut self.hashes);
+            for (r, &fp) in self.hashes.iter().enumerate() {
+                if dedup.is_duplicate(fp) {
                     mask[r / 64] |= 1 << (r % 64);
                 }
             }
@@ -403,7 +405,7 @@ pub fn train(
         checkpointing: cfg.checkpoint.is_some(),
         progress,
         dedup: (cfg.dedup_window > 0).then(|| Dedup::new(cfg.dedup_window)),
-        row_bytes: Vec::with_capacity(4 * (d + 1)),
+        hashes: Vec::with_capacity(BATCH_ROWS),
         clock: match cfg.windows.as_ref().map(|w| w.kind) {
             Some(WindowKind::Time(t)) => {
                 if !matches!(input, Input::Stream { parser, .. } if parser.has_timestamps()) {

@@ -357,3 +357,25 @@ proptest! {
         check_folded(n, d, offset, seed, nan_every, clamp);
     }
 }
+
+/// Row fingerprints: the AVX2 build of the hashing loop gives the scalar build's bits.
+#[test]
+fn row_hashes_twins_agree() {
+    for &n in &LENGTHS {
+        for d in [0, 1, 7, 33] {
+            let block = data(n.max(1) * d, n as u64 + d as u64);
+            let labels = data(n, 99);
+            let cols = Columns::new(&block, n.max(1), d, 0, n);
+            let mut want = Vec::new();
+            scalar::row_hashes(&cols, &labels, &mut want);
+            assert_eq!(want.len(), n);
+            #[cfg(target_arch = "x86_64")]
+            if Isa::Avx2.available() {
+                let mut got = Vec::new();
+                // SAFETY (test): AVX2 checked above.
+                unsafe { streamsgd::kernel::avx2::row_hashes(&cols, &labels, &mut got) };
+                assert_eq!(got, want, "n={n} d={d}");
+            }
+        }
+    }
+}

@@ -400,3 +400,14 @@ pub fn moments(xs: &[f32], shift: f32, extremes: bool) -> Moments {
         }
     }
 }
+
+/// Each row's 64-bit fingerprint over its features and label, into `out` (see `dedup`).
+#[inline]
+pub fn row_hashes(cols: &Columns<'_>, labels: &[f32], out: &mut Vec<u64>) {
+    match isa() {
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::row_hashes(cols, labels, out) },
+        _ => scalar::row_hashes(cols, labels, out),
+    }
+}

@@ -103,3 +103,42 @@ pub fn column_pass(xs: &[f32], shift: f32, mut map: Option<(&ColumnMap, &mut [f3
     }
     m
 }
+
+/// Rows hashed together by [`row_hashes`] (fixed-length inner loops the compiler vectorises).
+const HASH_ROWS: usize = 64;
+
+/// Each row's 64-bit fingerprint (see `dedup`): two 32-bit multiply–xorshift chains over the
+/// bit patterns of the features then the label, each finalised as MurmurHash3's `fmix32`.
+/// Column-wise over up to 64 rows at a time; the AVX2 twin is this code compiled for AVX2.
+#[inline(always)]
+pub fn row_hashes(cols: &Columns<'_>, labels: &[f32], out: &mut Vec<u64>) {
+    assert_eq!(labels.len(), cols.n, "one label per row");
+    out.clear();
+    let fmix = |mut h: u32| {
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^ (h >> 16)
+    };
+    let mut r0 = 0;
+    while r0 < cols.n {
+        let m = HASH_ROWS.min(cols.n - r0);
+        let (mut a, mut b) = ([0x9e37_79b9u32; HASH_ROWS], [0x7f4a_7c15u32; HASH_ROWS]);
+        let mut mix = |xs: &[f32]| {
+            for ((a, b), x) in a.iter_mut().zip(b.iter_mut()).zip(xs) {
+                let x = x.to_bits();
+                let h = (*a ^ x).wrapping_mul(0xcc9e_2d51);
+                *a = h ^ (h >> 15);
+                let h = b.wrapping_add(x).wrapping_mul(0x1b87_3593);
+                *b = h ^ (h >> 13);
+            }
+        };
+        for j in 0..cols.d {
+            mix(&cols.col(j)[r0..r0 + m]);
+        }
+        mix(&labels[r0..r0 + m]);
+        out.extend(a[..m].iter().zip(&b[..m]).map(|(&a, &b)| (fmix(a) as u64) << 32 | fmix(b) as u64));
+        r0 += m;
+    }
+}
