@@ -80,13 +80,11 @@ impl Dedup {
             self.generation = row;
         }
         let (cur, old) = (self.current, self.current ^ 1);
+        // A probe stops at `fp` or at an empty slot: an occupied slot holds `fp`.
         let i = self.probe(cur, fp);
-        let dup = if self.tables[cur][i].1 != 0 {
-            true
-        } else {
-            let k = self.probe(old, fp);
-            let (f, at) = self.tables[old][k];
-            at != 0 && f == fp && row - at <= self.window
+        let dup = self.tables[cur][i].1 != 0 || {
+            let (_, at) = self.tables[old][self.probe(old, fp)];
+            at != 0 && row - at <= self.window
         };
         // The latest row with this fingerprint.
         self.tables[cur][i] = (fp, row);

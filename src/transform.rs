@@ -8,9 +8,11 @@
 //!   OnlineStandardScaler) or min-max scaling to [0, 1], and clipping at ±k standard deviations.
 //!
 //! Statistics are per shard while training (each shard sees its share of the stream) and are
-//! combined with Chan et al.'s parallel update when the model is saved. The element-wise passes
-//! are plain loops over columns that the compiler vectorises, with the scalar fold (Welford)
-//! done once per column per batch. No `unsafe` here.
+//! combined with Chan et al.'s parallel update when the model is saved. When the stage keeps
+//! every row and column ([`Transform::foldable`]) it is folded into the learner's kernels
+//! ([`Transform::fold`]: no transformed copy, one moments pass per column and batch); otherwise
+//! [`Transform::apply`] writes transformed columns with the kernel's column pass. The scalar
+//! fold (Chan/Welford) is done once per column per batch. No `unsafe` here.
 
 use crate::kernel::{column_pass, moments, prefetch, ColumnMap, Columns, Fold, Moments};
 

@@ -443,11 +443,9 @@ pub unsafe fn score_batch(loss: &Loss, p: &[f32], y: &[f32], w: Option<&[f32]>, 
     }
 }
 
-/// The feature stage's column pass. Two interleaved sets of accumulators (16 values per
-/// iteration) hide the add latency, and NaN handling costs no blends in the moments: the count
-/// is an integer sum of the compare masks, and `min`/`max` return their second operand when the
-/// first is NaN. One loop per case (moments only, map with imputation, map keeping NaN), so no
-/// branch is left inside.
+/// The feature stage's column pass: [`moments`] without a map; with one, two interleaved sets
+/// of accumulators ([`Acc`], 16 values per iteration) and one loop per case (imputing, or
+/// keeping NaN), so no branch is left inside.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
@@ -475,24 +473,9 @@ pub unsafe fn moments<const EXTREMES: bool>(xs: &[f32], shift: f32) -> Moments {
     // on 8-value chunks; the caller guarantees AVX2 and FMA.
     let mut m = unsafe {
         let kv = _mm256_set1_ps(shift);
-        let empty = Acc {
-            n: _mm256_setzero_si256(),
-            s: _mm256_setzero_ps(),
-            q: _mm256_setzero_ps(),
-            lo: _mm256_set1_ps(f32::INFINITY),
-            hi: _mm256_set1_ps(f32::NEG_INFINITY),
-        };
+        let empty = Acc::empty();
         let step = |x: &[f32], acc: &mut Acc| {
-            let x = load(x);
-            let ok = _mm256_cmp_ps::<_CMP_ORD_Q>(x, x);
-            let v = _mm256_and_ps(ok, _mm256_sub_ps(x, kv));
-            acc.n = _mm256_sub_epi32(acc.n, _mm256_castps_si256(ok));
-            acc.s = _mm256_add_ps(acc.s, v);
-            acc.q = _mm256_fmadd_ps(v, v, acc.q);
-            if EXTREMES {
-                acc.lo = _mm256_min_ps(x, acc.lo);
-                acc.hi = _mm256_max_ps(x, acc.hi);
-            }
+            acc.add::<EXTREMES>(load(x), kv);
         };
         let mut acc = [empty; 4];
         let quads = xs.len() / 32 * 32;
@@ -505,17 +488,7 @@ pub unsafe fn moments<const EXTREMES: bool>(xs: &[f32], shift: f32) -> Moments {
             step(x, &mut acc[0]);
         }
         let [a0, a1, a2, a3] = acc;
-        let both = |f: unsafe fn(Acc, Acc) -> Acc| f(f(a0, a1), f(a2, a3));
-        reduce(
-            shift,
-            both(|p, r| Acc {
-                n: _mm256_add_epi32(p.n, r.n),
-                s: _mm256_add_ps(p.s, r.s),
-                q: _mm256_add_ps(p.q, r.q),
-                lo: _mm256_min_ps(p.lo, r.lo),
-                hi: _mm256_max_ps(p.hi, r.hi),
-            }),
-        )
+        reduce(shift, a0.merge(a1).merge(a2.merge(a3)))
     };
     for &x in &xs[whole..] {
         m.add(x);
@@ -574,6 +547,67 @@ struct Acc {
     hi: __m256,
 }
 
+impl Acc {
+    /// No values yet.
+    ///
+    /// # Safety
+    /// The CPU must support AVX.
+    #[inline(always)]
+    unsafe fn empty() -> Self {
+        // SAFETY: register-only AVX operations; the caller guarantees AVX.
+        unsafe {
+            Acc {
+                n: _mm256_setzero_si256(),
+                s: _mm256_setzero_ps(),
+                q: _mm256_setzero_ps(),
+                lo: _mm256_set1_ps(f32::INFINITY),
+                hi: _mm256_set1_ps(f32::NEG_INFINITY),
+            }
+        }
+    }
+
+    /// Adds the non-NaN lanes of `x` (shifted by `kv`; extremes when `EXTREMES`) and returns the
+    /// non-NaN mask. No blends: the count sums the mask (−1 per lane), and `min`/`max` return
+    /// their second operand when the first is NaN.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[inline(always)]
+    unsafe fn add<const EXTREMES: bool>(&mut self, x: __m256, kv: __m256) -> __m256 {
+        // SAFETY: register-only AVX2/FMA operations; the caller guarantees both.
+        unsafe {
+            let ok = _mm256_cmp_ps::<_CMP_ORD_Q>(x, x);
+            let v = _mm256_and_ps(ok, _mm256_sub_ps(x, kv));
+            self.n = _mm256_sub_epi32(self.n, _mm256_castps_si256(ok));
+            self.s = _mm256_add_ps(self.s, v);
+            self.q = _mm256_fmadd_ps(v, v, self.q);
+            if EXTREMES {
+                self.lo = _mm256_min_ps(x, self.lo);
+                self.hi = _mm256_max_ps(x, self.hi);
+            }
+            ok
+        }
+    }
+
+    /// Both sets' sums.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline(always)]
+    unsafe fn merge(self, o: Acc) -> Acc {
+        // SAFETY: register-only AVX2 operations; the caller guarantees AVX2.
+        unsafe {
+            Acc {
+                n: _mm256_add_epi32(self.n, o.n),
+                s: _mm256_add_ps(self.s, o.s),
+                q: _mm256_add_ps(self.q, o.q),
+                lo: _mm256_min_ps(self.lo, o.lo),
+                hi: _mm256_max_ps(self.hi, o.hi),
+            }
+        }
+    }
+}
+
 /// [`column_pass`] with a map into `out`: `IMPUTE` (fill not NaN) blends the fill
 /// in before mapping, else a NaN cell maps to the fill (NaN) itself.
 ///
@@ -590,23 +624,10 @@ unsafe fn pass<const IMPUTE: bool>(xs: &[f32], shift: f32, f: &ColumnMap, out: &
         let kv = _mm256_set1_ps(shift);
         let (fill, a, b, k) = (_mm256_set1_ps(f.fill), _mm256_set1_ps(f.a), _mm256_set1_ps(f.b), _mm256_set1_ps(f.k));
         let nk = _mm256_sub_ps(_mm256_setzero_ps(), k);
-        let empty = Acc {
-            n: _mm256_setzero_si256(),
-            s: _mm256_setzero_ps(),
-            q: _mm256_setzero_ps(),
-            lo: _mm256_set1_ps(f32::INFINITY),
-            hi: _mm256_set1_ps(f32::NEG_INFINITY),
-        };
+        let empty = Acc::empty();
         let step = |x: &[f32], o: &mut [f32], acc: &mut Acc| {
             let x = load(x);
-            let ok = _mm256_cmp_ps::<_CMP_ORD_Q>(x, x);
-            let v = _mm256_and_ps(ok, _mm256_sub_ps(x, kv));
-            // The mask is −1 on each non-NaN lane.
-            acc.n = _mm256_sub_epi32(acc.n, _mm256_castps_si256(ok));
-            acc.s = _mm256_add_ps(acc.s, v);
-            acc.q = _mm256_fmadd_ps(v, v, acc.q);
-            acc.lo = _mm256_min_ps(x, acc.lo);
-            acc.hi = _mm256_max_ps(x, acc.hi);
+            let ok = acc.add::<true>(x, kv);
             let vx = if IMPUTE { _mm256_blendv_ps(fill, x, ok) } else { x };
             let y = _mm256_mul_ps(_mm256_sub_ps(vx, a), b);
             // max(−k, y) then min(k, y): y itself when equal or NaN, as the scalar clamp.
@@ -626,16 +647,7 @@ unsafe fn pass<const IMPUTE: bool>(xs: &[f32], shift: f32, f: &ColumnMap, out: &
             let o = &mut out[i..i + 8];
             step(&xs[i..i + 8], o, &mut p);
         }
-        reduce(
-            shift,
-            Acc {
-                n: _mm256_add_epi32(p.n, r.n),
-                s: _mm256_add_ps(p.s, r.s),
-                q: _mm256_add_ps(p.q, r.q),
-                lo: _mm256_min_ps(p.lo, r.lo),
-                hi: _mm256_max_ps(p.hi, r.hi),
-            },
-        )
+        reduce(shift, p.merge(r))
     };
     for (i, &x) in xs.iter().enumerate().skip(whole) {
         out[i] = f.apply(x);
