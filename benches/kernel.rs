@@ -168,9 +168,43 @@ fn folded(c: &mut Criterion) {
     g.finish();
 }
 
+/// Duplicate detection over one pipeline batch (4096 rows, d = 32): the rows' fingerprints,
+/// and the window's lookups and inserts (N = 1000).
+fn dedup(c: &mut Criterion) {
+    use streamsgd::dedup::Dedup;
+    use streamsgd::kernel::{scan, Columns};
+    let mut g = c.benchmark_group("dedup_4096x32");
+    g.throughput(Throughput::Elements(ROWS as u64));
+    let d = 32;
+    let (x, y) = data(d);
+    let mut fps = Vec::new();
+    for isa in isas() {
+        g.bench_function(format!("{isa:?}/hash"), |b| {
+            force_isa(isa);
+            b.iter(|| {
+                for (k, blk) in x.chunks_exact(BLOCK * d).enumerate() {
+                    scan(&Columns::new(black_box(blk), BLOCK, d, 0, BLOCK), &y[k * BLOCK..(k + 1) * BLOCK], Some(&mut fps), None);
+                }
+                black_box(fps[0])
+            })
+        });
+    }
+    let mut window = Dedup::new(1000);
+    // Fingerprints as random as real ones (a probe's length must not be predictable).
+    let fps: Vec<u64> = (0..ROWS as u64)
+        .map(|i| {
+            let z = (i % 3000).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z ^ (z >> 27)
+        })
+        .collect();
+    g.bench_function("window", |b| b.iter(|| black_box(fps.iter().filter(|&&fp| window.is_duplicate(fp)).count())));
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_millis(900)).sample_size(20);
-    targets = feature_pass, folded, minibatch, online, online_squared, predict
+    targets = dedup, feature_pass, folded, minibatch, online, online_squared, predict
 }
 criterion_main!(benches);

@@ -90,8 +90,8 @@ pub enum Payload {
     },
 }
 
-/// Rows of a batch marked as duplicates by the producer (bit r = row r; batches carry at most
-/// [`BATCH_ROWS`] rows).
+/// Rows of a batch marked as duplicates (bit r = row r; batches carry at most [`BATCH_ROWS`]
+/// rows).
 pub type SkipMask = [u64; BATCH_ROWS / 64];
 
 /// A unit of work for a shard.
@@ -106,8 +106,6 @@ pub struct Batch {
     pub seq: u64,
     /// Stream position (0-based data row) of the batch's first row.
     pub first_row: u64,
-    /// Duplicate rows to skip.
-    pub skip: SkipMask,
     /// Its event-time window (text sources with a timestamp column).
     pub window: crate::window::WindowTag,
 }

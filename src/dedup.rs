@@ -4,7 +4,7 @@
 //! **Fingerprints.** A row's fingerprint is 64 bits: two 32-bit hashes of the bit patterns of
 //! its features then its label (so rows that differ in any bit — `0.0` and `-0.0`, NaN
 //! payloads — have different inputs), computed column-wise for a whole batch with vector
-//! multiplies ([`crate::kernel::row_hashes`]). Each hash is a multiply–xorshift chain over the
+//! multiplies ([`crate::kernel::scan`]). Each hash is a multiply–xorshift chain over the
 //! values (a bijection of the state for each value) with its own seed and odd multiplier, and
 //! a MurmurHash3 finaliser.
 //!
@@ -14,25 +14,44 @@
 //! 2·10^16 rows. The hash is not cryptographic: data built on purpose to collide (knowing the
 //! constants) can be made to lose rows. Duplicates are never missed.
 //!
-//! **The window.** Two open-addressing tables of (fingerprint, row number) pairs, each with
-//! room for 2N entries: rows are inserted in the *current* table; every N rows the older table
-//! is cleared and becomes the current one. A row is a duplicate when its fingerprint is in the
-//! current table (all within the last N rows) or in the older one with a row number within the
-//! last N. Memory: 64·N bytes; no deletions, no per-row allocation. No `unsafe` here.
+//! **The window.** A table of buckets of 8 (fingerprint, row number) slots, one bucket per
+//! two rows of the window (N/2 rounded up to a power of two), picked by the fingerprint's
+//! high bits. A row is a duplicate when its fingerprint is in a slot whose row is among the
+//! last N. A row compares its bucket's 8 fingerprints (no data-dependent branch: a probe
+//! sequence's mispredictions cost more than the comparisons); a match has its row number
+//! refreshed, otherwise the row takes the bucket's next slot in turn. When that slot's row is
+//! still in the window (a bucket that had 8 new fingerprints within N rows: about one row in
+//! a thousand), the evicted entry moves to a small stash that lookups also search while it is
+//! not empty, and that is pruned every N rows or so — no row of the window is ever forgotten.
+//! Memory: about 64·N bytes; nothing allocated per row. No `unsafe` here.
+
+use crate::batch::SkipMask;
+use crate::kernel::prefetch;
+
+/// Slots per bucket.
+const WAYS: usize = 8;
+
+/// The row number of a slot never used: further back than any window reaches.
+const EMPTY: i64 = i64::MIN / 2;
 
 /// The window's state.
 #[derive(Debug, Clone)]
 pub struct Dedup {
-    window: u64,
-    /// 1 + the row number of the last row seen.
-    row: u64,
-    /// 1 + the row number of the row before the current table's generation.
-    generation: u64,
-    /// Index in `tables` of the current table.
-    current: usize,
-    /// (fingerprint, 1 + row number); row number 0 marks an empty slot.
-    tables: [Vec<(u64, u64)>; 2],
+    window: i64,
+    /// The number of the next row (0-based).
+    row: i64,
+    /// Per bucket, its slots' fingerprints.
+    fps: Vec<[u64; WAYS]>,
+    /// Per bucket, the number of the latest row with each slot's fingerprint ([`EMPTY`]: none).
+    rows: Vec<[i64; WAYS]>,
+    /// Per bucket, the slot its next new fingerprint takes.
+    next: Vec<u8>,
+    /// Buckets − 1 (a power of two).
     mask: usize,
+    /// (fingerprint, row number) of entries evicted from a bucket while in the window.
+    stash: Vec<(u64, i64)>,
+    /// The row at which the stash is next pruned of rows out of the window.
+    prune_at: i64,
     /// Rows dropped as duplicates.
     pub dropped: u64,
 }
@@ -41,65 +60,89 @@ impl Dedup {
     /// A window over the last `window` rows (≥ 1).
     pub fn new(window: usize) -> Self {
         let window = window.max(1);
-        let slots = (2 * window).next_power_of_two();
+        let buckets = window.div_ceil(2).next_power_of_two();
         Dedup {
-            window: window as u64,
+            window: window as i64,
             row: 0,
-            generation: 0,
-            current: 0,
-            tables: [vec![(0, 0); slots], vec![(0, 0); slots]],
-            mask: slots - 1,
+            fps: vec![[0; WAYS]; buckets],
+            rows: vec![[EMPTY; WAYS]; buckets],
+            next: vec![0; buckets],
+            mask: buckets - 1,
+            stash: Vec::new(),
+            prune_at: 0,
             dropped: 0,
         }
     }
 
-    /// The slot holding `fp` in table `t`, or the empty slot where it would go.
+    /// The bucket of `fp`.
     #[inline]
-    fn probe(&self, t: usize, fp: u64) -> usize {
-        let table = &self.tables[t];
-        let mut i = fp as usize & self.mask;
-        loop {
-            let (f, at) = table[i];
-            if f == fp || at == 0 {
-                return i;
-            }
-            i = (i + 1) & self.mask;
-        }
+    fn bucket(&self, fp: u64) -> usize {
+        (fp >> 32) as usize & self.mask
     }
 
     /// True when `fp` equals the fingerprint of one of the last `window` rows (kept or
     /// dropped); the row is then counted as dropped. Every row enters the window either way.
     pub fn is_duplicate(&mut self, fp: u64) -> bool {
-        // Stored as 1 + row number: 0 marks an empty slot.
+        let (row, window) = (self.row, self.window);
         self.row += 1;
-        let row = self.row;
-        if row - self.generation == self.window {
-            // The older table's rows are all out of the window now: it becomes the current one.
-            self.current ^= 1;
-            self.tables[self.current].fill((0, 0));
-            self.generation = row;
+        if !self.stash.is_empty() && row >= self.prune_at {
+            self.stash.retain(|&(_, at)| row - at <= window);
+            self.prune_at = row + window;
         }
-        let (cur, old) = (self.current, self.current ^ 1);
-        // A probe stops at `fp` or at an empty slot: an occupied slot holds `fp`.
-        let i = self.probe(cur, fp);
-        let dup = self.tables[cur][i].1 != 0 || {
-            let (_, at) = self.tables[old][self.probe(old, fp)];
-            at != 0 && row - at <= self.window
+        let b = self.bucket(fp);
+        let (fps, rows) = (&mut self.fps[b], &mut self.rows[b]);
+        // Bit k: slot k holds `fp` (a bucket holds a fingerprint in one slot at most).
+        let hit = fps.iter().enumerate().fold(0u32, |m, (k, &f)| m | u32::from(f == fp) << k);
+        let mut in_stash = || {
+            let found = self.stash.iter_mut().find(|(f, at)| *f == fp && row - *at <= window);
+            found.map(|e| e.1 = row).is_some()
         };
-        // The latest row with this fingerprint.
-        self.tables[cur][i] = (fp, row);
-        if dup {
-            self.dropped += 1;
-        }
+        let dup = if hit != 0 {
+            let k = hit.trailing_zeros() as usize;
+            let live = row - rows[k] <= window;
+            rows[k] = row;
+            live || in_stash()
+        } else if in_stash() {
+            true
+        } else {
+            let k = self.next[b] as usize;
+            self.next[b] = ((k + 1) % WAYS) as u8;
+            if row - rows[k] <= window {
+                self.stash.push((fps[k], rows[k]));
+            }
+            (fps[k], rows[k]) = (fp, row);
+            false
+        };
+        self.dropped += u64::from(dup);
         dup
+    }
+
+    /// [`Dedup::is_duplicate`] for a batch's fingerprints in order, setting bit `r` of `skip`
+    /// for each duplicate row `r`.
+    pub fn mark(&mut self, fps: &[u64], skip: &mut SkipMask) {
+        assert!(fps.len() <= skip.len() * 64, "a batch fits its mask");
+        // The buckets were last written by another shard's core: ask for them all at once.
+        for &fp in fps {
+            let b = self.bucket(fp);
+            prefetch(&self.fps[b..b + 1]);
+            prefetch(&self.rows[b..b + 1]);
+        }
+        for (r, &fp) in fps.iter().enumerate() {
+            skip[r / 64] |= (self.is_duplicate(fp) as u64) << (r % 64);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::{row_hashes, Columns};
+    use crate::kernel::{scan, Columns};
     use proptest::prelude::*;
+
+    /// The rows' fingerprints, as the pipeline computes them.
+    fn row_hashes(cols: &Columns<'_>, labels: &[f32], out: &mut Vec<u64>) {
+        scan(cols, labels, Some(out), None);
+    }
 
     #[test]
     fn window_semantics() {
@@ -133,7 +176,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn drops_exactly_the_duplicates_within_the_window(xs in proptest::collection::vec(0u64..20, 0..600), w in 1usize..12) {
+        fn drops_exactly_the_duplicates_within_the_window(xs in proptest::collection::vec(0u64..40, 0..600), w in 1usize..40, spread: bool) {
+            // Unspread, every fingerprint lands in bucket 0: more than 8 live ones go to the
+            // stash. Spread, they scatter over the buckets.
+            let xs: Vec<u64> = xs.iter().map(|&x| if spread { x.wrapping_mul(0x9e37_79b9_7f4a_7c15) } else { x }).collect();
             let mut d = Dedup::new(w);
             for (i, &x) in xs.iter().enumerate() {
                 let want = xs[i.saturating_sub(w)..i].contains(&x);

@@ -24,4 +24,5 @@ pub mod ring;
 pub mod shard;
 pub mod source;
 pub mod transform;
+pub mod turns;
 pub mod window;

@@ -10,7 +10,7 @@
 //! time a late batch would have waited (no coordinated omission). One `unsafe` call:
 //! `prctl` for precise pacing sleeps.
 
-use crate::batch::{Batch, OwnedBatch, Payload, SkipMask, BATCH_ROWS};
+use crate::batch::{Batch, OwnedBatch, Payload, BATCH_ROWS};
 use crate::dataset::Dataset;
 use crate::dedup::Dedup;
 use crate::kernel::{self, Columns};
@@ -23,6 +23,7 @@ use crate::ring::Ring;
 use crate::shard::{self, ShardContext};
 use crate::source::{ParseError, Pull, RowSource};
 use crate::transform::{Transform, TransformConfig, TransformCounts};
+use crate::turns::InOrder;
 use crate::window::{BatchStat, EventClock, WindowKind, WindowSlot, WindowTag, Windows};
 use indicatif::ProgressBar;
 use rand::{RngExt, SeedableRng};
@@ -245,9 +246,6 @@ struct Producer<'a> {
     last_checkpoint: u64,
     checkpointing: bool,
     progress: &'a ProgressBar,
-    dedup: Option<Dedup>,
-    /// Fingerprints of a batch's rows (reused).
-    hashes: Vec<u64>,
     clock: Option<EventClock>,
     /// Per shard: 1 + the number of the last batch it learned (0: none yet).
     learned: &'a [AtomicU64],
@@ -271,30 +269,16 @@ impl Producer<'_> {
         intended
     }
 
-    /// Marks the rows of a batch that repeat one of the last N rows of the stream.
-    fn mark_duplicates(&mut self, cols: &Columns<'_>, labels: &[f32]) -> SkipMask {
-        let mut mask = [0u64; BATCH_ROWS / 64];
-        if let Some(dedup) = self.dedup.as_mut() {
-            crate::kernel::row_hashes(cols, &labels[..cols.n], &mut self.hashes);
-            for (r, &fp) in self.hashes.iter().enumerate() {
-                if dedup.is_duplicate(fp) {
-                    mask[r / 64] |= 1 << (r % 64);
-                }
-            }
-        }
-        mask
-    }
-
     /// Sends a data batch of `rows` rows (all in window `slot`, created at `origin` when the
     /// source knows); false once a shard failed.
-    fn send(&mut self, payload: Payload, rows: usize, skip: SkipMask, slot: WindowSlot, origin: Option<Instant>) -> bool {
+    fn send(&mut self, payload: Payload, rows: usize, slot: WindowSlot, origin: Option<Instant>) -> bool {
         if self.failed.load(Ordering::Acquire) {
             return false;
         }
         let ingest = self.stamp(origin);
         let shard = (self.batches % self.rings.len() as u64) as usize;
         let window = self.clock.as_ref().map_or_else(WindowTag::default, |c| c.tag(slot));
-        if self.rings[shard].push(Batch { payload, ingest, seq: self.batches, first_row: self.sent_rows, skip, window }).is_err() {
+        if self.rings[shard].push(Batch { payload, ingest, seq: self.batches, first_row: self.sent_rows, window }).is_err() {
             return false;
         }
         self.sent_rows += rows as u64;
@@ -329,7 +313,6 @@ impl Producer<'_> {
                 ingest: Instant::now(),
                 seq: self.batches,
                 first_row: self.sent_rows,
-                skip: [0; BATCH_ROWS / 64],
                 window: WindowTag::default(),
             });
         }
@@ -391,6 +374,7 @@ pub fn train(
         Input::Stream { .. } => None,
     };
     let learned: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
+    let dedup = (cfg.dedup_window > 0).then(|| InOrder::new(Dedup::new(cfg.dedup_window)));
     let start = Instant::now();
     let mut producer = Producer {
         rings: &rings,
@@ -404,8 +388,6 @@ pub fn train(
         last_checkpoint: 0,
         checkpointing: cfg.checkpoint.is_some(),
         progress,
-        dedup: (cfg.dedup_window > 0).then(|| Dedup::new(cfg.dedup_window)),
-        hashes: Vec::with_capacity(BATCH_ROWS),
         clock: match cfg.windows.as_ref().map(|w| w.kind) {
             Some(WindowKind::Time(t)) => {
                 if !matches!(input, Input::Stream { parser, .. } if parser.has_timestamps()) {
@@ -455,6 +437,7 @@ pub fn train(
                     stats: stats_ring.as_ref(),
                     reset_epoch: &reset_epoch,
                     learned: &learned[id],
+                    dedup: dedup.as_ref(),
                 };
                 let t = transform.clone();
                 s.spawn(move || shard::run(ctx, learner, t))
@@ -605,13 +588,7 @@ fn produce(
                     }
                 }
                 for &(block, r0, n) in &segments {
-                    let skip = if p.dedup.is_some() {
-                        let b = dataset.block(block);
-                        p.mark_duplicates(&Columns::new(b.data, b.stride, b.features, r0, n), &b.labels[r0..])
-                    } else {
-                        [0; BATCH_ROWS / 64]
-                    };
-                    if !p.send(Payload::Mapped { block, r0, n }, n, skip, WindowSlot::None, None) {
+                    if !p.send(Payload::Mapped { block, r0, n }, n, WindowSlot::None, None) {
                         return Ok(());
                     }
                 }
@@ -681,9 +658,8 @@ fn produce(
                     let _ = pool.push(buf);
                     continue;
                 }
-                let skip = p.mark_duplicates(&Columns::new(&buf.data, buf.stride, buf.d, 0, rows), &buf.labels);
                 let (seq, origin) = (p.batches, parser.take_origin());
-                if !p.send(Payload::Owned(buf), rows, skip, slot, origin) {
+                if !p.send(Payload::Owned(buf), rows, slot, origin) {
                     return Ok(());
                 }
                 parser.sent(seq, carry.is_some());

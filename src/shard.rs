@@ -1,19 +1,22 @@
-//! A shard: one worker thread with its own model replica. It pops batches from its ring, runs
-//! the feature stage (transforms, skipping rows the producer marked as duplicates) into its own
-//! scratch columns when there is anything to do, learns, returns pooled buffers, takes part in
+//! A shard: one worker thread with its own model replica. It pops batches from its ring,
+//! fingerprints their rows and takes its turn at the shared duplicate window (in stream order,
+//! [`InOrder`]) when `--dedup-window` is on, runs the feature stage (folded into the learner's
+//! kernels, or into its own scratch columns), learns, returns pooled buffers, takes part in
 //! merges, reports per-batch outcomes to the window reporter, and records its latency
 //! distributions. A shard whose learning fails keeps draining its ring and attending merges (so
 //! no other shard waits forever at a barrier) and reports the error. No `unsafe` here.
 
 use crate::batch::{skipped, Batch, OwnedBatch, Payload, SkipMask, BATCH_ROWS};
 use crate::dataset::Dataset;
-use crate::kernel::Columns;
+use crate::dedup::Dedup;
+use crate::kernel::{scan, Columns, Moments};
 use crate::latency::StageLatency;
 use crate::learner::{LearnError, Learner};
 use crate::merge::Merger;
 use crate::optim::Optimizer;
 use crate::ring::Ring;
 use crate::transform::{Transform, TransformCounts};
+use crate::turns::InOrder;
 use crate::window::{BatchStat, WindowTag};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +31,7 @@ pub struct ShardReport {
     pub transform: Transform,
     /// What the feature stage did.
     pub counts: TransformCounts,
-    /// Rows skipped as duplicates (marked by the producer).
+    /// Rows skipped as duplicates.
     pub duplicates: u64,
     /// Its latency distributions.
     pub latency: StageLatency,
@@ -65,6 +68,9 @@ pub struct ShardContext<'a> {
     /// 1 + the number of the last batch this shard learned (0: none yet); a stream source
     /// commits what every shard has learned.
     pub learned: &'a AtomicU64,
+    /// The duplicate window all shards share (`--dedup-window`), its turns taken in batch
+    /// order.
+    pub dedup: Option<&'a InOrder<Dedup>>,
 }
 
 /// Scratch columns of the feature stage.
@@ -75,6 +81,10 @@ struct Scratch {
     weights: Vec<f32>,
     /// Rows a chunk keeps.
     keep: Vec<usize>,
+    /// Fingerprints of a batch's rows.
+    hashes: Vec<u64>,
+    /// A batch's column sums from its scan.
+    sums: Vec<Moments>,
 }
 
 /// Labels and weights of one batch, indexed like its columns: from row 0 of the block, the
@@ -93,17 +103,37 @@ struct Work<'a> {
     duplicates: u64,
     error: Option<LearnError>,
     stats: Option<&'a Ring<BatchStat>>,
+    dedup: Option<&'a InOrder<Dedup>>,
 }
 
 impl Work<'_> {
+    /// Reads the batch once before learning ([`scan`]): fingerprints its rows and takes batch
+    /// `seq`'s turn at the shared duplicate window (even after a failure, so later batches do
+    /// not wait forever), and sums its columns into `scratch.sums` when the feature stage can
+    /// take its moments from there. Returns the duplicate rows and whether it summed.
+    fn scan(&mut self, cols: &Columns<'_>, t: &Targets<'_>, seq: u64) -> (SkipMask, bool) {
+        let mut skip = [0; BATCH_ROWS / 64];
+        let shifts = if self.error.is_none() { self.transform.scan_shifts() } else { None };
+        let summed = shifts.is_some();
+        if self.dedup.is_some() || summed {
+            let Scratch { hashes, sums, .. } = &mut self.scratch;
+            let labels = &t.labels[cols.r0..cols.r0 + cols.n];
+            scan(cols, labels, self.dedup.map(|_| &mut *hashes), shifts.map(|s| (s, sums)));
+            if let Some(window) = self.dedup {
+                window.turn(seq, |w| w.mark(hashes, &mut skip));
+            }
+        }
+        (skip, summed)
+    }
+
     /// Learns one data batch (unless an earlier one failed) and reports its outcome to the
     /// window reporter, when there is one.
-    fn batch(&mut self, cols: &Columns<'_>, t: &Targets<'_>, skip: &SkipMask, seq: u64, tag: WindowTag) {
+    fn batch(&mut self, cols: &Columns<'_>, t: &Targets<'_>, seq: u64, tag: WindowTag) {
         let before = self.stats.map(|_| self.learner.progress());
+        let (skip, summed) = self.scan(cols, t, seq);
         if self.error.is_none() {
-            self.error =
-                learn(&mut self.learner, &mut self.transform, cols, t, skip, &mut self.scratch, &mut self.counts, &mut self.duplicates)
-                    .err();
+            let (learner, transform, scratch) = (&mut self.learner, &mut self.transform, &mut self.scratch);
+            self.error = learn(learner, transform, cols, t, (&skip, summed), scratch, &mut self.counts, &mut self.duplicates).err();
         }
         if let (Some(stats), Some(before)) = (self.stats, before) {
             let after = self.learner.progress();
@@ -136,6 +166,7 @@ pub fn run(ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> Sha
         duplicates: 0,
         error: None,
         stats: ctx.stats,
+        dedup: ctx.dedup,
     };
     let mut epoch = ctx.reset_epoch.load(Ordering::Acquire);
     while let Some(batch) = ctx.input.pop() {
@@ -163,14 +194,14 @@ pub fn run(ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> Sha
             Payload::Mapped { block, r0, n } => {
                 let b = ctx.dataset.expect("mapped batches come with their dataset").block(block);
                 let cols = Columns::new(b.data, b.stride, b.features, r0, n);
-                w.batch(&cols, &Targets { labels: b.labels, weights: b.weights }, &batch.skip, batch.seq, batch.window);
+                w.batch(&cols, &Targets { labels: b.labels, weights: b.weights }, batch.seq, batch.window);
                 n
             }
             Payload::Owned(buf) => {
                 let n = buf.rows;
                 let cols = Columns::new(&buf.data, buf.stride, buf.d, 0, n);
                 let t = Targets { labels: &buf.labels[..n], weights: buf.has_weights.then_some(&buf.weights[..n]) };
-                w.batch(&cols, &t, &batch.skip, batch.seq, batch.window);
+                w.batch(&cols, &t, batch.seq, batch.window);
                 // The pool has room for every buffer in flight, so this never waits long.
                 let _ = ctx.pool.push(buf);
                 n
@@ -206,17 +237,18 @@ fn chunk_rows(batch: usize) -> usize {
     batch.clamp(256, BATCH_ROWS)
 }
 
-/// The feature stage then the learner, for one batch. When the stage folds into the learner's
-/// kernels ([`Transform::foldable`]), the learner reads the source's columns (or, when the batch
-/// has duplicates to skip, a compacted copy of its kept rows); otherwise the stage writes
-/// transformed columns, a chunk at a time, that the learner reads.
+/// The feature stage then the learner, for one batch, skipping the rows `skip.0` marks (with
+/// `skip.1`, `scratch.sums` holds the batch's column sums). When the stage folds into the
+/// learner's kernels ([`Transform::foldable`]), the learner reads the source's columns (or,
+/// when the batch has duplicates to skip, a compacted copy of its kept rows); otherwise the
+/// stage writes transformed columns, a chunk at a time, that the learner reads.
 #[allow(clippy::too_many_arguments)]
 fn learn(
     learner: &mut Learner,
     transform: &mut Transform,
     cols: &Columns<'_>,
     t: &Targets<'_>,
-    skip: &SkipMask,
+    (skip, summed): (&SkipMask, bool),
     scratch: &mut Scratch,
     counts: &mut TransformCounts,
     duplicates: &mut u64,
@@ -230,13 +262,14 @@ fn learn(
         *duplicates += (0..cols.n).filter(|&r| skipped(skip, r)).count() as u64;
     }
     if transform.foldable() {
-        let (part, labels, weights) = if any_skip {
+        // The scan's sums are of all the batch's rows: a compacted batch is summed again.
+        let (part, labels, weights, sums) = if any_skip {
             let m = compact(cols, t, |r| skipped(skip, r), scratch);
-            (Columns::new(&scratch.data, m, cols.d, 0, m), &scratch.labels[..m], t.weights.map(|_| &scratch.weights[..m]))
+            (Columns::new(&scratch.data, m, cols.d, 0, m), &scratch.labels[..m], t.weights.map(|_| &scratch.weights[..m]), None)
         } else {
-            (*cols, t.labels, t.weights)
+            (*cols, t.labels, t.weights, summed.then_some(&scratch.sums[..]))
         };
-        let fold = (!identity).then(|| transform.fold(&part, counts));
+        let fold = (!identity).then(|| transform.fold(&part, counts, sums));
         return learner.learn_columns(&part, fold, labels, weights);
     }
     // Transformed columns, a chunk at a time (so they are still in cache when learned).

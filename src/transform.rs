@@ -205,6 +205,9 @@ pub struct Transform {
     /// The stage as the learner's kernels see it (see [`Transform::fold`]).
     #[serde(skip)]
     folded: Fold,
+    /// Scratch: the shifts of [`Transform::scan_shifts`].
+    #[serde(skip)]
+    shifts: Vec<f32>,
 }
 
 /// What a batch went through.
@@ -227,7 +230,16 @@ impl TransformCounts {
 impl Transform {
     /// A fresh pipeline for `d` input features.
     pub fn new(cfg: TransformConfig, d: usize) -> Self {
-        Transform { cfg, d, stats: FeatureStats::new(d), frozen: false, keep: Vec::new(), gathered: Vec::new(), folded: Fold::identity(d) }
+        Transform {
+            cfg,
+            d,
+            stats: FeatureStats::new(d),
+            frozen: false,
+            keep: Vec::new(),
+            gathered: Vec::new(),
+            folded: Fold::identity(d),
+            shifts: Vec::new(),
+        }
     }
 
     /// Output features.
@@ -323,20 +335,26 @@ impl Transform {
     /// (no transformed copy): the same maps as [`Transform::apply`] — the statistics up to the
     /// previous call, a feature's first values by their own — with this chunk's moments added
     /// to the statistics in one read of each column. Needs [`Transform::foldable`].
-    pub fn fold(&mut self, cols: &Columns<'_>, counts: &mut TransformCounts) -> &Fold {
+    ///
+    /// `sums`, when given, are this chunk's column sums by [`crate::kernel::scan`] with the
+    /// shifts of [`Transform::scan_shifts`]: a column whose sums are not NaN (no NaN cell) takes
+    /// them instead of a second read.
+    pub fn fold(&mut self, cols: &Columns<'_>, counts: &mut TransformCounts, sums: Option<&[Moments]>) -> &Fold {
         debug_assert!(self.foldable());
         let learning = !self.frozen && self.cfg.needs_stats();
         let imputing = matches!(self.cfg.missing, Missing::Zero | Missing::Mean);
         // Only min-max scaling reads the extremes (the saved statistics keep them as seen).
         let extremes = self.cfg.scaling == Scaling::Minmax;
         let mut f = std::mem::take(&mut self.folded);
-        for j in 0..self.d.min(PREFETCH_COLUMNS) {
+        // Without scanned sums, each column is read here first.
+        let ahead = if sums.is_some() { 0 } else { PREFETCH_COLUMNS };
+        for j in 0..self.d.min(ahead) {
             prefetch(cols.col(j));
         }
         for j in 0..self.d {
             let src = cols.col(j);
-            if j + PREFETCH_COLUMNS < self.d {
-                prefetch(cols.col(j + PREFETCH_COLUMNS));
+            if j + ahead < self.d && ahead > 0 {
+                prefetch(cols.col(j + ahead));
             }
             let non_nan = if learning && self.stats.count[j] == 0.0 {
                 // A feature's first values are mapped by their own statistics.
@@ -346,7 +364,8 @@ impl Transform {
             } else {
                 // The statistics up to the previous chunk, then this chunk's moments.
                 self.set_fold(&mut f, j);
-                match (learning || imputing).then(|| moments(src, self.stats.shift(j, src), extremes)) {
+                let scanned = sums.map(|s| s[j]).filter(|m| !m.s.is_nan() && !m.q.is_nan());
+                match (learning || imputing).then(|| scanned.unwrap_or_else(|| moments(src, self.stats.shift(j, src), extremes))) {
                     Some(m) => {
                         if learning {
                             self.stats.add(j, &m);
@@ -363,6 +382,25 @@ impl Transform {
         f.clamp = f.lo.iter().chain(&f.hi).any(|v| v.is_finite());
         self.folded = f;
         &self.folded
+    }
+
+    /// The shifts for [`crate::kernel::scan`] to sum a chunk's columns by, so that
+    /// [`Transform::fold`] can take its moments from the scan: the running means. None when
+    /// the fold would not use scanned sums (no statistics to learn or cells to impute,
+    /// min-max extremes, or a feature not seen yet).
+    pub fn scan_shifts(&mut self) -> Option<&[f32]> {
+        let learning = !self.frozen && self.cfg.needs_stats();
+        let imputing = matches!(self.cfg.missing, Missing::Zero | Missing::Mean);
+        let useful = self.foldable()
+            && (learning || imputing)
+            && self.cfg.scaling != Scaling::Minmax
+            && (!learning || self.stats.count.iter().all(|&c| c > 0.0));
+        if !useful {
+            return None;
+        }
+        self.shifts.clear();
+        self.shifts.extend(self.stats.mean.iter().map(|&m| m as f32));
+        Some(&self.shifts)
     }
 
     /// Column `j`'s map into `f`, the clip bounds moved to raw units: for b > 0,

@@ -358,24 +358,67 @@ proptest! {
     }
 }
 
-/// Row fingerprints: the AVX2 build of the hashing loop gives the scalar build's bits.
-#[test]
-fn row_hashes_twins_agree() {
-    for &n in &LENGTHS {
-        for d in [0, 1, 7, 33] {
-            let block = data(n.max(1) * d, n as u64 + d as u64);
-            let labels = data(n, 99);
-            let cols = Columns::new(&block, n.max(1), d, 0, n);
-            let mut want = Vec::new();
-            scalar::row_hashes(&cols, &labels, &mut want);
-            assert_eq!(want.len(), n);
-            #[cfg(target_arch = "x86_64")]
-            if Isa::Avx2.available() {
-                let mut got = Vec::new();
-                // SAFETY (test): AVX2 checked above.
-                unsafe { streamsgd::kernel::avx2::row_hashes(&cols, &labels, &mut got) };
-                assert_eq!(got, want, "n={n} d={d}");
+/// The batch scan (fingerprints and shifted column sums in one read): the AVX2 twin gives the
+/// scalar specification's fingerprint bits exactly, and its sums within f32 rounding, NaN where
+/// the column has a NaN cell; every combination of outputs, from an offset first row.
+fn check_scan(n: usize, d: usize, r0: usize, seed: u64, nan_every: usize) {
+    let stride = r0 + n.max(1);
+    let mut block = data(stride * d, seed);
+    if nan_every > 0 {
+        block.iter_mut().step_by(nan_every * 7 + 3).for_each(|x| *x = f32::NAN);
+    }
+    let labels = data(n, seed ^ 99);
+    let shifts: Vec<f32> = (0..d).map(|j| j as f32 * 0.25 - 1.0).collect();
+    let cols = Columns::new(&block, stride, d, r0, n);
+    let (mut want_h, mut want_m) = (Vec::new(), Vec::new());
+    scalar::scan(&cols, &labels, Some(&mut want_h), Some((&shifts, &mut want_m)));
+    assert_eq!((want_h.len(), want_m.len()), (n, d));
+    for (j, m) in want_m.iter().enumerate() {
+        // The specification against the f64 definition.
+        let v: Vec<f64> = cols.col(j).iter().map(|&x| (x - shifts[j]) as f64).collect();
+        assert_eq!((m.n, m.shift, m.lo, m.hi), (n as f64, shifts[j], f32::INFINITY, f32::NEG_INFINITY));
+        let (s, q) = (v.iter().sum::<f64>(), v.iter().map(|v| v * v).sum::<f64>());
+        assert!(m.s.to_bits() == s.to_bits() || (m.s - s).abs() <= 1e-9 * q.max(1.0), "scalar scan s n={n} j={j}");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if Isa::Avx2.available() {
+        for (hash, sum) in [(true, true), (true, false), (false, true)] {
+            let (mut h, mut m) = (vec![7u64; 3], vec![Moments::empty(9.0); 2]);
+            // SAFETY (test): AVX2 and FMA checked above.
+            unsafe { streamsgd::kernel::avx2::scan(&cols, &labels, hash.then_some(&mut h), sum.then_some((&shifts[..], &mut m))) };
+            if hash {
+                assert_eq!(h, want_h, "fingerprints n={n} d={d} r0={r0}");
+            }
+            if sum {
+                assert_eq!(m.len(), d);
+                for (j, (got, want)) in m.iter().zip(&want_m).enumerate() {
+                    assert_eq!((got.n, got.shift, got.lo, got.hi), (want.n, want.shift, want.lo, want.hi), "sums n={n} j={j}");
+                    assert_eq!(got.s.is_nan(), want.s.is_nan(), "NaN sum n={n} j={j}");
+                    if !want.s.is_nan() {
+                        let scale = want.q.max(1.0);
+                        assert!((got.s - want.s).abs() <= 1e-5 * scale.sqrt() * (n as f64).sqrt(), "scan s n={n} j={j}");
+                        assert!((got.q - want.q).abs() <= 1e-5 * scale, "scan q n={n} j={j}");
+                    }
+                }
             }
         }
+    }
+}
+
+#[test]
+fn scan_twins_agree() {
+    for &n in &LENGTHS {
+        for d in [0, 1, 7, 33] {
+            for (r0, nan_every) in [(0, 0), (3, 0), (1, 2)] {
+                check_scan(n, d, r0, n as u64 * 31 + d as u64, nan_every);
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn scan_random(n in 0usize..300, d in 0usize..40, r0 in 0usize..9, seed: u64, nan_every in 0usize..5) {
+        check_scan(n, d, r0, seed, nan_every);
     }
 }

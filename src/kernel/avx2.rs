@@ -527,14 +527,133 @@ unsafe fn reduce(shift: f32, a: Acc) -> Moments {
     }
 }
 
-/// [`super::scalar::row_hashes`] compiled for AVX2: the same code, its 64-row inner loops
-/// vectorised with 8-lane 32-bit multiplies (bit-identical results: integer arithmetic).
+/// Rows the batch scan works on at a time: 4 vectors per hash chain, all in registers.
+const SCAN_ROWS: usize = 32;
+
+/// How many 32-row chunks ahead the scan prefetches: a block's columns are 4 KiB apart, one
+/// page each, more streams than the hardware prefetchers follow.
+const SCAN_AHEAD: usize = 2;
+
+/// The batch scan ([`super::scalar::scan`]) in one read of the batch, 32 rows at a time: the
+/// rows' two multiply–xorshift chains (bit-identical to the scalar fingerprints: integer
+/// arithmetic), and the columns' shifted sums in f32 lanes (f64 across chunks' lanes at the
+/// end). Rows past the last multiple of 32 by the scalar specification.
 ///
 /// # Safety
-/// The CPU must support AVX2.
-#[target_feature(enable = "avx2")]
-pub unsafe fn row_hashes(cols: &Columns<'_>, labels: &[f32], out: &mut Vec<u64>) {
-    super::scalar::row_hashes(cols, labels, out)
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn scan(cols: &Columns<'_>, labels: &[f32], hashes: Option<&mut Vec<u64>>, sums: Option<(&[f32], &mut Vec<Moments>)>) {
+    // SAFETY: AVX2 and FMA by the caller's contract.
+    unsafe {
+        match (hashes, sums) {
+            (Some(h), Some((shifts, m))) => scan_chunks::<true, true>(cols, labels, h, shifts, m),
+            (Some(h), None) => scan_chunks::<true, false>(cols, labels, h, &[], &mut Vec::new()),
+            (None, Some((shifts, m))) => scan_chunks::<false, true>(cols, labels, &mut Vec::new(), shifts, m),
+            (None, None) => {}
+        }
+    }
+}
+
+/// `fmix32` on 8 lanes.
+#[inline(always)]
+unsafe fn fmix8(h: __m256i) -> __m256i {
+    // SAFETY: register-only AVX2 operations; the caller guarantees AVX2.
+    unsafe {
+        let h = _mm256_xor_si256(h, _mm256_srli_epi32::<16>(h));
+        let h = _mm256_mullo_epi32(h, _mm256_set1_epi32(0x85eb_ca6bu32 as i32));
+        let h = _mm256_xor_si256(h, _mm256_srli_epi32::<13>(h));
+        let h = _mm256_mullo_epi32(h, _mm256_set1_epi32(0xc2b2_ae35u32 as i32));
+        _mm256_xor_si256(h, _mm256_srli_epi32::<16>(h))
+    }
+}
+
+/// The body of [`scan`]: fingerprints into `out` when `HASH`, sums into `sums` when `SUMS`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scan_chunks<const HASH: bool, const SUMS: bool>(
+    cols: &Columns<'_>,
+    labels: &[f32],
+    out: &mut Vec<u64>,
+    shifts: &[f32],
+    sums: &mut Vec<Moments>,
+) {
+    let (d, n) = (cols.d, cols.n);
+    assert!(!HASH || labels.len() == n, "one label per row");
+    assert!(!SUMS || shifts.len() == d, "one shift per column");
+    let whole = n / SCAN_ROWS * SCAN_ROWS;
+    out.clear();
+    // SAFETY: every load/store is of an 8-element subslice (bounds-checked), prefetches are of
+    // live slices; AVX2/FMA by the caller's contract.
+    unsafe {
+        let zero = _mm256_setzero_ps();
+        let mut lanes = vec![[zero; 2]; if SUMS { d } else { 0 }];
+        let (ma, mb) = (_mm256_set1_epi32(0xcc9e_2d51u32 as i32), _mm256_set1_epi32(0x1b87_3593u32 as i32));
+        let mut words = [0u64; SCAN_ROWS];
+        for r in (0..whole).step_by(SCAN_ROWS) {
+            let mut a = [_mm256_set1_epi32(0x9e37_79b9u32 as i32); SCAN_ROWS / 8];
+            let mut b = [_mm256_set1_epi32(0x7f4a_7c15u32 as i32); SCAN_ROWS / 8];
+            let mut mix = |x: [__m256; SCAN_ROWS / 8]| {
+                for i in 0..SCAN_ROWS / 8 {
+                    let x = _mm256_castps_si256(x[i]);
+                    let h = _mm256_mullo_epi32(_mm256_xor_si256(a[i], x), ma);
+                    a[i] = _mm256_xor_si256(h, _mm256_srli_epi32::<15>(h));
+                    let h = _mm256_mullo_epi32(_mm256_add_epi32(b[i], x), mb);
+                    b[i] = _mm256_xor_si256(h, _mm256_srli_epi32::<13>(h));
+                }
+            };
+            let ahead = r + SCAN_AHEAD * SCAN_ROWS;
+            for j in 0..d {
+                let c = cols.col(j);
+                if ahead < n {
+                    super::prefetch(&c[ahead..(ahead + SCAN_ROWS).min(n)]);
+                }
+                let x: [__m256; SCAN_ROWS / 8] = std::array::from_fn(|i| load(&c[r + 8 * i..]));
+                if HASH {
+                    mix(x);
+                }
+                if SUMS {
+                    let k = _mm256_set1_ps(shifts[j]);
+                    let [v0, v1, v2, v3] = x.map(|x| _mm256_sub_ps(x, k));
+                    let [s, q] = &mut lanes[j];
+                    *s = _mm256_add_ps(*s, _mm256_add_ps(_mm256_add_ps(v0, v1), _mm256_add_ps(v2, v3)));
+                    *q = _mm256_fmadd_ps(v0, v0, _mm256_fmadd_ps(v1, v1, _mm256_fmadd_ps(v2, v2, _mm256_fmadd_ps(v3, v3, *q))));
+                }
+            }
+            if HASH {
+                mix(std::array::from_fn(|i| load(&labels[r + 8 * i..])));
+                for i in 0..SCAN_ROWS / 8 {
+                    let (fa, fb) = (fmix8(a[i]), fmix8(b[i]));
+                    // (fmix(a) << 32 | fmix(b)) per row: rows 0 1 4 5, then rows 2 3 6 7.
+                    let (lo, hi) = (_mm256_unpacklo_epi32(fb, fa), _mm256_unpackhi_epi32(fb, fa));
+                    let w = &mut words[8 * i..8 * i + 8];
+                    let (w0, w1) = w.split_at_mut(4);
+                    _mm256_storeu_si256(w0.as_mut_ptr().cast(), _mm256_permute2x128_si256::<0x20>(lo, hi));
+                    _mm256_storeu_si256(w1.as_mut_ptr().cast(), _mm256_permute2x128_si256::<0x31>(lo, hi));
+                }
+                out.extend_from_slice(&words);
+            }
+        }
+        let tail = Columns::new(cols.data, cols.stride, d, cols.r0 + whole, n - whole);
+        if HASH && whole < n {
+            let mut rest = Vec::with_capacity(n - whole);
+            super::scalar::row_hashes(&tail, &labels[whole..], &mut rest);
+            out.extend_from_slice(&rest);
+        }
+        if SUMS {
+            let mut rest = Vec::with_capacity(d);
+            super::scalar::scan(&tail, &[], None, Some((shifts, &mut rest)));
+            sums.clear();
+            sums.extend(lanes.iter().zip(rest).map(|(&[s, q], m)| Moments {
+                n: n as f64,
+                s: hsum(s) as f64 + m.s,
+                q: hsum(q) as f64 + m.q,
+                ..m
+            }));
+        }
+    }
 }
 
 /// One lane set's running sums of [`column_pass`].

@@ -198,13 +198,14 @@ pub fn gradient_block(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &mut [f32
     }
 }
 
-/// Asks the CPU to start loading `xs` into cache (a hint: no effect on results). A column of
-/// a block is one 4 KiB page, where hardware prefetchers stop; a pass that reads columns one
-/// after another prefetches the next one while it works on the current.
+/// Asks the CPU to start loading `xs` into cache (a hint: no effect on results), one 64-byte
+/// line at a time. A column of a block is one 4 KiB page, where hardware prefetchers stop; a
+/// pass that reads columns one after another prefetches the next one while it works on the
+/// current, and a pass of random lookups prefetches them all first.
 #[inline]
-pub fn prefetch(xs: &[f32]) {
+pub fn prefetch<T>(xs: &[T]) {
     #[cfg(target_arch = "x86_64")]
-    for line in xs.chunks(16) {
+    for line in xs.chunks((64 / std::mem::size_of::<T>()).max(1)) {
         // SAFETY: a prefetch is a hint that cannot fault or change memory; the address is that
         // of a live slice element.
         unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
@@ -401,13 +402,18 @@ pub fn moments(xs: &[f32], shift: f32, extremes: bool) -> Moments {
     }
 }
 
-/// Each row's 64-bit fingerprint over its features and label, into `out` (see `dedup`).
+/// One read of a batch for the stages before the learner: each row's 64-bit fingerprint over
+/// its features and label into `hashes` (see `dedup`), and each column's sums shifted by
+/// `shifts[j]` into `sums` as [`Moments`] of all its values — `n` is the row count, and `s`,
+/// `q` are NaN when a value is NaN (the caller then takes [`moments`] of that column); the
+/// extremes are not computed. Reading the batch once for both also brings it into this core's
+/// cache for the learner.
 #[inline]
-pub fn row_hashes(cols: &Columns<'_>, labels: &[f32], out: &mut Vec<u64>) {
+pub fn scan(cols: &Columns<'_>, labels: &[f32], hashes: Option<&mut Vec<u64>>, sums: Option<(&[f32], &mut Vec<Moments>)>) {
     match isa() {
         // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::row_hashes(cols, labels, out) },
-        _ => scalar::row_hashes(cols, labels, out),
+        Isa::Avx2 => unsafe { avx2::scan(cols, labels, hashes, sums) },
+        _ => scalar::scan(cols, labels, hashes, sums),
     }
 }

@@ -109,8 +109,7 @@ const HASH_ROWS: usize = 64;
 
 /// Each row's 64-bit fingerprint (see `dedup`): two 32-bit multiply–xorshift chains over the
 /// bit patterns of the features then the label, each finalised as MurmurHash3's `fmix32`.
-/// Column-wise over up to 64 rows at a time; the AVX2 twin is this code compiled for AVX2.
-#[inline(always)]
+/// Column-wise over up to 64 rows at a time (the AVX2 twin is part of its `scan`).
 pub fn row_hashes(cols: &Columns<'_>, labels: &[f32], out: &mut Vec<u64>) {
     assert_eq!(labels.len(), cols.n, "one label per row");
     out.clear();
@@ -140,5 +139,25 @@ pub fn row_hashes(cols: &Columns<'_>, labels: &[f32], out: &mut Vec<u64>) {
         mix(&labels[r0..r0 + m]);
         out.extend(a[..m].iter().zip(&b[..m]).map(|(&a, &b)| (fmix(a) as u64) << 32 | fmix(b) as u64));
         r0 += m;
+    }
+}
+
+/// The batch scan ([`super::scan`]): each row's fingerprint ([`row_hashes`]) when `hashes`, and
+/// with `sums` each column's sums over all its values shifted by `shifts[j]`, in f64 — `n` is
+/// the row count and `s`, `q` are NaN when a value is NaN; the extremes are not computed.
+pub fn scan(cols: &Columns<'_>, labels: &[f32], hashes: Option<&mut Vec<u64>>, sums: Option<(&[f32], &mut Vec<Moments>)>) {
+    if let Some(out) = hashes {
+        row_hashes(cols, labels, out);
+    }
+    if let Some((shifts, out)) = sums {
+        assert_eq!(shifts.len(), cols.d, "one shift per column");
+        out.clear();
+        out.extend(shifts.iter().enumerate().map(|(j, &shift)| {
+            let (s, q) = cols.col(j).iter().fold((0.0f64, 0.0f64), |(s, q), &x| {
+                let v = (x - shift) as f64;
+                (s + v, q + v * v)
+            });
+            Moments { n: cols.n as f64, s, q, ..Moments::empty(shift) }
+        }));
     }
 }
