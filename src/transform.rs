@@ -346,6 +346,7 @@ impl Transform {
         // Only min-max scaling reads the extremes (the saved statistics keep them as seen).
         let extremes = self.cfg.scaling == Scaling::Minmax;
         let mut f = std::mem::take(&mut self.folded);
+        f.impute = false;
         // Without scanned sums, each column is read here first.
         let ahead = if sums.is_some() { 0 } else { PREFETCH_COLUMNS };
         for j in 0..self.d.min(ahead) {
@@ -376,7 +377,10 @@ impl Transform {
                 }
             };
             if imputing {
-                counts.imputed_cells += src.len() as u64 - non_nan as u64;
+                let nan_cells = src.len() as u64 - non_nan as u64;
+                counts.imputed_cells += nan_cells;
+                // The kernels replace NaN cells only in a chunk that has some.
+                f.impute |= nan_cells > 0;
             }
         }
         f.clamp = f.lo.iter().chain(&f.hi).any(|v| v.is_finite());

@@ -247,7 +247,7 @@ proptest! {
 /// The folded kernels (the feature stage inside predict and gradient) and the moments pass:
 /// the AVX2 twin against the scalar specification, which is checked against f64 on the mapped
 /// values `Fold::mapped`, with NaN cells, clamps and both fill modes.
-fn check_folded(n: usize, d: usize, offset: usize, seed: u64, nan_every: usize, clamp: bool) {
+fn check_folded(n: usize, d: usize, offset: usize, seed: u64, nan_every: usize, clamp: bool, impute: bool) {
     let stride = n + offset + 3;
     let mut block = data(stride * d, seed);
     for (i, x) in block.iter_mut().enumerate() {
@@ -267,6 +267,7 @@ fn check_folded(n: usize, d: usize, offset: usize, seed: u64, nan_every: usize, 
         }
     }
     f.clamp = clamp;
+    f.impute = impute;
     let u = |j: usize, r: usize| (f.value(j, cols.col(j)[r]) - f.a[j]) as f64;
     let mut want_p = vec![0.0f32; n];
     scalar::predict_block_folded(&cols, &f, &w, 0.5, &mut want_p);
@@ -343,8 +344,8 @@ fn check_folded(n: usize, d: usize, offset: usize, seed: u64, nan_every: usize, 
 fn folded_kernels_on_awkward_lengths() {
     for &n in &LENGTHS {
         for d in [1, 3, 4, 5, 8, 33] {
-            for (nan_every, clamp) in [(0, false), (0, true), (7, false), (5, true)] {
-                check_folded(n, d, n % 3, n as u64 * 13 + d as u64, nan_every, clamp);
+            for (nan_every, clamp, impute) in [(0, false, false), (0, true, true), (7, false, true), (5, true, true), (5, false, false)] {
+                check_folded(n, d, n % 3, n as u64 * 13 + d as u64, nan_every, clamp, impute);
             }
         }
     }
@@ -353,8 +354,8 @@ fn folded_kernels_on_awkward_lengths() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
-    fn folded_kernels_random(n in 0usize..600, d in 1usize..40, offset in 0usize..9, seed: u64, nan_every in 0usize..9, clamp: bool) {
-        check_folded(n, d, offset, seed, nan_every, clamp);
+    fn folded_kernels_random(n in 0usize..600, d in 1usize..40, offset in 0usize..9, seed: u64, nan_every in 0usize..9, clamp: bool, impute: bool) {
+        check_folded(n, d, offset, seed, nan_every, clamp, impute);
     }
 }
 

@@ -88,7 +88,7 @@ pub unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn predict_block(cols: &Columns<'_>, w: &[f32], bias: f32, out: &mut [f32]) {
     // SAFETY: AVX2 and FMA by the caller's contract.
-    unsafe { predict::<false, false>(cols, None, w, bias, out) }
+    unsafe { predict::<false, false, false>(cols, None, w, bias, out) }
 }
 
 /// [`predict_block`] on folded columns ([`Fold`]): each column's 8 lanes are imputed (a blend on
@@ -101,10 +101,11 @@ pub unsafe fn predict_block_folded(cols: &Columns<'_>, f: &Fold, w: &[f32], bias
     assert_eq!(f.a.len(), cols.d, "fold width");
     // SAFETY: AVX2 and FMA by the caller's contract.
     unsafe {
-        if f.clamp {
-            predict::<true, true>(cols, Some(f), w, bias, out)
-        } else {
-            predict::<true, false>(cols, Some(f), w, bias, out)
+        match (f.clamp, f.impute) {
+            (true, true) => predict::<true, true, true>(cols, Some(f), w, bias, out),
+            (true, false) => predict::<true, true, false>(cols, Some(f), w, bias, out),
+            (false, true) => predict::<true, false, true>(cols, Some(f), w, bias, out),
+            (false, false) => predict::<true, false, false>(cols, Some(f), w, bias, out),
         }
     }
 }
@@ -133,14 +134,14 @@ impl FoldLanes {
     /// # Safety
     /// The CPU must support AVX.
     #[inline(always)]
-    unsafe fn value<const FOLD: bool, const CLAMP: bool>(self, x: __m256) -> __m256 {
+    unsafe fn value<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool>(self, x: __m256) -> __m256 {
         if !FOLD {
             return x;
         }
         let [fill, lo, hi, _] = self.0;
         // SAFETY: register-only AVX operations; the caller guarantees AVX.
         unsafe {
-            let v = _mm256_blendv_ps(fill, x, _mm256_cmp_ps::<_CMP_ORD_Q>(x, x));
+            let v = if IMPUTE { _mm256_blendv_ps(fill, x, _mm256_cmp_ps::<_CMP_ORD_Q>(x, x)) } else { x };
             if CLAMP {
                 _mm256_min_ps(hi, _mm256_max_ps(lo, v))
             } else {
@@ -154,11 +155,11 @@ impl FoldLanes {
     /// # Safety
     /// The CPU must support AVX.
     #[inline(always)]
-    unsafe fn centred<const FOLD: bool, const CLAMP: bool>(self, x: __m256) -> __m256 {
+    unsafe fn centred<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool>(self, x: __m256) -> __m256 {
         // SAFETY: register-only AVX operations; the caller guarantees AVX.
         unsafe {
             if FOLD {
-                _mm256_sub_ps(self.value::<FOLD, CLAMP>(x), self.0[3])
+                _mm256_sub_ps(self.value::<FOLD, CLAMP, IMPUTE>(x), self.0[3])
             } else {
                 x
             }
@@ -181,7 +182,13 @@ fn fold_centred<const FOLD: bool>(f: Option<&Fold>, j: usize, x: f32) -> f32 {
 /// The CPU must support AVX2 and FMA.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn predict<const FOLD: bool, const CLAMP: bool>(cols: &Columns<'_>, f: Option<&Fold>, w: &[f32], bias: f32, out: &mut [f32]) {
+unsafe fn predict<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool>(
+    cols: &Columns<'_>,
+    f: Option<&Fold>,
+    w: &[f32],
+    bias: f32,
+    out: &mut [f32],
+) {
     assert_eq!((w.len(), out.len()), (cols.d, cols.n));
     let n = cols.n;
     let n8 = n / 8 * 8;
@@ -193,7 +200,7 @@ unsafe fn predict<const FOLD: bool, const CLAMP: bool>(cols: &Columns<'_>, f: Op
             let (c0, c1, c2, c3) = (cols.col(j), cols.col(j + 1), cols.col(j + 2), cols.col(j + 3));
             let (w0, w1, w2, w3) = (_mm256_set1_ps(w[j]), _mm256_set1_ps(w[j + 1]), _mm256_set1_ps(w[j + 2]), _mm256_set1_ps(w[j + 3]));
             let fl: [FoldLanes; 4] = std::array::from_fn(|i| FoldLanes::new::<FOLD>(f, j + i));
-            let v = |i: usize, x: __m256| fl[i].centred::<FOLD, CLAMP>(x);
+            let v = |i: usize, x: __m256| fl[i].centred::<FOLD, CLAMP, IMPUTE>(x);
             for r in (0..n8).step_by(8) {
                 let a = _mm256_fmadd_ps(v(0, load(&c0[r..])), w0, load(&out[r..]));
                 let b = _mm256_mul_ps(v(1, load(&c1[r..])), w1);
@@ -212,7 +219,7 @@ unsafe fn predict<const FOLD: bool, const CLAMP: bool>(cols: &Columns<'_>, f: Op
                 let fl = FoldLanes::new::<FOLD>(f, jj);
                 let c = cols.col(jj);
                 for r in (0..n8).step_by(8) {
-                    let y = _mm256_fmadd_ps(fl.centred::<FOLD, CLAMP>(load(&c[r..])), _mm256_set1_ps(wj), load(&out[r..]));
+                    let y = _mm256_fmadd_ps(fl.centred::<FOLD, CLAMP, IMPUTE>(load(&c[r..])), _mm256_set1_ps(wj), load(&out[r..]));
                     store(&mut out[r..], y);
                 }
                 for r in n8..n {
@@ -234,7 +241,7 @@ unsafe fn predict<const FOLD: bool, const CLAMP: bool>(cols: &Columns<'_>, f: Op
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn gradient_block(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &mut [f32], m: Option<&mut [f32]>) {
     // SAFETY: AVX2 and FMA by the caller's contract.
-    unsafe { gradient::<false, false>(cols, None, c, g, h, m) }
+    unsafe { gradient::<false, false, false>(cols, None, c, g, h, m) }
 }
 
 /// [`gradient_block`] on folded columns, of `u = value − a` ([`Fold`]).
@@ -246,10 +253,11 @@ pub unsafe fn gradient_block_folded(cols: &Columns<'_>, f: &Fold, c: &[f32], g: 
     assert_eq!(f.a.len(), cols.d, "fold width");
     // SAFETY: AVX2 and FMA by the caller's contract.
     unsafe {
-        if f.clamp {
-            gradient::<true, true>(cols, Some(f), c, g, h, m)
-        } else {
-            gradient::<true, false>(cols, Some(f), c, g, h, m)
+        match (f.clamp, f.impute) {
+            (true, true) => gradient::<true, true, true>(cols, Some(f), c, g, h, m),
+            (true, false) => gradient::<true, true, false>(cols, Some(f), c, g, h, m),
+            (false, true) => gradient::<true, false, true>(cols, Some(f), c, g, h, m),
+            (false, false) => gradient::<true, false, false>(cols, Some(f), c, g, h, m),
         }
     }
 }
@@ -260,7 +268,7 @@ pub unsafe fn gradient_block_folded(cols: &Columns<'_>, f: &Fold, c: &[f32], g: 
 /// The CPU must support AVX2 and FMA.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gradient<const FOLD: bool, const CLAMP: bool>(
+unsafe fn gradient<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool>(
     cols: &Columns<'_>,
     f: Option<&Fold>,
     c: &[f32],
@@ -284,7 +292,7 @@ unsafe fn gradient<const FOLD: bool, const CLAMP: bool>(
             for r in (0..n8).step_by(8) {
                 let cv = load(&c[r..]);
                 for i in 0..4 {
-                    let xv = fl[i].centred::<FOLD, CLAMP>(load(&x[i][r..]));
+                    let xv = fl[i].centred::<FOLD, CLAMP, IMPUTE>(load(&x[i][r..]));
                     let v = _mm256_mul_ps(xv, cv);
                     gs[i] = _mm256_add_ps(gs[i], v);
                     hs[i] = _mm256_fmadd_ps(v, v, hs[i]);

@@ -215,7 +215,7 @@ pub fn prefetch<T>(xs: &[T]) {
 }
 
 /// The feature stage folded into the learner's kernels (no transformed copy of the data): the
-/// raw value `x` of column `j` becomes `v = x`, or `fill[j]` where `x` is NaN, clamped to
+/// raw value `x` of column `j` becomes `v = x`, or `fill[j]` where `x` is NaN (when `impute`), clamped to
 /// `[lo[j], hi[j]]`; the learner sees `(v − a[j])·b[j]`. The kernels work on the centred
 /// `v − a[j]` (exact for a value near the offset, so no precision is lost to large means):
 /// predictions use the weights `w[j]·b[j]`, and gradients are scaled by `b[j]` afterwards
@@ -234,6 +234,9 @@ pub struct Fold {
     pub b: Vec<f32>,
     /// True when any clamp bound is finite (the kernels skip clamping otherwise).
     pub clamp: bool,
+    /// True when NaN cells are replaced by `fill`; false keeps them NaN (the kernels then skip
+    /// the replacement: for data known to have no NaN cell, or nothing to fill with).
+    pub impute: bool,
 }
 
 impl Fold {
@@ -246,6 +249,7 @@ impl Fold {
             a: vec![0.0; d],
             b: vec![1.0; d],
             clamp: false,
+            impute: false,
         }
     }
 
@@ -253,7 +257,7 @@ impl Fold {
     /// passes the clamp unchanged).
     #[inline(always)]
     pub fn value(&self, j: usize, x: f32) -> f32 {
-        let v = if x.is_nan() { self.fill[j] } else { x };
+        let v = if self.impute && x.is_nan() { self.fill[j] } else { x };
         let v = if v < self.lo[j] { self.lo[j] } else { v };
         if v > self.hi[j] {
             self.hi[j]
