@@ -10,7 +10,7 @@
 //! time a late batch would have waited (no coordinated omission). One `unsafe` call:
 //! `prctl` for precise pacing sleeps.
 
-use crate::batch::{Batch, OwnedBatch, Payload, BATCH_ROWS};
+use crate::batch::{Batch, OwnedBatch, Payload, Segment, BATCH_ROWS, MAX_SEGMENTS};
 use crate::dataset::Dataset;
 use crate::dedup::Dedup;
 use crate::kernel::{self, Columns};
@@ -242,6 +242,8 @@ struct Producer<'a> {
     sent_rows: u64,
     batches: u64,
     merge_period: u64,
+    /// Block segments per mapped batch (see [`MAX_SEGMENTS`]).
+    bundle: usize,
     checkpoint_every: u64,
     last_checkpoint: u64,
     checkpointing: bool,
@@ -375,6 +377,14 @@ pub fn train(
     };
     let learned: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
     let dedup = (cfg.dedup_window > 0).then(|| InOrder::new(Dedup::new(cfg.dedup_window)));
+    // Mapped segments bundled per batch: with dedup (one window turn per batch) and without
+    // per-batch window reports (whose boundaries are batch boundaries); a power of two that
+    // divides --merge-every, so merges still come every K segments per shard.
+    let bundle = if dedup.is_some() && cfg.windows.is_none() && matches!(input, Input::Mapped { .. }) {
+        1 << cfg.merge_every.max(1).trailing_zeros().min(MAX_SEGMENTS.trailing_zeros())
+    } else {
+        1
+    };
     let start = Instant::now();
     let mut producer = Producer {
         rings: &rings,
@@ -383,7 +393,8 @@ pub fn train(
         start,
         sent_rows: 0,
         batches: 0,
-        merge_period: (cfg.merge_every.max(1) * n) as u64,
+        merge_period: (cfg.merge_every.max(1) / bundle * n) as u64,
+        bundle,
         checkpoint_every: cfg.checkpoint_every.max(1),
         last_checkpoint: 0,
         checkpointing: cfg.checkpoint.is_some(),
@@ -587,8 +598,13 @@ fn produce(
                         segments.swap(i, rng.random_range(0..=i));
                     }
                 }
-                for &(block, r0, n) in &segments {
-                    if !p.send(Payload::Mapped { block, r0, n }, n, WindowSlot::None, None) {
+                for bundle in segments.chunks(p.bundle) {
+                    let mut parts = [Segment::default(); MAX_SEGMENTS];
+                    for (part, &(block, r0, n)) in parts.iter_mut().zip(bundle) {
+                        *part = Segment { block, r0, n };
+                    }
+                    let rows = bundle.iter().map(|s| s.2).sum();
+                    if !p.send(Payload::Mapped { segments: parts, count: bundle.len() }, rows, WindowSlot::None, None) {
                         return Ok(());
                     }
                 }

@@ -6,10 +6,10 @@
 //! distributions. A shard whose learning fails keeps draining its ring and attending merges (so
 //! no other shard waits forever at a barrier) and reports the error. No `unsafe` here.
 
-use crate::batch::{skipped, Batch, OwnedBatch, Payload, SkipMask, BATCH_ROWS};
+use crate::batch::{skipped, Batch, OwnedBatch, Payload, Segment, SkipMask, BATCH_ROWS, MAX_SEGMENTS};
 use crate::dataset::Dataset;
 use crate::dedup::Dedup;
-use crate::kernel::{scan, Columns, Moments};
+use crate::kernel::{scan, ColumnSums, Columns, Moments};
 use crate::latency::StageLatency;
 use crate::learner::{LearnError, Learner};
 use crate::merge::Merger;
@@ -81,10 +81,11 @@ struct Scratch {
     weights: Vec<f32>,
     /// Rows a chunk keeps.
     keep: Vec<usize>,
-    /// Fingerprints of a batch's rows.
-    hashes: Vec<u64>,
-    /// A batch's column sums from its scan.
-    sums: Vec<Moments>,
+    /// Per part of a batch: its rows' fingerprints, its column sums from the scan, its
+    /// duplicate rows.
+    hashes: Vec<Vec<u64>>,
+    sums: Vec<ColumnSums>,
+    skips: Vec<SkipMask>,
 }
 
 /// Labels and weights of one batch, indexed like its columns: from row 0 of the block, the
@@ -107,40 +108,53 @@ struct Work<'a> {
 }
 
 impl Work<'_> {
-    /// Reads the batch once before learning ([`scan`]): fingerprints its rows and takes batch
-    /// `seq`'s turn at the shared duplicate window (even after a failure, so later batches do
-    /// not wait forever), and sums its columns into `scratch.sums` when the feature stage can
-    /// take its moments from there. Returns the duplicate rows and whether it summed.
-    fn scan(&mut self, cols: &Columns<'_>, t: &Targets<'_>, seq: u64) -> (SkipMask, bool) {
-        let mut skip = [0; BATCH_ROWS / 64];
+    /// Reads each part of batch `seq` once before learning ([`scan`]): fingerprints its rows,
+    /// and sums its columns into `scratch.sums` when the feature stage can take its moments from
+    /// there; then takes the batch's turn at the shared duplicate window (even after a failure,
+    /// so later batches do not wait forever), marking each part's duplicates in
+    /// `scratch.skips`. Returns whether it summed.
+    fn scan(&mut self, parts: &[(Columns<'_>, Targets<'_>)], seq: u64) -> bool {
         let shifts = if self.error.is_none() { self.transform.scan_shifts() } else { None };
         let summed = shifts.is_some();
-        if self.dedup.is_some() || summed {
-            let Scratch { hashes, sums, .. } = &mut self.scratch;
-            let labels = &t.labels[cols.r0..cols.r0 + cols.n];
-            scan(cols, labels, self.dedup.map(|_| &mut *hashes), shifts.map(|s| (s, sums)));
-            if let Some(window) = self.dedup {
-                window.turn(seq, |w| w.mark(hashes, &mut skip));
-            }
+        let Scratch { hashes, sums, skips, .. } = &mut self.scratch;
+        skips.clear();
+        skips.resize(parts.len(), [0; BATCH_ROWS / 64]);
+        sums.resize_with(parts.len(), ColumnSums::default);
+        if self.dedup.is_none() && !summed {
+            return false;
         }
-        (skip, summed)
+        hashes.resize_with(parts.len(), Vec::new);
+        for ((cols, t), (h, m)) in parts.iter().zip(hashes.iter_mut().zip(sums.iter_mut())) {
+            let labels = &t.labels[cols.r0..cols.r0 + cols.n];
+            scan(cols, labels, self.dedup.map(|_| h), shifts.map(|s| (s, m)));
+        }
+        if let Some(window) = self.dedup {
+            window.turn(seq, |w| hashes.iter().zip(skips.iter_mut()).for_each(|(h, skip)| w.mark(h, skip)));
+        }
+        summed
     }
 
-    /// Learns one data batch (unless an earlier one failed) and reports its outcome to the
-    /// window reporter, when there is one.
-    fn batch(&mut self, cols: &Columns<'_>, t: &Targets<'_>, seq: u64, tag: WindowTag) {
+    /// Learns one data batch, its parts in order (unless an earlier one failed), and reports
+    /// its outcome to the window reporter, when there is one.
+    fn batch(&mut self, parts: &[(Columns<'_>, Targets<'_>)], seq: u64, tag: WindowTag) {
         let before = self.stats.map(|_| self.learner.progress());
-        let (skip, summed) = self.scan(cols, t, seq);
-        if self.error.is_none() {
+        let summed = self.scan(parts, seq);
+        for (i, (cols, t)) in parts.iter().enumerate() {
+            if self.error.is_some() {
+                break;
+            }
             let (learner, transform, scratch) = (&mut self.learner, &mut self.transform, &mut self.scratch);
-            self.error = learn(learner, transform, cols, t, (&skip, summed), scratch, &mut self.counts, &mut self.duplicates).err();
+            let (skip, sums) = (scratch.skips[i], std::mem::take(&mut scratch.sums[i]));
+            let stage = (&skip, summed.then_some(&sums.moments[..]));
+            self.error = learn(learner, transform, cols, t, stage, scratch, &mut self.counts, &mut self.duplicates).err();
+            self.scratch.sums[i] = sums;
         }
         if let (Some(stats), Some(before)) = (self.stats, before) {
             let after = self.learner.progress();
             let _ = stats.push(BatchStat {
                 seq,
                 tag,
-                rows: cols.n as u64,
+                rows: parts.iter().map(|(c, _)| c.n as u64).sum(),
                 loss: after.loss_sum - before.loss_sum,
                 weight: after.weight_sum - before.weight_sum,
                 correct: after.correct - before.correct,
@@ -191,17 +205,22 @@ pub fn run(ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> Sha
                 }
                 continue;
             }
-            Payload::Mapped { block, r0, n } => {
-                let b = ctx.dataset.expect("mapped batches come with their dataset").block(block);
-                let cols = Columns::new(b.data, b.stride, b.features, r0, n);
-                w.batch(&cols, &Targets { labels: b.labels, weights: b.weights }, batch.seq, batch.window);
-                n
+            Payload::Mapped { segments, count } => {
+                let ds = ctx.dataset.expect("mapped batches come with their dataset");
+                let part = |s: &Segment| {
+                    let b = ds.block(s.block);
+                    (Columns::new(b.data, b.stride, b.features, s.r0, s.n), Targets { labels: b.labels, weights: b.weights })
+                };
+                // A fixed array (the steady state allocates nothing): unused entries repeat the first.
+                let parts: [_; MAX_SEGMENTS] = std::array::from_fn(|i| part(&segments[if i < count { i } else { 0 }]));
+                w.batch(&parts[..count], batch.seq, batch.window);
+                segments[..count].iter().map(|s| s.n).sum()
             }
             Payload::Owned(buf) => {
                 let n = buf.rows;
                 let cols = Columns::new(&buf.data, buf.stride, buf.d, 0, n);
                 let t = Targets { labels: &buf.labels[..n], weights: buf.has_weights.then_some(&buf.weights[..n]) };
-                w.batch(&cols, &t, batch.seq, batch.window);
+                w.batch(&[(cols, t)], batch.seq, batch.window);
                 // The pool has room for every buffer in flight, so this never waits long.
                 let _ = ctx.pool.push(buf);
                 n
@@ -237,8 +256,8 @@ fn chunk_rows(batch: usize) -> usize {
     batch.clamp(256, BATCH_ROWS)
 }
 
-/// The feature stage then the learner, for one batch, skipping the rows `skip.0` marks (with
-/// `skip.1`, `scratch.sums` holds the batch's column sums). When the stage folds into the
+/// The feature stage then the learner, for one batch, skipping the rows `skip` marks (`sums`:
+/// the batch's column sums from its scan, when taken). When the stage folds into the
 /// learner's kernels ([`Transform::foldable`]), the learner reads the source's columns (or,
 /// when the batch has duplicates to skip, a compacted copy of its kept rows); otherwise the
 /// stage writes transformed columns, a chunk at a time, that the learner reads.
@@ -248,7 +267,7 @@ fn learn(
     transform: &mut Transform,
     cols: &Columns<'_>,
     t: &Targets<'_>,
-    (skip, summed): (&SkipMask, bool),
+    (skip, sums): (&SkipMask, Option<&[Moments]>),
     scratch: &mut Scratch,
     counts: &mut TransformCounts,
     duplicates: &mut u64,
@@ -267,7 +286,7 @@ fn learn(
             let m = compact(cols, t, |r| skipped(skip, r), scratch);
             (Columns::new(&scratch.data, m, cols.d, 0, m), &scratch.labels[..m], t.weights.map(|_| &scratch.weights[..m]), None)
         } else {
-            (*cols, t.labels, t.weights, summed.then_some(&scratch.sums[..]))
+            (*cols, t.labels, t.weights, sums)
         };
         let fold = (!identity).then(|| transform.fold(&part, counts, sums));
         return learner.learn_columns(&part, fold, labels, weights);

@@ -192,3 +192,34 @@ fn event_time_windows_count_late_rows() {
     let out = Command::new(env!("CARGO_BIN_EXE_streamsgd")).args(["train", csv.to_str().unwrap(), "--window-time", "5s"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--timestamp-col"));
 }
+
+/// The duplicate window is one stream-ordered window whatever the shards: with 1, 2 or 3
+/// threads, batches of one block or bundles of several (`--merge-every` 1 or 16), the rows
+/// dropped are exactly those a single window over the whole file in order drops.
+#[test]
+fn dedup_is_exact_whatever_the_threads() {
+    use streamsgd::dedup::Dedup;
+    use streamsgd::kernel::{scan, Columns};
+    let dir = tempfile::tempdir().unwrap();
+    let p = gen(dir.path(), "u.ssgd", 60_000, 0.0, 0.08, None);
+    let ds = Dataset::open(&p).unwrap();
+    let mut window = Dedup::new(64);
+    let mut fps = Vec::new();
+    for b in 0..ds.blocks() {
+        let blk = ds.block(b);
+        let n = ds.header().rows_in_block(b) as usize;
+        scan(&Columns::new(blk.data, blk.stride, blk.features, 0, n), &blk.labels[..n], Some(&mut fps), None);
+        fps.iter().for_each(|&fp| {
+            window.is_duplicate(fp);
+        });
+    }
+    assert!(window.dropped > 3_000, "the generator made duplicates: {}", window.dropped);
+    for (threads, merge_every) in [(1, 16), (2, 16), (3, 16), (2, 1)] {
+        let mut c = cfg(threads);
+        c.transform = TransformConfig::default();
+        c.merge_every = merge_every;
+        let r = run(&c, &p).report;
+        assert_eq!(r.rows_dropped_duplicate, window.dropped, "{threads} threads, merge every {merge_every}");
+        assert_eq!(r.rows_learned + r.rows_dropped_duplicate, r.rows);
+    }
+}

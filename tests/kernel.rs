@@ -384,9 +384,10 @@ fn check_scan(n: usize, d: usize, r0: usize, seed: u64, nan_every: usize) {
     #[cfg(target_arch = "x86_64")]
     if Isa::Avx2.available() {
         for (hash, sum) in [(true, true), (true, false), (false, true)] {
-            let (mut h, mut m) = (vec![7u64; 3], vec![Moments::empty(9.0); 2]);
+            let (mut h, mut m, mut lanes) = (vec![7u64; 3], vec![Moments::empty(9.0); 2], vec![1.0f32; 5]);
+            let sums = sum.then_some((&shifts[..], &mut m, &mut lanes));
             // SAFETY (test): AVX2 and FMA checked above.
-            unsafe { streamsgd::kernel::avx2::scan(&cols, &labels, hash.then_some(&mut h), sum.then_some((&shifts[..], &mut m))) };
+            unsafe { streamsgd::kernel::avx2::scan(&cols, &labels, hash.then_some(&mut h), sums) };
             if hash {
                 assert_eq!(h, want_h, "fingerprints n={n} d={d} r0={r0}");
             }

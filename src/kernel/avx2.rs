@@ -550,13 +550,18 @@ const SCAN_AHEAD: usize = 2;
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn scan(cols: &Columns<'_>, labels: &[f32], hashes: Option<&mut Vec<u64>>, sums: Option<(&[f32], &mut Vec<Moments>)>) {
+pub unsafe fn scan(
+    cols: &Columns<'_>,
+    labels: &[f32],
+    hashes: Option<&mut Vec<u64>>,
+    sums: Option<(&[f32], &mut Vec<Moments>, &mut Vec<f32>)>,
+) {
     // SAFETY: AVX2 and FMA by the caller's contract.
     unsafe {
         match (hashes, sums) {
-            (Some(h), Some((shifts, m))) => scan_chunks::<true, true>(cols, labels, h, shifts, m),
-            (Some(h), None) => scan_chunks::<true, false>(cols, labels, h, &[], &mut Vec::new()),
-            (None, Some((shifts, m))) => scan_chunks::<false, true>(cols, labels, &mut Vec::new(), shifts, m),
+            (Some(h), Some((shifts, m, l))) => scan_chunks::<true, true>(cols, labels, h, shifts, m, l),
+            (Some(h), None) => scan_chunks::<true, false>(cols, labels, h, &[], &mut Vec::new(), &mut Vec::new()),
+            (None, Some((shifts, m, l))) => scan_chunks::<false, true>(cols, labels, &mut Vec::new(), shifts, m, l),
             (None, None) => {}
         }
     }
@@ -575,7 +580,8 @@ unsafe fn fmix8(h: __m256i) -> __m256i {
     }
 }
 
-/// The body of [`scan`]: fingerprints into `out` when `HASH`, sums into `sums` when `SUMS`.
+/// The body of [`scan`]: fingerprints into `out` when `HASH`, sums into `sums` when `SUMS`
+/// (with `lanes`, 16 per column, as scratch).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
@@ -587,6 +593,7 @@ unsafe fn scan_chunks<const HASH: bool, const SUMS: bool>(
     out: &mut Vec<u64>,
     shifts: &[f32],
     sums: &mut Vec<Moments>,
+    lanes: &mut Vec<f32>,
 ) {
     let (d, n) = (cols.d, cols.n);
     assert!(!HASH || labels.len() == n, "one label per row");
@@ -596,8 +603,8 @@ unsafe fn scan_chunks<const HASH: bool, const SUMS: bool>(
     // SAFETY: every load/store is of an 8-element subslice (bounds-checked), prefetches are of
     // live slices; AVX2/FMA by the caller's contract.
     unsafe {
-        let zero = _mm256_setzero_ps();
-        let mut lanes = vec![[zero; 2]; if SUMS { d } else { 0 }];
+        lanes.clear();
+        lanes.resize(if SUMS { 16 * d } else { 0 }, 0.0);
         let (ma, mb) = (_mm256_set1_epi32(0xcc9e_2d51u32 as i32), _mm256_set1_epi32(0x1b87_3593u32 as i32));
         let mut words = [0u64; SCAN_ROWS];
         for r in (0..whole).step_by(SCAN_ROWS) {
@@ -625,9 +632,9 @@ unsafe fn scan_chunks<const HASH: bool, const SUMS: bool>(
                 if SUMS {
                     let k = _mm256_set1_ps(shifts[j]);
                     let [v0, v1, v2, v3] = x.map(|x| _mm256_sub_ps(x, k));
-                    let [s, q] = &mut lanes[j];
-                    *s = _mm256_add_ps(*s, _mm256_add_ps(_mm256_add_ps(v0, v1), _mm256_add_ps(v2, v3)));
-                    *q = _mm256_fmadd_ps(v0, v0, _mm256_fmadd_ps(v1, v1, _mm256_fmadd_ps(v2, v2, _mm256_fmadd_ps(v3, v3, *q))));
+                    let (s, q) = lanes[16 * j..16 * j + 16].split_at_mut(8);
+                    store(s, _mm256_add_ps(load(s), _mm256_add_ps(_mm256_add_ps(v0, v1), _mm256_add_ps(v2, v3))));
+                    store(q, _mm256_fmadd_ps(v0, v0, _mm256_fmadd_ps(v1, v1, _mm256_fmadd_ps(v2, v2, _mm256_fmadd_ps(v3, v3, load(q))))));
                 }
             }
             if HASH {
@@ -646,19 +653,18 @@ unsafe fn scan_chunks<const HASH: bool, const SUMS: bool>(
         }
         let tail = Columns::new(cols.data, cols.stride, d, cols.r0 + whole, n - whole);
         if HASH && whole < n {
-            let mut rest = Vec::with_capacity(n - whole);
-            super::scalar::row_hashes(&tail, &labels[whole..], &mut rest);
-            out.extend_from_slice(&rest);
+            super::scalar::row_hashes(&tail, &labels[whole..], out);
         }
         if SUMS {
-            let mut rest = Vec::with_capacity(d);
-            super::scalar::scan(&tail, &[], None, Some((shifts, &mut rest)));
             sums.clear();
-            sums.extend(lanes.iter().zip(rest).map(|(&[s, q], m)| Moments {
-                n: n as f64,
-                s: hsum(s) as f64 + m.s,
-                q: hsum(q) as f64 + m.q,
-                ..m
+            sums.extend((0..d).map(|j| {
+                let shift = shifts[j];
+                let (s, q) = tail.col(j).iter().fold((0.0f64, 0.0f64), |(s, q), &x| {
+                    let v = (x - shift) as f64;
+                    (s + v, q + v * v)
+                });
+                let (ls, lq) = lanes[16 * j..16 * j + 16].split_at(8);
+                Moments { n: n as f64, s: hsum(load(ls)) as f64 + s, q: hsum(load(lq)) as f64 + q, ..Moments::empty(shift) }
             }));
         }
     }

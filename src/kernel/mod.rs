@@ -406,18 +406,29 @@ pub fn moments(xs: &[f32], shift: f32, extremes: bool) -> Moments {
     }
 }
 
+/// A batch's column sums from [`scan`], with the scan's scratch (kept between batches, so a
+/// warm pipeline allocates nothing).
+#[derive(Clone, Debug, Default)]
+pub struct ColumnSums {
+    /// Per column, its sums as [`Moments`] (see [`scan`]).
+    pub moments: Vec<Moments>,
+    /// Per column, the AVX2 pass's partial sums in lanes: 8 of Σ(x − shift), then 8 of
+    /// Σ(x − shift)².
+    lanes: Vec<f32>,
+}
+
 /// One read of a batch for the stages before the learner: each row's 64-bit fingerprint over
 /// its features and label into `hashes` (see `dedup`), and each column's sums shifted by
-/// `shifts[j]` into `sums` as [`Moments`] of all its values — `n` is the row count, and `s`,
+/// `shifts[j]` into `sums.moments` as [`Moments`] of all its values — `n` is the row count, and `s`,
 /// `q` are NaN when a value is NaN (the caller then takes [`moments`] of that column); the
 /// extremes are not computed. Reading the batch once for both also brings it into this core's
 /// cache for the learner.
 #[inline]
-pub fn scan(cols: &Columns<'_>, labels: &[f32], hashes: Option<&mut Vec<u64>>, sums: Option<(&[f32], &mut Vec<Moments>)>) {
+pub fn scan(cols: &Columns<'_>, labels: &[f32], hashes: Option<&mut Vec<u64>>, sums: Option<(&[f32], &mut ColumnSums)>) {
     match isa() {
         // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::scan(cols, labels, hashes, sums) },
-        _ => scalar::scan(cols, labels, hashes, sums),
+        Isa::Avx2 => unsafe { avx2::scan(cols, labels, hashes, sums.map(|(k, s)| (k, &mut s.moments, &mut s.lanes))) },
+        _ => scalar::scan(cols, labels, hashes, sums.map(|(k, s)| (k, &mut s.moments))),
     }
 }

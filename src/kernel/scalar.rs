@@ -109,10 +109,10 @@ const HASH_ROWS: usize = 64;
 
 /// Each row's 64-bit fingerprint (see `dedup`): two 32-bit multiply–xorshift chains over the
 /// bit patterns of the features then the label, each finalised as MurmurHash3's `fmix32`.
-/// Column-wise over up to 64 rows at a time (the AVX2 twin is part of its `scan`).
+/// Column-wise over up to 64 rows at a time (the AVX2 twin is part of its `scan`); appended to
+/// `out`.
 pub fn row_hashes(cols: &Columns<'_>, labels: &[f32], out: &mut Vec<u64>) {
     assert_eq!(labels.len(), cols.n, "one label per row");
-    out.clear();
     let fmix = |mut h: u32| {
         h ^= h >> 16;
         h = h.wrapping_mul(0x85eb_ca6b);
@@ -147,6 +147,7 @@ pub fn row_hashes(cols: &Columns<'_>, labels: &[f32], out: &mut Vec<u64>) {
 /// the row count and `s`, `q` are NaN when a value is NaN; the extremes are not computed.
 pub fn scan(cols: &Columns<'_>, labels: &[f32], hashes: Option<&mut Vec<u64>>, sums: Option<(&[f32], &mut Vec<Moments>)>) {
     if let Some(out) = hashes {
+        out.clear();
         row_hashes(cols, labels, out);
     }
     if let Some((shifts, out)) = sums {
