@@ -23,10 +23,17 @@
 //! still in the window (a bucket that had 8 new fingerprints within N rows: about one row in
 //! a thousand), the evicted entry moves to a small stash that lookups also search while it is
 //! not empty, and that is pruned every N rows or so — no row of the window is ever forgotten.
-//! Memory: about 64·N bytes; nothing allocated per row. No `unsafe` here.
+//! Memory: about 64·N bytes; nothing allocated per row. A batch's lookups prefetch the bucket
+//! of the row 16 ahead, so a window larger than the caches costs overlapped memory latencies.
+//!
+//! The shards share one window and take turns at it in stream order ([`crate::turns`]); each
+//! fingerprints its batch first, in parallel. No `unsafe` here.
 
 use crate::batch::SkipMask;
 use crate::kernel::prefetch;
+
+/// How many rows ahead [`Dedup::mark`] prefetches buckets.
+const PREFETCH_ROWS: usize = 16;
 
 /// Slots per bucket.
 const WAYS: usize = 8;
@@ -121,13 +128,14 @@ impl Dedup {
     /// for each duplicate row `r`.
     pub fn mark(&mut self, fps: &[u64], skip: &mut SkipMask) {
         assert!(fps.len() <= skip.len() * 64, "a batch fits its mask");
-        // The buckets were last written by another shard's core: ask for them all at once.
-        for &fp in fps {
-            let b = self.bucket(fp);
-            prefetch(&self.fps[b..b + 1]);
-            prefetch(&self.rows[b..b + 1]);
-        }
         for (r, &fp) in fps.iter().enumerate() {
+            // The bucket of a row a few ahead: a window larger than the caches (or last written
+            // by another shard's core) then costs one memory latency per row, overlapped.
+            if let Some(&ahead) = fps.get(r + PREFETCH_ROWS) {
+                let b = self.bucket(ahead);
+                prefetch(&self.fps[b..b + 1]);
+                prefetch(&self.rows[b..b + 1]);
+            }
             skip[r / 64] |= (self.is_duplicate(fp) as u64) << (r % 64);
         }
     }
