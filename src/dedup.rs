@@ -89,6 +89,7 @@ impl Dedup {
 
     /// True when `fp` equals the fingerprint of one of the last `window` rows (kept or
     /// dropped); the row is then counted as dropped. Every row enters the window either way.
+    #[inline]
     pub fn is_duplicate(&mut self, fp: u64) -> bool {
         let (row, window) = (self.row, self.window);
         self.row += 1;
@@ -98,14 +99,15 @@ impl Dedup {
         }
         let b = self.bucket(fp);
         let (fps, rows) = (&mut self.fps[b], &mut self.rows[b]);
-        // Bit k: slot k holds `fp` (a bucket holds a fingerprint in one slot at most).
-        let hit = fps.iter().enumerate().fold(0u32, |m, (k, &f)| m | u32::from(f == fp) << k);
+        // A bucket holds a fingerprint in one slot at most. Found when some `f ^ fp` is zero:
+        // one xor and one min per slot, no branch (the slot is looked for only then).
+        let found = fps.iter().fold(u64::MAX, |m, &f| m.min(f ^ fp)) == 0;
+        let hit = if found { fps.iter().position(|&f| f == fp) } else { None };
         let mut in_stash = || {
             let found = self.stash.iter_mut().find(|(f, at)| *f == fp && row - *at <= window);
             found.map(|e| e.1 = row).is_some()
         };
-        let dup = if hit != 0 {
-            let k = hit.trailing_zeros() as usize;
+        let dup = if let Some(k) = hit {
             let live = row - rows[k] <= window;
             rows[k] = row;
             live || in_stash()
