@@ -10,7 +10,8 @@
 //! Statistics are per shard while training (each shard sees its share of the stream) and are
 //! combined with Chan et al.'s parallel update when the model is saved. When the stage keeps
 //! every row and column ([`Transform::foldable`]) it is folded into the learner's kernels
-//! ([`Transform::fold`]: no transformed copy, one moments pass per column and batch); otherwise
+//! ([`Transform::fold`]: no transformed copy; a batch's moments come from the shard's scan of
+//! the batch, or from a moments pass over a column with NaN cells or a compacted batch); otherwise
 //! [`Transform::apply`] writes transformed columns with the kernel's column pass. The scalar
 //! fold (Chan/Welford) is done once per column per batch. No `unsafe` here.
 
