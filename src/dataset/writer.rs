@@ -75,7 +75,7 @@ impl DatasetWriter {
     }
 
     /// Appends a full block given column-major with stride `block_rows` (features, label,
-    /// [weight]); the fast path for generators. Falls back to row pushes mid-block.
+    /// (weight)); the fast path for generators. Falls back to row pushes mid-block.
     pub fn push_block(&mut self, columns: &[f32]) -> Result<(), FormatError> {
         if columns.len() != self.buf.len() {
             return Err(FormatError::Write {

@@ -452,7 +452,7 @@ pub unsafe fn score_batch(loss: &Loss, p: &[f32], y: &[f32], w: Option<&[f32]>, 
 }
 
 /// The feature stage's column pass: [`moments`] without a map; with one, two interleaved sets
-/// of accumulators ([`Acc`], 16 values per iteration) and one loop per case (imputing, or
+/// of accumulators (`Acc`, 16 values per iteration) and one loop per case (imputing, or
 /// keeping NaN), so no branch is left inside.
 ///
 /// # Safety
