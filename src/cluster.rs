@@ -19,6 +19,7 @@
 //! watchdog ends the process with an error when no merge completes for `peer_timeout`.
 //! No `unsafe` here.
 
+use crate::batch::Segment;
 use crate::dataset::Dataset;
 use crate::latency::{Latency, Percentiles};
 use crate::learner::{LearnError, Learner, LearnerConfig};
@@ -233,7 +234,7 @@ fn work(
     loop {
         let mut examples = 0.0;
         for _ in 0..cfg.merge_every.max(1) {
-            let Some(&(block, r0, n)) = mine.next() else { break };
+            let Some(&Segment { block, r0, n }) = mine.next() else { break };
             let b = ds.block(block);
             let t = Instant::now();
             if error.is_none() {

@@ -5,10 +5,10 @@
 //! Sources: a mapped `.ssgd` file (what travels is a block reference, never a copy), or a row
 //! stream (a text file, stdin, a socket, a Kafka topic) parsed into pooled columnar buffers that
 //! come back through a return ring — so the steady state allocates nothing. Shards publish how
-//! far they have learned, so a stream source can commit what is learned (Kafka offsets). With `--rate`, the producer paces an
-//! open loop and stamps each batch with its *intended* send time, so latency includes the
-//! time a late batch would have waited (no coordinated omission). One `unsafe` call:
-//! `prctl` for precise pacing sleeps.
+//! far they have learned, so a stream source can commit what is learned (Kafka offsets). With
+//! `--rate`, the producer paces an open loop and stamps each batch with its *intended* send
+//! time, so latency includes the time a late batch would have waited (no coordinated
+//! omission). One `unsafe` call: `prctl` for precise pacing sleeps.
 
 use crate::batch::{Batch, OwnedBatch, Payload, Segment, BATCH_ROWS, MAX_SEGMENTS};
 use crate::dataset::Dataset;
@@ -560,9 +560,9 @@ pub fn train(
     Ok(TrainOutcome { report, latency, model })
 }
 
-/// The batches of the first `train_rows` rows of a mapped file, in file order: (block, first
-/// row in the block, rows), at most [`BATCH_ROWS`] rows each (larger blocks are cut).
-pub fn segments(dataset: &Dataset, train_rows: u64) -> Vec<(u64, usize, usize)> {
+/// The segments of the first `train_rows` rows of a mapped file, in file order, at most
+/// [`BATCH_ROWS`] rows each (larger blocks are cut).
+pub fn segments(dataset: &Dataset, train_rows: u64) -> Vec<Segment> {
     let per_block = (dataset.header().block_rows as usize).div_ceil(BATCH_ROWS);
     let mut segments = Vec::with_capacity(dataset.blocks() as usize * per_block);
     let mut left = train_rows;
@@ -572,7 +572,7 @@ pub fn segments(dataset: &Dataset, train_rows: u64) -> Vec<(u64, usize, usize)> 
         }
         let n = dataset.header().rows_in_block(b).min(left) as usize;
         for r0 in (0..n).step_by(BATCH_ROWS) {
-            segments.push((b, r0, BATCH_ROWS.min(n - r0)));
+            segments.push(Segment { block: b, r0, n: BATCH_ROWS.min(n - r0) });
         }
         left -= n as u64;
     }
@@ -600,10 +600,8 @@ fn produce(
                 }
                 for bundle in segments.chunks(p.bundle) {
                     let mut parts = [Segment::default(); MAX_SEGMENTS];
-                    for (part, &(block, r0, n)) in parts.iter_mut().zip(bundle) {
-                        *part = Segment { block, r0, n };
-                    }
-                    let rows = bundle.iter().map(|s| s.2).sum();
+                    parts[..bundle.len()].copy_from_slice(bundle);
+                    let rows = bundle.iter().map(|s| s.n).sum();
                     if !p.send(Payload::Mapped { segments: parts, count: bundle.len() }, rows, WindowSlot::None, None) {
                         return Ok(());
                     }

@@ -81,8 +81,12 @@ struct Scratch {
     weights: Vec<f32>,
     /// Rows a chunk keeps.
     keep: Vec<usize>,
-    /// Per part of a batch: its rows' fingerprints, its column sums from the scan, its
-    /// duplicate rows.
+}
+
+/// What a batch's scan leaves for learning it, per part of the batch: its rows' fingerprints,
+/// its column sums, its duplicate rows.
+#[derive(Default)]
+struct Scanned {
     hashes: Vec<Vec<u64>>,
     sums: Vec<ColumnSums>,
     skips: Vec<SkipMask>,
@@ -100,6 +104,7 @@ struct Work<'a> {
     learner: Learner,
     transform: Transform,
     scratch: Scratch,
+    scanned: Scanned,
     counts: TransformCounts,
     duplicates: u64,
     error: Option<LearnError>,
@@ -109,14 +114,14 @@ struct Work<'a> {
 
 impl Work<'_> {
     /// Reads each part of batch `seq` once before learning ([`scan`]): fingerprints its rows,
-    /// and sums its columns into `scratch.sums` when the feature stage can take its moments from
+    /// and sums its columns into `scanned.sums` when the feature stage can take its moments from
     /// there; then takes the batch's turn at the shared duplicate window (even after a failure,
     /// so later batches do not wait forever), marking each part's duplicates in
-    /// `scratch.skips`. Returns whether it summed.
+    /// `scanned.skips`. Returns whether it summed.
     fn scan(&mut self, parts: &[(Columns<'_>, Targets<'_>)], seq: u64) -> bool {
         let shifts = if self.error.is_none() { self.transform.scan_shifts() } else { None };
         let summed = shifts.is_some();
-        let Scratch { hashes, sums, skips, .. } = &mut self.scratch;
+        let Scanned { hashes, sums, skips } = &mut self.scanned;
         skips.clear();
         skips.resize(parts.len(), [0; BATCH_ROWS / 64]);
         sums.resize_with(parts.len(), ColumnSums::default);
@@ -143,11 +148,9 @@ impl Work<'_> {
             if self.error.is_some() {
                 break;
             }
+            let stage = (&self.scanned.skips[i], summed.then_some(&self.scanned.sums[i].moments[..]));
             let (learner, transform, scratch) = (&mut self.learner, &mut self.transform, &mut self.scratch);
-            let (skip, sums) = (scratch.skips[i], std::mem::take(&mut scratch.sums[i]));
-            let stage = (&skip, summed.then_some(&sums.moments[..]));
             self.error = learn(learner, transform, cols, t, stage, scratch, &mut self.counts, &mut self.duplicates).err();
-            self.scratch.sums[i] = sums;
         }
         if let (Some(stats), Some(before)) = (self.stats, before) {
             let after = self.learner.progress();
@@ -176,6 +179,7 @@ pub fn run(ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> Sha
         learner,
         transform,
         scratch: Scratch::default(),
+        scanned: Scanned::default(),
         counts: TransformCounts::default(),
         duplicates: 0,
         error: None,

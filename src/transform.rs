@@ -303,7 +303,7 @@ impl Transform {
                 }
             }
             let dst = &mut head[j * m..(j + 1) * m];
-            let learning = !self.frozen && self.cfg.needs_stats();
+            let learning = self.learning();
             let moments = if learning && self.stats.count[j] == 0.0 {
                 // The first values of a feature are scaled by their own statistics.
                 self.stats.update(j, src);
@@ -317,13 +317,23 @@ impl Transform {
                 }
                 m
             };
-            if matches!(self.cfg.missing, Missing::Zero | Missing::Mean) {
+            if self.imputing() {
                 counts.imputed_cells += src.len() as u64 - moments.n as u64;
             }
         }
         self.keep = keep;
         self.gathered = gathered;
         m
+    }
+
+    /// True while the statistics are updated from the data (training a stage that has any).
+    fn learning(&self) -> bool {
+        !self.frozen && self.cfg.needs_stats()
+    }
+
+    /// True when NaN cells are replaced (zero or mean).
+    fn imputing(&self) -> bool {
+        matches!(self.cfg.missing, Missing::Zero | Missing::Mean)
     }
 
     /// True when the stage can be folded into the learner's kernels: it keeps every row and adds
@@ -342,8 +352,7 @@ impl Transform {
     /// them instead of a second read.
     pub fn fold(&mut self, cols: &Columns<'_>, counts: &mut TransformCounts, sums: Option<&[Moments]>) -> &Fold {
         debug_assert!(self.foldable());
-        let learning = !self.frozen && self.cfg.needs_stats();
-        let imputing = matches!(self.cfg.missing, Missing::Zero | Missing::Mean);
+        let (learning, imputing) = (self.learning(), self.imputing());
         // Only min-max scaling reads the extremes (the saved statistics keep them as seen).
         let extremes = self.cfg.scaling == Scaling::Minmax;
         let mut f = std::mem::take(&mut self.folded);
@@ -394,8 +403,7 @@ impl Transform {
     /// the fold would not use scanned sums (no statistics to learn or cells to impute,
     /// min-max extremes, or a feature not seen yet).
     pub fn scan_shifts(&mut self) -> Option<&[f32]> {
-        let learning = !self.frozen && self.cfg.needs_stats();
-        let imputing = matches!(self.cfg.missing, Missing::Zero | Missing::Mean);
+        let (learning, imputing) = (self.learning(), self.imputing());
         let useful = self.foldable()
             && (learning || imputing)
             && self.cfg.scaling != Scaling::Minmax

@@ -659,10 +659,7 @@ unsafe fn scan_chunks<const HASH: bool, const SUMS: bool>(
             sums.clear();
             sums.extend((0..d).map(|j| {
                 let shift = shifts[j];
-                let (s, q) = tail.col(j).iter().fold((0.0f64, 0.0f64), |(s, q), &x| {
-                    let v = (x - shift) as f64;
-                    (s + v, q + v * v)
-                });
+                let (s, q) = super::scalar::shifted_sums(tail.col(j), shift);
                 let (ls, lq) = lanes[16 * j..16 * j + 16].split_at(8);
                 Moments { n: n as f64, s: hsum(load(ls)) as f64 + s, q: hsum(load(lq)) as f64 + q, ..Moments::empty(shift) }
             }));

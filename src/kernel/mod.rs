@@ -215,8 +215,8 @@ pub fn prefetch<T>(xs: &[T]) {
 }
 
 /// The feature stage folded into the learner's kernels (no transformed copy of the data): the
-/// raw value `x` of column `j` becomes `v = x`, or `fill[j]` where `x` is NaN (when `impute`), clamped to
-/// `[lo[j], hi[j]]`; the learner sees `(v − a[j])·b[j]`. The kernels work on the centred
+/// raw value `x` of column `j` becomes `v = x`, or `fill[j]` where `x` is NaN (when `impute`),
+/// clamped to `[lo[j], hi[j]]`; the learner sees `(v − a[j])·b[j]`. The kernels work on the centred
 /// `v − a[j]` (exact for a value near the offset, so no precision is lost to large means):
 /// predictions use the weights `w[j]·b[j]`, and gradients are scaled by `b[j]` afterwards
 /// (see `learner`).
@@ -419,8 +419,8 @@ pub struct ColumnSums {
 
 /// One read of a batch for the stages before the learner: each row's 64-bit fingerprint over
 /// its features and label into `hashes` (see `dedup`), and each column's sums shifted by
-/// `shifts[j]` into `sums.moments` as [`Moments`] of all its values — `n` is the row count, and `s`,
-/// `q` are NaN when a value is NaN (the caller then takes [`moments`] of that column); the
+/// `shifts[j]` into `sums.moments` as [`Moments`] of all its values — `n` is the row count, and
+/// `s`, `q` are NaN when a value is NaN (the caller then takes [`moments`] of that column); the
 /// extremes are not computed. Reading the batch once for both also brings it into this core's
 /// cache for the learner.
 #[inline]

@@ -154,11 +154,16 @@ pub fn scan(cols: &Columns<'_>, labels: &[f32], hashes: Option<&mut Vec<u64>>, s
         assert_eq!(shifts.len(), cols.d, "one shift per column");
         out.clear();
         out.extend(shifts.iter().enumerate().map(|(j, &shift)| {
-            let (s, q) = cols.col(j).iter().fold((0.0f64, 0.0f64), |(s, q), &x| {
-                let v = (x - shift) as f64;
-                (s + v, q + v * v)
-            });
+            let (s, q) = shifted_sums(cols.col(j), shift);
             Moments { n: cols.n as f64, s, q, ..Moments::empty(shift) }
         }));
     }
+}
+
+/// `Σ (x − shift)` and `Σ (x − shift)²` in f64, NaN when a value is NaN.
+pub fn shifted_sums(xs: &[f32], shift: f32) -> (f64, f64) {
+    xs.iter().fold((0.0, 0.0), |(s, q), &x| {
+        let v = (x - shift) as f64;
+        (s + v, q + v * v)
+    })
 }
