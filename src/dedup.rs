@@ -41,16 +41,22 @@ const WAYS: usize = 8;
 /// The row number of a slot never used: further back than any window reaches.
 const EMPTY: i64 = i64::MIN / 2;
 
+/// One bucket: its slots' fingerprints and the number of the latest row with each ([`EMPTY`]:
+/// none); two cache lines, aligned.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Bucket {
+    fps: [u64; WAYS],
+    rows: [i64; WAYS],
+}
+
 /// The window's state.
 #[derive(Debug, Clone)]
 pub struct Dedup {
     window: i64,
     /// The number of the next row (0-based).
     row: i64,
-    /// Per bucket, its slots' fingerprints.
-    fps: Vec<[u64; WAYS]>,
-    /// Per bucket, the number of the latest row with each slot's fingerprint ([`EMPTY`]: none).
-    rows: Vec<[i64; WAYS]>,
+    buckets: Vec<Bucket>,
     /// Per bucket, the slot its next new fingerprint takes.
     next: Vec<u8>,
     /// Buckets − 1 (a power of two).
@@ -71,8 +77,7 @@ impl Dedup {
         Dedup {
             window: window as i64,
             row: 0,
-            fps: vec![[0; WAYS]; buckets],
-            rows: vec![[EMPTY; WAYS]; buckets],
+            buckets: vec![Bucket { fps: [0; WAYS], rows: [EMPTY; WAYS] }; buckets],
             next: vec![0; buckets],
             mask: buckets - 1,
             stash: Vec::new(),
@@ -91,54 +96,77 @@ impl Dedup {
     /// dropped); the row is then counted as dropped. Every row enters the window either way.
     #[inline]
     pub fn is_duplicate(&mut self, fp: u64) -> bool {
-        let (row, window) = (self.row, self.window);
+        let row = self.row;
         self.row += 1;
-        if !self.stash.is_empty() && row >= self.prune_at {
+        let dup = self.step(fp, row);
+        self.dropped += u64::from(dup);
+        dup
+    }
+
+    /// [`Dedup::is_duplicate`] for row number `row`, without the counts. The stash is searched
+    /// out of line, only while it holds entries.
+    #[inline(always)]
+    fn step(&mut self, fp: u64, row: i64) -> bool {
+        let b = self.bucket(fp);
+        let bucket = &mut self.buckets[b];
+        // A bucket holds a fingerprint in one slot at most. All 8 slots are compared (no probe
+        // sequence, whose length mispredicts); a new fingerprint is the predicted case.
+        let found = bucket.fps.iter().fold(false, |m, &f| m | (f == fp));
+        if found {
+            let k = bucket.fps.iter().position(|&f| f == fp).unwrap_or(0);
+            let live = row - bucket.rows[k] <= self.window;
+            bucket.rows[k] = row;
+            return live || (!self.stash.is_empty() && self.in_stash(fp, row));
+        }
+        if !self.stash.is_empty() && self.in_stash(fp, row) {
+            return true;
+        }
+        let bucket = &mut self.buckets[b];
+        let k = self.next[b] as usize;
+        self.next[b] = ((k + 1) % WAYS) as u8;
+        if row - bucket.rows[k] <= self.window {
+            self.stash.push((bucket.fps[k], bucket.rows[k]));
+        }
+        (bucket.fps[k], bucket.rows[k]) = (fp, row);
+        false
+    }
+
+    /// True when `fp` is in the stash within the window of row `row` (its row is then
+    /// refreshed); prunes the stash every `window` rows.
+    #[cold]
+    #[inline(never)]
+    fn in_stash(&mut self, fp: u64, row: i64) -> bool {
+        let window = self.window;
+        if row >= self.prune_at {
             self.stash.retain(|&(_, at)| row - at <= window);
             self.prune_at = row + window;
         }
-        let b = self.bucket(fp);
-        let (fps, rows) = (&mut self.fps[b], &mut self.rows[b]);
-        // A bucket holds a fingerprint in one slot at most. Found when some `f ^ fp` is zero:
-        // one xor and one min per slot, no branch (the slot is looked for only then).
-        let found = fps.iter().fold(u64::MAX, |m, &f| m.min(f ^ fp)) == 0;
-        let hit = if found { fps.iter().position(|&f| f == fp) } else { None };
-        let mut in_stash = || {
-            let found = self.stash.iter_mut().find(|(f, at)| *f == fp && row - *at <= window);
-            found.map(|e| e.1 = row).is_some()
-        };
-        let dup = if let Some(k) = hit {
-            let live = row - rows[k] <= window;
-            rows[k] = row;
-            live || in_stash()
-        } else if in_stash() {
-            true
-        } else {
-            let k = self.next[b] as usize;
-            self.next[b] = ((k + 1) % WAYS) as u8;
-            if row - rows[k] <= window {
-                self.stash.push((fps[k], rows[k]));
-            }
-            (fps[k], rows[k]) = (fp, row);
-            false
-        };
-        self.dropped += u64::from(dup);
-        dup
+        let found = self.stash.iter_mut().find(|(f, at)| *f == fp && row - *at <= window);
+        found.map(|e| e.1 = row).is_some()
     }
 
     /// [`Dedup::is_duplicate`] for a batch's fingerprints in order, setting bit `r` of `skip`
     /// for each duplicate row `r`.
     pub fn mark(&mut self, fps: &[u64], skip: &mut SkipMask) {
         assert!(fps.len() <= skip.len() * 64, "a batch fits its mask");
-        for (r, &fp) in fps.iter().enumerate() {
-            // The bucket of a row a few ahead: a window larger than the caches (or last written
-            // by another shard's core) then costs one memory latency per row, overlapped.
-            if let Some(&ahead) = fps.get(r + PREFETCH_ROWS) {
-                let b = self.bucket(ahead);
-                prefetch(&self.fps[b..b + 1]);
-                prefetch(&self.rows[b..b + 1]);
+        let row = self.row;
+        self.row += fps.len() as i64;
+        for (w, (chunk, word)) in fps.chunks(64).zip(skip.iter_mut()).enumerate() {
+            let mut dups = 0u64;
+            for (i, &fp) in chunk.iter().enumerate() {
+                let r = 64 * w + i;
+                // The bucket of a row a few ahead: a window larger than the caches (or last
+                // written by another shard's core) then costs one memory latency per row,
+                // overlapped.
+                if let Some(&ahead) = fps.get(r + PREFETCH_ROWS) {
+                    let b = &self.buckets[self.bucket(ahead)];
+                    prefetch(&b.fps);
+                    prefetch(&b.rows);
+                }
+                dups |= u64::from(self.step(fp, row + r as i64)) << i;
             }
-            skip[r / 64] |= (self.is_duplicate(fp) as u64) << (r % 64);
+            *word |= dups;
+            self.dropped += u64::from(dups.count_ones());
         }
     }
 }
@@ -146,6 +174,7 @@ impl Dedup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::{skipped, BATCH_ROWS};
     use crate::kernel::{scan, Columns};
     use proptest::prelude::*;
 
@@ -195,6 +224,22 @@ mod tests {
                 let want = xs[i.saturating_sub(w)..i].contains(&x);
                 prop_assert_eq!(d.is_duplicate(x), want, "row {}", i);
             }
+        }
+
+        #[test]
+        fn mark_agrees_with_row_by_row(xs in proptest::collection::vec(0u64..300, 0..3000), w in 1usize..200, spread: bool, cut in 1usize..1025) {
+            // Batches of any length up to a mask's 1024 rows, over the fast path and the stash.
+            let xs: Vec<u64> = xs.iter().map(|&x| if spread { x.wrapping_mul(0x9e37_79b9_7f4a_7c15) } else { x << 32 }).collect();
+            let (mut one, mut batched) = (Dedup::new(w), Dedup::new(w));
+            for batch in xs.chunks(cut) {
+                let mut skip = [0; BATCH_ROWS / 64];
+                batched.mark(batch, &mut skip);
+                for (r, &x) in batch.iter().enumerate() {
+                    prop_assert_eq!(skipped(&skip, r), one.is_duplicate(x), "row {} of a batch", r);
+                }
+                prop_assert!(batch.len() == BATCH_ROWS || !skipped(&skip, batch.len()), "bits past the batch stay clear");
+            }
+            prop_assert_eq!(batched.dropped, one.dropped);
         }
 
         #[test]
