@@ -473,11 +473,14 @@ pub fn train(
         for r in &rings {
             r.close();
         }
-        let reports: Vec<_> = handles.into_iter().map(|h| h.join().expect("shard thread panicked")).collect();
+        // Every thread is joined before a shard's panic is passed on: the reporter ends only
+        // once its ring is closed.
+        let joined: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
         if let Some(ring) = stats_ring.as_ref() {
             ring.close();
         }
         let window_io = reporter.map(|h| h.join().expect("window reporter panicked")).transpose();
+        let reports: Vec<_> = joined.into_iter().map(|r| r.unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect();
         (reports, produced, window_io)
     });
     let seconds = start.elapsed().as_secs_f64();

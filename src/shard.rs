@@ -4,7 +4,8 @@
 //! kernels, or into its own scratch columns), learns, returns pooled buffers, takes part in
 //! merges, reports per-batch outcomes to the window reporter, and records its latency
 //! distributions. A shard whose learning fails keeps draining its ring and attending merges (so
-//! no other shard waits forever at a barrier) and reports the error. No `unsafe` here.
+//! no other shard waits forever at a barrier) and reports the error; a shard that panics makes
+//! the run fail rather than hang ([`PanicGuard`]). No `unsafe` here.
 
 use crate::batch::{skipped, Batch, OwnedBatch, Payload, Segment, SkipMask, BATCH_ROWS, MAX_SEGMENTS};
 use crate::dataset::Dataset;
@@ -167,8 +168,29 @@ impl Work<'_> {
     }
 }
 
+/// Lets the pipeline fail instead of hang when its shard panics (a bug, not bad input): the
+/// producer stops (`failed`, and the shard's ring and the buffer pool close), and the shards
+/// waiting for this one at the merge barrier or at the duplicate window's turns panic too.
+struct PanicGuard<'c, 'a>(&'c ShardContext<'a>);
+
+impl Drop for PanicGuard<'_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let ctx = self.0;
+            ctx.failed.store(true, Ordering::Release);
+            ctx.input.close();
+            ctx.pool.close();
+            ctx.merger.abandon();
+            if let Some(window) = ctx.dedup {
+                window.abandon();
+            }
+        }
+    }
+}
+
 /// Runs a shard to the end of its ring.
 pub fn run(ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> ShardReport {
+    let _guard = PanicGuard(&ctx);
     if let Some(core) = ctx.pin {
         core_affinity::set_for_current(core);
     }

@@ -6,10 +6,11 @@
 //! A waiting shard spins briefly then yields ([`crossbeam::utils::Backoff`]): the turn it waits
 //! for is held by a shard that is running, never one blocked on the waiter (batches are
 //! numbered in the order the producer hands them out, and every merge barrier a lower-numbered
-//! batch's shard must pass has already been passed by the waiter).
+//! batch's shard must pass has already been passed by the waiter). A shard that panics
+//! [abandons](InOrder::abandon) the turns, so a waiter panics too instead of waiting forever.
 
 use crossbeam::utils::Backoff;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// A `T` updated by turns numbered 0, 1, 2, … each taken exactly once.
@@ -20,12 +21,20 @@ pub struct InOrder<T> {
     /// Only the thread whose turn it is locks it, so the lock is never contended; it makes
     /// the hand-over a plain happens-before edge without `unsafe`.
     state: Mutex<T>,
+    /// Set when a turn will never be taken (its thread panicked).
+    abandoned: AtomicBool,
 }
 
 impl<T> InOrder<T> {
     /// `state`, with turn 0 next.
     pub fn new(state: T) -> Self {
-        InOrder { next: AtomicU64::new(0), state: Mutex::new(state) }
+        InOrder { next: AtomicU64::new(0), state: Mutex::new(state), abandoned: AtomicBool::new(false) }
+    }
+
+    /// Marks the turns as never advancing again (a thread that was to take one has panicked):
+    /// threads waiting for a turn, or arriving later, panic.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
     }
 
     /// Waits until every turn below `turn` has run, then runs `f` on the state as turn `turn`.
@@ -34,6 +43,9 @@ impl<T> InOrder<T> {
     pub fn turn<R>(&self, turn: u64, f: impl FnOnce(&mut T) -> R) -> R {
         let backoff = Backoff::new();
         while self.next.load(Ordering::Acquire) != turn {
+            if self.abandoned.load(Ordering::Acquire) {
+                panic!("turn {turn} never comes: a thread taking turns panicked");
+            }
             backoff.snooze();
         }
         let r = f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
@@ -76,5 +88,17 @@ mod tests {
             });
             assert_eq!(log.into_inner(), (0..turns).collect::<Vec<_>>(), "{threads} threads");
         }
+    }
+
+    #[test]
+    fn abandoned_turns_release_their_waiters_by_panicking() {
+        let turns = InOrder::new(());
+        std::thread::scope(|s| {
+            // Turn 0 is never taken (its thread panicked): the waiter for turn 1 must not hang.
+            let waiter = s.spawn(|| turns.turn(1, |_| ()));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            turns.abandon();
+            assert!(waiter.join().is_err());
+        });
     }
 }
