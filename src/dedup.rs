@@ -70,20 +70,38 @@ pub struct Dedup {
 }
 
 impl Dedup {
-    /// A window over the last `window` rows (≥ 1).
+    /// A window over the last `window` rows (≥ 1). Panics when its table cannot be allocated:
+    /// see [`Dedup::try_new`].
     pub fn new(window: usize) -> Self {
+        Self::try_new(window).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A window over the last `window` rows (≥ 1), or why its table (about 64·`window` bytes)
+    /// cannot be allocated.
+    pub fn try_new(window: usize) -> Result<Self, String> {
         let window = window.max(1);
-        let buckets = window.div_ceil(2).next_power_of_two();
-        Dedup {
-            window: window as i64,
+        let too_big = || {
+            format!(
+                "a window of {window} rows needs about {:.1} GB of memory for its table, more than this machine can allocate",
+                window as f64 * 64e-9
+            )
+        };
+        let buckets = window.div_ceil(2).checked_next_power_of_two().ok_or_else(too_big)?;
+        let (mut table, mut next) = (Vec::new(), Vec::new());
+        table.try_reserve_exact(buckets).map_err(|_| too_big())?;
+        next.try_reserve_exact(buckets).map_err(|_| too_big())?;
+        table.resize(buckets, Bucket { fps: [0; WAYS], rows: [EMPTY; WAYS] });
+        next.resize(buckets, 0);
+        Ok(Dedup {
+            window: i64::try_from(window).map_err(|_| too_big())?,
             row: 0,
-            buckets: vec![Bucket { fps: [0; WAYS], rows: [EMPTY; WAYS] }; buckets],
-            next: vec![0; buckets],
+            buckets: table,
+            next,
             mask: buckets - 1,
             stash: Vec::new(),
             prune_at: 0,
             dropped: 0,
-        }
+        })
     }
 
     /// The bucket of `fp`.
@@ -181,6 +199,14 @@ mod tests {
     /// The rows' fingerprints, as the pipeline computes them.
     fn row_hashes(cols: &Columns<'_>, labels: &[f32], out: &mut Vec<u64>) {
         scan(cols, labels, Some(out), None);
+    }
+
+    #[test]
+    fn an_impossible_window_is_an_error_not_an_abort() {
+        let e = Dedup::try_new(usize::MAX / 2).unwrap_err();
+        assert!(e.contains("needs about") && e.contains("GB"), "{e}");
+        assert!(Dedup::try_new(1 << 40).is_err(), "64 TB");
+        assert!(Dedup::try_new(1000).is_ok());
     }
 
     #[test]

@@ -376,7 +376,10 @@ pub fn train(
         Input::Stream { .. } => None,
     };
     let learned: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
-    let dedup = (cfg.dedup_window > 0).then(|| InOrder::new(Dedup::new(cfg.dedup_window)));
+    let dedup = match cfg.dedup_window {
+        0 => None,
+        n => Some(InOrder::new(Dedup::try_new(n).map_err(|e| PipelineError::Config(format!("--dedup-window {n}: {e}")))?)),
+    };
     // Mapped segments bundled per batch: with dedup (one window turn per batch) and without
     // per-batch window reports (whose boundaries are batch boundaries); a power of two that
     // divides --merge-every, so merges still come every K segments per shard.

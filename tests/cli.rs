@@ -34,4 +34,7 @@ fn gen_info_convert_and_errors() {
     assert!(out.contains("569 rows × 30 features"), "{out}");
     let (ok, _, err) = streamsgd(&["convert", data, "--label", "nope", "-o", &p("x.ssgd")]);
     assert!(!ok && err.contains("no column named 'nope'"), "{err}");
+    // A duplicate window too large to allocate is a message, not an allocation abort.
+    let (ok, _, err) = streamsgd(&["train", &p("a.ssgd"), "--dedup-window", "100000000000"]);
+    assert!(!ok && err.contains("--dedup-window 100000000000") && err.contains("GB") && !err.contains("panicked"), "{err}");
 }
