@@ -5,7 +5,7 @@
 //! merges, reports per-batch outcomes to the window reporter, and records its latency
 //! distributions. A shard whose learning fails keeps draining its ring and attending merges (so
 //! no other shard waits forever at a barrier) and reports the error; a shard that panics makes
-//! the run fail rather than hang ([`PanicGuard`]). No `unsafe` here.
+//! the run fail rather than hang (its `PanicGuard`). No `unsafe` here.
 
 use crate::batch::{skipped, Batch, OwnedBatch, Payload, Segment, SkipMask, BATCH_ROWS, MAX_SEGMENTS};
 use crate::dataset::Dataset;
