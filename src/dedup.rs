@@ -17,9 +17,8 @@
 //! **The window.** A table of buckets of 8 (fingerprint, row number) slots, one bucket per
 //! two rows of the window (N/2 rounded up to a power of two), picked by the fingerprint's
 //! high bits. A row is a duplicate when its fingerprint is in a slot whose row is among the
-//! last N. A row compares all of its bucket's 8 fingerprints (no probe sequence, whose
-//! length mispredicts); a match has its row number refreshed, otherwise the row takes the
-//! bucket's next slot in turn. When that slot's row is still in the window (a bucket that had
+//! last N. A row looks for its fingerprint among its bucket's 8 slots; a match has its row
+//! number refreshed, otherwise the row takes the bucket's next slot in turn. When that slot's row is still in the window (a bucket that had
 //! 8 new fingerprints within N rows: about one row in a thousand), the evicted entry moves to
 //! a stash, a hash map keyed by the fingerprint itself, that lookups also search while it is
 //! not empty and that is pruned every N rows — no row of the window is ever forgotten. (A
@@ -152,11 +151,9 @@ impl Dedup {
     fn step(&mut self, fp: u64, row: i64) -> bool {
         let b = self.bucket(fp);
         let bucket = &mut self.buckets[b];
-        // A bucket holds a fingerprint in one slot at most. All 8 slots are compared (no probe
-        // sequence, whose length mispredicts); a new fingerprint is the predicted case.
-        let found = bucket.fps.iter().fold(false, |m, &f| m | (f == fp));
-        if found {
-            let k = bucket.fps.iter().position(|&f| f == fp).unwrap_or(0);
+        // A bucket holds a fingerprint in one slot at most; a new fingerprint (no slot matches)
+        // is the predicted case.
+        if let Some(k) = bucket.fps.iter().position(|&f| f == fp) {
             let live = row - bucket.rows[k] <= self.window;
             bucket.rows[k] = row;
             return live || (!self.stash.is_empty() && self.in_stash(fp, row));
