@@ -540,7 +540,7 @@ const SCAN_ROWS: usize = 32;
 
 /// How many 32-row chunks ahead the scan prefetches: a block's columns are 4 KiB apart, one
 /// page each, more streams than the hardware prefetchers follow.
-const SCAN_AHEAD: usize = 2;
+const SCAN_AHEAD: usize = 1;
 
 /// The batch scan ([`super::scalar::scan`]) in one read of the batch, 32 rows at a time: the
 /// rows' two multiply–xorshift chains (bit-identical to the scalar fingerprints: integer
