@@ -148,6 +148,13 @@ impl Dedup {
         })
     }
 
+    /// The memory the window holds now, in bytes: its table, the stash (at its capacity) and
+    /// the stash's filter.
+    pub fn memory_bytes(&self) -> usize {
+        let stash = self.stash.capacity() * (std::mem::size_of::<(u64, i64)>() + 1);
+        self.buckets.len() * std::mem::size_of::<Bucket>() + self.next.len() + stash + self.stashed.len() * 8
+    }
+
     /// The bucket of `fp`.
     #[inline]
     fn bucket(&self, fp: u64) -> usize {
@@ -278,6 +285,15 @@ mod tests {
         assert!(e.contains("needs about") && e.contains("GB"), "{e}");
         assert!(Dedup::try_new(1 << 40).is_err(), "64 TB");
         assert!(Dedup::try_new(1000).is_ok());
+    }
+
+    #[test]
+    fn memory_is_about_64_bytes_per_row_of_the_window() {
+        for window in [1000usize, 100_000] {
+            let bytes = Dedup::new(window).memory_bytes();
+            // The table rounds its bucket count up to a power of two: at most twice 64·N.
+            assert!((64 * window..2 * 64 * window + 8192).contains(&bytes), "{window}: {bytes}");
+        }
     }
 
     #[test]

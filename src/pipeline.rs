@@ -182,6 +182,8 @@ pub struct TrainReport {
     pub rows_dropped_missing: u64,
     /// Rows dropped as duplicates (`--dedup-window`).
     pub rows_dropped_duplicate: u64,
+    /// Memory the duplicate window held at the end, in bytes (0 without `--dedup-window`).
+    pub dedup_bytes: u64,
     /// Missing cells imputed (`--missing zero|mean`).
     pub cells_imputed: u64,
     /// Windows reported.
@@ -542,6 +544,7 @@ pub fn train(
         rows_rejected: rejected,
         rows_dropped_missing: counts.dropped_missing,
         rows_dropped_duplicate: duplicates,
+        dedup_bytes: dedup.map_or(0, |d| d.into_inner().memory_bytes() as u64),
         cells_imputed: counts.imputed_cells,
         windows: window_count,
         rows_late: producer.clock.as_ref().map_or(0, |c| c.late),

@@ -60,6 +60,8 @@ fn every_counter_adds_up() {
         assert_eq!(r.rows_learned + r.rows_dropped_missing + r.rows_dropped_duplicate + r.rows_rejected, r.rows, "{missing:?}: {r:?}");
         // The generator duplicates ~5% of rows (each a copy of one of the 16 before it).
         assert!((8_000..11_000).contains(&r.rows_dropped_duplicate), "{}", r.rows_dropped_duplicate);
+        // The window's table: 32 buckets of 128 bytes for 64 rows, plus its stash and filter.
+        assert!((4096..64 * 1024).contains(&r.dedup_bytes), "{}", r.dedup_bytes);
         match missing {
             // 8 features at 5% missing: 1 − 0.95^8 ≈ 34% of the non-duplicate rows.
             Missing::Drop => assert!((55_000..75_000).contains(&r.rows_dropped_missing) && r.cells_imputed == 0, "{r:?}"),

@@ -446,6 +446,9 @@ fn report(out: &TrainOutcome, test: Option<&Evaluation>, source: Option<(String,
             r.rows_dropped_missing, r.rows_dropped_duplicate, r.cells_imputed
         );
     }
+    if r.dedup_bytes > 0 {
+        println!("duplicate window: {:.1} MB of memory", r.dedup_bytes as f64 / 1e6);
+    }
     if r.rows_late > 0 {
         println!("event time: {} rows arrived after their window closed (learned, counted as late)", r.rows_late);
     }
