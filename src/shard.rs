@@ -10,7 +10,7 @@
 use crate::batch::{skipped, Batch, OwnedBatch, Payload, Segment, SkipMask, BATCH_ROWS, MAX_SEGMENTS};
 use crate::dataset::Dataset;
 use crate::dedup::Dedup;
-use crate::kernel::{scan, ColumnSums, Columns, Moments};
+use crate::kernel::{self, scan, ColumnSums, Columns, Moments};
 use crate::latency::StageLatency;
 use crate::learner::{LearnError, Learner};
 use crate::merge::Merger;
@@ -80,8 +80,6 @@ struct Scratch {
     data: Vec<f32>,
     labels: Vec<f32>,
     weights: Vec<f32>,
-    /// Rows a chunk keeps.
-    keep: Vec<usize>,
 }
 
 /// What a batch's scan leaves for learning it, per part of the batch: its rows' fingerprints,
@@ -309,7 +307,7 @@ fn learn(
     if transform.foldable() {
         // The scan's sums are of all the batch's rows: a compacted batch is summed again.
         let (part, labels, weights, sums) = if any_skip {
-            let m = compact(cols, t, |r| skipped(skip, r), scratch);
+            let m = compact(cols, t, skip, scratch);
             (Columns::new(&scratch.data, m, cols.d, 0, m), &scratch.labels[..m], t.weights.map(|_| &scratch.weights[..m]), None)
         } else {
             (*cols, t.labels, t.weights, sums)
@@ -335,22 +333,22 @@ fn learn(
 
 /// Copies the rows of `cols` that `skip` does not mark, with their labels and weights, into
 /// `scratch` (column-major, stride = the rows kept); returns how many.
-fn compact(cols: &Columns<'_>, t: &Targets<'_>, skip: impl Fn(usize) -> bool, scratch: &mut Scratch) -> usize {
-    let mut keep = std::mem::take(&mut scratch.keep);
-    keep.clear();
-    keep.extend((0..cols.n).filter(|&r| !skip(r)));
-    scratch.data.clear();
+fn compact(cols: &Columns<'_>, t: &Targets<'_>, skip: &SkipMask, scratch: &mut Scratch) -> usize {
+    let n = cols.n;
+    let m = (0..n).filter(|&r| !skipped(skip, r)).count();
+    // Column j at j·m; the last one's compaction needs room for n + 8 values.
+    let room = |k: usize| k.saturating_sub(1) * m + n + 8;
+    for (out, k) in [(&mut scratch.data, cols.d), (&mut scratch.labels, 1), (&mut scratch.weights, usize::from(t.weights.is_some()))] {
+        if out.len() < room(k) {
+            out.resize(room(k), 0.0);
+        }
+    }
     for j in 0..cols.d {
-        let col = cols.col(j);
-        scratch.data.extend(keep.iter().map(|&r| col[r]));
+        kernel::compact(cols.col(j), skip, &mut scratch.data[j * m..]);
     }
-    scratch.labels.clear();
-    scratch.labels.extend(keep.iter().map(|&r| t.labels[cols.r0 + r]));
-    scratch.weights.clear();
+    kernel::compact(&t.labels[cols.r0..cols.r0 + n], skip, &mut scratch.labels);
     if let Some(w) = t.weights {
-        scratch.weights.extend(keep.iter().map(|&r| w[cols.r0 + r]));
+        kernel::compact(&w[cols.r0..cols.r0 + n], skip, &mut scratch.weights);
     }
-    let m = keep.len();
-    scratch.keep = keep;
     m
 }

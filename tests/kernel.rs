@@ -424,3 +424,49 @@ proptest! {
         check_scan(n, d, r0, seed, nan_every);
     }
 }
+
+/// Row compaction (the rows a batch keeps after dedup): every twin writes exactly the kept
+/// values, in order, and returns their count; masks with no, all, alternate and random rows
+/// skipped.
+fn check_compact(n: usize, mask: &streamsgd::batch::SkipMask) {
+    use streamsgd::batch::skipped;
+    let xs = data(n, n as u64 + mask[0]);
+    let want: Vec<f32> = xs.iter().enumerate().filter(|&(r, _)| !skipped(mask, r)).map(|(_, &x)| x).collect();
+    let mut out = vec![f32::NAN; n + 8];
+    assert_eq!(scalar::compact(&xs, mask, &mut out), want.len(), "scalar n={n}");
+    assert_eq!(out[..want.len()].iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+    #[cfg(target_arch = "x86_64")]
+    if Isa::Avx2.available() {
+        let mut out = vec![f32::NAN; n + 8];
+        // SAFETY (test): AVX2 checked above.
+        let m = unsafe { streamsgd::kernel::avx2::compact(&xs, mask, &mut out) };
+        assert_eq!(m, want.len(), "avx2 n={n}");
+        assert_eq!(
+            out[..m].iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            "avx2 n={n}"
+        );
+    }
+    let mut out = vec![f32::NAN; n + 8];
+    assert_eq!(streamsgd::kernel::compact(&xs, mask, &mut out), want.len(), "dispatch n={n}");
+    assert_eq!(out[..want.len()].iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+}
+
+#[test]
+fn compact_twins_agree() {
+    let words = streamsgd::batch::BATCH_ROWS / 64;
+    for &n in LENGTHS.iter().filter(|&&n| n <= words * 64) {
+        for word in [0u64, !0, 0x5555_5555_5555_5555, 0x8000_0000_0000_0001, 0x0f0f_00ff_f0f0_ff00] {
+            check_compact(n, &[word; streamsgd::batch::BATCH_ROWS / 64]);
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn compact_random(n in 0usize..=1024, mask: [u64; 16], dense: bool) {
+        // Dense: most rows skipped; otherwise about one in 16 (as duplicates are).
+        let mask = mask.map(|w| if dense { w | w.rotate_left(7) } else { w & w.rotate_left(11) & w.rotate_left(29) & w.rotate_left(43) });
+        check_compact(n, &mask);
+    }
+}

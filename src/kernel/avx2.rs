@@ -5,6 +5,7 @@
 //! and stores are unaligned-tolerant (`loadu`/`storeu`), so alignment is a speed matter only.
 
 use super::{BatchScore, ColumnMap, Columns, Fold, Moments};
+use crate::batch::SkipMask;
 use crate::loss::Loss;
 use std::arch::x86_64::*;
 
@@ -568,6 +569,55 @@ pub unsafe fn scan(
             (None, None) => {}
         }
     }
+}
+
+/// Per byte of kept-row bits, the lane permutation that moves the kept lanes to the front, in
+/// order ([`compact`]).
+static COMPACT: [[u32; 8]; 256] = {
+    let mut t = [[0u32; 8]; 256];
+    let mut keep = 0;
+    while keep < 256 {
+        let (mut lane, mut k) = (0, 0);
+        while lane < 8 {
+            if keep >> lane & 1 == 1 {
+                t[keep][k] = lane as u32;
+                k += 1;
+            }
+            lane += 1;
+        }
+        keep += 1;
+    }
+    t
+};
+
+/// [`super::scalar::compact`], 8 rows at a time: one lane permutation by the rows' byte of the
+/// mask, and a store of all 8 lanes at the next free place (lanes past the kept ones are
+/// overwritten by the next store, or lie past the result). `out` must have room for the kept
+/// values plus 8; values past the kept ones are clobbered.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn compact(xs: &[f32], skip: &SkipMask, out: &mut [f32]) -> usize {
+    let n8 = xs.len() / 8 * 8;
+    let mut m = 0;
+    // SAFETY: loads/stores of 8-element subslices (bounds-checked); AVX2 by the caller's
+    // contract.
+    unsafe {
+        for r in (0..n8).step_by(8) {
+            let keep = !(skip[r / 64] >> (r % 64)) as u8;
+            let perm = _mm256_loadu_si256(COMPACT[keep as usize].as_ptr().cast());
+            store(&mut out[m..], _mm256_permutevar8x32_ps(load(&xs[r..]), perm));
+            m += keep.count_ones() as usize;
+        }
+    }
+    for (r, &x) in xs.iter().enumerate().skip(n8) {
+        if !crate::batch::skipped(skip, r) {
+            out[m] = x;
+            m += 1;
+        }
+    }
+    m
 }
 
 /// `fmix32` on 8 lanes.

@@ -19,6 +19,7 @@ pub mod simd;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 
+use crate::batch::SkipMask;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// An instruction-set twin of the kernels.
@@ -403,6 +404,21 @@ pub fn moments(xs: &[f32], shift: f32, extremes: bool) -> Moments {
                 Moments { lo: f32::INFINITY, hi: f32::NEG_INFINITY, ..m }
             }
         }
+    }
+}
+
+/// Writes the values of `xs` (at most a [`SkipMask`]'s rows) whose rows `skip` does not
+/// mark, in order, to the start of `out`, which must have room for `xs.len() + 8` values (the
+/// AVX2 twin stores 8 lanes at a time); returns how many. Values of `out` past them are
+/// unspecified.
+#[inline]
+pub fn compact(xs: &[f32], skip: &SkipMask, out: &mut [f32]) -> usize {
+    assert!(xs.len() <= skip.len() * 64 && out.len() >= xs.len() + 8, "a mask's rows, and room for them");
+    match isa() {
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::compact(xs, skip, out) },
+        _ => scalar::compact(xs, skip, out),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The specification of every kernel: plain loops, no `unsafe`, no lanes.
 
 use super::{BatchScore, ColumnMap, Columns, Fold, Moments};
+use crate::batch::{skipped, SkipMask};
 use crate::loss::Loss;
 
 /// `Σ a[i]·b[i]`.
@@ -158,6 +159,20 @@ pub fn scan(cols: &Columns<'_>, labels: &[f32], hashes: Option<&mut Vec<u64>>, s
             Moments { n: cols.n as f64, s, q, ..Moments::empty(shift) }
         }));
     }
+}
+
+/// Writes the values of `xs` whose rows `skip` does not mark (bit `r` of the mask: row `r`),
+/// in order, to the start of `out`; returns how many. `out` must have room for them; values
+/// past them are left as they were.
+pub fn compact(xs: &[f32], skip: &SkipMask, out: &mut [f32]) -> usize {
+    let mut m = 0;
+    for (r, &x) in xs.iter().enumerate() {
+        if !skipped(skip, r) {
+            out[m] = x;
+            m += 1;
+        }
+    }
+    m
 }
 
 /// `Σ (x − shift)` and `Σ (x − shift)²` in f64, NaN when a value is NaN.
