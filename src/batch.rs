@@ -73,6 +73,20 @@ impl OwnedBatch {
 /// for several thousand rows, instead of moving them between cores every block.
 pub const MAX_SEGMENTS: usize = 8;
 
+/// Most look-back segments a mapped batch carries (`Payload::Mapped::back`): the rows of the
+/// stream just before it, for a shard's own duplicate window. A window of N rows needs
+/// ⌈N / segment rows⌉ + 1 segments, plus one for each short segment among them (a file's last
+/// block, the block the holdout cuts): see [`own_window_fits`].
+pub const MAX_BACK: usize = 11;
+
+/// Whether a duplicate window of `window` rows is short enough for shards to keep windows of
+/// their own over a mapped file of `block_rows` rows per block (its batches then carry the
+/// rows before them as look-back segments): 8192 rows for blocks of 1024 rows or more.
+pub fn own_window_fits(window: usize, block_rows: usize) -> bool {
+    let segment = block_rows.clamp(1, BATCH_ROWS);
+    window.div_ceil(segment) + 3 <= MAX_BACK
+}
+
 /// Rows `r0 .. r0 + n` of block `block` of a mapped dataset.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segment {
@@ -85,6 +99,9 @@ pub struct Segment {
 }
 
 /// The rows a batch carries.
+// A mapped batch's segments are inline (some 450 bytes): batches move through the rings by
+// value, and boxing them would allocate for every batch.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Payload {
     /// Consecutive segments of the mapped dataset's blocks (zero copy): `segments[..count]`.
@@ -93,6 +110,11 @@ pub enum Payload {
         segments: [Segment; MAX_SEGMENTS],
         /// How many are used (≥ 1).
         count: usize,
+        /// The segments of the stream's rows just before these, in stream order, as many as a
+        /// shard's own duplicate window needs (none without one): `back[..back_count]`.
+        back: [Segment; MAX_BACK],
+        /// How many are used.
+        back_count: usize,
     },
     /// A pooled buffer; goes back to the pool after learning.
     Owned(Box<OwnedBatch>),

@@ -30,8 +30,11 @@
 //! lookups prefetch the bucket of the row 16 ahead, so a window larger than the caches costs
 //! overlapped memory latencies.
 //!
-//! The shards share one window and take turns at it in stream order ([`crate::turns`]); each
-//! fingerprints its batch first, in parallel. No `unsafe` here.
+//! A shard keeps a window of its own where it can be given the rows of the stream before each
+//! of its batches ([`Dedup::seek`], [`Dedup::feed`]): one shard, or a mapped file and a window
+//! of at most 8192 rows (`batch::own_window_fits`). Otherwise the shards share one window and
+//! take turns at it in stream order ([`crate::turns`]); each fingerprints its batch first, in
+//! parallel. No `unsafe` here.
 
 use crate::batch::SkipMask;
 use crate::kernel::prefetch;
@@ -241,6 +244,29 @@ impl Dedup {
         }
     }
 
+    /// The number of the next row the window expects (rows are numbered from 0).
+    pub fn next_row(&self) -> u64 {
+        self.row as u64
+    }
+
+    /// Moves the window forward to row `row` without seeing the rows before it: a window of
+    /// one shard's own, which sees only its share of the stream, skips the rows it is not
+    /// given (they are out of the window from `row + window` on). No effect when `row` is
+    /// not ahead.
+    pub fn seek(&mut self, row: u64) {
+        self.row = self.row.max(row as i64);
+    }
+
+    /// Enters rows into the window without marking or counting them: rows of the stream that
+    /// another shard learns, which a shard's own window must still remember.
+    pub fn feed(&mut self, fps: &[u64]) {
+        let row = self.row;
+        self.row += fps.len() as i64;
+        for (r, &fp) in fps.iter().enumerate() {
+            self.step(fp, row + r as i64);
+        }
+    }
+
     /// [`Dedup::is_duplicate`] for a batch's fingerprints in order, setting bit `r` of `skip`
     /// for each duplicate row `r`.
     pub fn mark(&mut self, fps: &[u64], skip: &mut SkipMask) {
@@ -353,6 +379,29 @@ mod tests {
                 prop_assert!(batch.len() == BATCH_ROWS || !skipped(&skip, batch.len()), "bits past the batch stay clear");
             }
             prop_assert_eq!(batched.dropped, one.dropped);
+        }
+
+        #[test]
+        fn own_windows_with_look_back_agree_with_one_window(xs in proptest::collection::vec(0u64..200, 0..3000), w in 1usize..300, cut in 1usize..400, shards in 1usize..4, spread: bool) {
+            // Batches dealt round-robin to shards, each with a window of its own: before a
+            // batch a shard skips ahead to the window's start and is fed the rows it did not
+            // see (as a shard is fed a mapped batch's look-back), then marks the batch.
+            let xs: Vec<u64> = xs.iter().map(|&x| if spread { x.wrapping_mul(0x9e37_79b9_7f4a_7c15) } else { x << 32 }).collect();
+            let mut one = Dedup::new(w);
+            let mut own: Vec<Dedup> = (0..shards).map(|_| Dedup::new(w)).collect();
+            for (k, batch) in xs.chunks(cut).enumerate() {
+                let (d, first) = (&mut own[k % shards], (k * cut) as u64);
+                let from = first.saturating_sub(w as u64).max(d.next_row());
+                d.seek(from);
+                d.feed(&xs[from as usize..first as usize]);
+                prop_assert_eq!(d.next_row(), first);
+                let mut skip = [0; BATCH_ROWS / 64];
+                d.mark(batch, &mut skip);
+                for (r, &x) in batch.iter().enumerate() {
+                    prop_assert_eq!(skipped(&skip, r), one.is_duplicate(x), "row {} of batch {}", r, k);
+                }
+            }
+            prop_assert_eq!(own.iter().map(|d| d.dropped).sum::<u64>(), one.dropped, "fed rows are not counted");
         }
 
         #[test]

@@ -10,7 +10,7 @@
 //! so. No `unsafe` here.
 
 use crate::dataset::Block;
-use crate::kernel::{self, Columns, Fold};
+use crate::kernel::{self, Columns, Fold, Predictor};
 use crate::loss::Loss;
 use crate::metrics::Progressive;
 use crate::model::{LinearModel, ModelFile};
@@ -325,27 +325,56 @@ impl Learner {
 
     /// [`Learner::learn_batch`], through `fold` when given.
     fn step(&mut self, cols: &Columns<'_>, fold: Option<&Fold>, labels: &[f32], weights: Option<&[f32]>) -> Result<(), LearnError> {
+        let predict = |p: &Predictor<'_>, out: &mut [f32]| {
+            match p.fold {
+                Some(f) => kernel::predict_block_folded(cols, f, p.w, p.bias, out),
+                None => kernel::predict_block(cols, p.w, p.bias, out),
+            }
+            true
+        };
+        self.step_with(cols, fold, labels, weights, predict).map(|_| ())
+    }
+
+    /// One mini-batch step over `cols` (through `fold` when given) whose margins `predict`
+    /// writes — with the weights the rows' values meet ([`Predictor`]: folded by `fold`) — for
+    /// a caller that reads the rows in the same pass for its own ends (the shard's fingerprints
+    /// and column sums, [`kernel::predict_scan`]). When `predict` returns false the step is
+    /// abandoned: nothing is learned or counted. Returns whether the rows were learned.
+    pub fn step_with(
+        &mut self,
+        cols: &Columns<'_>,
+        fold: Option<&Fold>,
+        labels: &[f32],
+        weights: Option<&[f32]>,
+        predict: impl FnOnce(&Predictor<'_>, &mut [f32]) -> bool,
+    ) -> Result<bool, LearnError> {
         let n = cols.n;
         if self.preds.len() < n {
             self.preds.resize(n, 0.0);
             self.coefs.resize(n, 0.0);
             self.ylab.resize(n, 0.0);
         }
-        let first_row = self.rows_seen;
-        self.rows_seen += n as u64;
         let mut preds = std::mem::take(&mut self.preds);
-        let mut coefs = std::mem::take(&mut self.coefs);
-        let mut ylab = std::mem::take(&mut self.ylab);
-        match fold {
+        let d = cols.d;
+        let bias = self.model.weights[d];
+        let w = match fold {
             Some(f) => {
-                let d = cols.d;
                 for ((o, &w), &b) in self.w_fold.iter_mut().zip(&self.model.weights[..d]).zip(&f.b) {
                     *o = w * b;
                 }
-                kernel::predict_block_folded(cols, f, &self.w_fold[..d], self.model.weights[d], &mut preds[..n]);
+                &self.w_fold[..d]
             }
-            None => self.model.predict_block(cols, &mut preds[..n]),
+            None => &self.model.weights[..d],
+        };
+        let predicted = predict(&Predictor { fold, w, bias }, &mut preds[..n]);
+        if !predicted {
+            self.preds = preds;
+            return Ok(false);
         }
+        let first_row = self.rows_seen;
+        self.rows_seen += n as u64;
+        let mut coefs = std::mem::take(&mut self.coefs);
+        let mut ylab = std::mem::take(&mut self.ylab);
         let loss = self.cfg.loss;
         // Fast path when every label, weight and prediction is usable (branch-free checks).
         let mut valid = preds[..n].iter().fold(true, |a, p| a & p.is_finite());
@@ -377,7 +406,7 @@ impl Learner {
         self.preds = preds;
         self.coefs = coefs;
         self.ylab = ylab;
-        result
+        result.map(|()| true)
     }
 
     /// The row-by-row path for batches with rows to reject, or a diverged model.

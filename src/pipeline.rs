@@ -10,7 +10,7 @@
 //! time, so latency includes the time a late batch would have waited (no coordinated
 //! omission). One `unsafe` call: `prctl` for precise pacing sleeps.
 
-use crate::batch::{Batch, OwnedBatch, Payload, Segment, BATCH_ROWS, MAX_SEGMENTS};
+use crate::batch::{own_window_fits, Batch, OwnedBatch, Payload, Segment, BATCH_ROWS, MAX_BACK, MAX_SEGMENTS};
 use crate::dataset::Dataset;
 use crate::dedup::Dedup;
 use crate::kernel::{self, Columns};
@@ -246,6 +246,8 @@ struct Producer<'a> {
     merge_period: u64,
     /// Block segments per mapped batch (see [`MAX_SEGMENTS`]).
     bundle: usize,
+    /// The rows sent last, for mapped batches to carry to the shards' own duplicate windows.
+    look_back: LookBack,
     checkpoint_every: u64,
     last_checkpoint: u64,
     checkpointing: bool,
@@ -253,6 +255,58 @@ struct Producer<'a> {
     clock: Option<EventClock>,
     /// Per shard: 1 + the number of the last batch it learned (0: none yet).
     learned: &'a [AtomicU64],
+}
+
+/// The last `window` rows sent, as segments in stream order: what a mapped batch carries for
+/// the shards' own duplicate windows (`Payload::Mapped::back`). Holds nothing when `window` is
+/// 0. Its queue reaches its largest size within the first few batches: it then allocates no
+/// more.
+struct LookBack {
+    window: usize,
+    rows: usize,
+    recent: std::collections::VecDeque<Segment>,
+}
+
+impl LookBack {
+    fn new(window: usize) -> Self {
+        LookBack { window, rows: 0, recent: std::collections::VecDeque::new() }
+    }
+
+    /// Adds segments just sent, dropping those that no longer reach into the window.
+    fn push(&mut self, sent: &[Segment]) {
+        if self.window == 0 {
+            return;
+        }
+        for s in sent {
+            self.recent.push_back(*s);
+            self.rows += s.n;
+        }
+        while let Some(first) = self.recent.front() {
+            if self.rows - first.n < self.window {
+                break;
+            }
+            self.rows -= first.n;
+            self.recent.pop_front();
+        }
+    }
+
+    /// The segments of the last `window` rows sent (fewer at the start of the stream), the
+    /// first one cut to start where the window does.
+    fn segments(&self) -> ([Segment; MAX_BACK], usize) {
+        let mut out = [Segment::default(); MAX_BACK];
+        let count = self.recent.len();
+        // `own_window_fits` bounds the segments a window spans.
+        assert!(count <= MAX_BACK, "a look-back of {count} segments");
+        for (o, s) in out.iter_mut().zip(&self.recent) {
+            *o = *s;
+        }
+        if let Some(first) = out[..count].first_mut() {
+            let excess = self.rows.saturating_sub(self.window);
+            first.r0 += excess;
+            first.n -= excess;
+        }
+        (out, count)
+    }
 }
 
 impl Producer<'_> {
@@ -378,14 +432,30 @@ pub fn train(
         Input::Stream { .. } => None,
     };
     let learned: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
+    // Duplicate windows: one per shard where each can see the rows before its batches (one
+    // shard, or a mapped file and a window short enough for batches to carry them), else one
+    // shared window whose turns the shards take in stream order.
+    let window = |rows: usize| Dedup::try_new(rows).map_err(|e| PipelineError::Config(format!("--dedup-window {rows}: {e}")));
+    let own_windows = cfg.dedup_window > 0
+        && match input {
+            Input::Mapped { dataset, .. } => n == 1 || own_window_fits(cfg.dedup_window, dataset.header().block_rows as usize),
+            Input::Stream { .. } => n == 1,
+        };
+    let mut own: Vec<Option<Dedup>> = (0..n).map(|_| None).collect();
     let dedup = match cfg.dedup_window {
         0 => None,
-        n => Some(InOrder::new(Dedup::try_new(n).map_err(|e| PipelineError::Config(format!("--dedup-window {n}: {e}")))?)),
+        rows if own_windows => {
+            for w in &mut own {
+                *w = Some(window(rows)?);
+            }
+            None
+        }
+        rows => Some(InOrder::new(window(rows)?)),
     };
     // Mapped segments bundled per batch: with dedup (one window turn per batch) and without
     // per-batch window reports (whose boundaries are batch boundaries); a power of two that
     // divides --merge-every, so merges still come every K segments per shard.
-    let bundle = if dedup.is_some() && cfg.windows.is_none() && matches!(input, Input::Mapped { .. }) {
+    let bundle = if cfg.dedup_window > 0 && cfg.windows.is_none() && matches!(input, Input::Mapped { .. }) {
         1 << cfg.merge_every.max(1).trailing_zeros().min(MAX_SEGMENTS.trailing_zeros())
     } else {
         1
@@ -400,6 +470,7 @@ pub fn train(
         batches: 0,
         merge_period: (cfg.merge_every.max(1) / bundle * n) as u64,
         bundle,
+        look_back: LookBack::new(if own_windows && n > 1 { cfg.dedup_window } else { 0 }),
         checkpoint_every: cfg.checkpoint_every.max(1),
         last_checkpoint: 0,
         checkpointing: cfg.checkpoint.is_some(),
@@ -439,8 +510,9 @@ pub fn train(
     let (mut reports, produced, window_io) = std::thread::scope(|s| {
         let handles: Vec<_> = learners
             .into_iter()
+            .zip(own)
             .enumerate()
-            .map(|(id, learner)| {
+            .map(|(id, (learner, own_window))| {
                 let ctx = ShardContext {
                     id,
                     input: &rings[id],
@@ -454,6 +526,7 @@ pub fn train(
                     reset_epoch: &reset_epoch,
                     learned: &learned[id],
                     dedup: dedup.as_ref(),
+                    own_window,
                 };
                 let t = transform.clone();
                 s.spawn(move || shard::run(ctx, learner, t))
@@ -497,13 +570,14 @@ pub fn train(
     let (mut learned, mut rejected) = (0u64, source_rejected);
     let mut first_rejected = first_source_reject;
     let mut counts = TransformCounts::default();
-    let mut duplicates = 0u64;
+    let (mut duplicates, mut window_bytes) = (0u64, 0u64);
     // Every shard saw its own share of the stream, starting from the same statistics (empty,
     // or a resumed model's): the saved statistics are the base plus every shard's share.
     let mut final_transform = transform.clone();
     for r in &mut reports {
         counts.merge(&r.counts);
         duplicates += r.duplicates;
+        window_bytes += r.window_bytes;
         final_transform.stats.merge(&r.transform.stats.minus(&transform.stats));
         if let Some(e) = &r.error {
             return Err(PipelineError::Learn { source_name: source_name.to_string(), error: e.clone() });
@@ -544,7 +618,7 @@ pub fn train(
         rows_rejected: rejected,
         rows_dropped_missing: counts.dropped_missing,
         rows_dropped_duplicate: duplicates,
-        dedup_bytes: dedup.map_or(0, |d| d.into_inner().memory_bytes() as u64),
+        dedup_bytes: dedup.map_or(0, |d| d.into_inner().memory_bytes() as u64) + window_bytes,
         cells_imputed: counts.imputed_cells,
         windows: window_count,
         rows_late: producer.clock.as_ref().map_or(0, |c| c.late),
@@ -611,9 +685,11 @@ fn produce(
                     let mut parts = [Segment::default(); MAX_SEGMENTS];
                     parts[..bundle.len()].copy_from_slice(bundle);
                     let rows = bundle.iter().map(|s| s.n).sum();
-                    if !p.send(Payload::Mapped { segments: parts, count: bundle.len() }, rows, WindowSlot::None, None) {
+                    let (back, back_count) = p.look_back.segments();
+                    if !p.send(Payload::Mapped { segments: parts, count: bundle.len(), back, back_count }, rows, WindowSlot::None, None) {
                         return Ok(());
                     }
+                    p.look_back.push(bundle);
                 }
             }
             Ok(())

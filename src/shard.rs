@@ -1,16 +1,28 @@
-//! A shard: one worker thread with its own model replica. It pops batches from its ring,
-//! fingerprints their rows and takes its turn at the shared duplicate window (in stream order,
-//! [`InOrder`]) when `--dedup-window` is on, runs the feature stage (folded into the learner's
-//! kernels, or into its own scratch columns), learns, returns pooled buffers, takes part in
-//! merges, reports per-batch outcomes to the window reporter, and records its latency
-//! distributions. A shard whose learning fails keeps draining its ring and attending merges (so
-//! no other shard waits forever at a barrier) and reports the error; a shard that panics makes
-//! the run fail rather than hang (its `PanicGuard`). No `unsafe` here.
+//! A shard: one worker thread with its own model replica. It pops batches from its ring, runs
+//! the feature stage (folded into the learner's kernels, or into its own scratch columns) and
+//! the duplicate window when `--dedup-window` is on, learns, returns pooled buffers, takes part
+//! in merges, reports per-batch outcomes to the window reporter, and records its latency
+//! distributions.
+//!
+//! Two ways through a batch. On the *one-read path* (`Work::fused`: a mini-batch learner, a
+//! stage that folds into the kernels, the shard's own duplicate window or none), the learner's
+//! predict pass over each mini-batch also fingerprints its rows and sums its columns
+//! ([`predict_scan`]), the rows are looked up in the window, and the learner goes on with the
+//! margins it has: the data is read from memory once. Otherwise the shard first reads the batch
+//! once ([`scan`]) for the fingerprints and sums, takes the batch's turn at the shared window
+//! (in stream order, [`InOrder`]) or looks it up in its own, then learns. A shard's own window
+//! is fed, before each batch, the rows of the stream just before it that other shards learn
+//! (the look-back segments of a mapped batch), so it drops exactly what one window over the
+//! stream drops.
+//!
+//! A shard whose learning fails keeps draining its ring and attending merges (so no other shard
+//! waits forever at a barrier) and reports the error; a shard that panics makes the run fail
+//! rather than hang (its `PanicGuard`). No `unsafe` here.
 
 use crate::batch::{skipped, Batch, OwnedBatch, Payload, Segment, SkipMask, BATCH_ROWS, MAX_SEGMENTS};
 use crate::dataset::Dataset;
 use crate::dedup::Dedup;
-use crate::kernel::{self, scan, ColumnSums, Columns, Moments};
+use crate::kernel::{self, moments, predict_scan, scan, ColumnSums, Columns, Moments};
 use crate::latency::StageLatency;
 use crate::learner::{LearnError, Learner};
 use crate::merge::Merger;
@@ -34,6 +46,8 @@ pub struct ShardReport {
     pub counts: TransformCounts,
     /// Rows skipped as duplicates.
     pub duplicates: u64,
+    /// Memory its own duplicate window held at the end, in bytes (0 without one).
+    pub window_bytes: u64,
     /// Its latency distributions.
     pub latency: StageLatency,
     /// Data batches it processed.
@@ -72,6 +86,17 @@ pub struct ShardContext<'a> {
     /// The duplicate window all shards share (`--dedup-window`), its turns taken in batch
     /// order.
     pub dedup: Option<&'a InOrder<Dedup>>,
+    /// Or the shard's own duplicate window: it sees the shard's batches and, before each, the
+    /// rows of the stream other shards learn (a mapped batch's look-back segments) — the same
+    /// rows dropped as by one window over the stream, without turns.
+    pub own_window: Option<Dedup>,
+}
+
+/// The duplicate window a shard consults.
+enum Window<'a> {
+    Off,
+    Shared(&'a InOrder<Dedup>),
+    Own(Dedup),
 }
 
 /// Scratch columns of the feature stage.
@@ -98,17 +123,28 @@ struct Targets<'b> {
     weights: Option<&'b [f32]>,
 }
 
+/// Scratch of the one-read path ([`Work::fused`]): a chunk's fingerprints and column sums, the
+/// part's sums so far, the look-back rows' fingerprints.
+#[derive(Default)]
+struct Fused {
+    hashes: Vec<u64>,
+    sums: Vec<Moments>,
+    part: Vec<Moments>,
+    back: Vec<u64>,
+}
+
 /// Per-shard state the batch step updates.
 struct Work<'a> {
     learner: Learner,
     transform: Transform,
     scratch: Scratch,
     scanned: Scanned,
+    fused: Fused,
     counts: TransformCounts,
     duplicates: u64,
     error: Option<LearnError>,
     stats: Option<&'a Ring<BatchStat>>,
-    dedup: Option<&'a InOrder<Dedup>>,
+    window: Window<'a>,
 }
 
 impl Work<'_> {
@@ -124,32 +160,173 @@ impl Work<'_> {
         skips.clear();
         skips.resize(parts.len(), [0; BATCH_ROWS / 64]);
         sums.resize_with(parts.len(), ColumnSums::default);
-        if self.dedup.is_none() && !summed {
+        let dedup = !matches!(self.window, Window::Off);
+        if !dedup && !summed {
             return false;
         }
         hashes.resize_with(parts.len(), Vec::new);
         for ((cols, t), (h, m)) in parts.iter().zip(hashes.iter_mut().zip(sums.iter_mut())) {
             let labels = &t.labels[cols.r0..cols.r0 + cols.n];
-            scan(cols, labels, self.dedup.map(|_| h), shifts.map(|s| (s, m)));
+            scan(cols, labels, dedup.then_some(h), shifts.map(|s| (s, m)));
         }
-        if let Some(window) = self.dedup {
-            window.turn(seq, |w| hashes.iter().zip(skips.iter_mut()).for_each(|(h, skip)| w.mark(h, skip)));
+        let mut mark = |w: &mut Dedup| hashes.iter().zip(skips.iter_mut()).for_each(|(h, skip)| w.mark(h, skip));
+        match &mut self.window {
+            Window::Off => {}
+            Window::Shared(window) => window.turn(seq, mark),
+            Window::Own(window) => mark(window),
         }
         summed
+    }
+
+    /// Enters into the shard's own window the rows of the stream before `first_row` that it
+    /// has not seen (other shards learn them): those of `back`, the segments of the rows just
+    /// before the batch, that it does not hold yet; a window further behind first skips ahead.
+    fn catch_up(&mut self, first_row: u64, back: &[Segment], ds: Option<&Dataset>) {
+        let Window::Own(window) = &mut self.window else { return };
+        let have = window.next_row();
+        if have >= first_row {
+            return;
+        }
+        let back_rows: u64 = back.iter().map(|s| s.n as u64).sum();
+        let from = first_row - back_rows;
+        window.seek(from);
+        // Rows of `back` the window already holds (it saw them, or was given them before).
+        let mut held = have.saturating_sub(from) as usize;
+        for s in back {
+            let skip = held.min(s.n);
+            held -= skip;
+            if skip == s.n {
+                continue;
+            }
+            let b = ds.expect("look-back segments come with their dataset").block(s.block);
+            let cols = Columns::new(b.data, b.stride, b.features, s.r0 + skip, s.n - skip);
+            scan(&cols, &b.labels[cols.r0..cols.r0 + cols.n], Some(&mut self.fused.back), None);
+            window.feed(&self.fused.back);
+        }
+        debug_assert_eq!(window.next_row(), first_row, "the look-back reaches the batch");
+    }
+
+    /// Learns one part of a batch on the one-read path, when it applies (a mini-batch learner;
+    /// the shard's own window or none; a stage that folds into the kernels, or none): per
+    /// mini-batch, the learner's predict pass also fingerprints the rows and sums the columns
+    /// ([`predict_scan`]), the rows are looked up in the window, and the learner goes on with
+    /// the margins it has. A mini-batch with duplicates is compacted and learned from its kept
+    /// rows (as is one whose NaN cells the fold did not replace yet, then imputing). Returns
+    /// None, doing nothing, where the path does not apply.
+    fn fused(&mut self, cols: &Columns<'_>, t: &Targets<'_>) -> Option<Result<(), LearnError>> {
+        let Work { learner, transform, scratch, fused, counts, duplicates, window, .. } = self;
+        let batch = learner.config().batch;
+        let identity = transform.cfg.is_identity();
+        let mut window = match window {
+            Window::Shared(_) => return None,
+            Window::Off => None,
+            Window::Own(w) => Some(w),
+        };
+        let dedup = window.is_some();
+        if batch <= 1 || (identity && !dedup) {
+            return None;
+        }
+        let summing = !identity && transform.begin_fold()?;
+        let imputing = transform.imputing();
+        let Fused { hashes, sums, part, .. } = fused;
+        if summing {
+            part.clear();
+            part.extend(transform.fold_shifts().iter().map(|&k| Moments::empty(k)));
+        }
+        let nan = |m: &Moments| m.s.is_nan() || m.q.is_nan();
+        let (mut kept, mut r) = (0u64, 0);
+        while r < cols.n {
+            let m = batch.min(cols.n - r);
+            let chunk = Columns::new(cols.data, cols.stride, cols.d, cols.r0 + r, m);
+            let (labels, weights) = (&t.labels[chunk.r0..chunk.r0 + m], t.weights.map(|w| &w[chunk.r0..chunk.r0 + m]));
+            let fold = (!identity).then(|| transform.folded());
+            let shifts = summing.then(|| transform.fold_shifts());
+            let mut skip: SkipMask = [0; BATCH_ROWS / 64];
+            let step = learner.step_with(&chunk, fold, labels, weights, |p, out| {
+                predict_scan(&chunk, p, out, labels, dedup.then_some(&mut *hashes), shifts.map(|k| (k, &mut *sums)));
+                if let Some(w) = window.as_deref_mut() {
+                    w.mark(hashes, &mut skip);
+                }
+                let unimputed = imputing && fold.is_some_and(|f| !f.impute) && summing && sums.iter().any(nan);
+                skip.iter().all(|&w| w == 0) && !unimputed
+            });
+            match step {
+                Err(e) => return Some(Err(e)),
+                Ok(true) => {
+                    kept += m as u64;
+                    for (j, (acc, s)) in part.iter_mut().zip(sums.iter()).enumerate().filter(|_| summing) {
+                        // A column with NaN cells is summed again without them.
+                        acc.absorb(&if nan(s) { moments(chunk.col(j), s.shift, false) } else { *s });
+                    }
+                }
+                Ok(false) => {
+                    // Duplicates, or NaN cells to replace: the kept rows, learned again.
+                    let dups = (0..m).filter(|&r| skipped(&skip, r)).count();
+                    *duplicates += dups as u64;
+                    let (part_cols, labels, weights) = if dups > 0 {
+                        let k = compact(&chunk, t, &skip, scratch);
+                        (Columns::new(&scratch.data, k, cols.d, 0, k), &scratch.labels[..], t.weights.map(|_| &scratch.weights[..]))
+                    } else {
+                        (chunk, t.labels, t.weights)
+                    };
+                    let mut nan_cells = false;
+                    for (j, acc) in part.iter_mut().enumerate().filter(|_| summing) {
+                        let mm = moments(part_cols.col(j), acc.shift, false);
+                        nan_cells |= mm.n < part_cols.n as f64;
+                        acc.absorb(&mm);
+                    }
+                    if nan_cells && imputing {
+                        transform.impute_from_now();
+                    }
+                    kept += part_cols.n as u64;
+                    let fold = (!identity).then(|| transform.folded());
+                    if let Err(e) = learner.learn_columns(&part_cols, fold, labels, weights) {
+                        return Some(Err(e));
+                    }
+                }
+            }
+            r += m;
+        }
+        if summing {
+            transform.end_fold(part, kept, counts);
+        }
+        Some(Ok(()))
+    }
+
+    /// Learns part `cols` of a batch after its scan, part `i` of [`Work::scan`]'s (`summed`:
+    /// whether the scan summed its columns).
+    fn learn_scanned(&mut self, i: usize, cols: &Columns<'_>, t: &Targets<'_>, summed: bool) -> Result<(), LearnError> {
+        let stage = (&self.scanned.skips[i], summed.then_some(&self.scanned.sums[i].moments[..]));
+        let (learner, transform, scratch) = (&mut self.learner, &mut self.transform, &mut self.scratch);
+        learn(learner, transform, cols, t, stage, scratch, &mut self.counts, &mut self.duplicates)
     }
 
     /// Learns one data batch, its parts in order (unless an earlier one failed), and reports
     /// its outcome to the window reporter, when there is one.
     fn batch(&mut self, parts: &[(Columns<'_>, Targets<'_>)], seq: u64, tag: WindowTag) {
         let before = self.stats.map(|_| self.learner.progress());
-        let summed = self.scan(parts, seq);
-        for (i, (cols, t)) in parts.iter().enumerate() {
-            if self.error.is_some() {
-                break;
+        if let Window::Shared(_) = self.window {
+            // One turn at the shared window for the whole batch, then the parts.
+            let summed = self.scan(parts, seq);
+            for (i, (cols, t)) in parts.iter().enumerate() {
+                if self.error.is_some() {
+                    break;
+                }
+                self.error = self.learn_scanned(i, cols, t, summed).err();
             }
-            let stage = (&self.scanned.skips[i], summed.then_some(&self.scanned.sums[i].moments[..]));
-            let (learner, transform, scratch) = (&mut self.learner, &mut self.transform, &mut self.scratch);
-            self.error = learn(learner, transform, cols, t, stage, scratch, &mut self.counts, &mut self.duplicates).err();
+        } else {
+            for (i, (cols, t)) in parts.iter().enumerate() {
+                if self.error.is_some() {
+                    break;
+                }
+                self.error = match self.fused(cols, t) {
+                    Some(learned) => learned.err(),
+                    None => {
+                        let summed = self.scan(&parts[i..=i], seq);
+                        self.learn_scanned(0, cols, t, summed).err()
+                    }
+                };
+            }
         }
         if let (Some(stats), Some(before)) = (self.stats, before) {
             let after = self.learner.progress();
@@ -187,7 +364,8 @@ impl Drop for PanicGuard<'_, '_> {
 }
 
 /// Runs a shard to the end of its ring.
-pub fn run(ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> ShardReport {
+pub fn run(mut ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> ShardReport {
+    let own_window = ctx.own_window.take();
     let _guard = PanicGuard(&ctx);
     if let Some(core) = ctx.pin {
         core_affinity::set_for_current(core);
@@ -200,11 +378,16 @@ pub fn run(ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> Sha
         transform,
         scratch: Scratch::default(),
         scanned: Scanned::default(),
+        fused: Fused::default(),
         counts: TransformCounts::default(),
         duplicates: 0,
         error: None,
         stats: ctx.stats,
-        dedup: ctx.dedup,
+        window: match (own_window, ctx.dedup) {
+            (Some(w), _) => Window::Own(w),
+            (None, Some(w)) => Window::Shared(w),
+            (None, None) => Window::Off,
+        },
     };
     let mut epoch = ctx.reset_epoch.load(Ordering::Acquire);
     while let Some(batch) = ctx.input.pop() {
@@ -229,8 +412,9 @@ pub fn run(ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> Sha
                 }
                 continue;
             }
-            Payload::Mapped { segments, count } => {
+            Payload::Mapped { segments, count, back, back_count } => {
                 let ds = ctx.dataset.expect("mapped batches come with their dataset");
+                w.catch_up(batch.first_row, &back[..back_count], Some(ds));
                 let part = |s: &Segment| {
                     let b = ds.block(s.block);
                     (Columns::new(b.data, b.stride, b.features, s.r0, s.n), Targets { labels: b.labels, weights: b.weights })
@@ -241,6 +425,8 @@ pub fn run(ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> Sha
                 segments[..count].iter().map(|s| s.n).sum()
             }
             Payload::Owned(buf) => {
+                // An own window over a text stream has one shard: it sees every row.
+                w.catch_up(batch.first_row, &[], None);
                 let n = buf.rows;
                 let cols = Columns::new(&buf.data, buf.stride, buf.d, 0, n);
                 let t = Targets { labels: &buf.labels[..n], weights: buf.has_weights.then_some(&buf.weights[..n]) };
@@ -267,6 +453,10 @@ pub fn run(ctx: ShardContext<'_>, learner: Learner, transform: Transform) -> Sha
         transform: w.transform,
         counts: w.counts,
         duplicates: w.duplicates,
+        window_bytes: match &w.window {
+            Window::Own(d) => d.memory_bytes() as u64,
+            _ => 0,
+        },
         latency,
         batches,
         error: w.error,

@@ -206,9 +206,13 @@ pub struct Transform {
     /// The stage as the learner's kernels see it (see [`Transform::fold`]).
     #[serde(skip)]
     folded: Fold,
-    /// Scratch: the shifts of [`Transform::scan_shifts`].
+    /// Scratch: the shifts of [`Transform::scan_shifts`] and [`Transform::begin_fold`].
     #[serde(skip)]
     shifts: Vec<f32>,
+    /// Whether the last part through [`Transform::begin_fold`] had NaN cells (the next one
+    /// then starts imputing).
+    #[serde(skip)]
+    nan_seen: bool,
 }
 
 /// What a batch went through.
@@ -240,6 +244,7 @@ impl Transform {
             gathered: Vec::new(),
             folded: Fold::identity(d),
             shifts: Vec::new(),
+            nan_seen: false,
         }
     }
 
@@ -332,7 +337,7 @@ impl Transform {
     }
 
     /// True when NaN cells are replaced (zero or mean).
-    fn imputing(&self) -> bool {
+    pub fn imputing(&self) -> bool {
         matches!(self.cfg.missing, Missing::Zero | Missing::Mean)
     }
 
@@ -396,6 +401,66 @@ impl Transform {
         f.clamp = f.lo.iter().chain(&f.hi).any(|v| v.is_finite());
         self.folded = f;
         &self.folded
+    }
+
+    /// Starts a batch part on the shard's one-read path, where the learner's predict pass also
+    /// sums the part's columns ([`crate::kernel::predict_scan`]): sets [`Transform::folded`]
+    /// from the statistics so far (the same maps as [`Transform::fold`]), replacing NaN cells
+    /// when the last such part had some, and returns whether the part's moments are needed
+    /// (statistics to learn, NaN cells to count), its columns then summed shifted by
+    /// [`Transform::fold_shifts`]. None, changing nothing, where the path does not apply — a
+    /// stage that is not foldable, min-max extremes to learn, a feature not seen yet — and the
+    /// part then goes through [`Transform::fold`]. [`Transform::end_fold`] ends the part.
+    pub fn begin_fold(&mut self) -> Option<bool> {
+        let (learning, imputing) = (self.learning(), self.imputing());
+        let unseen = learning && self.stats.count.contains(&0.0);
+        if !self.foldable() || unseen || (learning && self.cfg.scaling == Scaling::Minmax) {
+            return None;
+        }
+        let mut f = std::mem::take(&mut self.folded);
+        for j in 0..self.d {
+            self.set_fold(&mut f, j);
+        }
+        f.clamp = f.lo.iter().chain(&f.hi).any(|v| v.is_finite());
+        f.impute = imputing && self.nan_seen;
+        self.folded = f;
+        self.shifts.clear();
+        self.shifts.extend(self.stats.mean.iter().map(|&m| m as f32));
+        Some(learning || imputing)
+    }
+
+    /// The shifts of the part begun by [`Transform::begin_fold`]: the running means.
+    pub fn fold_shifts(&self) -> &[f32] {
+        &self.shifts
+    }
+
+    /// The stage as the learner's kernels see it, set by [`Transform::begin_fold`] or
+    /// [`Transform::fold`].
+    pub fn folded(&self) -> &Fold {
+        &self.folded
+    }
+
+    /// Makes [`Transform::folded`] replace NaN cells for the rest of the part (one of its
+    /// chunks had some); the learner must then predict that chunk again.
+    pub fn impute_from_now(&mut self) {
+        self.folded.impute = self.imputing();
+    }
+
+    /// Ends a part begun by [`Transform::begin_fold`] when it asked for sums: adds `sums`, the
+    /// moments of the `rows` rows the part kept (one per column, shifted as asked, NaN cells
+    /// left out), to the statistics, and counts the NaN cells replaced.
+    pub fn end_fold(&mut self, sums: &[Moments], rows: u64, counts: &mut TransformCounts) {
+        debug_assert_eq!(sums.len(), self.d);
+        let nan_cells: u64 = sums.iter().map(|m| rows - m.n as u64).sum();
+        if self.learning() {
+            for (j, m) in sums.iter().enumerate() {
+                self.stats.add(j, m);
+            }
+        }
+        if self.imputing() {
+            counts.imputed_cells += nan_cells;
+        }
+        self.nan_seen = nan_cells > 0;
     }
 
     /// The shifts for [`crate::kernel::scan`] to sum a chunk's columns by, so that

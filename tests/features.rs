@@ -198,6 +198,50 @@ fn event_time_windows_count_late_rows() {
 /// The duplicate window is one stream-ordered window whatever the shards: with 1, 2 or 3
 /// threads, batches of one block or bundles of several (`--merge-every` 1 or 16), the rows
 /// dropped are exactly those a single window over the whole file in order drops.
+/// Shards keep duplicate windows of their own where each batch can carry the rows before it
+/// (a mapped file, a window of at most 8192 rows), else share one: either way a run drops what
+/// one thread drops (whose window sees the whole stream in order) — shuffled passes, a cut
+/// last block, short blocks, windows on both sides of the limit, the one-read path (mini-batch,
+/// a folded stage) and the scan path (online learning).
+#[test]
+fn dedup_matches_one_thread_in_every_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (name, block_rows) in [("k.ssgd", 1024), ("s.ssgd", 256)] {
+        // Rows drawn from 3000 distinct ones (a NaN cell in some): duplicates at every
+        // distance, across every batch boundary.
+        let p = dir.path().join(name);
+        let mut w = streamsgd::dataset::DatasetWriter::create(&p, 5, block_rows, false).unwrap();
+        let mut s = 12345u64;
+        for _ in 0..50_000 {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let k = (s >> 33) % 3000;
+            let x: Vec<f32> = (0..5).map(|j| if k % 97 == j { f32::NAN } else { ((k >> (2 * j)) % 4) as f32 }).collect();
+            w.push(&x, (k % 2) as f32, 1.0).unwrap();
+        }
+        w.finish().unwrap();
+        files.push(p);
+    }
+    for p in &files {
+        let ds = Dataset::open(p).unwrap();
+        for (window, batch) in [(64, 64), (1000, 64), (5000, 1), (20_000, 64)] {
+            let mut counts = Vec::new();
+            for threads in [1, 2, 3] {
+                let mut c = cfg(threads);
+                c.transform = TransformConfig { missing: Missing::Mean, indicator: false, scaling: Scaling::Standard, clip: Some(4.0) };
+                (c.dedup_window, c.learner.batch, c.passes, c.shuffle_seed) = (window, batch, 2, Some(11));
+                let shared = Arc::new(SharedModel::new(LinearModel::zeros(Loss::Logistic, 1)));
+                let input = &mut Input::Mapped { dataset: &ds, train_rows: ds.rows() - 777 };
+                let r = train(&c, input, "t", None, shared, &ProgressBar::hidden()).unwrap().report;
+                assert_eq!(r.rows_learned + r.rows_dropped_duplicate + r.rows_rejected + r.rows_dropped_missing, r.rows);
+                counts.push((r.rows_dropped_duplicate, r.cells_imputed));
+            }
+            assert!(counts[0].0 > 1000, "the generator made duplicates: {counts:?}");
+            assert!(counts.iter().all(|c| *c == counts[0]), "{}: window {window}, batch {batch}: {counts:?}", p.display());
+        }
+    }
+}
+
 #[test]
 fn dedup_is_exact_whatever_the_threads() {
     use streamsgd::dedup::Dedup;

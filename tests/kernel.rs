@@ -4,7 +4,7 @@
 #![allow(clippy::needless_range_loop)] // index loops mirror the maths here
 
 use proptest::prelude::*;
-use streamsgd::kernel::{scalar, simd, ColumnMap, Columns, Fold, Isa, Moments};
+use streamsgd::kernel::{scalar, simd, ColumnMap, Columns, Fold, Isa, Moments, Predictor};
 
 const LENGTHS: [usize; 12] = [0, 1, 7, 8, 9, 15, 16, 31, 33, 257, 1023, 1025];
 
@@ -392,17 +392,23 @@ fn check_scan(n: usize, d: usize, r0: usize, seed: u64, nan_every: usize) {
                 assert_eq!(h, want_h, "fingerprints n={n} d={d} r0={r0}");
             }
             if sum {
-                assert_eq!(m.len(), d);
-                for (j, (got, want)) in m.iter().zip(&want_m).enumerate() {
-                    assert_eq!((got.n, got.shift, got.lo, got.hi), (want.n, want.shift, want.lo, want.hi), "sums n={n} j={j}");
-                    assert_eq!(got.s.is_nan(), want.s.is_nan(), "NaN sum n={n} j={j}");
-                    if !want.s.is_nan() {
-                        let scale = want.q.max(1.0);
-                        assert!((got.s - want.s).abs() <= 1e-5 * scale.sqrt() * (n as f64).sqrt(), "scan s n={n} j={j}");
-                        assert!((got.q - want.q).abs() <= 1e-5 * scale, "scan q n={n} j={j}");
-                    }
-                }
+                assert_sums(&m, &want_m, n, "scan");
             }
+        }
+    }
+}
+
+/// Column sums of a fast twin against the specification's: the same counts, shifts and (unset)
+/// extremes, NaN where the specification's is, otherwise within f32 rounding.
+fn assert_sums(got: &[Moments], want: &[Moments], n: usize, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: one sum per column");
+    for (j, (got, want)) in got.iter().zip(want).enumerate() {
+        assert_eq!((got.n, got.shift, got.lo, got.hi), (want.n, want.shift, want.lo, want.hi), "{what} sums n={n} j={j}");
+        assert_eq!(got.s.is_nan(), want.s.is_nan(), "{what}: NaN sum n={n} j={j}");
+        if !want.s.is_nan() {
+            let scale = want.q.max(1.0);
+            assert!((got.s - want.s).abs() <= 1e-5 * scale.sqrt() * (n as f64).sqrt(), "{what} s n={n} j={j}");
+            assert!((got.q - want.q).abs() <= 1e-5 * scale, "{what} q n={n} j={j}");
         }
     }
 }
@@ -468,5 +474,101 @@ proptest! {
         // Dense: most rows skipped; otherwise about one in 16 (as duplicates are).
         let mask = mask.map(|w| if dense { w | w.rotate_left(7) } else { w & w.rotate_left(11) & w.rotate_left(29) & w.rotate_left(43) });
         check_compact(n, &mask);
+    }
+}
+
+/// The learner's predict pass with the scan in the same read ([`streamsgd::kernel::predict_scan`]):
+/// the AVX2 twin's margins are bit for bit those of its own predict kernels (the learner takes
+/// either), and within f32 rounding the specification's; its fingerprints are the
+/// specification's bits, its sums the specification's within rounding (NaN where a column has a
+/// NaN cell). With no fold, a fold, a clamped one and an imputing one; every combination of
+/// outputs, from an offset first row; the dispatcher gives the detected twin's results.
+fn check_predict_scan(n: usize, d: usize, r0: usize, seed: u64, nan_every: usize, fold: u8) {
+    let stride = r0 + n.max(1) + 2;
+    let mut block = data(stride * d, seed);
+    if nan_every > 0 {
+        block.iter_mut().step_by(nan_every * 7 + 3).for_each(|x| *x = f32::NAN);
+    }
+    let cols = Columns::new(&block, stride, d, r0, n);
+    let (labels, w) = (data(n, seed ^ 99), data(d, seed ^ 5));
+    let shifts: Vec<f32> = (0..d).map(|j| j as f32 * 0.25 - 1.0).collect();
+    let mut f = Fold::identity(d);
+    for j in 0..d {
+        (f.a[j], f.b[j], f.fill[j]) = (0.1 * j as f32 - 0.3, 0.5 + 0.25 * j as f32, 0.2 * j as f32 - 0.5);
+        if fold >= 2 {
+            (f.lo[j], f.hi[j]) = (-1.0 - 0.01 * j as f32, 1.25);
+        }
+    }
+    (f.clamp, f.impute) = (fold >= 2, fold == 3);
+    let p = Predictor { fold: (fold > 0).then_some(&f), w: &w, bias: 0.5 };
+    let (mut want_p, mut want_h, mut want_m) = (vec![f32::NAN; n], Vec::new(), Vec::new());
+    scalar::predict_scan(&cols, &p, &mut want_p, &labels, Some(&mut want_h), Some((&shifts, &mut want_m)));
+    let mut spec = vec![0.0; n];
+    match p.fold {
+        Some(f) => scalar::predict_block_folded(&cols, f, &w, 0.5, &mut spec),
+        None => scalar::predict_block(&cols, &w, 0.5, &mut spec),
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&want_p), bits(&spec), "the specification is predict then scan");
+    let mut twins: Vec<(&str, Vec<f32>)> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    if Isa::Avx2.available() {
+        let mut own = vec![0.0; n];
+        // SAFETY (test): AVX2 and FMA checked above.
+        unsafe {
+            match p.fold {
+                Some(f) => streamsgd::kernel::avx2::predict_block_folded(&cols, f, &w, 0.5, &mut own),
+                None => streamsgd::kernel::avx2::predict_block(&cols, &w, 0.5, &mut own),
+            }
+        }
+        for (hash, sum) in [(true, true), (true, false), (false, true), (false, false)] {
+            let (mut got, mut h, mut m) = (vec![f32::NAN; n], vec![7u64; 3], vec![Moments::empty(9.0); 2]);
+            let sums = sum.then_some((&shifts[..], &mut m));
+            // SAFETY (test): AVX2 and FMA checked above.
+            unsafe { streamsgd::kernel::avx2::predict_scan(&cols, &p, &mut got, &labels, hash.then_some(&mut h), sums) };
+            assert_eq!(bits(&got), bits(&own), "avx2 margins as its predict kernels n={n} d={d} fold={fold}");
+            if hash {
+                assert_eq!(h, want_h, "avx2 fingerprints n={n} d={d} r0={r0}");
+            }
+            if sum {
+                assert_sums(&m, &want_m, n, "avx2 predict_scan");
+            }
+        }
+        twins.push(("avx2", own));
+    }
+    twins.push(("scalar", want_p.clone()));
+    for (name, got) in &twins {
+        for r in 0..n {
+            let scale: f64 = 0.5 + (0..d).map(|j| (w[j] as f64 * (f.value(j, cols.col(j)[r]) as f64 - f.a[j] as f64)).abs()).sum::<f64>();
+            if want_p[r].is_nan() {
+                assert!(got[r].is_nan(), "{name}: NaN margin n={n} r={r}");
+            } else {
+                close(got[r], want_p[r] as f64, scale, &format!("{name} margin n={n} d={d} r={r}"));
+            }
+        }
+    }
+    let (mut got, mut h, mut m) = (vec![f32::NAN; n], Vec::new(), Vec::new());
+    streamsgd::kernel::predict_scan(&cols, &p, &mut got, &labels, Some(&mut h), Some((&shifts, &mut m)));
+    let detected = if twins.len() == 2 && streamsgd::kernel::isa() == Isa::Avx2 { &twins[0].1 } else { &want_p };
+    assert_eq!(bits(&got), bits(detected), "dispatch n={n}");
+    assert_eq!(h, want_h, "dispatch fingerprints n={n}");
+    assert_sums(&m, &want_m, n, "dispatch");
+}
+
+#[test]
+fn predict_scan_twins_agree() {
+    for &n in &LENGTHS {
+        for d in [0, 1, 3, 4, 5, 8, 33] {
+            for (r0, nan_every, fold) in [(0, 0, 0), (3, 0, 1), (1, 0, 2), (2, 2, 3), (0, 1, 1)] {
+                check_predict_scan(n, d, r0, n as u64 * 17 + d as u64, nan_every, fold);
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn predict_scan_random(n in 0usize..600, d in 0usize..40, r0 in 0usize..9, seed: u64, nan_every in 0usize..5, fold in 0u8..4) {
+        check_predict_scan(n, d, r0, seed, nan_every, fold);
     }
 }

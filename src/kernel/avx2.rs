@@ -4,7 +4,7 @@
 //! supports AVX2 and FMA. Memory accesses are bounds-checked by slicing before any load; loads
 //! and stores are unaligned-tolerant (`loadu`/`storeu`), so alignment is a speed matter only.
 
-use super::{BatchScore, ColumnMap, Columns, Fold, Moments};
+use super::{BatchScore, ColumnMap, Columns, Fold, Moments, Predictor};
 use crate::batch::SkipMask;
 use crate::loss::Loss;
 use std::arch::x86_64::*;
@@ -89,7 +89,7 @@ pub unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn predict_block(cols: &Columns<'_>, w: &[f32], bias: f32, out: &mut [f32]) {
     // SAFETY: AVX2 and FMA by the caller's contract.
-    unsafe { predict::<false, false, false>(cols, None, w, bias, out) }
+    unsafe { predict::<false, false, false, false, false>(cols, None, w, bias, out, ScanOut::none()) }
 }
 
 /// [`predict_block`] on folded columns ([`Fold`]): each column's 8 lanes are imputed (a blend on
@@ -103,10 +103,50 @@ pub unsafe fn predict_block_folded(cols: &Columns<'_>, f: &Fold, w: &[f32], bias
     // SAFETY: AVX2 and FMA by the caller's contract.
     unsafe {
         match (f.clamp, f.impute) {
-            (true, true) => predict::<true, true, true>(cols, Some(f), w, bias, out),
-            (true, false) => predict::<true, true, false>(cols, Some(f), w, bias, out),
-            (false, true) => predict::<true, false, true>(cols, Some(f), w, bias, out),
-            (false, false) => predict::<true, false, false>(cols, Some(f), w, bias, out),
+            (true, true) => predict::<true, true, true, false, false>(cols, Some(f), w, bias, out, ScanOut::none()),
+            (true, false) => predict::<true, true, false, false, false>(cols, Some(f), w, bias, out, ScanOut::none()),
+            (false, true) => predict::<true, false, true, false, false>(cols, Some(f), w, bias, out, ScanOut::none()),
+            (false, false) => predict::<true, false, false, false, false>(cols, Some(f), w, bias, out, ScanOut::none()),
+        }
+    }
+}
+
+/// [`super::predict_scan`]: the margins of [`predict_block`] (or [`predict_block_folded`]
+/// through `p.fold`), bit for bit, and in the same read of the rows their fingerprints
+/// (bit-identical to [`super::scalar::row_hashes`]) and the columns' shifted sums.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn predict_scan(
+    cols: &Columns<'_>,
+    p: &Predictor<'_>,
+    out: &mut [f32],
+    labels: &[f32],
+    hashes: Option<&mut Vec<u64>>,
+    sums: Option<(&[f32], &mut Vec<Moments>)>,
+) {
+    let (h, (shifts, m)) = (hashes.is_some(), sums.map_or((&[][..], None), |(k, m)| (k, Some(m))));
+    let s = ScanOut { labels, hashes, shifts, sums: m };
+    let (f, w, bias) = (p.fold, p.w, p.bias);
+    // SAFETY: AVX2 and FMA by the caller's contract.
+    unsafe {
+        macro_rules! scans {
+            ($fold:literal, $clamp:literal, $impute:literal) => {
+                match (h, s.sums.is_some()) {
+                    (true, true) => predict::<$fold, $clamp, $impute, true, true>(cols, f, w, bias, out, s),
+                    (true, false) => predict::<$fold, $clamp, $impute, true, false>(cols, f, w, bias, out, s),
+                    (false, true) => predict::<$fold, $clamp, $impute, false, true>(cols, f, w, bias, out, s),
+                    (false, false) => predict::<$fold, $clamp, $impute, false, false>(cols, f, w, bias, out, s),
+                }
+            };
+        }
+        match f.map(|f| (f.clamp, f.impute)) {
+            None => scans!(false, false, false),
+            Some((true, true)) => scans!(true, true, true),
+            Some((true, false)) => scans!(true, true, false),
+            Some((false, true)) => scans!(true, false, true),
+            Some((false, false)) => scans!(true, false, false),
         }
     }
 }
@@ -177,59 +217,219 @@ fn fold_centred<const FOLD: bool>(f: Option<&Fold>, j: usize, x: f32) -> f32 {
     }
 }
 
-/// The body of [`predict_block`] and [`predict_block_folded`].
+/// What a prediction pass also computes in its one read of the rows ([`predict_scan`]): the
+/// rows' fingerprints (features, then `labels`) into `hashes`, the columns' sums shifted by
+/// `shifts` into `sums`; each only when the pass's `HASH` / `SUMS` asks.
+struct ScanOut<'s> {
+    labels: &'s [f32],
+    hashes: Option<&'s mut Vec<u64>>,
+    shifts: &'s [f32],
+    sums: Option<&'s mut Vec<Moments>>,
+}
+
+impl ScanOut<'_> {
+    /// Nothing besides the margins.
+    fn none() -> Self {
+        ScanOut { labels: &[], hashes: None, shifts: &[], sums: None }
+    }
+}
+
+/// The body of [`predict_block`], [`predict_block_folded`] and [`predict_scan`]: column-wise
+/// FMAs into `out`, four columns per pass; with `HASH`, the rows' two hash chains advanced by
+/// the same loads (8 rows' state kept in their 8 fingerprint slots of `hashes`, a then b),
+/// with `SUMS` each column's shifted sums in registers.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn predict<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool>(
+unsafe fn predict<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool, const HASH: bool, const SUMS: bool>(
     cols: &Columns<'_>,
     f: Option<&Fold>,
     w: &[f32],
     bias: f32,
     out: &mut [f32],
+    s: ScanOut<'_>,
 ) {
     assert_eq!((w.len(), out.len()), (cols.d, cols.n));
+    assert!(!HASH || s.labels.len() == cols.n, "one label per row");
+    assert!(!SUMS || s.shifts.len() == cols.d, "one shift per column");
     let n = cols.n;
     let n8 = n / 8 * 8;
     out.fill(bias);
+    let (mut no_hashes, mut no_sums) = (Vec::new(), Vec::new());
+    let hashes = s.hashes.unwrap_or(&mut no_hashes);
+    let sums = s.sums.unwrap_or(&mut no_sums);
+    // Rows past the last multiple of 8, summed by the scalar specification.
+    let tail = Columns::new(cols.data, cols.stride, cols.d, cols.r0 + n8, n - n8);
+    let push_sums = |sums: &mut Vec<Moments>, j: usize, ls: __m256, lq: __m256| {
+        let shift = s.shifts[j];
+        let (ts, tq) = super::scalar::shifted_sums(tail.col(j), shift);
+        // SAFETY: register-only AVX operations; AVX2 by the caller's contract.
+        let (vs, vq) = unsafe { (hsum(ls), hsum(lq)) };
+        sums.push(Moments { n: n as f64, s: vs as f64 + ts, q: vq as f64 + tq, ..Moments::empty(shift) });
+    };
     // SAFETY: every load/store is of an 8-element subslice (bounds-checked); AVX2/FMA by contract.
     unsafe {
+        if HASH {
+            hashes.clear();
+            hashes.resize(n8, 0);
+            for g in hashes.chunks_exact_mut(8) {
+                store_chains(g, CHAIN_SEEDS.map(|v| _mm256_set1_epi32(v as i32)));
+            }
+        }
+        if SUMS {
+            sums.clear();
+        }
+        let zero = _mm256_setzero_ps();
         let mut j = 0;
         while j + 4 <= cols.d {
-            let (c0, c1, c2, c3) = (cols.col(j), cols.col(j + 1), cols.col(j + 2), cols.col(j + 3));
+            let c = [cols.col(j), cols.col(j + 1), cols.col(j + 2), cols.col(j + 3)];
             let (w0, w1, w2, w3) = (_mm256_set1_ps(w[j]), _mm256_set1_ps(w[j + 1]), _mm256_set1_ps(w[j + 2]), _mm256_set1_ps(w[j + 3]));
             let fl: [FoldLanes; 4] = std::array::from_fn(|i| FoldLanes::new::<FOLD>(f, j + i));
             let v = |i: usize, x: __m256| fl[i].centred::<FOLD, CLAMP, IMPUTE>(x);
+            let k: [__m256; 4] = std::array::from_fn(|i| _mm256_set1_ps(if SUMS { s.shifts[j + i] } else { 0.0 }));
+            let (mut ls, mut lq) = ([zero; 4], [zero; 4]);
+            let ahead = prefetch_ahead(cols, j);
             for r in (0..n8).step_by(8) {
-                let a = _mm256_fmadd_ps(v(0, load(&c0[r..])), w0, load(&out[r..]));
-                let b = _mm256_mul_ps(v(1, load(&c1[r..])), w1);
-                let a = _mm256_fmadd_ps(v(2, load(&c2[r..])), w2, a);
-                let b = _mm256_fmadd_ps(v(3, load(&c3[r..])), w3, b);
+                if r % 16 == 0 {
+                    for a in &ahead {
+                        if let Some(x) = a.get(r) {
+                            _mm_prefetch::<_MM_HINT_T0>((x as *const f32).cast());
+                        }
+                    }
+                }
+                let x = [load(&c[0][r..]), load(&c[1][r..]), load(&c[2][r..]), load(&c[3][r..])];
+                let a = _mm256_fmadd_ps(v(0, x[0]), w0, load(&out[r..]));
+                let b = _mm256_mul_ps(v(1, x[1]), w1);
+                let a = _mm256_fmadd_ps(v(2, x[2]), w2, a);
+                let b = _mm256_fmadd_ps(v(3, x[3]), w3, b);
                 store(&mut out[r..], _mm256_add_ps(a, b));
+                if HASH {
+                    let st = &mut hashes[r..];
+                    store_chains(st, x.iter().fold(load_chains(st), |h, &x| mix8(h, x)));
+                }
+                if SUMS {
+                    for i in 0..4 {
+                        let d = _mm256_sub_ps(x[i], k[i]);
+                        ls[i] = _mm256_add_ps(ls[i], d);
+                        lq[i] = _mm256_fmadd_ps(d, d, lq[i]);
+                    }
+                }
             }
-            let x = |i: usize, c: &[f32], r: usize| fold_centred::<FOLD>(f, j + i, c[r]);
+            let x = |i: usize, r: usize| fold_centred::<FOLD>(f, j + i, c[i][r]);
             for (r, o) in out.iter_mut().enumerate().skip(n8) {
-                *o += w[j] * x(0, c0, r) + w[j + 1] * x(1, c1, r) + w[j + 2] * x(2, c2, r) + w[j + 3] * x(3, c3, r);
+                *o += w[j] * x(0, r) + w[j + 1] * x(1, r) + w[j + 2] * x(2, r) + w[j + 3] * x(3, r);
+            }
+            if SUMS {
+                for i in 0..4 {
+                    push_sums(sums, j + i, ls[i], lq[i]);
+                }
             }
             j += 4;
         }
         for (jj, &wj) in w.iter().enumerate().skip(j) {
-            if FOLD {
-                let fl = FoldLanes::new::<FOLD>(f, jj);
-                let c = cols.col(jj);
-                for r in (0..n8).step_by(8) {
-                    let y = _mm256_fmadd_ps(fl.centred::<FOLD, CLAMP, IMPUTE>(load(&c[r..])), _mm256_set1_ps(wj), load(&out[r..]));
-                    store(&mut out[r..], y);
+            let (fl, c, wv) = (FoldLanes::new::<FOLD>(f, jj), cols.col(jj), _mm256_set1_ps(wj));
+            let k = _mm256_set1_ps(if SUMS { s.shifts[jj] } else { 0.0 });
+            let (mut ls, mut lq) = (zero, zero);
+            for r in (0..n8).step_by(8) {
+                let x = load(&c[r..]);
+                let y = _mm256_fmadd_ps(fl.centred::<FOLD, CLAMP, IMPUTE>(x), wv, load(&out[r..]));
+                store(&mut out[r..], y);
+                if HASH {
+                    let st = &mut hashes[r..];
+                    store_chains(st, mix8(load_chains(st), x));
                 }
-                for r in n8..n {
-                    out[r] += wj * fold_centred::<FOLD>(f, jj, c[r]);
+                if SUMS {
+                    let d = _mm256_sub_ps(x, k);
+                    ls = _mm256_add_ps(ls, d);
+                    lq = _mm256_fmadd_ps(d, d, lq);
                 }
-            } else {
-                axpy(wj, cols.col(jj), out);
+            }
+            for r in n8..n {
+                out[r] += wj * fold_centred::<FOLD>(f, jj, c[r]);
+            }
+            if SUMS {
+                push_sums(sums, jj, ls, lq);
             }
         }
+        if HASH {
+            for r in (0..n8).step_by(8) {
+                let st = &mut hashes[r..r + 8];
+                let [a, b] = mix8(load_chains(st), load(&s.labels[r..]));
+                store_fingerprints(st, a, b);
+            }
+            super::scalar::row_hashes(&tail, &s.labels[n8..], hashes);
+        }
+    }
+}
+
+/// What the pass over columns `j .. j+4` of [`predict`] prefetches, a line per 16 rows: the
+/// same rows of the next four columns (a block's columns are 4 KiB apart, each its own page,
+/// where hardware prefetchers start cold); for the last four, the rows after these in the
+/// block's first four columns, where the block has them (the next mini-batch's first pass).
+fn prefetch_ahead<'c>(cols: &Columns<'c>, j: usize) -> [&'c [f32]; 4] {
+    let d = cols.d;
+    if j + 4 < d {
+        return std::array::from_fn(|i| cols.col((j + 4 + i).min(d - 1)));
+    }
+    let next = cols.r0 + cols.n;
+    let rows = cols.n.min(cols.stride.saturating_sub(next));
+    std::array::from_fn(|i| {
+        let s = i.min(d - 1) * cols.stride + next;
+        cols.data.get(s..s + rows).unwrap_or(&[])
+    })
+}
+
+/// The seeds of the two hash chains (see `scalar::row_hashes`).
+const CHAIN_SEEDS: [u32; 2] = [0x9e37_79b9, 0x7f4a_7c15];
+
+/// One step of both hash chains on 8 rows' values `x` (their bit patterns): `a = m(a ^ x)`,
+/// `b = m'(b + x)`, each multiply followed by an xorshift.
+#[inline(always)]
+unsafe fn mix8([a, b]: [__m256i; 2], x: __m256) -> [__m256i; 2] {
+    // SAFETY: register-only AVX2 operations; the caller guarantees AVX2.
+    unsafe {
+        let x = _mm256_castps_si256(x);
+        let h = _mm256_mullo_epi32(_mm256_xor_si256(a, x), _mm256_set1_epi32(0xcc9e_2d51u32 as i32));
+        let a = _mm256_xor_si256(h, _mm256_srli_epi32::<15>(h));
+        let h = _mm256_mullo_epi32(_mm256_add_epi32(b, x), _mm256_set1_epi32(0x1b87_3593u32 as i32));
+        [a, _mm256_xor_si256(h, _mm256_srli_epi32::<13>(h))]
+    }
+}
+
+/// 8 rows' chain states from their 8 fingerprint slots (a in the first 32 bytes, b after).
+#[inline(always)]
+unsafe fn load_chains(slots: &[u64]) -> [__m256i; 2] {
+    let s = &slots[..8];
+    // SAFETY: `s` is 8 valid u64 = 64 bytes (sliced above); `loadu` has no alignment requirement.
+    unsafe { [_mm256_loadu_si256(s.as_ptr().cast()), _mm256_loadu_si256(s[4..].as_ptr().cast())] }
+}
+
+/// The inverse of [`load_chains`].
+#[inline(always)]
+unsafe fn store_chains(slots: &mut [u64], [a, b]: [__m256i; 2]) {
+    let s = &mut slots[..8];
+    // SAFETY: `s` is 8 writable u64 = 64 bytes (sliced above); `storeu` has no alignment
+    // requirement.
+    unsafe {
+        _mm256_storeu_si256(s.as_mut_ptr().cast(), a);
+        _mm256_storeu_si256(s[4..].as_mut_ptr().cast(), b);
+    }
+}
+
+/// 8 rows' fingerprints `fmix(a) << 32 | fmix(b)` from their finished chains, into `slots`.
+#[inline(always)]
+unsafe fn store_fingerprints(slots: &mut [u64], a: __m256i, b: __m256i) {
+    let s = &mut slots[..8];
+    // SAFETY: register-only AVX2 operations, and stores of 8 writable u64 = 64 bytes (sliced
+    // above); the caller guarantees AVX2.
+    unsafe {
+        let (fa, fb) = (fmix8(a), fmix8(b));
+        // Interleaved per row: rows 0 1 4 5, then rows 2 3 6 7.
+        let (lo, hi) = (_mm256_unpacklo_epi32(fb, fa), _mm256_unpackhi_epi32(fb, fa));
+        _mm256_storeu_si256(s.as_mut_ptr().cast(), _mm256_permute2x128_si256::<0x20>(lo, hi));
+        _mm256_storeu_si256(s[4..].as_mut_ptr().cast(), _mm256_permute2x128_si256::<0x31>(lo, hi));
     }
 }
 
@@ -658,18 +858,12 @@ unsafe fn scan_chunks<const HASH: bool, const SUMS: bool>(
     unsafe {
         lanes.clear();
         lanes.resize(if SUMS { 16 * d } else { 0 }, 0.0);
-        let (ma, mb) = (_mm256_set1_epi32(0xcc9e_2d51u32 as i32), _mm256_set1_epi32(0x1b87_3593u32 as i32));
         let mut words = [0u64; SCAN_ROWS];
         for r in (0..whole).step_by(SCAN_ROWS) {
-            let mut a = [_mm256_set1_epi32(0x9e37_79b9u32 as i32); SCAN_ROWS / 8];
-            let mut b = [_mm256_set1_epi32(0x7f4a_7c15u32 as i32); SCAN_ROWS / 8];
+            let mut h = [CHAIN_SEEDS.map(|v| _mm256_set1_epi32(v as i32)); SCAN_ROWS / 8];
             let mut mix = |x: [__m256; SCAN_ROWS / 8]| {
-                for i in 0..SCAN_ROWS / 8 {
-                    let x = _mm256_castps_si256(x[i]);
-                    let h = _mm256_mullo_epi32(_mm256_xor_si256(a[i], x), ma);
-                    a[i] = _mm256_xor_si256(h, _mm256_srli_epi32::<15>(h));
-                    let h = _mm256_mullo_epi32(_mm256_add_epi32(b[i], x), mb);
-                    b[i] = _mm256_xor_si256(h, _mm256_srli_epi32::<13>(h));
+                for (h, x) in h.iter_mut().zip(x) {
+                    *h = mix8(*h, x);
                 }
             };
             let ahead = r + SCAN_AHEAD * SCAN_ROWS;
@@ -692,14 +886,8 @@ unsafe fn scan_chunks<const HASH: bool, const SUMS: bool>(
             }
             if HASH {
                 mix(std::array::from_fn(|i| load(&labels[r + 8 * i..])));
-                for i in 0..SCAN_ROWS / 8 {
-                    let (fa, fb) = (fmix8(a[i]), fmix8(b[i]));
-                    // (fmix(a) << 32 | fmix(b)) per row: rows 0 1 4 5, then rows 2 3 6 7.
-                    let (lo, hi) = (_mm256_unpacklo_epi32(fb, fa), _mm256_unpackhi_epi32(fb, fa));
-                    let w = &mut words[8 * i..8 * i + 8];
-                    let (w0, w1) = w.split_at_mut(4);
-                    _mm256_storeu_si256(w0.as_mut_ptr().cast(), _mm256_permute2x128_si256::<0x20>(lo, hi));
-                    _mm256_storeu_si256(w1.as_mut_ptr().cast(), _mm256_permute2x128_si256::<0x31>(lo, hi));
+                for (i, [a, b]) in h.into_iter().enumerate() {
+                    store_fingerprints(&mut words[8 * i..], a, b);
                 }
                 out.extend_from_slice(&words);
             }

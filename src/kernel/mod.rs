@@ -299,6 +299,40 @@ pub fn gradient_block_folded(cols: &Columns<'_>, f: &Fold, c: &[f32], g: &mut [f
     }
 }
 
+/// What a prediction pass predicts with: the learner's weights (the folded `w·b` when `fold`
+/// is given) and its bias.
+#[derive(Clone, Copy, Debug)]
+pub struct Predictor<'a> {
+    /// The feature stage folded into the kernel, if any.
+    pub fold: Option<&'a Fold>,
+    /// One weight per column.
+    pub w: &'a [f32],
+    /// The bias.
+    pub bias: f32,
+}
+
+/// The learner's predict pass and the batch scan in one read of the rows: the margins of
+/// [`predict_block`] (or [`predict_block_folded`] through `p.fold`) into `out`, and, as
+/// [`scan`] computes them, each row's fingerprint (its features, then `labels`) into `hashes`
+/// and each column's sums shifted by the given shifts into `sums` (`n` is the row count; `s`
+/// and `q` are NaN when a value is NaN). The portable build uses the scalar twin.
+#[inline]
+pub fn predict_scan(
+    cols: &Columns<'_>,
+    p: &Predictor<'_>,
+    out: &mut [f32],
+    labels: &[f32],
+    hashes: Option<&mut Vec<u64>>,
+    sums: Option<(&[f32], &mut Vec<Moments>)>,
+) {
+    match isa() {
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::predict_scan(cols, p, out, labels, hashes, sums) },
+        _ => scalar::predict_scan(cols, p, out, labels, hashes, sums),
+    }
+}
+
 /// One column's transform coefficients (see `transform::Transform`): v = fill where x is
 /// NaN, y = clamp((v − a)·b, −k, k), NaN kept when nothing imputes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -349,6 +383,16 @@ impl Moments {
     /// No values yet.
     pub fn empty(shift: f32) -> Self {
         Moments { shift, n: 0.0, s: 0.0, q: 0.0, lo: f32::INFINITY, hi: f32::NEG_INFINITY }
+    }
+
+    /// Adds the values `o` summed (with the same shift).
+    pub fn absorb(&mut self, o: &Moments) {
+        debug_assert_eq!(self.shift.to_bits(), o.shift.to_bits(), "moments of one shift");
+        self.n += o.n;
+        self.s += o.s;
+        self.q += o.q;
+        self.lo = self.lo.min(o.lo);
+        self.hi = self.hi.max(o.hi);
     }
 
     /// Adds one value (NaN skipped).

@@ -1,6 +1,6 @@
 //! The specification of every kernel: plain loops, no `unsafe`, no lanes.
 
-use super::{BatchScore, ColumnMap, Columns, Fold, Moments};
+use super::{BatchScore, ColumnMap, Columns, Fold, Moments, Predictor};
 use crate::batch::{skipped, SkipMask};
 use crate::loss::Loss;
 
@@ -159,6 +159,23 @@ pub fn scan(cols: &Columns<'_>, labels: &[f32], hashes: Option<&mut Vec<u64>>, s
             Moments { n: cols.n as f64, s, q, ..Moments::empty(shift) }
         }));
     }
+}
+
+/// [`predict_block`] or [`predict_block_folded`] (through `p.fold`), then [`scan`]: what the
+/// fast twins compute in one read of the rows.
+pub fn predict_scan(
+    cols: &Columns<'_>,
+    p: &Predictor<'_>,
+    out: &mut [f32],
+    labels: &[f32],
+    hashes: Option<&mut Vec<u64>>,
+    sums: Option<(&[f32], &mut Vec<Moments>)>,
+) {
+    match p.fold {
+        Some(f) => predict_block_folded(cols, f, p.w, p.bias, out),
+        None => predict_block(cols, p.w, p.bias, out),
+    }
+    scan(cols, labels, hashes, sums);
 }
 
 /// Writes the values of `xs` whose rows `skip` does not mark (bit `r` of the mask: row `r`),
