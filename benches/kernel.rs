@@ -223,12 +223,71 @@ fn dedup(c: &mut Criterion) {
             black_box(skip[0])
         })
     });
+    // The kept rows of a 256-row mini-batch with 1 row in 20 a duplicate, column by column.
+    let mut mask = [0u64; streamsgd::batch::BATCH_ROWS / 64];
+    for r in (19..256).step_by(20) {
+        mask[r / 64] |= 1 << (r % 64);
+    }
+    let mut out = vec![0.0f32; 264];
+    g.bench_function("compact_5pct_dups", |b| {
+        b.iter(|| {
+            let mut kept = 0;
+            for col in x.chunks_exact(256) {
+                kept += streamsgd::kernel::compact(black_box(col), &mask, &mut out);
+            }
+            black_box(kept)
+        })
+    });
+    g.finish();
+}
+
+/// The learner's predict pass over 256-row mini-batches (d = 32, a fold without clamps), alone
+/// and with the scan in the same read: the rows' fingerprints, the columns' sums, both.
+fn predict_scan(c: &mut Criterion) {
+    use streamsgd::kernel::{predict_block_folded, predict_scan, Columns, Fold, Moments, Predictor};
+    let mut g = c.benchmark_group("predict_scan_b256");
+    g.throughput(Throughput::Elements(ROWS as u64));
+    let d = 32;
+    let (x, y) = data(d);
+    let mut f = Fold::identity(d);
+    f.a.fill(0.1);
+    let (w, shifts) = (vec![0.5f32; d], vec![0.1f32; d]);
+    let (mut out, mut fps, mut sums) = (vec![0.0f32; 256], Vec::new(), Vec::<Moments>::new());
+    for isa in isas() {
+        for (name, hash, sum) in [("predict", false, false), ("hash", true, false), ("sums", false, true), ("hash_sums", true, true)] {
+            g.bench_function(format!("{isa:?}/{name}"), |b| {
+                force_isa(isa);
+                b.iter(|| {
+                    for (k, blk) in x.chunks_exact(BLOCK * d).enumerate() {
+                        for r0 in (0..BLOCK).step_by(256) {
+                            let cols = Columns::new(black_box(blk), BLOCK, d, r0, 256);
+                            let labels = &y[k * BLOCK + r0..k * BLOCK + r0 + 256];
+                            if hash || sum {
+                                let p = Predictor { fold: Some(&f), w: &w, bias: 0.0 };
+                                predict_scan(
+                                    &cols,
+                                    &p,
+                                    &mut out,
+                                    labels,
+                                    hash.then_some(&mut fps),
+                                    sum.then_some((&shifts[..], &mut sums)),
+                                );
+                            } else {
+                                predict_block_folded(&cols, &f, &w, 0.0, &mut out);
+                            }
+                        }
+                    }
+                    black_box(out[0])
+                })
+            });
+        }
+    }
     g.finish();
 }
 
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_millis(900)).sample_size(20);
-    targets = dedup, feature_pass, folded, minibatch, online, online_squared, predict
+    targets = dedup, feature_pass, folded, minibatch, online, online_squared, predict, predict_scan
 }
 criterion_main!(benches);

@@ -15,7 +15,8 @@
 //! constants) can be made to lose rows. Duplicates are never missed.
 //!
 //! **The window.** A table of buckets of 8 (fingerprint, row number) slots, one bucket per
-//! two rows of the window (N/2 rounded up to a power of two), picked by the fingerprint's
+//! two rows of the window (N/2 rounded up to a power of two; one per row for N ≤ 8192, whose
+//! table is at most 1 MB), picked by the fingerprint's
 //! high bits. A row is a duplicate when its fingerprint is in a slot whose row is among the
 //! last N. A row looks for its fingerprint among its bucket's 8 slots; a match has its row
 //! number refreshed, otherwise the row takes the bucket's next slot in turn. When that slot's row is still in the window (a bucket that had
@@ -26,7 +27,7 @@
 //! stash only when the fingerprint's bit is set in a small filter of the stashed fingerprints
 //! (one bit per fingerprint, rebuilt at each pruning, about 16 bits per entry): the stash is
 //! rarely empty, and searching the map for every row cost a third of the window's time at
-//! N = 1000. Memory: about 64·N bytes, plus the stash and its filter. A batch's
+//! N = 1000. Memory: about 64·N bytes (128·N for N ≤ 8192), plus the stash and its filter. A batch's
 //! lookups prefetch the bucket of the row 16 ahead, so a window larger than the caches costs
 //! overlapped memory latencies.
 //!
@@ -74,6 +75,9 @@ fn filter_words(window: usize) -> usize {
 fn filter_bit(words: &[u64], fp: u64) -> (usize, u64) {
     ((fp >> 6) as usize & (words.len() - 1), 1 << (fp & 63))
 }
+
+/// The largest window with a bucket per row (one per two rows above).
+const SMALL_WINDOW: usize = 8192;
 
 /// How many rows ahead [`Dedup::mark`] prefetches buckets.
 const PREFETCH_ROWS: usize = 16;
@@ -132,7 +136,10 @@ impl Dedup {
                 window as f64 * 64e-9
             )
         };
-        let buckets = window.div_ceil(2).checked_next_power_of_two().ok_or_else(too_big)?;
+        // A small window (at most 1 MB of table) takes a bucket per row: its stash is then
+        // almost always empty, and a lookup does not look at it.
+        let per_bucket = if window <= SMALL_WINDOW { 1 } else { 2 };
+        let buckets = window.div_ceil(per_bucket).checked_next_power_of_two().ok_or_else(too_big)?;
         let (mut table, mut next) = (Vec::new(), Vec::new());
         table.try_reserve_exact(buckets).map_err(|_| too_big())?;
         next.try_reserve_exact(buckets).map_err(|_| too_big())?;
@@ -144,7 +151,9 @@ impl Dedup {
             buckets: table,
             next,
             mask: buckets - 1,
-            stash: HashMap::default(),
+            // Room from the start for the entries a window stashes at once (about N/1000 at
+            // two rows per bucket, rarer below), so a stash does not allocate mid-stream.
+            stash: HashMap::with_capacity_and_hasher((window / 256).clamp(64, 1 << 16), Default::default()),
             stashed: vec![0; filter_words(window)],
             prune_at: 0,
             dropped: 0,
@@ -205,6 +214,9 @@ impl Dedup {
     /// False when `fp` is surely not in the stash.
     #[inline(always)]
     fn maybe_stashed(&self, fp: u64) -> bool {
+        if self.stash.is_empty() {
+            return false;
+        }
         let (w, bit) = filter_bit(&self.stashed, fp);
         self.stashed[w] & bit != 0
     }
@@ -214,19 +226,26 @@ impl Dedup {
     #[cold]
     #[inline(never)]
     fn stash_entry(&mut self, fp: u64, at: i64, row: i64) {
-        if row >= self.prune_at {
-            let window = self.window;
-            self.stash.retain(|_, at| row - *at <= window);
-            self.prune_at = row + window;
-            self.stashed.fill(0);
-            for &f in self.stash.keys() {
-                let (w, bit) = filter_bit(&self.stashed, f);
-                self.stashed[w] |= bit;
-            }
-        }
+        self.prune(row);
         self.stash.insert(fp, at);
         let (w, bit) = filter_bit(&self.stashed, fp);
         self.stashed[w] |= bit;
+    }
+
+    /// Every `window` rows (at row `row`): drops the stash's entries that left the window,
+    /// and rebuilds its filter.
+    fn prune(&mut self, row: i64) {
+        if row < self.prune_at {
+            return;
+        }
+        let window = self.window;
+        self.stash.retain(|_, at| row - *at <= window);
+        self.prune_at = row + window;
+        self.stashed.fill(0);
+        for &f in self.stash.keys() {
+            let (w, bit) = filter_bit(&self.stashed, f);
+            self.stashed[w] |= bit;
+        }
     }
 
     /// True when `fp` is in the stash within the window of row `row` (its row is then
@@ -290,6 +309,11 @@ impl Dedup {
             *word |= dups;
             self.dropped += u64::from(dups.count_ones());
         }
+        // So that a stash whose entries all left the window is empty again (lookups then skip
+        // it), not only when the next entry is stashed.
+        if !self.stash.is_empty() {
+            self.prune(self.row);
+        }
     }
 }
 
@@ -315,10 +339,10 @@ mod tests {
 
     #[test]
     fn memory_is_about_64_bytes_per_row_of_the_window() {
-        for window in [1000usize, 100_000] {
+        for (window, per_row) in [(1000usize, 128), (8192, 128), (10_000, 64), (100_000, 64)] {
             let bytes = Dedup::new(window).memory_bytes();
-            // The table rounds its bucket count up to a power of two: at most twice 64·N.
-            assert!((64 * window..2 * 64 * window + 8192).contains(&bytes), "{window}: {bytes}");
+            // The table rounds its bucket count up to a power of two: at most twice the size.
+            assert!((per_row * window..2 * per_row * window + 8192).contains(&bytes), "{window}: {bytes}");
         }
     }
 

@@ -22,7 +22,7 @@
 use crate::batch::{skipped, Batch, OwnedBatch, Payload, Segment, SkipMask, BATCH_ROWS, MAX_SEGMENTS};
 use crate::dataset::Dataset;
 use crate::dedup::Dedup;
-use crate::kernel::{self, moments, predict_scan, scan, ColumnSums, Columns, Moments};
+use crate::kernel::{self, predict_scan, scan, ColumnSums, Columns, Moments};
 use crate::latency::StageLatency;
 use crate::learner::{LearnError, Learner};
 use crate::merge::Merger;
@@ -105,6 +105,7 @@ struct Scratch {
     data: Vec<f32>,
     labels: Vec<f32>,
     weights: Vec<f32>,
+    margins: Vec<f32>,
 }
 
 /// What a batch's scan leaves for learning it, per part of the batch: its rows' fingerprints,
@@ -123,13 +124,15 @@ struct Targets<'b> {
     weights: Option<&'b [f32]>,
 }
 
-/// Scratch of the one-read path ([`Work::fused`]): a chunk's fingerprints and column sums, the
-/// part's sums so far, the look-back rows' fingerprints.
+/// Scratch of the one-read path ([`Work::fused`]): a chunk's fingerprints, column moments,
+/// margins and duplicate rows, the part's moments so far, the look-back rows' fingerprints.
 #[derive(Default)]
 struct Fused {
     hashes: Vec<u64>,
     sums: Vec<Moments>,
     part: Vec<Moments>,
+    margins: Vec<f32>,
+    dup_rows: Vec<usize>,
     back: Vec<u64>,
 }
 
@@ -210,9 +213,10 @@ impl Work<'_> {
     /// the shard's own window or none; a stage that folds into the kernels, or none): per
     /// mini-batch, the learner's predict pass also fingerprints the rows and sums the columns
     /// ([`predict_scan`]), the rows are looked up in the window, and the learner goes on with
-    /// the margins it has. A mini-batch with duplicates is compacted and learned from its kept
-    /// rows (as is one whose NaN cells the fold did not replace yet, then imputing). Returns
-    /// None, doing nothing, where the path does not apply.
+    /// the margins it has. A mini-batch with duplicates is compacted (rows, margins) and its
+    /// moments lose the duplicates' values; one whose NaN cells the fold did not replace yet is
+    /// predicted again, the fold imputing from then on. Returns None, doing nothing, where the
+    /// path does not apply.
     fn fused(&mut self, cols: &Columns<'_>, t: &Targets<'_>) -> Option<Result<(), LearnError>> {
         let Work { learner, transform, scratch, fused, counts, duplicates, window, .. } = self;
         let batch = learner.config().batch;
@@ -228,12 +232,11 @@ impl Work<'_> {
         }
         let summing = !identity && transform.begin_fold()?;
         let imputing = transform.imputing();
-        let Fused { hashes, sums, part, .. } = fused;
+        let Fused { hashes, sums, part, margins, dup_rows, .. } = fused;
         if summing {
             part.clear();
             part.extend(transform.fold_shifts().iter().map(|&k| Moments::empty(k)));
         }
-        let nan = |m: &Moments| m.s.is_nan() || m.q.is_nan();
         let (mut kept, mut r) = (0u64, 0);
         while r < cols.n {
             let m = batch.min(cols.n - r);
@@ -241,46 +244,69 @@ impl Work<'_> {
             let (labels, weights) = (&t.labels[chunk.r0..chunk.r0 + m], t.weights.map(|w| &w[chunk.r0..chunk.r0 + m]));
             let fold = (!identity).then(|| transform.folded());
             let shifts = summing.then(|| transform.fold_shifts());
+            // NaN cells the fold does not replace yet (it then starts to: the margins are redone).
+            let unimputed = |sums: &[Moments]| imputing && fold.is_some_and(|f| !f.impute) && sums.iter().any(|s| s.n < m as f64);
             let mut skip: SkipMask = [0; BATCH_ROWS / 64];
             let step = learner.step_with(&chunk, fold, labels, weights, |p, out| {
                 predict_scan(&chunk, p, out, labels, dedup.then_some(&mut *hashes), shifts.map(|k| (k, &mut *sums)));
                 if let Some(w) = window.as_deref_mut() {
                     w.mark(hashes, &mut skip);
                 }
-                let unimputed = imputing && fold.is_some_and(|f| !f.impute) && summing && sums.iter().any(nan);
-                skip.iter().all(|&w| w == 0) && !unimputed
+                let go_on = skip.iter().all(|&w| w == 0) && !(summing && unimputed(sums));
+                if !go_on {
+                    margins.clear();
+                    margins.extend_from_slice(out);
+                }
+                go_on
             });
             match step {
                 Err(e) => return Some(Err(e)),
                 Ok(true) => {
                     kept += m as u64;
-                    for (j, (acc, s)) in part.iter_mut().zip(sums.iter()).enumerate().filter(|_| summing) {
-                        // A column with NaN cells is summed again without them.
-                        acc.absorb(&if nan(s) { moments(chunk.col(j), s.shift, false) } else { *s });
-                    }
+                    part.iter_mut().zip(sums.iter()).filter(|_| summing).for_each(|(acc, s)| acc.absorb(s));
                 }
                 Ok(false) => {
-                    // Duplicates, or NaN cells to replace: the kept rows, learned again.
-                    let dups = (0..m).filter(|&r| skipped(&skip, r)).count();
+                    // Duplicates (their rows are taken out), or NaN cells to replace (the margins
+                    // are computed again).
+                    let redo = summing && unimputed(sums);
+                    dup_rows.clear();
+                    dup_rows.extend((0..m).filter(|&r| skipped(&skip, r)));
+                    let dups = dup_rows.len();
                     *duplicates += dups as u64;
+                    for (j, (acc, s)) in part.iter_mut().zip(sums.iter_mut()).enumerate().filter(|_| summing) {
+                        let col = chunk.col(j);
+                        s.remove(dup_rows.iter().map(|&r| col[r]));
+                        acc.absorb(s);
+                    }
                     let (part_cols, labels, weights) = if dups > 0 {
                         let k = compact(&chunk, t, &skip, scratch);
+                        scratch.margins.resize(m + 8, 0.0);
+                        kernel::compact(&margins[..m], &skip, &mut scratch.margins);
                         (Columns::new(&scratch.data, k, cols.d, 0, k), &scratch.labels[..], t.weights.map(|_| &scratch.weights[..]))
                     } else {
                         (chunk, t.labels, t.weights)
                     };
-                    let mut nan_cells = false;
-                    for (j, acc) in part.iter_mut().enumerate().filter(|_| summing) {
-                        let mm = moments(part_cols.col(j), acc.shift, false);
-                        nan_cells |= mm.n < part_cols.n as f64;
-                        acc.absorb(&mm);
-                    }
-                    if nan_cells && imputing {
+                    kept += part_cols.n as u64;
+                    if redo {
                         transform.impute_from_now();
                     }
-                    kept += part_cols.n as u64;
                     let fold = (!identity).then(|| transform.folded());
-                    if let Err(e) = learner.learn_columns(&part_cols, fold, labels, weights) {
+                    let learned = if redo {
+                        learner.learn_columns(&part_cols, fold, labels, weights)
+                    } else {
+                        // The kept rows' margins, as the pass computed them.
+                        let n = part_cols.n;
+                        let (labels, weights) =
+                            (&labels[part_cols.r0..part_cols.r0 + n], weights.map(|w| &w[part_cols.r0..part_cols.r0 + n]));
+                        let margins = if dups > 0 { &scratch.margins[..n] } else { &margins[..n] };
+                        learner
+                            .step_with(&part_cols, fold, labels, weights, |_, out| {
+                                out.copy_from_slice(margins);
+                                true
+                            })
+                            .map(|_| ())
+                    };
+                    if let Err(e) = learned {
                         return Some(Err(e));
                     }
                 }

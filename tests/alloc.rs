@@ -43,7 +43,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn gen_file(dir: &Path, name: &str, rows: u64, missing: f32) -> PathBuf {
+fn gen_file(dir: &Path, name: &str, rows: u64, missing: f32, duplicates: f32) -> PathBuf {
     let p = dir.join(name);
     let cfg = GenConfig {
         task: Task::Classification,
@@ -52,7 +52,7 @@ fn gen_file(dir: &Path, name: &str, rows: u64, missing: f32) -> PathBuf {
         seed: 21,
         noise: 0.0,
         missing_rate: missing,
-        duplicate_rate: 0.0,
+        duplicate_rate: duplicates,
         drift_at: None,
     };
     write_generated(&Generator::new(cfg), &p, 1024, &ProgressBar::hidden()).unwrap();
@@ -91,8 +91,8 @@ fn count<T>(f: impl FnOnce() -> T) -> (u64, T) {
 fn steady_state_allocates_nothing() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let (small, large) = (gen_file(dir.path(), "s.csv", 20_000, 0.0), gen_file(dir.path(), "l.csv", 80_000, 0.0));
-    let (small_m, large_m) = (gen_file(dir.path(), "s.ssgd", 20_000, 0.0), gen_file(dir.path(), "l.ssgd", 80_000, 0.0));
+    let (small, large) = (gen_file(dir.path(), "s.csv", 20_000, 0.0, 0.0), gen_file(dir.path(), "l.csv", 80_000, 0.0, 0.0));
+    let (small_m, large_m) = (gen_file(dir.path(), "s.ssgd", 20_000, 0.0, 0.0), gen_file(dir.path(), "l.ssgd", 80_000, 0.0, 0.0));
     let c = cfg();
     run_text(&c, &small); // warm-up: one-time lazy initialisation is not per-row cost
     let ((a, _), (b, _)) = (count(|| run_text(&c, &small)), count(|| run_text(&c, &large)));
@@ -106,12 +106,17 @@ fn steady_state_allocates_nothing_with_the_feature_stage_on() {
     use streamsgd::transform::{Missing, Scaling, TransformConfig};
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let (small, large) = (gen_file(dir.path(), "s.ssgd", 20_000, 0.05), gen_file(dir.path(), "l.ssgd", 80_000, 0.05));
-    let mut c = cfg();
-    c.transform = TransformConfig { missing: Missing::Mean, indicator: true, scaling: Scaling::Standard, clip: Some(4.0) };
-    c.dedup_window = 256;
-    run_mapped(&c, &small); // warm-up
-    let ((a, ra), (b, rb)) = (count(|| run_mapped(&c, &small).report), count(|| run_mapped(&c, &large).report));
-    assert!(ra.cells_imputed > 0 && rb.cells_imputed > ra.cells_imputed, "the stage ran");
-    assert_eq!(a, b, "{a} allocations for 20k rows, {b} for 80k");
+    let (small, large) = (gen_file(dir.path(), "s.ssgd", 20_000, 0.05, 0.05), gen_file(dir.path(), "l.ssgd", 80_000, 0.05, 0.05));
+    // Indicator columns (the stage writes transformed columns), and without (the one-read
+    // path, the stage folded into the learner's predict pass).
+    for indicator in [true, false] {
+        let mut c = cfg();
+        c.transform = TransformConfig { missing: Missing::Mean, indicator, scaling: Scaling::Standard, clip: Some(4.0) };
+        c.dedup_window = 256;
+        run_mapped(&c, &small); // warm-up
+        let ((a, ra), (b, rb)) = (count(|| run_mapped(&c, &small).report), count(|| run_mapped(&c, &large).report));
+        assert!(ra.cells_imputed > 0 && rb.cells_imputed > ra.cells_imputed, "the stage ran");
+        assert!(rb.rows_dropped_duplicate > ra.rows_dropped_duplicate, "dedup ran");
+        assert_eq!(a, b, "indicator {indicator}: {a} allocations for 20k rows, {b} for 80k");
+    }
 }

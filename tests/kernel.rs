@@ -480,8 +480,8 @@ proptest! {
 /// The learner's predict pass with the scan in the same read ([`streamsgd::kernel::predict_scan`]):
 /// the AVX2 twin's margins are bit for bit those of its own predict kernels (the learner takes
 /// either), and within f32 rounding the specification's; its fingerprints are the
-/// specification's bits, its sums the specification's within rounding (NaN where a column has a
-/// NaN cell). With no fold, a fold, a clamped one and an imputing one; every combination of
+/// specification's bits, its moments (of the non-NaN values) the specification's within
+/// rounding. With no fold, a fold, a clamped one and an imputing one; every combination of
 /// outputs, from an offset first row; the dispatcher gives the detected twin's results.
 fn check_predict_scan(n: usize, d: usize, r0: usize, seed: u64, nan_every: usize, fold: u8) {
     let stride = r0 + n.max(1) + 2;
@@ -510,6 +510,11 @@ fn check_predict_scan(n: usize, d: usize, r0: usize, seed: u64, nan_every: usize
     }
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&want_p), bits(&spec), "the specification is predict then scan");
+    for (j, m) in want_m.iter().enumerate() {
+        let v: Vec<f64> = cols.col(j).iter().filter(|x| !x.is_nan()).map(|&x| (x - shifts[j]) as f64).collect();
+        assert_eq!(m.n, v.len() as f64, "the moments of the non-NaN values n={n} j={j}");
+        assert!((m.s - v.iter().sum::<f64>()).abs() <= 1e-9 * (1.0 + v.iter().map(|v| v * v).sum::<f64>()), "s n={n} j={j}");
+    }
     let mut twins: Vec<(&str, Vec<f32>)> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     if Isa::Avx2.available() {

@@ -113,7 +113,7 @@ pub unsafe fn predict_block_folded(cols: &Columns<'_>, f: &Fold, w: &[f32], bias
 
 /// [`super::predict_scan`]: the margins of [`predict_block`] (or [`predict_block_folded`]
 /// through `p.fold`), bit for bit, and in the same read of the rows their fingerprints
-/// (bit-identical to [`super::scalar::row_hashes`]) and the columns' shifted sums.
+/// (bit-identical to [`super::scalar::row_hashes`]) and the columns' moments ([`moments`]).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
@@ -218,8 +218,9 @@ fn fold_centred<const FOLD: bool>(f: Option<&Fold>, j: usize, x: f32) -> f32 {
 }
 
 /// What a prediction pass also computes in its one read of the rows ([`predict_scan`]): the
-/// rows' fingerprints (features, then `labels`) into `hashes`, the columns' sums shifted by
-/// `shifts` into `sums`; each only when the pass's `HASH` / `SUMS` asks.
+/// rows' fingerprints (features, then `labels`) into `hashes`, the moments of the columns'
+/// non-NaN values shifted by `shifts` into `sums`; each only when the pass's `HASH` / `SUMS`
+/// asks.
 struct ScanOut<'s> {
     labels: &'s [f32],
     hashes: Option<&'s mut Vec<u64>>,
@@ -237,7 +238,7 @@ impl ScanOut<'_> {
 /// The body of [`predict_block`], [`predict_block_folded`] and [`predict_scan`]: column-wise
 /// FMAs into `out`, four columns per pass; with `HASH`, the rows' two hash chains advanced by
 /// the same loads (8 rows' state kept in their 8 fingerprint slots of `hashes`, a then b),
-/// with `SUMS` each column's shifted sums in registers.
+/// with `SUMS` each column's moments.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
@@ -260,15 +261,12 @@ unsafe fn predict<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool, const
     let (mut no_hashes, mut no_sums) = (Vec::new(), Vec::new());
     let hashes = s.hashes.unwrap_or(&mut no_hashes);
     let sums = s.sums.unwrap_or(&mut no_sums);
-    // Rows past the last multiple of 8, summed by the scalar specification.
+    // Rows past the last multiple of 8, hashed by the scalar specification.
     let tail = Columns::new(cols.data, cols.stride, cols.d, cols.r0 + n8, n - n8);
-    let push_sums = |sums: &mut Vec<Moments>, j: usize, ls: __m256, lq: __m256| {
-        let shift = s.shifts[j];
-        let (ts, tq) = super::scalar::shifted_sums(tail.col(j), shift);
-        // SAFETY: register-only AVX operations; AVX2 by the caller's contract.
-        let (vs, vq) = unsafe { (hsum(ls), hsum(lq)) };
-        sums.push(Moments { n: n as f64, s: vs as f64 + ts, q: vq as f64 + tq, ..Moments::empty(shift) });
-    };
+    // A column's moments, read again while it is in L1 (in the FMA loop their dependency
+    // chains measured slower than a second read).
+    // SAFETY: AVX2 and FMA by the caller's contract.
+    let push_sums = |sums: &mut Vec<Moments>, j: usize, xs: &[f32]| sums.push(unsafe { moments::<false>(xs, s.shifts[j]) });
     // SAFETY: every load/store is of an 8-element subslice (bounds-checked); AVX2/FMA by contract.
     unsafe {
         if HASH {
@@ -281,15 +279,12 @@ unsafe fn predict<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool, const
         if SUMS {
             sums.clear();
         }
-        let zero = _mm256_setzero_ps();
         let mut j = 0;
         while j + 4 <= cols.d {
             let c = [cols.col(j), cols.col(j + 1), cols.col(j + 2), cols.col(j + 3)];
             let (w0, w1, w2, w3) = (_mm256_set1_ps(w[j]), _mm256_set1_ps(w[j + 1]), _mm256_set1_ps(w[j + 2]), _mm256_set1_ps(w[j + 3]));
             let fl: [FoldLanes; 4] = std::array::from_fn(|i| FoldLanes::new::<FOLD>(f, j + i));
             let v = |i: usize, x: __m256| fl[i].centred::<FOLD, CLAMP, IMPUTE>(x);
-            let k: [__m256; 4] = std::array::from_fn(|i| _mm256_set1_ps(if SUMS { s.shifts[j + i] } else { 0.0 }));
-            let (mut ls, mut lq) = ([zero; 4], [zero; 4]);
             let ahead = prefetch_ahead(cols, j);
             for r in (0..n8).step_by(8) {
                 if r % 16 == 0 {
@@ -309,29 +304,20 @@ unsafe fn predict<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool, const
                     let st = &mut hashes[r..];
                     store_chains(st, x.iter().fold(load_chains(st), |h, &x| mix8(h, x)));
                 }
-                if SUMS {
-                    for i in 0..4 {
-                        let d = _mm256_sub_ps(x[i], k[i]);
-                        ls[i] = _mm256_add_ps(ls[i], d);
-                        lq[i] = _mm256_fmadd_ps(d, d, lq[i]);
-                    }
-                }
             }
             let x = |i: usize, r: usize| fold_centred::<FOLD>(f, j + i, c[i][r]);
             for (r, o) in out.iter_mut().enumerate().skip(n8) {
                 *o += w[j] * x(0, r) + w[j + 1] * x(1, r) + w[j + 2] * x(2, r) + w[j + 3] * x(3, r);
             }
             if SUMS {
-                for i in 0..4 {
-                    push_sums(sums, j + i, ls[i], lq[i]);
+                for (i, c) in c.iter().enumerate() {
+                    push_sums(sums, j + i, c);
                 }
             }
             j += 4;
         }
         for (jj, &wj) in w.iter().enumerate().skip(j) {
             let (fl, c, wv) = (FoldLanes::new::<FOLD>(f, jj), cols.col(jj), _mm256_set1_ps(wj));
-            let k = _mm256_set1_ps(if SUMS { s.shifts[jj] } else { 0.0 });
-            let (mut ls, mut lq) = (zero, zero);
             for r in (0..n8).step_by(8) {
                 let x = load(&c[r..]);
                 let y = _mm256_fmadd_ps(fl.centred::<FOLD, CLAMP, IMPUTE>(x), wv, load(&out[r..]));
@@ -340,17 +326,12 @@ unsafe fn predict<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool, const
                     let st = &mut hashes[r..];
                     store_chains(st, mix8(load_chains(st), x));
                 }
-                if SUMS {
-                    let d = _mm256_sub_ps(x, k);
-                    ls = _mm256_add_ps(ls, d);
-                    lq = _mm256_fmadd_ps(d, d, lq);
-                }
             }
             for r in n8..n {
                 out[r] += wj * fold_centred::<FOLD>(f, jj, c[r]);
             }
             if SUMS {
-                push_sums(sums, jj, ls, lq);
+                push_sums(sums, jj, c);
             }
         }
         if HASH {
@@ -796,8 +777,8 @@ static COMPACT: [[u32; 8]; 256] = {
 /// values plus 8; values past the kept ones are clobbered.
 ///
 /// # Safety
-/// The CPU must support AVX2.
-#[target_feature(enable = "avx2")]
+/// The CPU must support AVX2 and POPCNT.
+#[target_feature(enable = "avx2,popcnt")]
 pub unsafe fn compact(xs: &[f32], skip: &SkipMask, out: &mut [f32]) -> usize {
     let n8 = xs.len() / 8 * 8;
     let mut m = 0;

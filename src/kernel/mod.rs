@@ -38,7 +38,10 @@ impl Isa {
     /// The best twin this CPU can run.
     pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("popcnt")
+        {
             return Isa::Avx2;
         }
         Isa::Portable
@@ -312,10 +315,10 @@ pub struct Predictor<'a> {
 }
 
 /// The learner's predict pass and the batch scan in one read of the rows: the margins of
-/// [`predict_block`] (or [`predict_block_folded`] through `p.fold`) into `out`, and, as
-/// [`scan`] computes them, each row's fingerprint (its features, then `labels`) into `hashes`
-/// and each column's sums shifted by the given shifts into `sums` (`n` is the row count; `s`
-/// and `q` are NaN when a value is NaN). The portable build uses the scalar twin.
+/// [`predict_block`] (or [`predict_block_folded`] through `p.fold`) into `out`, and each row's
+/// fingerprint (its features, then `labels`, as [`scan`] computes it) into `hashes`, and each
+/// column's [`moments`] (its non-NaN values, shifted by the given shift; no extremes) into
+/// `sums`. The portable build uses the scalar twin.
 #[inline]
 pub fn predict_scan(
     cols: &Columns<'_>,
@@ -395,6 +398,20 @@ impl Moments {
         self.hi = self.hi.max(o.hi);
     }
 
+    /// Takes values out of the sums (NaNs skipped; the extremes are kept).
+    pub fn remove(&mut self, xs: impl IntoIterator<Item = f32>) {
+        let (mut n, mut s, mut q) = (0.0, 0.0, 0.0);
+        for x in xs.into_iter().filter(|x| !x.is_nan()) {
+            let v = (x - self.shift) as f64;
+            n += 1.0;
+            s += v;
+            q += v * v;
+        }
+        self.n -= n;
+        self.s -= s;
+        self.q -= q;
+    }
+
     /// Adds one value (NaN skipped).
     #[inline(always)]
     pub fn add(&mut self, x: f32) {
@@ -459,7 +476,7 @@ pub fn moments(xs: &[f32], shift: f32, extremes: bool) -> Moments {
 pub fn compact(xs: &[f32], skip: &SkipMask, out: &mut [f32]) -> usize {
     assert!(xs.len() <= skip.len() * 64 && out.len() >= xs.len() + 8, "a mask's rows, and room for them");
     match isa() {
-        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2, FMA and POPCNT.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { avx2::compact(xs, skip, out) },
         _ => scalar::compact(xs, skip, out),

@@ -161,8 +161,9 @@ pub fn scan(cols: &Columns<'_>, labels: &[f32], hashes: Option<&mut Vec<u64>>, s
     }
 }
 
-/// [`predict_block`] or [`predict_block_folded`] (through `p.fold`), then [`scan`]: what the
-/// fast twins compute in one read of the rows.
+/// [`predict_block`] or [`predict_block_folded`] (through `p.fold`), then the fingerprints of
+/// [`scan`] and each column's [`column_pass`] moments without the extremes: what the fast
+/// twins compute in one read of the rows.
 pub fn predict_scan(
     cols: &Columns<'_>,
     p: &Predictor<'_>,
@@ -175,7 +176,12 @@ pub fn predict_scan(
         Some(f) => predict_block_folded(cols, f, p.w, p.bias, out),
         None => predict_block(cols, p.w, p.bias, out),
     }
-    scan(cols, labels, hashes, sums);
+    scan(cols, labels, hashes, None);
+    if let Some((shifts, out)) = sums {
+        assert_eq!(shifts.len(), cols.d, "one shift per column");
+        out.clear();
+        out.extend((0..cols.d).map(|j| Moments { lo: f32::INFINITY, hi: f32::NEG_INFINITY, ..column_pass(cols.col(j), shifts[j], None) }));
+    }
 }
 
 /// Writes the values of `xs` whose rows `skip` does not mark (bit `r` of the mask: row `r`),
