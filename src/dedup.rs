@@ -33,7 +33,7 @@
 //!
 //! A shard keeps a window of its own where it can be given the rows of the stream before each
 //! of its batches ([`Dedup::seek`], [`Dedup::feed`]): one shard, or a mapped file and a window
-//! of at most 8192 rows (`batch::own_window_fits`). Otherwise the shards share one window and
+//! of at most 4096 rows (`batch::own_window_fits`). Otherwise the shards share one window and
 //! take turns at it in stream order ([`crate::turns`]); each fingerprints its batch first, in
 //! parallel. No `unsafe` here.
 
