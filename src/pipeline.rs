@@ -182,8 +182,11 @@ pub struct TrainReport {
     pub rows_dropped_missing: u64,
     /// Rows dropped as duplicates (`--dedup-window`).
     pub rows_dropped_duplicate: u64,
-    /// Memory the duplicate window held at the end, in bytes (0 without `--dedup-window`).
+    /// Memory the duplicate windows held at the end, in bytes (0 without `--dedup-window`).
     pub dedup_bytes: u64,
+    /// Duplicate windows: one per shard when each keeps its own, 1 when they share one, 0
+    /// without `--dedup-window`.
+    pub dedup_windows: u64,
     /// Missing cells imputed (`--missing zero|mean`).
     pub cells_imputed: u64,
     /// Windows reported.
@@ -618,6 +621,7 @@ pub fn train(
         rows_rejected: rejected,
         rows_dropped_missing: counts.dropped_missing,
         rows_dropped_duplicate: duplicates,
+        dedup_windows: if own_windows { n as u64 } else { u64::from(dedup.is_some()) },
         dedup_bytes: dedup.map_or(0, |d| d.into_inner().memory_bytes() as u64) + window_bytes,
         cells_imputed: counts.imputed_cells,
         windows: window_count,

@@ -60,8 +60,10 @@ fn every_counter_adds_up() {
         assert_eq!(r.rows_learned + r.rows_dropped_missing + r.rows_dropped_duplicate + r.rows_rejected, r.rows, "{missing:?}: {r:?}");
         // The generator duplicates ~5% of rows (each a copy of one of the 16 before it).
         assert!((8_000..11_000).contains(&r.rows_dropped_duplicate), "{}", r.rows_dropped_duplicate);
-        // The window's table: 32 buckets of 128 bytes for 64 rows, plus its stash and filter.
-        assert!((4096..64 * 1024).contains(&r.dedup_bytes), "{}", r.dedup_bytes);
+        // A window per shard (a mapped file, 64 rows), each a table of 64 buckets of 128 bytes
+        // plus its stash and filter.
+        assert_eq!(r.dedup_windows, threads as u64);
+        assert!((8192 * threads as u64..64 * 1024 * threads as u64).contains(&r.dedup_bytes), "{}", r.dedup_bytes);
         match missing {
             // 8 features at 5% missing: 1 − 0.95^8 ≈ 34% of the non-duplicate rows.
             Missing::Drop => assert!((55_000..75_000).contains(&r.rows_dropped_missing) && r.cells_imputed == 0, "{r:?}"),
@@ -234,6 +236,8 @@ fn dedup_matches_one_thread_in_every_layout() {
                 let input = &mut Input::Mapped { dataset: &ds, train_rows: ds.rows() - 777 };
                 let r = train(&c, input, "t", None, shared, &ProgressBar::hidden()).unwrap().report;
                 assert_eq!(r.rows_learned + r.rows_dropped_duplicate + r.rows_rejected + r.rows_dropped_missing, r.rows);
+                let own = threads == 1 || streamsgd::batch::own_window_fits(window, ds.header().block_rows as usize);
+                assert_eq!(r.dedup_windows, if own { threads as u64 } else { 1 }, "window {window}, {threads} threads");
                 counts.push((r.rows_dropped_duplicate, r.cells_imputed));
             }
             assert!(counts[0].0 > 1000, "the generator made duplicates: {counts:?}");

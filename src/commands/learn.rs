@@ -446,7 +446,9 @@ fn report(out: &TrainOutcome, test: Option<&Evaluation>, source: Option<(String,
             r.rows_dropped_missing, r.rows_dropped_duplicate, r.cells_imputed
         );
     }
-    if r.dedup_bytes > 0 {
+    if r.dedup_windows > 1 {
+        println!("duplicate windows: {:.1} MB of memory (one per shard)", r.dedup_bytes as f64 / 1e6);
+    } else if r.dedup_windows == 1 {
         println!("duplicate window: {:.1} MB of memory", r.dedup_bytes as f64 / 1e6);
     }
     if r.rows_late > 0 {
