@@ -424,8 +424,7 @@ impl Transform {
         f.clamp = f.lo.iter().chain(&f.hi).any(|v| v.is_finite());
         f.impute = imputing && self.nan_seen;
         self.folded = f;
-        self.shifts.clear();
-        self.shifts.extend(self.stats.mean.iter().map(|&m| m as f32));
+        self.set_shifts();
         Some(learning || imputing)
     }
 
@@ -476,9 +475,14 @@ impl Transform {
         if !useful {
             return None;
         }
+        self.set_shifts();
+        Some(&self.shifts)
+    }
+
+    /// The shifts to sum a part's columns by: the running means.
+    fn set_shifts(&mut self) {
         self.shifts.clear();
         self.shifts.extend(self.stats.mean.iter().map(|&m| m as f32));
-        Some(&self.shifts)
     }
 
     /// Column `j`'s map into `f`, the clip bounds moved to raw units: for b > 0,
