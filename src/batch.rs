@@ -69,8 +69,9 @@ impl OwnedBatch {
 }
 
 /// Most block segments one mapped batch carries. With `--dedup-window`, a batch is one turn at
-/// the shared window: bundling consecutive segments keeps the window's cache lines on one core
-/// for several thousand rows, instead of moving them between cores every block.
+/// a shared window, or one look-back for a shard's own: bundling consecutive segments keeps a
+/// shared window's cache lines on one core for several thousand rows, instead of moving them
+/// between cores every block, and feeds an own window the look-back once per bundle.
 pub const MAX_SEGMENTS: usize = 8;
 
 /// Most look-back segments a mapped batch carries (`Payload::Mapped::back`): the rows of the

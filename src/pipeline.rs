@@ -444,19 +444,11 @@ pub fn train(
             Input::Mapped { dataset, .. } => n == 1 || own_window_fits(cfg.dedup_window, dataset.header().block_rows as usize),
             Input::Stream { .. } => n == 1,
         };
-    let mut own: Vec<Option<Dedup>> = (0..n).map(|_| None).collect();
-    let dedup = match cfg.dedup_window {
-        0 => None,
-        rows if own_windows => {
-            for w in &mut own {
-                *w = Some(window(rows)?);
-            }
-            None
-        }
-        rows => Some(InOrder::new(window(rows)?)),
-    };
-    // Mapped segments bundled per batch: with dedup (one window turn per batch) and without
-    // per-batch window reports (whose boundaries are batch boundaries); a power of two that
+    let own = (0..n).map(|_| own_windows.then(|| window(cfg.dedup_window)).transpose()).collect::<Result<Vec<_>, _>>()?;
+    let shared = cfg.dedup_window > 0 && !own_windows;
+    let dedup = shared.then(|| window(cfg.dedup_window).map(InOrder::new)).transpose()?;
+    // Mapped segments bundled per batch: with dedup (one turn at a shared window, or one
+    // look-back for a shard's own, per batch) and without per-batch window reports (whose boundaries are batch boundaries); a power of two that
     // divides --merge-every, so merges still come every K segments per shard.
     let bundle = if cfg.dedup_window > 0 && cfg.windows.is_none() && matches!(input, Input::Mapped { .. }) {
         1 << cfg.merge_every.max(1).trailing_zeros().min(MAX_SEGMENTS.trailing_zeros())
