@@ -108,15 +108,21 @@ pub struct Dedup {
     next: Vec<u8>,
     /// Buckets − 1 (a power of two).
     mask: usize,
-    /// (fingerprint, row number) of entries evicted from a bucket while in the window.
-    stash: HashMap<u64, i64, BuildHasherDefault<FingerprintHasher>>,
-    /// A one-hash Bloom filter of the stash's fingerprints (bit `fp mod len`): a lookup
-    /// searches the stash only when its bit is set.
-    stashed: Vec<u64>,
-    /// The row at which the stash is next pruned of rows out of the window.
-    prune_at: i64,
+    stash: Stash,
     /// Rows dropped as duplicates.
     pub dropped: u64,
+}
+
+/// The entries evicted from a bucket while in the window.
+#[derive(Debug, Clone)]
+struct Stash {
+    /// (fingerprint, row number) of each entry.
+    map: HashMap<u64, i64, BuildHasherDefault<FingerprintHasher>>,
+    /// A one-hash Bloom filter of the stash's fingerprints (bit `fp mod len`): a lookup
+    /// searches the map only when its bit is set.
+    filter: Vec<u64>,
+    /// The row at which the map is next pruned of rows out of the window.
+    prune_at: i64,
 }
 
 impl Dedup {
@@ -151,11 +157,14 @@ impl Dedup {
             buckets: table,
             next,
             mask: buckets - 1,
-            // Room from the start for the entries a window stashes at once (about N/1000 at
-            // two rows per bucket, rarer below), so a stash does not allocate mid-stream.
-            stash: HashMap::with_capacity_and_hasher((window / 256).clamp(64, 1 << 16), Default::default()),
-            stashed: vec![0; filter_words(window)],
-            prune_at: 0,
+            stash: Stash {
+                // Room from the start for the entries a window stashes at once (about N/1000
+                // at two rows per bucket, rarer below), so a stash does not allocate
+                // mid-stream.
+                map: HashMap::with_capacity_and_hasher((window / 256).clamp(64, 1 << 16), Default::default()),
+                filter: vec![0; filter_words(window)],
+                prune_at: 0,
+            },
             dropped: 0,
         })
     }
@@ -163,104 +172,19 @@ impl Dedup {
     /// The memory the window holds now, in bytes: its table, the stash (at its capacity) and
     /// the stash's filter.
     pub fn memory_bytes(&self) -> usize {
-        let stash = self.stash.capacity() * (std::mem::size_of::<(u64, i64)>() + 1);
-        self.buckets.len() * std::mem::size_of::<Bucket>() + self.next.len() + stash + self.stashed.len() * 8
-    }
-
-    /// The bucket of `fp`.
-    #[inline]
-    fn bucket(&self, fp: u64) -> usize {
-        (fp >> 32) as usize & self.mask
+        let stash = self.stash.map.capacity() * (std::mem::size_of::<(u64, i64)>() + 1);
+        self.buckets.len() * std::mem::size_of::<Bucket>() + self.next.len() + stash + self.stash.filter.len() * 8
     }
 
     /// True when `fp` equals the fingerprint of one of the last `window` rows (kept or
     /// dropped); the row is then counted as dropped. Every row enters the window either way.
     #[inline]
     pub fn is_duplicate(&mut self, fp: u64) -> bool {
-        let row = self.row;
+        let (row, b) = (self.row, bucket_of(fp, self.mask));
         self.row += 1;
-        let dup = self.step(fp, row);
+        let dup = step(&mut self.buckets[b], &mut self.next[b], &mut self.stash, fp, row, self.window);
         self.dropped += u64::from(dup);
         dup
-    }
-
-    /// [`Dedup::is_duplicate`] for row number `row`, without the counts. The stash is searched
-    /// out of line, only when its filter may hold `fp`.
-    #[inline(always)]
-    fn step(&mut self, fp: u64, row: i64) -> bool {
-        let b = self.bucket(fp);
-        let bucket = &mut self.buckets[b];
-        // A bucket holds a fingerprint in one slot at most; a new fingerprint (no slot matches)
-        // is the predicted case.
-        if let Some(k) = bucket.fps.iter().position(|&f| f == fp) {
-            let live = row - bucket.rows[k] <= self.window;
-            bucket.rows[k] = row;
-            return live || (self.maybe_stashed(fp) && self.in_stash(fp, row));
-        }
-        if self.maybe_stashed(fp) && self.in_stash(fp, row) {
-            return true;
-        }
-        let bucket = &mut self.buckets[b];
-        let k = self.next[b] as usize;
-        self.next[b] = ((k + 1) % WAYS) as u8;
-        let (old_fp, old_row) = (bucket.fps[k], bucket.rows[k]);
-        (bucket.fps[k], bucket.rows[k]) = (fp, row);
-        if row - old_row <= self.window {
-            self.stash_entry(old_fp, old_row, row);
-        }
-        false
-    }
-
-    /// False when `fp` is surely not in the stash.
-    #[inline(always)]
-    fn maybe_stashed(&self, fp: u64) -> bool {
-        if self.stash.is_empty() {
-            return false;
-        }
-        let (w, bit) = filter_bit(&self.stashed, fp);
-        self.stashed[w] & bit != 0
-    }
-
-    /// Moves an entry evicted from its bucket while in the window (of row `row`) to the stash;
-    /// prunes the stash, and rebuilds its filter, every `window` rows.
-    #[cold]
-    #[inline(never)]
-    fn stash_entry(&mut self, fp: u64, at: i64, row: i64) {
-        self.prune(row);
-        self.stash.insert(fp, at);
-        let (w, bit) = filter_bit(&self.stashed, fp);
-        self.stashed[w] |= bit;
-    }
-
-    /// Every `window` rows (at row `row`): drops the stash's entries that left the window,
-    /// and rebuilds its filter.
-    fn prune(&mut self, row: i64) {
-        if row < self.prune_at {
-            return;
-        }
-        let window = self.window;
-        self.stash.retain(|_, at| row - *at <= window);
-        self.prune_at = row + window;
-        self.stashed.fill(0);
-        for &f in self.stash.keys() {
-            let (w, bit) = filter_bit(&self.stashed, f);
-            self.stashed[w] |= bit;
-        }
-    }
-
-    /// True when `fp` is in the stash within the window of row `row` (its row is then
-    /// refreshed).
-    #[cold]
-    #[inline(never)]
-    fn in_stash(&mut self, fp: u64, row: i64) -> bool {
-        let window = self.window;
-        match self.stash.get_mut(&fp) {
-            Some(at) if row - *at <= window => {
-                *at = row;
-                true
-            }
-            _ => false,
-        }
     }
 
     /// The number of the next row the window expects (rows are numbered from 0).
@@ -279,40 +203,142 @@ impl Dedup {
     /// Enters rows into the window without marking or counting them: rows of the stream that
     /// another shard learns, which a shard's own window must still remember.
     pub fn feed(&mut self, fps: &[u64]) {
-        let row = self.row;
-        self.row += fps.len() as i64;
-        for (r, &fp) in fps.iter().enumerate() {
-            self.step(fp, row + r as i64);
-        }
+        self.steps(fps, |_| {});
     }
 
     /// [`Dedup::is_duplicate`] for a batch's fingerprints in order, setting bit `r` of `skip`
     /// for each duplicate row `r`.
     pub fn mark(&mut self, fps: &[u64], skip: &mut SkipMask) {
         assert!(fps.len() <= skip.len() * 64, "a batch fits its mask");
-        let row = self.row;
-        self.row += fps.len() as i64;
-        for (w, (chunk, word)) in fps.chunks(64).zip(skip.iter_mut()).enumerate() {
-            let mut dups = 0u64;
-            for (i, &fp) in chunk.iter().enumerate() {
-                let r = 64 * w + i;
-                // The bucket of a row a few ahead: a window larger than the caches (or last
-                // written by another shard's core) then costs one memory latency per row,
-                // overlapped.
-                if let Some(&ahead) = fps.get(r + PREFETCH_ROWS) {
-                    let b = &self.buckets[self.bucket(ahead)];
-                    prefetch(&b.fps);
-                    prefetch(&b.rows);
-                }
-                dups |= u64::from(self.step(fp, row + r as i64)) << i;
-            }
-            *word |= dups;
-            self.dropped += u64::from(dups.count_ones());
-        }
+        let mut dropped = 0;
+        self.steps(fps, |r| {
+            skip[r / 64] |= 1 << (r % 64);
+            dropped += 1;
+        });
+        self.dropped += dropped;
         // So that a stash whose entries all left the window is empty again (lookups then skip
         // it), not only when the next entry is stashed.
-        if !self.stash.is_empty() {
-            self.prune(self.row);
+        if !self.stash.map.is_empty() {
+            self.stash.prune(self.row, self.window);
+        }
+    }
+
+    /// Enters the rows of `fps` into the window in order, calling `dup(r)` for each row `r`
+    /// that is a duplicate. A row's bucket is prefetched [`PREFETCH_ROWS`] rows before its
+    /// lookup: a window larger than the caches (or last written by another shard's core) then
+    /// costs one memory latency per row, overlapped.
+    ///
+    /// The table is sliced to its length (buckets − 1 is the mask) and the fields copied to
+    /// locals first: in the loop, a bucket index needs no bounds check and nothing is
+    /// reloaded from `self` after each store into the table (that was a third of a lookup's
+    /// instructions).
+    #[inline(always)]
+    fn steps(&mut self, fps: &[u64], mut dup: impl FnMut(usize)) {
+        let (first, window, mask) = (self.row, self.window, self.mask);
+        self.row += fps.len() as i64;
+        let buckets = &mut self.buckets[..=mask];
+        let next = &mut self.next[..=mask];
+        let stash = &mut self.stash;
+        let of = |fp: u64| bucket_of(fp, mask);
+        let prefetch_bucket = |b: &Bucket| {
+            prefetch(&b.fps);
+            prefetch(&b.rows);
+        };
+        for &fp in fps.iter().take(PREFETCH_ROWS) {
+            prefetch_bucket(&buckets[of(fp)]);
+        }
+        for (r, &fp) in fps.iter().enumerate() {
+            if let Some(&ahead) = fps.get(r + PREFETCH_ROWS) {
+                prefetch_bucket(&buckets[of(ahead)]);
+            }
+            let b = of(fp);
+            if step(&mut buckets[b], &mut next[b], stash, fp, first + r as i64, window) {
+                dup(r);
+            }
+        }
+    }
+}
+
+/// The bucket of `fp` in a table of `mask` + 1: its high bits (the stash's filter takes low
+/// ones).
+#[inline(always)]
+fn bucket_of(fp: u64, mask: usize) -> usize {
+    (fp >> 32) as usize & mask
+}
+
+/// One row's lookup and entry (row number `row`, window `window`) in its bucket (whose next
+/// slot is `next`): true when `fp` is in a slot or the stash within the window. The stash is
+/// searched out of line, only when its filter may hold `fp`.
+#[inline(always)]
+fn step(bucket: &mut Bucket, next: &mut u8, stash: &mut Stash, fp: u64, row: i64, window: i64) -> bool {
+    // A bucket holds a fingerprint in one slot at most; a new fingerprint (no slot matches)
+    // is the predicted case.
+    if let Some(k) = bucket.fps.iter().position(|&f| f == fp) {
+        let live = row - bucket.rows[k] <= window;
+        bucket.rows[k] = row;
+        return live || (stash.may_hold(fp) && stash.refresh(fp, row, window));
+    }
+    if stash.may_hold(fp) && stash.refresh(fp, row, window) {
+        return true;
+    }
+    let k = usize::from(*next) % WAYS;
+    *next = ((k + 1) % WAYS) as u8;
+    let (old_fp, old_row) = (bucket.fps[k], bucket.rows[k]);
+    (bucket.fps[k], bucket.rows[k]) = (fp, row);
+    if row - old_row <= window {
+        stash.insert(old_fp, old_row, row, window);
+    }
+    false
+}
+
+impl Stash {
+    /// False when `fp` is surely not in the stash.
+    #[inline(always)]
+    fn may_hold(&self, fp: u64) -> bool {
+        if self.map.is_empty() {
+            return false;
+        }
+        let (w, bit) = filter_bit(&self.filter, fp);
+        self.filter[w] & bit != 0
+    }
+
+    /// Enters an entry evicted from its bucket while in the window (at row `row`); prunes the
+    /// stash, and rebuilds its filter, every `window` rows.
+    #[cold]
+    #[inline(never)]
+    fn insert(&mut self, fp: u64, at: i64, row: i64, window: i64) {
+        self.prune(row, window);
+        self.map.insert(fp, at);
+        let (w, bit) = filter_bit(&self.filter, fp);
+        self.filter[w] |= bit;
+    }
+
+    /// Every `window` rows (at row `row`): drops the entries that left the window, and
+    /// rebuilds the filter.
+    fn prune(&mut self, row: i64, window: i64) {
+        if row < self.prune_at {
+            return;
+        }
+        self.map.retain(|_, at| row - *at <= window);
+        self.prune_at = row + window;
+        self.filter.fill(0);
+        for &f in self.map.keys() {
+            let (w, bit) = filter_bit(&self.filter, f);
+            self.filter[w] |= bit;
+        }
+    }
+
+    /// True when `fp` is in the stash within the window of row `row` (its row is then
+    /// refreshed).
+    #[cold]
+    #[inline(never)]
+    fn refresh(&mut self, fp: u64, row: i64, window: i64) -> bool {
+        match self.map.get_mut(&fp) {
+            Some(at) if row - *at <= window => {
+                *at = row;
+                true
+            }
+            _ => false,
         }
     }
 }
