@@ -156,3 +156,46 @@ pub struct Batch {
 pub fn skipped(mask: &SkipMask, r: usize) -> bool {
     mask[r / 64] >> (r % 64) & 1 == 1
 }
+
+/// The rows among the first `n` that `mask` marks, in order: a word's set bits at a time, so
+/// that a mini-batch with a few duplicates costs a few steps, not one per row.
+pub fn skipped_rows(mask: &SkipMask, n: usize) -> impl Iterator<Item = usize> + '_ {
+    mask.iter().enumerate().take(n.div_ceil(64)).flat_map(move |(w, &word)| {
+        let left = n - 64 * w;
+        let mut bits = if left >= 64 { word } else { word & ((1 << left) - 1) };
+        std::iter::from_fn(move || {
+            (bits != 0).then(|| {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                64 * w + b
+            })
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn skipped_rows_are_the_marked_rows(mask: [u64; BATCH_ROWS / 64], n in 0usize..=BATCH_ROWS, sparse in 0u32..4) {
+            // Sparse masks too (a few duplicates per mini-batch), as well as dense random ones.
+            let mask = mask.map(|w| (0..sparse).fold(w, |m, k| m & w.rotate_left(7 * k + 3)));
+            let want: Vec<usize> = (0..n).filter(|&r| skipped(&mask, r)).collect();
+            prop_assert_eq!(skipped_rows(&mask, n).collect::<Vec<_>>(), want);
+        }
+    }
+
+    #[test]
+    fn skipped_rows_stop_at_n() {
+        let mut mask = [0u64; BATCH_ROWS / 64];
+        mask[0] = 1 << 63 | 1 << 5;
+        mask[1] = 1;
+        assert_eq!(skipped_rows(&mask, 0).count(), 0);
+        assert_eq!(skipped_rows(&mask, 63).collect::<Vec<_>>(), [5]);
+        assert_eq!(skipped_rows(&mask, 64).collect::<Vec<_>>(), [5, 63]);
+        assert_eq!(skipped_rows(&mask, 65).collect::<Vec<_>>(), [5, 63, 64]);
+    }
+}

@@ -19,7 +19,7 @@
 //! waits forever at a barrier) and reports the error; a shard that panics makes the run fail
 //! rather than hang (its `PanicGuard`). No `unsafe` here.
 
-use crate::batch::{skipped, Batch, OwnedBatch, Payload, Segment, SkipMask, BATCH_ROWS, MAX_SEGMENTS};
+use crate::batch::{skipped, skipped_rows, Batch, OwnedBatch, Payload, Segment, SkipMask, BATCH_ROWS, MAX_SEGMENTS};
 use crate::dataset::Dataset;
 use crate::dedup::Dedup;
 use crate::kernel::{self, predict_scan, scan, ColumnSums, Columns, Moments, Predictor};
@@ -278,7 +278,7 @@ impl Work<'_> {
                     // are computed again).
                     let redo = summing && unimputed(sums);
                     dup_rows.clear();
-                    dup_rows.extend((0..m).filter(|&r| skipped(&skip, r)));
+                    dup_rows.extend(skipped_rows(&skip, m));
                     let dups = dup_rows.len();
                     *duplicates += dups as u64;
                     for (j, (acc, s)) in part.iter_mut().zip(sums.iter_mut()).enumerate().filter(|_| summing) {
@@ -526,7 +526,7 @@ fn learn(
         return learner.learn_rows(cols.data, cols.stride, cols.d, cols.r0, cols.n, t.labels, t.weights);
     }
     if any_skip {
-        *duplicates += (0..cols.n).filter(|&r| skipped(skip, r)).count() as u64;
+        *duplicates += skipped_rows(skip, cols.n).count() as u64;
     }
     if transform.foldable() {
         // The scan's sums are of all the batch's rows: a compacted batch is summed again.
@@ -559,7 +559,7 @@ fn learn(
 /// `scratch` (column-major, stride = the rows kept); returns how many.
 fn compact(cols: &Columns<'_>, t: &Targets<'_>, skip: &SkipMask, scratch: &mut Scratch) -> usize {
     let n = cols.n;
-    let m = (0..n).filter(|&r| !skipped(skip, r)).count();
+    let m = n - skipped_rows(skip, n).count();
     // Column j at j·m; the last one's compaction needs room for n + 8 values.
     let room = |k: usize| k.saturating_sub(1) * m + n + 8;
     for (out, k) in [(&mut scratch.data, cols.d), (&mut scratch.labels, 1), (&mut scratch.weights, usize::from(t.weights.is_some()))] {

@@ -577,3 +577,25 @@ proptest! {
         check_predict_scan(n, d, r0, seed, nan_every, fold);
     }
 }
+
+proptest! {
+    #[test]
+    fn moments_remove_leaves_the_moments_of_the_rest(n in 0usize..300, seed: u64, nan_every in 0usize..5, drop_every in 1usize..9) {
+        let mut xs = data(n, seed);
+        if nan_every > 0 {
+            xs.iter_mut().step_by(nan_every).for_each(|x| *x = f32::NAN);
+        }
+        let dropped: Vec<f32> = xs.iter().copied().step_by(drop_every).collect();
+        let kept: Vec<f32> = xs.iter().enumerate().filter(|(i, _)| i % drop_every != 0).map(|(_, &x)| x).collect();
+        let mut m = scalar::column_pass(&xs, 0.3, None);
+        let want = scalar::column_pass(&kept, 0.3, None);
+        let before = m;
+        m.remove(xs.iter().copied().filter(|x| x.is_nan()));
+        prop_assert_eq!((m.n, m.s.to_bits(), m.q.to_bits()), (before.n, before.s.to_bits(), before.q.to_bits()), "NaN cells change nothing");
+        m.remove(dropped);
+        prop_assert_eq!(m.n, want.n);
+        let scale = want.q.max(1.0) + before.q;
+        prop_assert!((m.s - want.s).abs() <= 1e-9 * scale.sqrt() * (n as f64 + 1.0), "s {} vs {}", m.s, want.s);
+        prop_assert!((m.q - want.q).abs() <= 1e-9 * scale, "q {} vs {}", m.q, want.q);
+    }
+}
