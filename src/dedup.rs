@@ -79,9 +79,10 @@ fn filter_bit(words: &[u64], fp: u64) -> (usize, u64) {
 /// The largest window with a bucket per row (one per two rows above).
 const SMALL_WINDOW: usize = 8192;
 
-/// How many rows ahead [`Dedup::mark`] and [`Dedup::feed`] prefetch buckets. Measured (train, 10 M rows × 32, transforms and a window of 1000 rows, medians of
-/// interleaved runs): 48 against 16, +4 % with 1 thread, +4 % with 2, +8 % with a window of
-/// 10⁶ rows; 96 was slower.
+/// How many rows ahead [`Dedup::mark`] and [`Dedup::feed`] prefetch buckets. Measured
+/// (train, 10 M rows × 32, transforms and a window of 1000 rows, medians of interleaved
+/// runs): 48 against 16, +4 % with 1 thread, +4 % with 2, +8 % with a window of 10⁶ rows; 96
+/// was slower.
 const PREFETCH_ROWS: usize = 48;
 
 /// Slots per bucket.

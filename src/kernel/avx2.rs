@@ -293,8 +293,9 @@ unsafe fn predict<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool, const
             let hp = if HASH { hashes[..n8].as_mut_ptr() } else { std::ptr::null_mut() };
             for r in (0..n8).step_by(8) {
                 // SAFETY: `r + 8 ≤ n8`, and every pointer but `ahead`'s is to at least `n8`
-                // values (sliced above; `hp` only with `HASH`); a prefetch is a hint, valid
-                // for any address.
+                // values (sliced above; `hp` only with `HASH`, and its 8 slots at `r` are
+                // reached through nothing else while their slice lives); a prefetch is a hint,
+                // valid for any address.
                 if r % 16 == 0 {
                     for a in ahead {
                         _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(r).cast());
@@ -307,11 +308,8 @@ unsafe fn predict<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool, const
                 let b = _mm256_fmadd_ps(v(3, x[3]), w3, b);
                 _mm256_storeu_ps(op.add(r), _mm256_add_ps(a, b));
                 if HASH {
-                    let st = hp.add(r).cast::<__m256i>();
-                    let h = [_mm256_loadu_si256(st), _mm256_loadu_si256(st.add(1))];
-                    let [ha, hb] = x.iter().fold(h, |h, &x| mix8(h, x));
-                    _mm256_storeu_si256(st, ha);
-                    _mm256_storeu_si256(st.add(1), hb);
+                    let st = std::slice::from_raw_parts_mut(hp.add(r), 8);
+                    store_chains(st, x.iter().fold(load_chains(st), |h, &x| mix8(h, x)));
                 }
             }
             let x = |i: usize, r: usize| fold_centred::<FOLD>(f, j + i, c[i][r]);
