@@ -366,6 +366,11 @@ impl Learner {
             }
             None => &self.model.weights[..d],
         };
+        // The labels (and weights) are read after the margins, in their own pages: loaded
+        // now, they arrive while the pass over the columns runs (the label check had waited
+        // on them, 1 ns a row).
+        kernel::prefetch(labels);
+        kernel::prefetch(weights.unwrap_or_default());
         let predicted = predict(&Predictor { fold, w, bias }, &mut preds[..n]);
         if !predicted {
             self.preds = preds;
