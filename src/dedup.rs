@@ -238,37 +238,69 @@ impl Dedup {
     fn steps(&mut self, fps: &[u64], mut dup: impl FnMut(usize)) {
         let (first, window, mask) = (self.row, self.window, self.mask);
         self.row += fps.len() as i64;
-        let buckets = &mut self.buckets[..=mask];
-        let next = &mut self.next[..=mask];
-        let stash = &mut self.stash;
-        let of = |fp: u64| bucket_of(fp, mask);
-        let prefetch_bucket = |b: &Bucket| {
-            prefetch(&b.fps);
-            prefetch(&b.rows);
-        };
+        let (buckets, next) = (&mut self.buckets[..=mask], &mut self.next[..=mask]);
         for &fp in fps.iter().take(PREFETCH_ROWS) {
-            prefetch_bucket(&buckets[of(fp)]);
+            prefetch_bucket(&buckets[bucket_of(fp, mask)]);
         }
+        let at = Lookups { buckets, next, first, window, mask };
+        if self.stash.map.is_empty() {
+            at.run::<true>(&mut self.stash, fps, &mut dup);
+        } else {
+            at.run::<false>(&mut self.stash, fps, &mut dup);
+        }
+    }
+}
+
+/// Prefetches a bucket's two lines.
+#[inline(always)]
+fn prefetch_bucket(b: &Bucket) {
+    prefetch(&b.fps);
+    prefetch(&b.rows);
+}
+
+/// The table of [`Dedup::steps`] as locals: the buckets and their next slots, sliced to the
+/// table's length (a bucket index then needs no bounds check), the number of the first row
+/// and the window.
+struct Lookups<'t> {
+    buckets: &'t mut [Bucket],
+    next: &'t mut [u8],
+    first: i64,
+    window: i64,
+    mask: usize,
+}
+
+impl Lookups<'_> {
+    /// The lookups and entries of the rows of `fps` in order, calling `dup(r)` for each
+    /// duplicate row `r`. `QUIET` (the stash was empty at the start): the predicted case — a
+    /// new fingerprint (in no slot), the stash still empty, a slot to take whose row has left
+    /// the window — is decided with no call on its path, and other rows go through `step`
+    /// out of line: with its calls inlined, the loop kept its values on the stack (2^22 rows
+    /// in batches of 256: 7.1 -> 4.7 ns a row at N = 1000, 8.3 -> 7.1 at 4096). Else (a
+    /// stash with entries, as a window of 10^5 rows or more almost always has) every row goes
+    /// through `step` inlined: out of line, it cost a 10^6-row window a quarter of its speed.
+    #[inline(always)]
+    fn run<const QUIET: bool>(self, stash: &mut Stash, fps: &[u64], dup: &mut impl FnMut(usize)) {
+        let Lookups { buckets, next, first, window, mask } = self;
         // Whether the stash may hold entries (set when one is entered; the map is pruned
         // empty only after a batch).
-        let mut stashed = !stash.map.is_empty();
+        let mut stashed = !QUIET;
         for (r, &fp) in fps.iter().enumerate() {
             if let Some(&ahead) = fps.get(r + PREFETCH_ROWS) {
-                prefetch_bucket(&buckets[of(ahead)]);
+                prefetch_bucket(&buckets[bucket_of(ahead, mask)]);
             }
-            let (b, row) = (of(fp), first + r as i64);
-            // The predicted case, decided with no call on its path: a new fingerprint (in no
-            // slot), an empty stash, and a slot to take whose row has left the window. Other
-            // rows go through `step`, out of line: with its calls inlined here, the loop kept
-            // its values on the stack (2^22 rows in batches of 256: 7.1 -> 4.7 ns a row at
-            // N = 1000, 8.3 -> 7.1 at 4096, 26 -> 20 at 10^5).
+            let (b, row) = (bucket_of(fp, mask), first + r as i64);
             let (bucket, k) = (&mut buckets[b], usize::from(next[b]) % WAYS);
-            if !stashed & bucket.fps.iter().all(|&f| f != fp) & (row - bucket.rows[k] > window) {
-                next[b] = ((k + 1) % WAYS) as u8;
-                (bucket.fps[k], bucket.rows[k]) = (fp, row);
-                continue;
-            }
-            if step(bucket, &mut next[b], stash, &mut stashed, fp, row, window) {
+            let dup_row = if QUIET {
+                if !stashed & bucket.fps.iter().all(|&f| f != fp) & (row - bucket.rows[k] > window) {
+                    next[b] = ((k + 1) % WAYS) as u8;
+                    (bucket.fps[k], bucket.rows[k]) = (fp, row);
+                    continue;
+                }
+                step_cold(bucket, &mut next[b], stash, &mut stashed, fp, row, window)
+            } else {
+                step(bucket, &mut next[b], stash, &mut stashed, fp, row, window)
+            };
+            if dup_row {
                 dup(r);
             }
         }
@@ -286,8 +318,7 @@ fn bucket_of(fp: u64, mask: usize) -> usize {
 /// next slot is `next`), for the rows off [`Dedup::steps`]'s fast path: true when `fp` is in a
 /// slot or the stash within the window. The stash is searched out of line, only when
 /// `stashed` (it may hold entries; set here when one is entered) and its filter may hold `fp`.
-#[cold]
-#[inline(never)]
+#[inline(always)]
 fn step(bucket: &mut Bucket, next: &mut u8, stash: &mut Stash, stashed: &mut bool, fp: u64, row: i64, window: i64) -> bool {
     // A bucket holds a fingerprint in one slot at most.
     if let Some(k) = bucket.fps.iter().position(|&f| f == fp) {
@@ -307,6 +338,13 @@ fn step(bucket: &mut Bucket, next: &mut u8, stash: &mut Stash, stashed: &mut boo
         *stashed = true;
     }
     false
+}
+
+/// [`step`] out of line.
+#[cold]
+#[inline(never)]
+fn step_cold(bucket: &mut Bucket, next: &mut u8, stash: &mut Stash, stashed: &mut bool, fp: u64, row: i64, window: i64) -> bool {
+    step(bucket, next, stash, stashed, fp, row, window)
 }
 
 impl Stash {
