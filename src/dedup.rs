@@ -259,8 +259,8 @@ fn prefetch_bucket(b: &Bucket) {
 }
 
 /// The table of [`Dedup::steps`] as locals: the buckets and their next slots, sliced to the
-/// table's length (a bucket index then needs no bounds check), the number of the first row
-/// and the window.
+/// table's length (a bucket index then needs no bounds check), the number of the first row,
+/// the window and the mask.
 struct Lookups<'t> {
     buckets: &'t mut [Bucket],
     next: &'t mut [u8],
