@@ -14,33 +14,37 @@
 //! 2·10^16 rows. The hash is not cryptographic: data built on purpose to collide (knowing the
 //! constants) can be made to lose rows. Duplicates are never missed.
 //!
-//! **The window.** A table of buckets of 8 (fingerprint, row number) slots, one bucket per
-//! two rows of the window (N/2 rounded up to a power of two; one per row for N ≤ 8192, whose
-//! table is at most 1 MB), picked by the fingerprint's
-//! high bits. A row is a duplicate when its fingerprint is in a slot whose row is among the
-//! last N. A row looks for its fingerprint among its bucket's 8 slots; a match has its row
-//! number refreshed, otherwise the row takes the bucket's next slot in turn. When that slot's row is still in the window (a bucket that had
-//! 8 new fingerprints within N rows: about one row in a thousand), the evicted entry moves to
+//! **The window.** A ring holds the fingerprint of each of the last N rows (at its row number
+//! modulo the ring's length), and a table of buckets indexes them: 8 slots a bucket, each the
+//! *tag* of a fingerprint (16 of its bits, 32 for windows over 8192 rows) and the row number
+//! it was last seen at (truncated to the same width), picked by the fingerprint's high bits —
+//! a bucket per row of the window up to 8192 rows (32 bytes each), one per two rows above (64
+//! bytes each, a cache line). A row compares its tag with the bucket's 8 at once (one SIMD
+//! compare, and one more for the slots' ages); a live slot with its tag is confirmed against
+//! the whole fingerprint in the ring, and is then a duplicate: the slot's row number is
+//! refreshed. Otherwise the row takes a slot whose row has left the window. When all 8 are
+//! live (a bucket that had 8 new fingerprints within N rows: rare), the oldest entry moves to
 //! a stash, a hash map keyed by the fingerprint itself, pruned every N rows — no row of the
-//! window is ever forgotten. (A window of N rows holds about N/1000 stashed entries: a map
-//! keeps a lookup O(1) where a list cost 120 ns per row at N = 10⁶.) A lookup searches the
-//! stash only when the fingerprint's bit is set in a small filter of the stashed fingerprints
-//! (one bit per fingerprint, rebuilt at each pruning, about 16 bits per entry): the stash is
-//! rarely empty, and searching the map for every row cost a third of the window's time at
-//! N = 1000. Memory: about 64·N bytes (128·N for N ≤ 8192), plus the stash and its filter. A batch's
-//! lookups prefetch the bucket of the row 48 ahead, so a window larger than the caches costs
-//! overlapped memory latencies.
+//! window is ever forgotten. A lookup searches the stash only when the fingerprint's bit is
+//! set in a small filter of the stashed fingerprints (one bit per fingerprint, rebuilt at each
+//! pruning, about 16 bits per entry). Truncated row numbers stay exact because the slots are
+//! swept every few thousand rows (every 2^28 with 32-bit lanes): a slot out of the window is
+//! set back to just out of it, so no age wraps round. Memory: about 40·N bytes (times up to 2
+//! for the power-of-two sizes), plus the stash and its filter. A batch's lookups prefetch the
+//! bucket of the row 48 ahead, so a window larger than the caches costs overlapped memory
+//! latencies.
 //!
 //! A shard keeps a window of its own where it can be given the rows of the stream before each
 //! of its batches ([`Dedup::seek`], [`Dedup::feed`]): one shard, or a mapped file and a window
 //! of at most 4096 rows (`batch::own_window_fits`). Otherwise the shards share one window and
 //! take turns at it in stream order ([`crate::turns`]); each fingerprints its batch first, in
-//! parallel. No `unsafe` here.
+//! parallel. No `unsafe` here: the SIMD compares are `wide`'s.
 
 use crate::batch::SkipMask;
 use crate::kernel::prefetch;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use wide::{i16x8, i32x8};
 
 /// Hashes a fingerprint to itself: fingerprints are already uniformly spread.
 #[derive(Default)]
@@ -76,8 +80,13 @@ fn filter_bit(words: &[u64], fp: u64) -> (usize, u64) {
     ((fp >> 6) as usize & (words.len() - 1), 1 << (fp & 63))
 }
 
-/// The largest window with a bucket per row (one per two rows above).
+/// The largest window with 16-bit slots and a bucket per row (32-bit slots and a bucket per
+/// two rows above).
 const SMALL_WINDOW: usize = 8192;
+
+/// Rows looked up at most between two checks for a sweep (a batch is cut into chunks of this
+/// many).
+const CHUNK: usize = 1024;
 
 /// How many rows ahead [`Dedup::mark`] and [`Dedup::feed`] prefetch buckets. Measured
 /// (train, 10 M rows × 32, transforms and a window of 1000 rows, medians of interleaved
@@ -88,16 +97,109 @@ const PREFETCH_ROWS: usize = 48;
 /// Slots per bucket.
 const WAYS: usize = 8;
 
-/// The row number of a slot never used: further back than any window reaches.
-const EMPTY: i64 = i64::MIN / 2;
+/// One bucket's 8 slots as lanes of a SIMD integer vector: each slot's fingerprint tag and the
+/// number of the row last seen with it, both truncated to the lane width. A slot's *age* at a
+/// row is the lanes' wrapping difference of the row numbers; sweeps keep every age below the
+/// lanes' sign bit, so a slot is within the window when its age is at most the window.
+trait Slots: Copy {
+    /// The largest window the lanes keep exact.
+    const MAX_WINDOW: usize;
+    /// Most rows between two sweeps.
+    const SWEEP: i64;
+    /// Slots that are all out of the window at `row`.
+    fn dead(row: i64, window: i64) -> Self;
+    /// Bit masks of the slots that hold `fp`'s tag and are within the window at `row` (hits),
+    /// and of those out of it (dead).
+    fn probe(&self, fp: u64, row: i64, window: i64) -> (u32, u32);
+    /// Slot `s` now holds `fp`, seen at `row`.
+    fn set(&mut self, s: usize, fp: u64, row: i64);
+    /// How many rows before `row` slot `s` was last seen.
+    fn age(&self, s: usize, row: i64) -> i64;
+    /// Sets the slots out of the window at `row` back to just out of it.
+    fn sweep(&mut self, row: i64, window: i64);
+}
 
-/// One bucket: its slots' fingerprints and the number of the latest row with each ([`EMPTY`]:
-/// none); two cache lines, aligned.
-#[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
-struct Bucket {
-    fps: [u64; WAYS],
-    rows: [i64; WAYS],
+/// A [`Slots`] type of lanes `$lane` in vectors `$v`, its tag from `fp` by `$tag`.
+macro_rules! slots {
+    ($name:ident, $lane:ty, $v:ty, $align:literal, $max:expr, $sweep:expr, $tag:expr) => {
+        #[derive(Debug, Clone, Copy)]
+        #[repr(C, align($align))]
+        struct $name {
+            tags: [$lane; WAYS],
+            rows: [$lane; WAYS],
+        }
+
+        impl $name {
+            #[inline(always)]
+            fn tag(fp: u64) -> $lane {
+                $tag(fp)
+            }
+
+            /// The lanes' ages at `row` and which exceed `window` (a mask).
+            #[inline(always)]
+            fn ages(&self, row: i64, window: i64) -> ($v, $v) {
+                let age = <$v>::splat(row as $lane) - <$v>::from(self.rows);
+                (age, age.simd_gt(<$v>::splat(window as $lane)))
+            }
+        }
+
+        impl Slots for $name {
+            const MAX_WINDOW: usize = $max;
+            const SWEEP: i64 = $sweep;
+
+            fn dead(row: i64, window: i64) -> Self {
+                $name { tags: [0; WAYS], rows: [(row - window - 1) as $lane; WAYS] }
+            }
+
+            #[inline(always)]
+            fn probe(&self, fp: u64, row: i64, window: i64) -> (u32, u32) {
+                let (_, dead) = self.ages(row, window);
+                let tagged = <$v>::from(self.tags).simd_eq(<$v>::splat(Self::tag(fp)));
+                ((tagged & !dead).to_bitmask(), dead.to_bitmask())
+            }
+
+            #[inline(always)]
+            fn set(&mut self, s: usize, fp: u64, row: i64) {
+                self.tags[s] = Self::tag(fp);
+                self.rows[s] = row as $lane;
+            }
+
+            #[inline(always)]
+            fn age(&self, s: usize, row: i64) -> i64 {
+                (row as $lane).wrapping_sub(self.rows[s]) as i64
+            }
+
+            fn sweep(&mut self, row: i64, window: i64) {
+                let (_, dead) = self.ages(row, window);
+                let gone = <$v>::splat((row - window - 1) as $lane);
+                self.rows = dead.select(gone, <$v>::from(self.rows)).to_array();
+            }
+        }
+    };
+}
+
+// 16-bit lanes: ages stay below window + 1 + SWEEP + CHUNK ≤ 17 409 < 2^15 (a seek sweeps
+// first). The tag is the fingerprint's top 16 bits (buckets take bits 32 up to 44).
+slots!(Slots16, i16, i16x8, 32, SMALL_WINDOW, 8192, |fp: u64| (fp >> 48) as i16);
+// 32-bit lanes: ages stay below 2^29 + 1 + 2^28 + CHUNK < 2^31. The tag is the low half.
+slots!(Slots32, i32, i32x8, 64, 1 << 29, 1 << 28, |fp: u64| fp as i32);
+
+/// The window's buckets and its ring of fingerprints.
+#[derive(Debug, Clone)]
+struct Table<S> {
+    buckets: Vec<S>,
+    /// The fingerprint of each row at its row number modulo the length (a power of two, at
+    /// least the window): a tag's match is confirmed against it.
+    ring: Vec<u64>,
+    /// The row of the last sweep.
+    swept: i64,
+}
+
+/// The table, with the lanes the window's length calls for.
+#[derive(Debug, Clone)]
+enum Tables {
+    Small(Table<Slots16>),
+    Large(Table<Slots32>),
 }
 
 /// The window's state.
@@ -106,11 +208,7 @@ pub struct Dedup {
     window: i64,
     /// The number of the next row (0-based).
     row: i64,
-    buckets: Vec<Bucket>,
-    /// Per bucket, the slot its next new fingerprint takes.
-    next: Vec<u8>,
-    /// Buckets − 1 (a power of two).
-    mask: usize,
+    table: Tables,
     stash: Stash,
     /// Rows dropped as duplicates.
     pub dropped: u64,
@@ -128,6 +226,158 @@ struct Stash {
     prune_at: i64,
 }
 
+impl<S: Slots> Table<S> {
+    /// A table of `buckets` buckets and a ring of `ring` fingerprints (powers of two), or None
+    /// when they cannot be allocated.
+    fn try_new(buckets: usize, ring: usize, window: i64) -> Option<Self> {
+        let (mut b, mut r) = (Vec::new(), Vec::new());
+        b.try_reserve_exact(buckets).ok()?;
+        r.try_reserve_exact(ring).ok()?;
+        b.resize(buckets, S::dead(0, window));
+        r.resize(ring, 0);
+        Some(Table { buckets: b, ring: r, swept: 0 })
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.buckets.len() * std::mem::size_of::<S>() + self.ring.len() * std::mem::size_of::<u64>()
+    }
+
+    /// Sweeps every slot at `row`.
+    fn sweep(&mut self, row: i64, window: i64) {
+        self.buckets.iter_mut().for_each(|b| b.sweep(row, window));
+        self.swept = row;
+    }
+
+    /// Moves the table from row `from` to row `to` (ahead) without seeing the rows between:
+    /// a jump of the window's length or more leaves every slot out of it.
+    fn skip(&mut self, from: i64, to: i64, window: i64) {
+        if to - from >= window {
+            self.buckets.fill(S::dead(to, window));
+            self.swept = to;
+        } else {
+            self.sweep(from, window);
+        }
+    }
+
+    /// The lookups and entries of the rows of `fps` (at most [`CHUNK`], the first numbered
+    /// `first`) in order, calling `dup(r)` for each duplicate row `r`. A row's bucket is
+    /// prefetched [`PREFETCH_ROWS`] rows before its lookup: a window larger than the caches
+    /// (or last written by another shard's core) then costs one memory latency per row,
+    /// overlapped.
+    ///
+    /// `QUIET` (the stash was empty at the start): the predicted case — no live slot with
+    /// the row's tag, the stash still empty, a slot out of the window — is decided with no
+    /// call on its path, and other rows go through [`step`] out of line. Else (a stash with
+    /// entries, as a window of 10^5 rows or more almost always has) every row goes through
+    /// `step` inlined.
+    #[inline(always)]
+    fn lookups(&mut self, stash: &mut Stash, first: i64, window: i64, fps: &[u64], dup: &mut impl FnMut(usize)) {
+        debug_assert!(fps.len() <= CHUNK);
+        if first - self.swept >= S::SWEEP {
+            self.sweep(first, window);
+        }
+        let mask = self.buckets.len() - 1;
+        let (buckets, ring) = (&mut self.buckets[..=mask], &mut self.ring[..]);
+        for &fp in fps.iter().take(PREFETCH_ROWS) {
+            prefetch(std::slice::from_ref(&buckets[bucket_of(fp, mask)]));
+        }
+        let mut at = Around { rmask: ring.len() - 1, ring, stash, stashed: false, window };
+        if at.stash.map.is_empty() {
+            run::<S, true>(buckets, &mut at, first, fps, dup);
+        } else {
+            at.stashed = true;
+            run::<S, false>(buckets, &mut at, first, fps, dup);
+        }
+    }
+}
+
+/// What a row's lookup reads and writes besides its bucket: the ring of fingerprints (its
+/// mask: its length − 1), the stash, whether the stash may hold entries (set when one is
+/// entered; the map is pruned empty only after a batch), the window.
+struct Around<'t> {
+    ring: &'t mut [u64],
+    rmask: usize,
+    stash: &'t mut Stash,
+    stashed: bool,
+    window: i64,
+}
+
+/// The loop of [`Table::lookups`] over its table's buckets (sliced to the mask, so a bucket
+/// index needs no bounds check).
+#[inline(always)]
+fn run<S: Slots, const QUIET: bool>(buckets: &mut [S], at: &mut Around<'_>, first: i64, fps: &[u64], dup: &mut impl FnMut(usize)) {
+    let mask = buckets.len() - 1;
+    for (r, &fp) in fps.iter().enumerate() {
+        if let Some(&ahead) = fps.get(r + PREFETCH_ROWS) {
+            prefetch(std::slice::from_ref(&buckets[bucket_of(ahead, mask)]));
+        }
+        let row = first + r as i64;
+        let bucket = &mut buckets[bucket_of(fp, mask)];
+        let (hits, dead) = bucket.probe(fp, row, at.window);
+        let seen = if !QUIET {
+            at.step(bucket, (hits, dead), fp, row)
+        } else if (hits == 0) & (dead != 0) & !at.stashed {
+            bucket.set(dead.trailing_zeros() as usize, fp, row);
+            false
+        } else {
+            at.step_cold(bucket, (hits, dead), fp, row)
+        };
+        // After the lookup: the row a window's length back may share this position.
+        at.ring[row as usize & at.rmask] = fp;
+        if seen {
+            dup(r);
+        }
+    }
+}
+
+/// The bucket of `fp` in a table of `mask` + 1: its high bits (the stash's filter takes low
+/// ones).
+#[inline(always)]
+fn bucket_of(fp: u64, mask: usize) -> usize {
+    (fp >> 32) as usize & mask
+}
+
+impl Around<'_> {
+    /// One row's whole lookup and entry (row number `row`) in its bucket, whose probe gave
+    /// `hits` and `dead`: true when `fp` is in a slot (a hit whose row in the ring had `fp`)
+    /// or in the stash within the window. The stash is searched out of line, only when it may
+    /// hold entries and its filter may hold `fp`.
+    #[inline(always)]
+    fn step<S: Slots>(&mut self, bucket: &mut S, (hits, dead): (u32, u32), fp: u64, row: i64) -> bool {
+        let at = |b: &S, s: usize| (row - b.age(s, row)) as usize & self.rmask;
+        let mut h = hits;
+        while h != 0 {
+            let s = h.trailing_zeros() as usize;
+            if self.ring[at(bucket, s)] == fp {
+                bucket.set(s, fp, row);
+                return true;
+            }
+            h &= h - 1;
+        }
+        if self.stashed && self.stash.may_hold(fp) && self.stash.refresh(fp, row, self.window) {
+            return true;
+        }
+        let s = if dead != 0 {
+            dead.trailing_zeros() as usize
+        } else {
+            // Every slot is within the window: the oldest entry moves to the stash.
+            let s = (0..WAYS).max_by_key(|&s| bucket.age(s, row)).unwrap_or(0);
+            self.stash.insert(self.ring[at(bucket, s)], row - bucket.age(s, row), row, self.window);
+            self.stashed = true;
+            s
+        };
+        bucket.set(s, fp, row);
+        false
+    }
+
+    /// [`Around::step`] out of line.
+    #[cold]
+    #[inline(never)]
+    fn step_cold<S: Slots>(&mut self, bucket: &mut S, probe: (u32, u32), fp: u64, row: i64) -> bool {
+        self.step(bucket, probe, fp, row)
+    }
+}
+
 impl Dedup {
     /// A window over the last `window` rows (≥ 1). Panics when its table cannot be allocated:
     /// see [`Dedup::try_new`].
@@ -135,31 +385,32 @@ impl Dedup {
         Self::try_new(window).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// A window over the last `window` rows (≥ 1), or why its table (about 64·`window` bytes)
+    /// A window over the last `window` rows (≥ 1), or why its table (about 40·`window` bytes)
     /// cannot be allocated.
     pub fn try_new(window: usize) -> Result<Self, String> {
         let window = window.max(1);
         let too_big = || {
             format!(
                 "a window of {window} rows needs about {:.1} GB of memory for its table, more than this machine can allocate",
-                window as f64 * 64e-9
+                window as f64 * 40e-9
             )
         };
-        // A small window (at most 1 MB of table) takes a bucket per row: its stash is then
-        // almost always empty, and a lookup does not look at it.
-        let per_bucket = if window <= SMALL_WINDOW { 1 } else { 2 };
-        let buckets = window.div_ceil(per_bucket).checked_next_power_of_two().ok_or_else(too_big)?;
-        let (mut table, mut next) = (Vec::new(), Vec::new());
-        table.try_reserve_exact(buckets).map_err(|_| too_big())?;
-        next.try_reserve_exact(buckets).map_err(|_| too_big())?;
-        table.resize(buckets, Bucket { fps: [0; WAYS], rows: [EMPTY; WAYS] });
-        next.resize(buckets, 0);
+        if window > Slots32::MAX_WINDOW {
+            return Err(too_big());
+        }
+        let ring = window.next_power_of_two();
+        let w = window as i64;
+        // A small window takes a bucket per row: almost no bucket then has 8 live slots, and
+        // the stash stays empty.
+        let table = if window <= Slots16::MAX_WINDOW {
+            Tables::Small(Table::try_new(window.next_power_of_two(), ring, w).ok_or_else(too_big)?)
+        } else {
+            Tables::Large(Table::try_new(window.div_ceil(2).next_power_of_two(), ring, w).ok_or_else(too_big)?)
+        };
         Ok(Dedup {
-            window: i64::try_from(window).map_err(|_| too_big())?,
+            window: w,
             row: 0,
-            buckets: table,
-            next,
-            mask: buckets - 1,
+            table,
             stash: Stash {
                 // Room from the start for the entries a window stashes at once (about N/1000
                 // at two rows per bucket, rarer below), so a stash does not allocate
@@ -172,11 +423,15 @@ impl Dedup {
         })
     }
 
-    /// The memory the window holds now, in bytes: its table, the stash (at its capacity) and
-    /// the stash's filter.
+    /// The memory the window holds now, in bytes: its table and ring, the stash (at its
+    /// capacity) and the stash's filter.
     pub fn memory_bytes(&self) -> usize {
         let stash = self.stash.map.capacity() * (std::mem::size_of::<(u64, i64)>() + 1);
-        self.buckets.len() * std::mem::size_of::<Bucket>() + self.next.len() + stash + self.stash.filter.len() * 8
+        let table = match &self.table {
+            Tables::Small(t) => t.memory_bytes(),
+            Tables::Large(t) => t.memory_bytes(),
+        };
+        table + stash + self.stash.filter.len() * 8
     }
 
     /// True when `fp` equals the fingerprint of one of the last `window` rows (kept or
@@ -199,7 +454,15 @@ impl Dedup {
     /// given (they are out of the window from `row + window` on). No effect when `row` is
     /// not ahead.
     pub fn seek(&mut self, row: u64) {
-        self.row = self.row.max(row as i64);
+        let to = row as i64;
+        if to <= self.row {
+            return;
+        }
+        match &mut self.table {
+            Tables::Small(t) => t.skip(self.row, to, self.window),
+            Tables::Large(t) => t.skip(self.row, to, self.window),
+        }
+        self.row = to;
     }
 
     /// Enters rows into the window without marking or counting them: rows of the stream that
@@ -225,126 +488,19 @@ impl Dedup {
         }
     }
 
-    /// Enters the rows of `fps` into the window in order, calling `dup(r)` for each row `r`
-    /// that is a duplicate. A row's bucket is prefetched [`PREFETCH_ROWS`] rows before its
-    /// lookup: a window larger than the caches (or last written by another shard's core) then
-    /// costs one memory latency per row, overlapped.
-    ///
-    /// The table is sliced to its length (buckets − 1 is the mask) and the fields copied to
-    /// locals first: in the loop, a bucket index needs no bounds check and nothing is
-    /// reloaded from `self` after each store into the table (that was a third of a lookup's
-    /// instructions).
+    /// Enters the rows of `fps` into the window in order, [`CHUNK`] rows at a time, calling
+    /// `dup(r)` for each row `r` that is a duplicate.
     #[inline(always)]
     fn steps(&mut self, fps: &[u64], mut dup: impl FnMut(usize)) {
-        let (first, window, mask) = (self.row, self.window, self.mask);
-        self.row += fps.len() as i64;
-        let (buckets, next) = (&mut self.buckets[..=mask], &mut self.next[..=mask]);
-        for &fp in fps.iter().take(PREFETCH_ROWS) {
-            prefetch_bucket(&buckets[bucket_of(fp, mask)]);
-        }
-        let at = Lookups { buckets, next, first, window, mask };
-        if self.stash.map.is_empty() {
-            at.run::<true>(&mut self.stash, fps, &mut dup);
-        } else {
-            at.run::<false>(&mut self.stash, fps, &mut dup);
-        }
-    }
-}
-
-/// Prefetches a bucket's two lines.
-#[inline(always)]
-fn prefetch_bucket(b: &Bucket) {
-    prefetch(&b.fps);
-    prefetch(&b.rows);
-}
-
-/// The table of [`Dedup::steps`] as locals: the buckets and their next slots, sliced to the
-/// table's length (a bucket index then needs no bounds check), the number of the first row,
-/// the window and the mask.
-struct Lookups<'t> {
-    buckets: &'t mut [Bucket],
-    next: &'t mut [u8],
-    first: i64,
-    window: i64,
-    mask: usize,
-}
-
-impl Lookups<'_> {
-    /// The lookups and entries of the rows of `fps` in order, calling `dup(r)` for each
-    /// duplicate row `r`. `QUIET` (the stash was empty at the start): the predicted case — a
-    /// new fingerprint (in no slot), the stash still empty, a slot to take whose row has left
-    /// the window — is decided with no call on its path, and other rows go through `step`
-    /// out of line: with its calls inlined, the loop kept its values on the stack (2^22 rows
-    /// in batches of 256: 7.1 -> 4.7 ns a row at N = 1000, 8.3 -> 7.1 at 4096). Else (a
-    /// stash with entries, as a window of 10^5 rows or more almost always has) every row goes
-    /// through `step` inlined: out of line, it cost a 10^6-row window a quarter of its speed.
-    #[inline(always)]
-    fn run<const QUIET: bool>(self, stash: &mut Stash, fps: &[u64], dup: &mut impl FnMut(usize)) {
-        let Lookups { buckets, next, first, window, mask } = self;
-        // Whether the stash may hold entries (set when one is entered; the map is pruned
-        // empty only after a batch).
-        let mut stashed = !QUIET;
-        for (r, &fp) in fps.iter().enumerate() {
-            if let Some(&ahead) = fps.get(r + PREFETCH_ROWS) {
-                prefetch_bucket(&buckets[bucket_of(ahead, mask)]);
+        for (k, chunk) in fps.chunks(CHUNK).enumerate() {
+            let mut dup = |r| dup(k * CHUNK + r);
+            match &mut self.table {
+                Tables::Small(t) => t.lookups(&mut self.stash, self.row, self.window, chunk, &mut dup),
+                Tables::Large(t) => t.lookups(&mut self.stash, self.row, self.window, chunk, &mut dup),
             }
-            let (b, row) = (bucket_of(fp, mask), first + r as i64);
-            let (bucket, k) = (&mut buckets[b], usize::from(next[b]) % WAYS);
-            let dup_row = if QUIET {
-                if !stashed & bucket.fps.iter().all(|&f| f != fp) & (row - bucket.rows[k] > window) {
-                    next[b] = ((k + 1) % WAYS) as u8;
-                    (bucket.fps[k], bucket.rows[k]) = (fp, row);
-                    continue;
-                }
-                step_cold(bucket, &mut next[b], stash, &mut stashed, fp, row, window)
-            } else {
-                step(bucket, &mut next[b], stash, &mut stashed, fp, row, window)
-            };
-            if dup_row {
-                dup(r);
-            }
+            self.row += chunk.len() as i64;
         }
     }
-}
-
-/// The bucket of `fp` in a table of `mask` + 1: its high bits (the stash's filter takes low
-/// ones).
-#[inline(always)]
-fn bucket_of(fp: u64, mask: usize) -> usize {
-    (fp >> 32) as usize & mask
-}
-
-/// One row's whole lookup and entry (row number `row`, window `window`) in its bucket (whose
-/// next slot is `next`), for the rows off [`Dedup::steps`]'s fast path: true when `fp` is in a
-/// slot or the stash within the window. The stash is searched out of line, only when
-/// `stashed` (it may hold entries; set here when one is entered) and its filter may hold `fp`.
-#[inline(always)]
-fn step(bucket: &mut Bucket, next: &mut u8, stash: &mut Stash, stashed: &mut bool, fp: u64, row: i64, window: i64) -> bool {
-    // A bucket holds a fingerprint in one slot at most.
-    if let Some(k) = bucket.fps.iter().position(|&f| f == fp) {
-        let live = row - bucket.rows[k] <= window;
-        bucket.rows[k] = row;
-        return live || (*stashed && stash.may_hold(fp) && stash.refresh(fp, row, window));
-    }
-    if *stashed && stash.may_hold(fp) && stash.refresh(fp, row, window) {
-        return true;
-    }
-    let k = usize::from(*next) % WAYS;
-    *next = ((k + 1) % WAYS) as u8;
-    let (old_fp, old_row) = (bucket.fps[k], bucket.rows[k]);
-    (bucket.fps[k], bucket.rows[k]) = (fp, row);
-    if row - old_row <= window {
-        stash.insert(old_fp, old_row, row, window);
-        *stashed = true;
-    }
-    false
-}
-
-/// [`step`] out of line.
-#[cold]
-#[inline(never)]
-fn step_cold(bucket: &mut Bucket, next: &mut u8, stash: &mut Stash, stashed: &mut bool, fp: u64, row: i64, window: i64) -> bool {
-    step(bucket, next, stash, stashed, fp, row, window)
 }
 
 impl Stash {
@@ -420,11 +576,83 @@ mod tests {
     }
 
     #[test]
-    fn memory_is_about_64_bytes_per_row_of_the_window() {
-        for (window, per_row) in [(1000usize, 128), (8192, 128), (10_000, 64), (100_000, 64)] {
+    fn memory_is_about_40_bytes_per_row_of_the_window() {
+        for window in [1000usize, 8192, 10_000, 100_000] {
             let bytes = Dedup::new(window).memory_bytes();
-            // The table rounds its bucket count up to a power of two: at most twice the size.
-            assert!((per_row * window..2 * per_row * window + 8192).contains(&bytes), "{window}: {bytes}");
+            // 32 bytes of buckets and 8 of ring per row; the table and the ring round up to
+            // powers of two (at most twice the size); the stash's filter and map add a few KB.
+            assert!((40 * window..2 * 40 * window + 16384).contains(&bytes), "{window}: {bytes}");
+        }
+    }
+
+    /// What [`Dedup`] must answer, the slow way: the rows given so far (by number), and a
+    /// row is a duplicate when one of the `window` rows before it was given with its value.
+    struct Naive {
+        window: u64,
+        row: u64,
+        last: HashMap<u64, u64>,
+    }
+
+    impl Naive {
+        fn is_duplicate(&mut self, fp: u64) -> bool {
+            let dup = self.last.get(&fp).is_some_and(|&at| self.row - at <= self.window);
+            self.last.insert(fp, self.row);
+            self.row += 1;
+            dup
+        }
+    }
+
+    #[test]
+    fn long_streams_with_jumps_agree_with_the_naive_window() {
+        // Hundreds of thousands of rows (the 16-bit row numbers wrap round many times, the
+        // slots are swept), values that come back after gaps of every length, and jumps ahead
+        // of every size (as a shard's own window makes): small and large lanes, at and across
+        // the sizes where the table changes.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for window in [1usize, 5, 1000, 8191, 8192, 8193, 40_000] {
+            let (mut d, mut naive) = (Dedup::new(window), Naive { window: window as u64, row: 0, last: HashMap::new() });
+            let values = (window as u64 * 3).max(16);
+            for k in 0..400 {
+                // The first 100 000 rows or so without jumps (only sweeps keep ages exact).
+                let jump = match next() % 8 {
+                    _ if k < 100 => 0,
+                    0 => next() % (window as u64 + 2),
+                    1 => window as u64 + next() % 70_000,
+                    _ => 0,
+                };
+                naive.row += jump;
+                d.seek(naive.row);
+                let batch: Vec<u64> = (0..next() % 2000).map(|_| (next() % values).wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+                let mut skip = [0; BATCH_ROWS / 64];
+                for part in batch.chunks(BATCH_ROWS) {
+                    d.mark(part, &mut skip);
+                    for (r, &fp) in part.iter().enumerate() {
+                        assert_eq!(skipped(&skip, r), naive.is_duplicate(fp), "window {window}, row {}", naive.row - 1);
+                    }
+                    skip = [0; BATCH_ROWS / 64];
+                }
+                assert_eq!(d.next_row(), naive.row);
+            }
+        }
+    }
+
+    #[test]
+    fn equal_tags_are_told_apart_by_the_ring() {
+        // Fingerprints that share their bucket and tag (all high bits) and differ only in the
+        // low ones: every lookup has tag matches, and only the ring tells them apart.
+        for window in [100usize, 20_000] {
+            let mut d = Dedup::new(window);
+            let mut naive = Naive { window: window as u64, row: 0, last: HashMap::new() };
+            for i in 0..50_000u64 {
+                let fp = 0xabcd_0123_0000_0000 | (i * 7 % 13);
+                assert_eq!(d.is_duplicate(fp), naive.is_duplicate(fp), "window {window}, row {i}");
+            }
         }
     }
 
