@@ -106,11 +106,17 @@ trait Slots: Copy {
     const MAX_WINDOW: usize;
     /// Most rows between two sweeps.
     const SWEEP: i64;
+    /// A row number (or the window) in every lane.
+    type Lanes: Copy;
+    /// `x` truncated to a lane, in every lane.
+    fn splat(x: i64) -> Self::Lanes;
+    /// Each lane + 1: the next row's lanes.
+    fn next(row: Self::Lanes) -> Self::Lanes;
     /// Slots that are all out of the window at `row`.
     fn dead(row: i64, window: i64) -> Self;
     /// Bit masks of the slots that hold `fp`'s tag and are within the window at `row` (hits),
-    /// and of those out of it (dead).
-    fn probe(&self, fp: u64, row: i64, window: i64) -> (u32, u32);
+    /// and of those out of it (dead); `row` and `window` in lanes ([`Slots::splat`]).
+    fn probe(&self, fp: u64, row: Self::Lanes, window: Self::Lanes) -> (u32, u32);
     /// Slot `s` now holds `fp`, seen at `row`.
     fn set(&mut self, s: usize, fp: u64, row: i64);
     /// How many rows before `row` slot `s` was last seen.
@@ -135,25 +141,35 @@ macro_rules! slots {
                 $tag(fp)
             }
 
-            /// The lanes' ages at `row` and which exceed `window` (a mask).
+            /// Which lanes' ages at `row` exceed `window` (a mask).
             #[inline(always)]
-            fn ages(&self, row: i64, window: i64) -> ($v, $v) {
-                let age = <$v>::splat(row as $lane) - <$v>::from(self.rows);
-                (age, age.simd_gt(<$v>::splat(window as $lane)))
+            fn out(&self, row: $v, window: $v) -> $v {
+                (row - <$v>::from(self.rows)).simd_gt(window)
             }
         }
 
         impl Slots for $name {
             const MAX_WINDOW: usize = $max;
             const SWEEP: i64 = $sweep;
+            type Lanes = $v;
+
+            #[inline(always)]
+            fn splat(x: i64) -> $v {
+                <$v>::splat(x as $lane)
+            }
+
+            #[inline(always)]
+            fn next(row: $v) -> $v {
+                row + <$v>::splat(1)
+            }
 
             fn dead(row: i64, window: i64) -> Self {
                 $name { tags: [0; WAYS], rows: [(row - window - 1) as $lane; WAYS] }
             }
 
             #[inline(always)]
-            fn probe(&self, fp: u64, row: i64, window: i64) -> (u32, u32) {
-                let (_, dead) = self.ages(row, window);
+            fn probe(&self, fp: u64, row: $v, window: $v) -> (u32, u32) {
+                let dead = self.out(row, window);
                 let tagged = <$v>::from(self.tags).simd_eq(<$v>::splat(Self::tag(fp)));
                 ((tagged & !dead).to_bitmask(), dead.to_bitmask())
             }
@@ -170,7 +186,7 @@ macro_rules! slots {
             }
 
             fn sweep(&mut self, row: i64, window: i64) {
-                let (_, dead) = self.ages(row, window);
+                let dead = self.out(Self::splat(row), Self::splat(window));
                 let gone = <$v>::splat((row - window - 1) as $lane);
                 self.rows = dead.select(gone, <$v>::from(self.rows)).to_array();
             }
@@ -276,54 +292,62 @@ impl<S: Slots> Table<S> {
         if first - self.swept >= S::SWEEP {
             self.sweep(first, window);
         }
-        let mask = self.buckets.len() - 1;
-        let (buckets, ring) = (&mut self.buckets[..=mask], &mut self.ring[..]);
+        let (mask, rmask) = (self.buckets.len() - 1, self.ring.len() - 1);
+        let (buckets, ring) = (&mut self.buckets[..=mask], &mut self.ring[..=rmask]);
         for &fp in fps.iter().take(PREFETCH_ROWS) {
             prefetch(std::slice::from_ref(&buckets[bucket_of(fp, mask)]));
         }
-        let mut at = Around { rmask: ring.len() - 1, ring, stash, stashed: false, window };
+        let mut at = Around { stash, stashed: false, window };
         if at.stash.map.is_empty() {
-            run::<S, true>(buckets, &mut at, first, fps, dup);
+            run::<S, true>(buckets, ring, &mut at, first, fps, dup);
         } else {
             at.stashed = true;
-            run::<S, false>(buckets, &mut at, first, fps, dup);
+            run::<S, false>(buckets, ring, &mut at, first, fps, dup);
         }
     }
 }
 
-/// What a row's lookup reads and writes besides its bucket: the ring of fingerprints (its
-/// mask: its length − 1), the stash, whether the stash may hold entries (set when one is
-/// entered; the map is pruned empty only after a batch), the window.
+/// What a row's lookup reads and writes besides its bucket and the ring: the stash, whether
+/// the stash may hold entries (set when one is entered; the map is pruned empty only after a
+/// batch), the window.
 struct Around<'t> {
-    ring: &'t mut [u64],
-    rmask: usize,
     stash: &'t mut Stash,
     stashed: bool,
     window: i64,
 }
 
-/// The loop of [`Table::lookups`] over its table's buckets (sliced to the mask, so a bucket
-/// index needs no bounds check).
+/// The loop of [`Table::lookups`] over its table's buckets and ring (each sliced to its mask,
+/// so an index needs no bounds check). The row number and the window stay in lanes, the
+/// former stepped a row at a time.
 #[inline(always)]
-fn run<S: Slots, const QUIET: bool>(buckets: &mut [S], at: &mut Around<'_>, first: i64, fps: &[u64], dup: &mut impl FnMut(usize)) {
-    let mask = buckets.len() - 1;
+fn run<S: Slots, const QUIET: bool>(
+    buckets: &mut [S],
+    ring: &mut [u64],
+    at: &mut Around<'_>,
+    first: i64,
+    fps: &[u64],
+    dup: &mut impl FnMut(usize),
+) {
+    let (mask, rmask) = (buckets.len() - 1, ring.len() - 1);
+    let (mut lanes, window) = (S::splat(first), S::splat(at.window));
     for (r, &fp) in fps.iter().enumerate() {
         if let Some(&ahead) = fps.get(r + PREFETCH_ROWS) {
             prefetch(std::slice::from_ref(&buckets[bucket_of(ahead, mask)]));
         }
         let row = first + r as i64;
         let bucket = &mut buckets[bucket_of(fp, mask)];
-        let (hits, dead) = bucket.probe(fp, row, at.window);
+        let (hits, dead) = bucket.probe(fp, lanes, window);
+        lanes = S::next(lanes);
         let seen = if !QUIET {
-            at.step(bucket, (hits, dead), fp, row)
+            at.step(bucket, (hits, dead), ring, fp, row)
         } else if (hits == 0) & (dead != 0) & !at.stashed {
             bucket.set(dead.trailing_zeros() as usize, fp, row);
             false
         } else {
-            at.step_cold(bucket, (hits, dead), fp, row)
+            at.step_cold(bucket, (hits, dead), ring, fp, row)
         };
         // After the lookup: the row a window's length back may share this position.
-        at.ring[row as usize & at.rmask] = fp;
+        ring[row as usize & rmask] = fp;
         if seen {
             dup(r);
         }
@@ -343,12 +367,12 @@ impl Around<'_> {
     /// or in the stash within the window. The stash is searched out of line, only when it may
     /// hold entries and its filter may hold `fp`.
     #[inline(always)]
-    fn step<S: Slots>(&mut self, bucket: &mut S, (hits, dead): (u32, u32), fp: u64, row: i64) -> bool {
-        let at = |b: &S, s: usize| (row - b.age(s, row)) as usize & self.rmask;
+    fn step<S: Slots>(&mut self, bucket: &mut S, (hits, dead): (u32, u32), ring: &[u64], fp: u64, row: i64) -> bool {
+        let at = |b: &S, s: usize| (row - b.age(s, row)) as usize & (ring.len() - 1);
         let mut h = hits;
         while h != 0 {
             let s = h.trailing_zeros() as usize;
-            if self.ring[at(bucket, s)] == fp {
+            if ring[at(bucket, s)] == fp {
                 bucket.set(s, fp, row);
                 return true;
             }
@@ -362,7 +386,7 @@ impl Around<'_> {
         } else {
             // Every slot is within the window: the oldest entry moves to the stash.
             let s = (0..WAYS).max_by_key(|&s| bucket.age(s, row)).unwrap_or(0);
-            self.stash.insert(self.ring[at(bucket, s)], row - bucket.age(s, row), row, self.window);
+            self.stash.insert(ring[at(bucket, s)], row - bucket.age(s, row), row, self.window);
             self.stashed = true;
             s
         };
@@ -373,8 +397,8 @@ impl Around<'_> {
     /// [`Around::step`] out of line.
     #[cold]
     #[inline(never)]
-    fn step_cold<S: Slots>(&mut self, bucket: &mut S, probe: (u32, u32), fp: u64, row: i64) -> bool {
-        self.step(bucket, probe, fp, row)
+    fn step_cold<S: Slots>(&mut self, bucket: &mut S, probe: (u32, u32), ring: &[u64], fp: u64, row: i64) -> bool {
+        self.step(bucket, probe, ring, fp, row)
     }
 }
 
