@@ -44,7 +44,7 @@ use crate::batch::SkipMask;
 use crate::kernel::prefetch;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use wide::{i16x8, i32x8};
+use wide::{i16x8, i32x8, i8x16};
 
 /// Hashes a fingerprint to itself: fingerprints are already uniformly spread.
 #[derive(Default)]
@@ -125,9 +125,10 @@ trait Slots: Copy {
     fn sweep(&mut self, row: i64, window: i64);
 }
 
-/// A [`Slots`] type of lanes `$lane` in vectors `$v`, its tag from `fp` by `$tag`.
+/// A [`Slots`] type of lanes `$lane` in vectors `$v`, its tag from `fp` by `$tag`, the bit
+/// masks of its (hits, dead) lane masks by `$masks`.
 macro_rules! slots {
-    ($name:ident, $lane:ty, $v:ty, $align:literal, $max:expr, $sweep:expr, $tag:expr) => {
+    ($name:ident, $lane:ty, $v:ty, $align:literal, $max:expr, $sweep:expr, $tag:expr, $masks:expr) => {
         #[derive(Debug, Clone, Copy)]
         #[repr(C, align($align))]
         struct $name {
@@ -171,7 +172,7 @@ macro_rules! slots {
             fn probe(&self, fp: u64, row: $v, window: $v) -> (u32, u32) {
                 let dead = self.out(row, window);
                 let tagged = <$v>::from(self.tags).simd_eq(<$v>::splat(Self::tag(fp)));
-                ((tagged & !dead).to_bitmask(), dead.to_bitmask())
+                $masks(tagged & !dead, dead)
             }
 
             #[inline(always)]
@@ -196,9 +197,13 @@ macro_rules! slots {
 
 // 16-bit lanes: ages stay below window + 1 + SWEEP + CHUNK ≤ 17 409 < 2^15 (a seek sweeps
 // first). The tag is the fingerprint's top 16 bits (buckets take bits 32 up to 44).
-slots!(Slots16, i16, i16x8, 32, SMALL_WINDOW, 8192, |fp: u64| (fp >> 48) as i16);
+// Both masks in one movemask: packed to bytes side by side.
+slots!(Slots16, i16, i16x8, 32, SMALL_WINDOW, 8192, |fp: u64| (fp >> 48) as i16, |hits: i16x8, dead: i16x8| {
+    let m = i8x16::from_i16x16_saturate(bytemuck::cast([hits, dead])).to_bitmask();
+    (m & 0xff, m >> 8)
+});
 // 32-bit lanes: ages stay below 2^29 + 1 + 2^28 + CHUNK < 2^31. The tag is the low half.
-slots!(Slots32, i32, i32x8, 64, 1 << 29, 1 << 28, |fp: u64| fp as i32);
+slots!(Slots32, i32, i32x8, 64, 1 << 29, 1 << 28, |fp: u64| fp as i32, |hits: i32x8, dead: i32x8| (hits.to_bitmask(), dead.to_bitmask()));
 
 /// The window's buckets and its ring of fingerprints.
 #[derive(Debug, Clone)]
