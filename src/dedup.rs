@@ -288,9 +288,9 @@ impl<S: Slots> Table<S> {
     ///
     /// `QUIET` (the stash was empty at the start): the predicted case — no live slot with
     /// the row's tag, the stash still empty, a slot out of the window — is decided with no
-    /// call on its path, and other rows go through [`step`] out of line. Else (a stash with
-    /// entries, as a window of 10^5 rows or more almost always has) every row goes through
-    /// `step` inlined.
+    /// call on its path, and other rows go through [`Around::step`] out of line. Else (a stash
+    /// with entries, as a window of 10^5 rows or more almost always has) every row goes
+    /// through `step` inlined.
     #[inline(always)]
     fn lookups(&mut self, stash: &mut Stash, first: i64, window: i64, fps: &[u64], dup: &mut impl FnMut(usize)) {
         debug_assert!(fps.len() <= CHUNK);

@@ -22,7 +22,7 @@ pub struct DatasetWriter {
     features: usize,
     block_rows: usize,
     weights: bool,
-    /// Column-major buffer of one block: features, label, [weight], each `block_rows` long.
+    /// Column-major buffer of one block: features, label, \[weight\], each `block_rows` long.
     buf: Vec<f32>,
     filled: usize,
     rows: u64,
