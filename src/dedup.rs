@@ -88,10 +88,12 @@ const SMALL_WINDOW: usize = 8192;
 /// many).
 const CHUNK: usize = 1024;
 
-/// How many rows ahead [`Dedup::mark`] and [`Dedup::feed`] prefetch buckets. Measured
-/// (train, 10 M rows × 32, transforms and a window of 1000 rows, medians of interleaved
-/// runs): 48 against 16, +4 % with 1 thread, +4 % with 2, +8 % with a window of 10⁶ rows; 96
-/// was slower.
+/// How many rows ahead [`Dedup::mark`] and [`Dedup::feed`] prefetch buckets. Measured with
+/// the previous table of two-line buckets (train, 10 M rows × 32, transforms and a window of
+/// 1000 rows, medians of interleaved runs): 48 against 16, +4 % with 1 thread, +4 % with 2,
+/// +8 % with a window of 10⁶ rows; 96 was slower. With the one-line buckets, no prefetch
+/// beyond a batch's first rows measured the same (+3 % / −1 %, within the noise), and 16 and
+/// 128 no better in the predict-and-mark harness.
 const PREFETCH_ROWS: usize = 48;
 
 /// Slots per bucket.
@@ -221,6 +223,16 @@ struct Table<S> {
 enum Tables {
     Small(Table<Slots16>),
     Large(Table<Slots32>),
+}
+
+/// `$body` with `$t` bound to the table of `$tables`, whichever its lanes.
+macro_rules! with_table {
+    ($tables:expr, $t:ident => $body:expr) => {
+        match $tables {
+            Tables::Small($t) => $body,
+            Tables::Large($t) => $body,
+        }
+    };
 }
 
 /// The window's state.
@@ -456,11 +468,7 @@ impl Dedup {
     /// capacity) and the stash's filter.
     pub fn memory_bytes(&self) -> usize {
         let stash = self.stash.map.capacity() * (std::mem::size_of::<(u64, i64)>() + 1);
-        let table = match &self.table {
-            Tables::Small(t) => t.memory_bytes(),
-            Tables::Large(t) => t.memory_bytes(),
-        };
-        table + stash + self.stash.filter.len() * 8
+        with_table!(&self.table, t => t.memory_bytes()) + stash + self.stash.filter.len() * 8
     }
 
     /// True when `fp` equals the fingerprint of one of the last `window` rows (kept or
@@ -487,10 +495,7 @@ impl Dedup {
         if to <= self.row {
             return;
         }
-        match &mut self.table {
-            Tables::Small(t) => t.skip(self.row, to, self.window),
-            Tables::Large(t) => t.skip(self.row, to, self.window),
-        }
+        with_table!(&mut self.table, t => t.skip(self.row, to, self.window));
         self.row = to;
     }
 
@@ -523,10 +528,7 @@ impl Dedup {
     fn steps(&mut self, fps: &[u64], mut dup: impl FnMut(usize)) {
         for (k, chunk) in fps.chunks(CHUNK).enumerate() {
             let mut dup = |r| dup(k * CHUNK + r);
-            match &mut self.table {
-                Tables::Small(t) => t.lookups(&mut self.stash, self.row, self.window, chunk, &mut dup),
-                Tables::Large(t) => t.lookups(&mut self.stash, self.row, self.window, chunk, &mut dup),
-            }
+            with_table!(&mut self.table, t => t.lookups(&mut self.stash, self.row, self.window, chunk, &mut dup));
             self.row += chunk.len() as i64;
         }
     }
