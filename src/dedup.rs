@@ -335,7 +335,9 @@ struct Around<'t> {
 
 /// The loop of [`Table::lookups`] over its table's buckets and ring (each sliced to its mask,
 /// so an index needs no bounds check). The row number and the window stay in lanes, the
-/// former stepped a row at a time.
+/// former stepped a row at a time. With `QUIET`, stretches of predicted rows go through
+/// [`quiet`] (no call in its loop, so nothing is spilled around one) and the row that ends a
+/// stretch through [`Around::step`] out of line, until a row is stashed.
 #[inline(always)]
 fn run<S: Slots, const QUIET: bool>(
     buckets: &mut [S],
@@ -347,28 +349,70 @@ fn run<S: Slots, const QUIET: bool>(
 ) {
     let (mask, rmask) = (buckets.len() - 1, ring.len() - 1);
     let (mut lanes, window) = (S::splat(first), S::splat(at.window));
-    for (r, &fp) in fps.iter().enumerate() {
+    let mut r = 0;
+    while r < fps.len() {
+        if QUIET && !at.stashed {
+            let stop = quiet(buckets, ring, first, fps, r, window);
+            if stop == fps.len() {
+                return;
+            }
+            (r, lanes) = (stop, S::splat(first + stop as i64));
+        }
+        let fp = fps[r];
         if let Some(&ahead) = fps.get(r + PREFETCH_ROWS) {
             prefetch(std::slice::from_ref(&buckets[bucket_of(ahead, mask)]));
         }
         let row = first + r as i64;
         let bucket = &mut buckets[bucket_of(fp, mask)];
-        let (hits, dead) = bucket.probe(fp, lanes, window);
+        let probe = bucket.probe(fp, lanes, window);
         lanes = S::next(lanes);
-        let seen = if !QUIET {
-            at.step(bucket, (hits, dead), ring, fp, row)
-        } else if (hits == 0) & (dead != 0) & !at.stashed {
-            bucket.set(dead.trailing_zeros() as usize, fp, row);
-            false
-        } else {
-            at.step_cold(bucket, (hits, dead), ring, fp, row)
-        };
+        let seen = if QUIET { at.step_cold(bucket, probe, ring, fp, row) } else { at.step(bucket, probe, ring, fp, row) };
         // After the lookup: the row a window's length back may share this position.
         ring[row as usize & rmask] = fp;
         if seen {
             dup(r);
         }
+        r += 1;
     }
+}
+
+/// The rows of `fps` from `from` on while each is the predicted case of a window whose stash
+/// is empty: no live slot with the row's tag, and a slot out of the window, which the row
+/// takes. Returns the first row that is not (left untouched), or the length. Rows
+/// [`PREFETCH_ROWS`] from the end and more prefetch without a check.
+#[inline(never)]
+fn quiet<S: Slots>(buckets: &mut [S], ring: &mut [u64], first: i64, fps: &[u64], from: usize, window: S::Lanes) -> usize {
+    let (mask, rmask) = (buckets.len() - 1, ring.len() - 1);
+    let mut lanes = S::splat(first + from as i64);
+    let mut take = |r: usize, fp: u64, ahead: Option<u64>| {
+        if let Some(ahead) = ahead {
+            prefetch(std::slice::from_ref(&buckets[bucket_of(ahead, mask)]));
+        }
+        let row = first + r as i64;
+        let bucket = &mut buckets[bucket_of(fp, mask)];
+        let (hits, dead) = bucket.probe(fp, lanes, window);
+        if (hits != 0) | (dead == 0) {
+            return false;
+        }
+        bucket.set(dead.trailing_zeros() as usize, fp, row);
+        ring[row as usize & rmask] = fp;
+        lanes = S::next(lanes);
+        true
+    };
+    let (mut r, ahead) = (from, fps.get(PREFETCH_ROWS..).unwrap_or_default());
+    while r < ahead.len() {
+        if !take(r, fps[r], Some(ahead[r])) {
+            return r;
+        }
+        r += 1;
+    }
+    while r < fps.len() {
+        if !take(r, fps[r], None) {
+            return r;
+        }
+        r += 1;
+    }
+    fps.len()
 }
 
 /// The bucket of `fp` in a table of `mask` + 1: its high bits (the stash's filter takes low
