@@ -1,6 +1,7 @@
 //! The wiring, nothing else: a producer (the calling thread) reads the source and routes
-//! batches round-robin into one bounded ring per shard; N shard threads learn and merge; at the
-//! end the merged model is evaluated on the holdout and everything is reported.
+//! batches round-robin into one bounded ring per shard (in stripes of a few consecutive
+//! batches where shards keep their own duplicate windows); N shard threads learn and merge;
+//! at the end the merged model is evaluated on the holdout and everything is reported.
 //!
 //! Sources: a mapped `.ssgd` file (what travels is a block reference, never a copy), or a row
 //! stream (a text file, stdin, a socket, a Kafka topic) parsed into pooled columnar buffers that
@@ -249,6 +250,9 @@ struct Producer<'a> {
     merge_period: u64,
     /// Block segments per mapped batch (see [`MAX_SEGMENTS`]).
     bundle: usize,
+    /// Consecutive batches dealt to one shard before the next: 1, or more where shards keep
+    /// their own duplicate windows (see [`stripe`]).
+    stripe: u64,
     /// The rows sent last, for mapped batches to carry to the shards' own duplicate windows.
     look_back: LookBack,
     checkpoint_every: u64,
@@ -337,7 +341,7 @@ impl Producer<'_> {
             return false;
         }
         let ingest = self.stamp(origin);
-        let shard = (self.batches % self.rings.len() as u64) as usize;
+        let shard = (self.batches / self.stripe % self.rings.len() as u64) as usize;
         let window = self.clock.as_ref().map_or_else(WindowTag::default, |c| c.tag(slot));
         if self.rings[shard].push(Batch { payload, ingest, seq: self.batches, first_row: self.sent_rows, window }).is_err() {
             return false;
@@ -357,13 +361,10 @@ impl Producer<'_> {
         true
     }
 
-    /// Every batch numbered below this has been learned (shard i learns batches i, i + n, ...).
+    /// Every batch numbered below this has been learned.
     fn learned_prefix(&self) -> u64 {
-        let n = self.learned.len() as u64;
-        let next = |(i, done): (usize, &AtomicU64)| match done.load(Ordering::Acquire) {
-            0 => i as u64,
-            v => v - 1 + n,
-        };
+        let (n, k) = (self.learned.len() as u64, self.stripe);
+        let next = |(i, done): (usize, &AtomicU64)| next_batch(i as u64, done.load(Ordering::Acquire), n, k);
         self.learned.iter().enumerate().map(next).min().unwrap_or(0).min(self.batches)
     }
 
@@ -377,6 +378,30 @@ impl Producer<'_> {
                 window: WindowTag::default(),
             });
         }
+    }
+}
+
+/// Consecutive batches dealt to one shard when shards keep their own duplicate windows: each
+/// stripe's first batch carries the look-back its shard's window must be fed (the rows just
+/// before it, which another shard learns), the others follow on from rows the window has
+/// just seen. The largest power of two that divides `per_merge` (batches a shard learns
+/// between merges, so each still learns as many), at most 4 and at most half a ring of
+/// `ring` batches (so the producer, filling one shard's ring, can always run ahead to the
+/// next's). With 2 shards, a window of 1000 rows and batches of 8192, stripes of 4 feed a
+/// window 1000 rows per 32 768 learned instead of per 8192.
+fn stripe(per_merge: usize, ring: usize) -> u64 {
+    let most = (ring / 2).clamp(1, 4);
+    1 << per_merge.trailing_zeros().min(most.ilog2())
+}
+
+/// The first batch shard `i` of `n` has yet to learn, when it has learned up to batch
+/// `learned` - 1 (0: none yet) and batches are dealt in stripes of `k`: shard i learns stripes
+/// i, i + n, ... The next batch of its stripe, or the first of its next stripe.
+fn next_batch(i: u64, learned: u64, n: u64, k: u64) -> u64 {
+    match learned {
+        0 => i * k,
+        v if v % k != 0 => v,
+        v => v + (n - 1) * k,
     }
 }
 
@@ -465,6 +490,7 @@ pub fn train(
         batches: 0,
         merge_period: (cfg.merge_every.max(1) / bundle * n) as u64,
         bundle,
+        stripe: if own_windows && n > 1 { stripe(cfg.merge_every.max(1) / bundle, cfg.ring_capacity) } else { 1 },
         look_back: LookBack::new(if own_windows && n > 1 { cfg.dedup_window } else { 0 }),
         checkpoint_every: cfg.checkpoint_every.max(1),
         last_checkpoint: 0,
@@ -866,6 +892,37 @@ pub fn saved_transform(extra: &str) -> Result<Option<Transform>, PipelineError> 
                 serde_json::from_value(t.clone()).map_err(|e| PipelineError::Config(format!("model file: bad feature stage: {e}")))?;
             t.frozen = true;
             Ok(Some(t))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{next_batch, stripe};
+
+    #[test]
+    fn stripes_divide_the_batches_between_merges_and_fit_half_a_ring() {
+        // (batches a shard learns between merges, ring) -> stripe
+        for (per_merge, ring, want) in
+            [(4, 8, 4), (8, 8, 4), (2, 8, 2), (3, 8, 1), (12, 8, 4), (6, 8, 2), (4, 4, 2), (4, 2, 1), (4, 1, 1), (1, 8, 1), (16, 6, 2)]
+        {
+            assert_eq!(stripe(per_merge, ring), want, "per_merge {per_merge}, ring {ring}");
+        }
+    }
+
+    #[test]
+    fn next_batch_is_the_first_unlearned_batch_of_the_shard() {
+        for n in 1..5u64 {
+            for k in [1u64, 2, 4] {
+                let owner = |b: u64| b / k % n;
+                for i in 0..n {
+                    // Shard i has learned its batches below `upto` (none when upto is its first).
+                    for upto in (0..60).filter(|&b| owner(b) == i) {
+                        let learned = (0..upto).rev().find(|&b| owner(b) == i).map_or(0, |b| b + 1);
+                        assert_eq!(next_batch(i, learned, n, k), upto, "n {n}, k {k}, shard {i}, learned {learned}");
+                    }
+                }
+            }
         }
     }
 }
