@@ -38,7 +38,8 @@
 //! of its batches ([`Dedup::seek`], [`Dedup::feed`]): one shard, or a mapped file and a window
 //! of at most 4096 rows (`batch::own_window_fits`). Otherwise the shards share one window and
 //! take turns at it in stream order ([`crate::turns`]); each fingerprints its batch first, in
-//! parallel. No `unsafe` here: the SIMD compares are `wide`'s.
+//! parallel. The SIMD compares are `wide`'s; one `unsafe` call, to the quiet loop compiled for
+//! AVX2 when the kernels run AVX2.
 
 use crate::batch::SkipMask;
 use crate::kernel::prefetch;
@@ -352,7 +353,7 @@ fn run<S: Slots, const QUIET: bool>(
     let mut r = 0;
     while r < fps.len() {
         if QUIET && !at.stashed {
-            let stop = quiet(buckets, ring, first, fps, r, window);
+            let stop = quiet_loop(buckets, ring, first, fps, r, window);
             if stop == fps.len() {
                 return;
             }
@@ -380,7 +381,7 @@ fn run<S: Slots, const QUIET: bool>(
 /// is empty: no live slot with the row's tag, and a slot out of the window, which the row
 /// takes. Returns the first row that is not (left untouched), or the length. Rows
 /// [`PREFETCH_ROWS`] from the end and more prefetch without a check.
-#[inline(never)]
+#[inline(always)]
 fn quiet<S: Slots>(buckets: &mut [S], ring: &mut [u64], first: i64, fps: &[u64], from: usize, window: S::Lanes) -> usize {
     let (mask, rmask) = (buckets.len() - 1, ring.len() - 1);
     let mut lanes = S::splat(first + from as i64);
@@ -413,6 +414,22 @@ fn quiet<S: Slots>(buckets: &mut [S], ring: &mut [u64], first: i64, fps: &[u64],
         r += 1;
     }
     fps.len()
+}
+
+/// [`quiet`], compiled for AVX2 where the kernels run AVX2 (its 128-bit compares VEX-encoded,
+/// a tag splat by one broadcast), else for the baseline.
+#[inline(never)]
+fn quiet_loop<S: Slots>(buckets: &mut [S], ring: &mut [u64], first: i64, fps: &[u64], from: usize, window: S::Lanes) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernel::isa() == crate::kernel::Isa::Avx2 {
+        #[target_feature(enable = "avx2")]
+        fn avx2<S: Slots>(buckets: &mut [S], ring: &mut [u64], first: i64, fps: &[u64], from: usize, window: S::Lanes) -> usize {
+            quiet(buckets, ring, first, fps, from, window)
+        }
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2.
+        return unsafe { avx2(buckets, ring, first, fps, from, window) };
+    }
+    quiet(buckets, ring, first, fps, from, window)
 }
 
 /// The bucket of `fp` in a table of `mask` + 1: its high bits (the stash's filter takes low
