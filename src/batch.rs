@@ -84,9 +84,10 @@ pub const MAX_BACK: usize = 7;
 /// their own over a mapped file of `block_rows` rows per block (its batches then carry the
 /// rows before them as look-back segments): 4096 rows for blocks of 1024 rows or more. Each
 /// shard then also hashes and enters the look-back of the first batch of each stripe it is
-/// dealt (up to 4096 rows per stripe of 1–4 batches of 8192; see `pipeline`): measured with 2 threads, own windows were faster than a shared one up to
-/// 4096 rows (33 against 27 M rows/s at 1000 rows, 27.7 against 24.9 at 4096) and slower at
-/// 8192 (22 against 26).
+/// dealt (up to 4096 rows per stripe of 1–4 batches of 8192; see `pipeline`): measured with 2
+/// threads (before stripes, a look-back per batch), own windows were faster than a shared one
+/// up to 4096 rows (33 against 27 M rows/s at 1000 rows, 27.7 against 24.9 at 4096) and
+/// slower at 8192 (22 against 26).
 pub fn own_window_fits(window: usize, block_rows: usize) -> bool {
     let segment = block_rows.clamp(1, BATCH_ROWS);
     window.div_ceil(segment) + 3 <= MAX_BACK
