@@ -480,6 +480,8 @@ pub fn train(
     } else {
         1
     };
+    // Own windows that another shard's rows precede: batches carry look-back, in stripes.
+    let looking_back = own_windows && n > 1;
     let start = Instant::now();
     let mut producer = Producer {
         rings: &rings,
@@ -490,8 +492,8 @@ pub fn train(
         batches: 0,
         merge_period: (cfg.merge_every.max(1) / bundle * n) as u64,
         bundle,
-        stripe: if own_windows && n > 1 { stripe(cfg.merge_every.max(1) / bundle, cfg.ring_capacity) } else { 1 },
-        look_back: LookBack::new(if own_windows && n > 1 { cfg.dedup_window } else { 0 }),
+        stripe: if looking_back { stripe(cfg.merge_every.max(1) / bundle, cfg.ring_capacity) } else { 1 },
+        look_back: LookBack::new(if looking_back { cfg.dedup_window } else { 0 }),
         checkpoint_every: cfg.checkpoint_every.max(1),
         last_checkpoint: 0,
         checkpointing: cfg.checkpoint.is_some(),
@@ -707,7 +709,10 @@ fn produce(
                     let mut parts = [Segment::default(); MAX_SEGMENTS];
                     parts[..bundle.len()].copy_from_slice(bundle);
                     let rows = bundle.iter().map(|s| s.n).sum();
-                    let (back, back_count) = p.look_back.segments();
+                    // Only a stripe's first batch: the others follow on from rows their
+                    // shard's window has just seen.
+                    let (back, back_count) =
+                        if p.batches % p.stripe == 0 { p.look_back.segments() } else { ([Segment::default(); MAX_BACK], 0) };
                     if !p.send(Payload::Mapped { segments: parts, count: bundle.len(), back, back_count }, rows, WindowSlot::None, None) {
                         return Ok(());
                     }
