@@ -10,7 +10,7 @@
 //! so. No `unsafe` here.
 
 use crate::dataset::Block;
-use crate::kernel::{self, Columns, Fold, Predictor};
+use crate::kernel::{self, Columns, Fold, Moments, Predictor};
 use crate::loss::Loss;
 use crate::metrics::Progressive;
 use crate::model::{LinearModel, ModelFile};
@@ -332,7 +332,7 @@ impl Learner {
             }
             true
         };
-        self.step_with(cols, fold, labels, weights, predict).map(|_| ())
+        self.step_with(cols, fold, labels, weights, None, predict).map(|_| ())
     }
 
     /// One mini-batch step over `cols` (through `fold` when given) whose margins `predict`
@@ -340,14 +340,22 @@ impl Learner {
     /// a caller that reads the rows in the same pass for its own ends (the shard's fingerprints
     /// and column sums, [`kernel::predict_scan`]). When `predict` returns false the step is
     /// abandoned: nothing is learned or counted. Returns whether the rows were learned.
+    ///
+    /// With `sums`, the gradient pass also takes the columns' moments where it can
+    /// ([`kernel::gradient_block_folded`]: a fold that neither clamps nor imputes, on the fast
+    /// path — every row usable, a positive total weight); `sums` is left empty otherwise.
     pub fn step_with(
         &mut self,
         cols: &Columns<'_>,
         fold: Option<&Fold>,
         labels: &[f32],
         weights: Option<&[f32]>,
+        mut sums: Option<&mut Vec<Moments>>,
         predict: impl FnOnce(&Predictor<'_>, &mut [f32]) -> bool,
     ) -> Result<bool, LearnError> {
+        if let Some(s) = sums.as_deref_mut() {
+            s.clear();
+        }
         let n = cols.n;
         if self.preds.len() < n {
             self.preds.resize(n, 0.0);
@@ -402,7 +410,7 @@ impl Learner {
             self.progress.add_batch(&s);
             self.rows_learned += n as u64;
             if s.n_w > 0.0 {
-                self.apply_batch(cols, fold, &coefs[..n], false, s.n_w, s.c_sum, s.c_sq);
+                self.apply_batch(cols, fold, &coefs[..n], false, s.n_w, s.c_sum, s.c_sq, sums);
             }
             Ok(())
         } else {
@@ -460,13 +468,24 @@ impl Learner {
             self.rows_learned += 1;
         }
         if n_w > 0.0 {
-            self.apply_batch(cols, fold, coefs, bad_features, n_w, c_sum, c_sq);
+            self.apply_batch(cols, fold, coefs, bad_features, n_w, c_sum, c_sq, None);
         }
         Ok(())
     }
 
+    /// Learns the batch from its rows' coefficients (`sums`: see [`Learner::step_with`]).
     #[allow(clippy::too_many_arguments)]
-    fn apply_batch(&mut self, cols: &Columns<'_>, fold: Option<&Fold>, coefs: &[f32], bad_features: bool, n_w: f32, c_sum: f32, c_sq: f32) {
+    fn apply_batch(
+        &mut self,
+        cols: &Columns<'_>,
+        fold: Option<&Fold>,
+        coefs: &[f32],
+        bad_features: bool,
+        n_w: f32,
+        c_sum: f32,
+        c_sq: f32,
+        sums: Option<&mut Vec<Moments>>,
+    ) {
         let d = self.model.features();
         let n = cols.n;
         // Rejected rows have coefficient 0, but 0·NaN is NaN: gradient over a copy of the
@@ -484,7 +503,7 @@ impl Learner {
         let max_abs = self.opt.needs_scale().then_some(&mut self.max_abs[..]);
         match fold {
             Some(f) => {
-                kernel::gradient_block_folded(&cols, f, coefs, &mut self.g[..d], &mut self.h[..d], max_abs);
+                kernel::gradient_block_folded(&cols, f, coefs, &mut self.g[..d], &mut self.h[..d], max_abs, sums);
                 // The kernel worked on v − a; the learner's feature is (v − a)·b.
                 for (j, &b) in f.b.iter().enumerate() {
                     self.g[j] *= b;

@@ -7,8 +7,9 @@
 //! Two ways through a batch. On the *one-read path* (`Work::fused`: a mini-batch learner, a
 //! stage that folds into the kernels, the shard's own duplicate window or none), the learner's
 //! predict pass over each mini-batch also fingerprints its rows and sums its columns
-//! ([`predict_scan`]), the rows are looked up in the window, and the learner goes on with the
-//! margins it has: the data is read from memory once. Otherwise the shard first reads the batch
+//! ([`predict_scan`]; a standardising stage's sums come from the learner's gradient pass
+//! instead, over the rows it keeps), the rows are looked up in the window, and the learner goes
+//! on with the margins it has: the data is read from memory once. Otherwise the shard first reads the batch
 //! once ([`scan`]) for the fingerprints and sums, takes the batch's turn at the shared window
 //! (in stream order, [`InOrder`]) or looks it up in its own, then learns. A shard's own window
 //! is fed, before each batch, the rows of the stream just before it that other shards learn
@@ -124,12 +125,14 @@ struct Targets<'b> {
     weights: Option<&'b [f32]>,
 }
 
-/// Scratch of the one-read path ([`Work::fused`]): a chunk's fingerprints, column moments,
-/// margins and duplicate rows, the part's moments so far, the look-back rows' fingerprints.
+/// Scratch of the one-read path ([`Work::fused`]): a chunk's fingerprints, column moments (of
+/// the predict pass, or of the rows learned), margins and duplicate rows, the part's moments
+/// so far, the look-back rows' fingerprints.
 #[derive(Default)]
 struct Fused {
     hashes: Vec<u64>,
     sums: Vec<Moments>,
+    taken: Vec<Moments>,
     part: Vec<Moments>,
     margins: Vec<f32>,
     dup_rows: Vec<usize>,
@@ -223,8 +226,12 @@ impl Work<'_> {
     /// ([`predict_scan`]), the rows are looked up in the window, and the learner goes on with
     /// the margins it has. A mini-batch with duplicates is compacted (rows, margins) and its
     /// moments lose the duplicates' values; one whose NaN cells the fold did not replace yet is
-    /// predicted again, the fold imputing from then on. Returns None, doing nothing, where the
-    /// path does not apply.
+    /// predicted again, the fold imputing from then on. Where the fold's offsets are the
+    /// shifts and it does not clamp (standardising without clipping), the gradient pass sums
+    /// the rows learned instead, after the predict pass (measured: the predict pass's second
+    /// read of each column, with the hash chains in the same loop, left the pass compute-bound
+    /// where it had been waiting on memory). Returns None, doing nothing, where the path does
+    /// not apply.
     fn fused(&mut self, cols: &Columns<'_>, t: &Targets<'_>) -> Option<Result<(), LearnError>> {
         let Work { learner, transform, scratch, fused, counts, duplicates, window, .. } = self;
         let batch = learner.config().batch;
@@ -240,27 +247,45 @@ impl Work<'_> {
         }
         let summing = !identity && transform.begin_fold()?;
         let imputing = transform.imputing();
-        let Fused { hashes, sums, part, margins, dup_rows, .. } = fused;
+        let Fused { hashes, sums, taken, part, margins, dup_rows, .. } = fused;
         if summing {
             part.clear();
             part.extend(transform.fold_shifts().iter().map(|&k| Moments::empty(k)));
         }
+        // A standardising stage's offsets are its shifts (both the running means): where the
+        // fold does not clamp either, the learner's gradient pass sums the rows it learns
+        // (`kernel::gradient_block_folded`), the duplicates already out, and the predict pass
+        // only fingerprints. Rows the gradient does not sum (rows to reject, NaN cells) are
+        // summed by a pass of their own.
+        let centred = summing && {
+            let f = transform.folded();
+            !f.clamp && f.a.iter().zip(transform.fold_shifts()).all(|(a, k)| a.to_bits() == k.to_bits())
+        };
         let (mut kept, mut r) = (0u64, 0);
         while r < cols.n {
             let m = batch.min(cols.n - r);
             let chunk = Columns::new(cols.data, cols.stride, cols.d, cols.r0 + r, m);
             let (labels, weights) = (&t.labels[chunk.r0..chunk.r0 + m], t.weights.map(|w| &w[chunk.r0..chunk.r0 + m]));
             let fold = (!identity).then(|| transform.folded());
-            let shifts = summing.then(|| transform.fold_shifts());
-            // NaN cells the fold does not replace yet (it then starts to: the margins are redone).
-            let unimputed = |sums: &[Moments]| imputing && fold.is_some_and(|f| !f.impute) && sums.iter().any(|s| s.n < m as f64);
+            // Summed by the gradient (not once the fold imputes: its values are then not the
+            // cells'), or by the predict pass.
+            let deferred = centred && fold.is_some_and(|f| !f.impute);
+            let shifts = (summing && !deferred).then(|| transform.fold_shifts());
             let mut skip: SkipMask = [0; BATCH_ROWS / 64];
-            let step = learner.step_with(&chunk, fold, labels, weights, |p, out| {
+            // NaN cells the fold does not replace yet (it then starts to: the margins are
+            // redone). Summed by the predict pass, their columns have fewer values than rows;
+            // otherwise they make margins NaN.
+            let mut redo = false;
+            let step = learner.step_with(&chunk, fold, labels, weights, deferred.then_some(&mut *taken), |p, out| {
                 predict_scan(&chunk, p, out, labels, dedup.then_some(&mut *hashes), shifts.map(|k| (k, &mut *sums)));
                 if let Some(w) = window.as_deref_mut() {
                     w.mark(hashes, &mut skip);
                 }
-                let go_on = skip.iter().all(|&w| w == 0) && !(summing && unimputed(sums));
+                redo = summing
+                    && imputing
+                    && fold.is_some_and(|f| !f.impute)
+                    && if deferred { out.iter().any(|v| v.is_nan()) } else { sums.iter().any(|s| s.n < m as f64) };
+                let go_on = skip.iter().all(|&w| w == 0) && !redo;
                 if !go_on {
                     margins.clear();
                     margins.extend_from_slice(out);
@@ -271,17 +296,20 @@ impl Work<'_> {
                 Err(e) => return Some(Err(e)),
                 Ok(true) => {
                     kept += m as u64;
-                    part.iter_mut().zip(sums.iter()).filter(|_| summing).for_each(|(acc, s)| acc.absorb(s));
+                    if deferred {
+                        absorb_learned(part, taken, &chunk, transform.fold_shifts());
+                    } else if summing {
+                        part.iter_mut().zip(sums.iter()).for_each(|(acc, s)| acc.absorb(s));
+                    }
                 }
                 Ok(false) => {
                     // Duplicates (their rows are taken out), or NaN cells to replace (the margins
                     // are computed again).
-                    let redo = summing && unimputed(sums);
                     dup_rows.clear();
                     dup_rows.extend(skipped_rows(&skip, m));
                     let dups = dup_rows.len();
                     *duplicates += dups as u64;
-                    for (j, (acc, s)) in part.iter_mut().zip(sums.iter_mut()).enumerate().filter(|_| summing) {
+                    for (j, (acc, s)) in part.iter_mut().zip(sums.iter_mut()).enumerate().filter(|_| shifts.is_some()) {
                         let col = chunk.col(j);
                         s.remove(dup_rows.iter().map(|&r| col[r]));
                         acc.absorb(s);
@@ -308,7 +336,7 @@ impl Work<'_> {
                             (&labels[part_cols.r0..part_cols.r0 + n], weights.map(|w| &w[part_cols.r0..part_cols.r0 + n]));
                         let margins = if dups > 0 { &scratch.margins[..n] } else { &margins[..n] };
                         learner
-                            .step_with(&part_cols, fold, labels, weights, |_, out| {
+                            .step_with(&part_cols, fold, labels, weights, deferred.then_some(&mut *taken), |_, out| {
                                 out.copy_from_slice(margins);
                                 true
                             })
@@ -316,6 +344,9 @@ impl Work<'_> {
                     };
                     if let Err(e) = learned {
                         return Some(Err(e));
+                    }
+                    if deferred {
+                        absorb_learned(part, taken, &part_cols, transform.fold_shifts());
                     }
                 }
             }
@@ -553,6 +584,19 @@ fn learn(
         c0 += cn;
     }
     Ok(())
+}
+
+/// Adds to a part's moments those of the rows `cols` just learned: the moments the learner's
+/// gradient pass took (`taken`), or where it took none (rows to reject, NaN cells), a pass's of
+/// the rows' non-NaN values shifted by `shifts`.
+fn absorb_learned(part: &mut [Moments], taken: &mut Vec<Moments>, cols: &Columns<'_>, shifts: &[f32]) {
+    if taken.len() != cols.d {
+        taken.clear();
+        taken.extend(shifts.iter().enumerate().map(|(j, &k)| kernel::moments(cols.col(j), k, false)));
+    }
+    for (acc, s) in part.iter_mut().zip(taken.iter()) {
+        acc.absorb(s);
+    }
 }
 
 /// Copies the rows of `cols` that `skip` does not mark, with their labels and weights, into

@@ -281,13 +281,21 @@ fn check_folded(n: usize, d: usize, offset: usize, seed: u64, nan_every: usize, 
         }
     }
     let (mut g, mut h, mut m) = (vec![0.0f32; d], vec![0.0f32; d], vec![0.0f32; d]);
+    // The gradient pass's moments: of the values shifted by `a`, only for a fold that neither
+    // clamps nor imputes (a stale entry is cleared either way).
+    let mut sums = vec![Moments::empty(7.0)];
     if nan_every == 0 {
-        scalar::gradient_block_folded(&cols, &f, &c, &mut g, &mut h, Some(&mut m));
+        scalar::gradient_block_folded(&cols, &f, &c, &mut g, &mut h, Some(&mut m), Some(&mut sums));
         for j in 0..d {
             let gw: f64 = (0..n).map(|r| c[r] as f64 * u(j, r)).sum();
             let gs: f64 = (0..n).map(|r| (c[r] as f64 * u(j, r)).abs()).sum();
             close(g[j], gw, gs, &format!("scalar folded g n={n} j={j}"));
             assert_eq!(m[j] as f64, (0..n).map(|r| u(j, r).abs()).fold(0.0, f64::max), "scalar folded max n={n} j={j}");
+        }
+        assert_eq!(sums.len(), if clamp || impute { 0 } else { d }, "scalar gradient sums n={n} d={d}");
+        for (j, got) in sums.iter().enumerate() {
+            let want = scalar::column_pass(cols.col(j), f.a[j], None);
+            assert_eq!((got.shift, got.n, got.s, got.q), (f.a[j], want.n, want.s, want.q), "scalar gradient sums n={n} j={j}");
         }
     }
     #[cfg(target_arch = "x86_64")]
@@ -304,14 +312,33 @@ fn check_folded(n: usize, d: usize, offset: usize, seed: u64, nan_every: usize, 
             }
         }
         if nan_every == 0 {
-            let (mut g2, mut h2, mut m2) = (vec![0.0f32; d], vec![0.0f32; d], vec![0.0f32; d]);
-            // SAFETY (test): AVX2 and FMA checked above.
-            unsafe { streamsgd::kernel::avx2::gradient_block_folded(&cols, &f, &c, &mut g2, &mut h2, Some(&mut m2)) };
-            for j in 0..d {
-                let gs: f64 = (0..n).map(|r| (c[r] as f64 * u(j, r)).abs()).sum();
-                close(g2[j], g[j] as f64, gs, &format!("avx2 folded g n={n} j={j}"));
-                close(h2[j], h[j] as f64, h[j] as f64, &format!("avx2 folded h n={n} j={j}"));
-                assert_eq!(m2[j], m[j], "avx2 folded max n={n} j={j}");
+            for (max, sum) in [(true, true), (true, false), (false, true)] {
+                let (mut g2, mut h2, mut m2, mut s2) = (vec![0.0f32; d], vec![0.0f32; d], vec![0.0f32; d], vec![Moments::empty(7.0)]);
+                // SAFETY (test): AVX2 and FMA checked above.
+                unsafe {
+                    streamsgd::kernel::avx2::gradient_block_folded(
+                        &cols,
+                        &f,
+                        &c,
+                        &mut g2,
+                        &mut h2,
+                        max.then_some(&mut m2),
+                        sum.then_some(&mut s2),
+                    )
+                };
+                for j in 0..d {
+                    let gs: f64 = (0..n).map(|r| (c[r] as f64 * u(j, r)).abs()).sum();
+                    close(g2[j], g[j] as f64, gs, &format!("avx2 folded g n={n} j={j} sums {sum}"));
+                    close(h2[j], h[j] as f64, h[j] as f64, &format!("avx2 folded h n={n} j={j} sums {sum}"));
+                    if max {
+                        assert_eq!(m2[j], m[j], "avx2 folded max n={n} j={j}");
+                    }
+                }
+                if sum {
+                    assert_sums(&s2, &sums, n, "avx2 gradient sums");
+                } else {
+                    assert_eq!(s2.len(), 1, "no sums asked: left as they were");
+                }
             }
         }
         for j in 0..d {

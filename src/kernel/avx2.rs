@@ -434,68 +434,107 @@ unsafe fn store_fingerprints(slots: &mut [u64], a: __m256i, b: __m256i) {
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn gradient_block(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &mut [f32], m: Option<&mut [f32]>) {
     // SAFETY: AVX2 and FMA by the caller's contract.
-    unsafe { gradient::<false, false, false>(cols, None, c, g, h, m) }
+    unsafe { gradient::<false, false, false, 4, false>(cols, None, c, g, h, m, &mut Vec::new()) }
 }
 
-/// [`gradient_block`] on folded columns, of `u = value − a` ([`Fold`]).
+/// [`gradient_block`] on folded columns, of `u = value − a` ([`Fold`]); with `sums`, where the
+/// fold neither clamps nor imputes, the columns' moments of `u` (those of the values shifted
+/// by `a`, as [`super::scalar::gradient_block_folded`]): two columns a pass then, their ten
+/// accumulators in registers.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn gradient_block_folded(cols: &Columns<'_>, f: &Fold, c: &[f32], g: &mut [f32], h: &mut [f32], m: Option<&mut [f32]>) {
+pub unsafe fn gradient_block_folded(
+    cols: &Columns<'_>,
+    f: &Fold,
+    c: &[f32],
+    g: &mut [f32],
+    h: &mut [f32],
+    m: Option<&mut [f32]>,
+    sums: Option<&mut Vec<Moments>>,
+) {
     assert_eq!(f.a.len(), cols.d, "fold width");
+    let (fo, mut none) = (Some(f), Vec::new());
     // SAFETY: AVX2 and FMA by the caller's contract.
     unsafe {
-        match (f.clamp, f.impute) {
-            (true, true) => gradient::<true, true, true>(cols, Some(f), c, g, h, m),
-            (true, false) => gradient::<true, true, false>(cols, Some(f), c, g, h, m),
-            (false, true) => gradient::<true, false, true>(cols, Some(f), c, g, h, m),
-            (false, false) => gradient::<true, false, false>(cols, Some(f), c, g, h, m),
+        match (sums, f.clamp, f.impute) {
+            (Some(out), false, false) => {
+                out.clear();
+                gradient::<true, false, false, 2, true>(cols, fo, c, g, h, m, out)
+            }
+            (sums, clamp, impute) => {
+                if let Some(s) = sums {
+                    s.clear();
+                }
+                let (f, out) = (fo, &mut none);
+                match (clamp, impute) {
+                    (true, true) => gradient::<true, true, true, 4, false>(cols, f, c, g, h, m, out),
+                    (true, false) => gradient::<true, true, false, 4, false>(cols, f, c, g, h, m, out),
+                    (false, true) => gradient::<true, false, true, 4, false>(cols, f, c, g, h, m, out),
+                    (false, false) => gradient::<true, false, false, 4, false>(cols, f, c, g, h, m, out),
+                }
+            }
         }
     }
 }
 
-/// The body of [`gradient_block`] and [`gradient_block_folded`].
+/// The body of [`gradient_block`] and [`gradient_block_folded`], `C` columns a pass; with
+/// `SUMS`, each column's moments of `u` (shift `a`) pushed to `sums`.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gradient<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn gradient<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool, const C: usize, const SUMS: bool>(
     cols: &Columns<'_>,
     f: Option<&Fold>,
     c: &[f32],
     g: &mut [f32],
     h: &mut [f32],
     mut m: Option<&mut [f32]>,
+    sums: &mut Vec<Moments>,
 ) {
     assert_eq!((c.len(), g.len(), h.len()), (cols.n, cols.d, cols.d));
     assert!(m.as_ref().is_none_or(|m| m.len() == cols.d));
     let n8 = cols.n / 8 * 8;
     let want_max = m.is_some();
-    // SAFETY: every load/store is of an 8-element subslice (bounds-checked); AVX2/FMA by contract.
+    // SAFETY: the loads in the loop are through pointers to at least `n8` values (sliced
+    // below) at offsets `r + 8 ≤ n8`; every other load/store is of an 8-element subslice
+    // (bounds-checked); AVX2/FMA by contract.
     unsafe {
         let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let zeros = [_mm256_setzero_ps(); C];
+        let cp = c[..n8].as_ptr();
         let mut j = 0;
         while j < cols.d {
-            let k = (cols.d - j).min(4);
-            let x: [&[f32]; 4] = std::array::from_fn(|i| cols.col(j + i.min(k - 1)));
-            let fl: [FoldLanes; 4] = std::array::from_fn(|i| FoldLanes::new::<FOLD>(f, j + i.min(k - 1)));
-            let (mut gs, mut hs, mut ms) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+            let k = (cols.d - j).min(C);
+            let x: [&[f32]; C] = std::array::from_fn(|i| cols.col(j + i.min(k - 1)));
+            let fl: [FoldLanes; C] = std::array::from_fn(|i| FoldLanes::new::<FOLD>(f, j + i.min(k - 1)));
+            let (mut gs, mut hs, mut ms, mut ss, mut qs) = (zeros, zeros, zeros, zeros, zeros);
+            // Through pointers: the slices' bounds checks were a third of the loop's
+            // instructions.
+            let xp = x.map(|x| x[..n8].as_ptr());
             for r in (0..n8).step_by(8) {
-                let cv = load(&c[r..]);
-                for i in 0..4 {
-                    let xv = fl[i].centred::<FOLD, CLAMP, IMPUTE>(load(&x[i][r..]));
+                let cv = _mm256_loadu_ps(cp.add(r));
+                for i in 0..C {
+                    let xv = fl[i].centred::<FOLD, CLAMP, IMPUTE>(_mm256_loadu_ps(xp[i].add(r)));
                     let v = _mm256_mul_ps(xv, cv);
                     gs[i] = _mm256_add_ps(gs[i], v);
                     hs[i] = _mm256_fmadd_ps(v, v, hs[i]);
                     if want_max {
                         ms[i] = _mm256_max_ps(ms[i], _mm256_and_ps(xv, abs));
                     }
+                    if SUMS {
+                        ss[i] = _mm256_add_ps(ss[i], xv);
+                        qs[i] = _mm256_fmadd_ps(xv, xv, qs[i]);
+                    }
                 }
             }
             for i in 0..k {
                 let (mut gsum, mut hsum_, mut msum) = (hsum(gs[i]), hsum(hs[i]), 0.0f32);
+                let (mut s, mut q) = (hsum(ss[i]) as f64, hsum(qs[i]) as f64);
                 let mut lanes = [0.0f32; 8];
                 store(&mut lanes, ms[i]);
                 msum = lanes.iter().fold(msum, |a, &b| a.max(b));
@@ -505,11 +544,16 @@ unsafe fn gradient<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool>(
                     gsum += v;
                     hsum_ += v * v;
                     msum = msum.max(u.abs());
+                    (s, q) = (s + u as f64, q + (u as f64) * (u as f64));
                 }
                 g[j + i] = gsum;
                 h[j + i] = hsum_;
                 if let Some(m) = m.as_deref_mut() {
                     m[j + i] = msum;
+                }
+                if SUMS {
+                    let shift = f.map_or(0.0, |f| f.a[j + i]);
+                    sums.push(Moments { n: cols.n as f64, s, q, ..Moments::empty(shift) });
                 }
             }
             j += k;

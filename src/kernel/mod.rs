@@ -290,15 +290,26 @@ pub fn predict_block_folded(cols: &Columns<'_>, f: &Fold, w: &[f32], bias: f32, 
 }
 
 /// [`gradient_block`] on folded columns, of `u = f.value(j, x) − f.a[j]`: `g[j] = Σ c·u`,
-/// `h[j] = Σ (c·u)²`, `m[j] = max |u|` (the caller scales by `b`). The portable build uses the
-/// scalar twin.
+/// `h[j] = Σ (c·u)²`, `m[j] = max |u|` (the caller scales by `b`). With `sums`, where the fold
+/// neither clamps nor imputes, also each column's [`Moments`] of all its values shifted by
+/// `a[j]` (the `u` themselves; NaN sums where a value is NaN, no extremes) — what a
+/// standardising stage learns, read in the pass that learns the rows; else `sums` is left
+/// empty. The portable build uses the scalar twin.
 #[inline]
-pub fn gradient_block_folded(cols: &Columns<'_>, f: &Fold, c: &[f32], g: &mut [f32], h: &mut [f32], m: Option<&mut [f32]>) {
+pub fn gradient_block_folded(
+    cols: &Columns<'_>,
+    f: &Fold,
+    c: &[f32],
+    g: &mut [f32],
+    h: &mut [f32],
+    m: Option<&mut [f32]>,
+    sums: Option<&mut Vec<Moments>>,
+) {
     match isa() {
         // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::gradient_block_folded(cols, f, c, g, h, m) },
-        _ => scalar::gradient_block_folded(cols, f, c, g, h, m),
+        Isa::Avx2 => unsafe { avx2::gradient_block_folded(cols, f, c, g, h, m, sums) },
+        _ => scalar::gradient_block_folded(cols, f, c, g, h, m, sums),
     }
 }
 

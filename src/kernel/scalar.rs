@@ -46,10 +46,29 @@ pub fn gradient_block(cols: &Columns<'_>, c: &[f32], g: &mut [f32], h: &mut [f32
     gradient_with(cols, c, g, h, m, |_, x| x)
 }
 
-/// The same of `u = f.value(j, x[r][j]) − f.a[j]`.
-pub fn gradient_block_folded(cols: &Columns<'_>, f: &Fold, c: &[f32], g: &mut [f32], h: &mut [f32], m: Option<&mut [f32]>) {
+/// The same of `u = f.value(j, x[r][j]) − f.a[j]`; with `sums`, where the fold neither clamps
+/// nor imputes (`u` is then the value shifted by `a[j]`), each column's moments of all its
+/// values shifted by `a[j]` (NaN sums where a value is NaN; no extremes), else none.
+pub fn gradient_block_folded(
+    cols: &Columns<'_>,
+    f: &Fold,
+    c: &[f32],
+    g: &mut [f32],
+    h: &mut [f32],
+    m: Option<&mut [f32]>,
+    sums: Option<&mut Vec<Moments>>,
+) {
     assert_eq!(f.a.len(), cols.d, "fold width");
-    gradient_with(cols, c, g, h, m, |j, x| f.value(j, x) - f.a[j])
+    gradient_with(cols, c, g, h, m, |j, x| f.value(j, x) - f.a[j]);
+    if let Some(sums) = sums {
+        sums.clear();
+        if !f.clamp && !f.impute {
+            sums.extend(f.a.iter().enumerate().map(|(j, &a)| {
+                let (s, q) = shifted_sums(cols.col(j), a);
+                Moments { n: cols.n as f64, s, q, ..Moments::empty(a) }
+            }));
+        }
+    }
 }
 
 /// `g[j] = Σ_r c[r]·u`, `h[j] = Σ_r (c[r]·u)²`, `m[j] = max_r |u|` with `u = v(j, x[r][j])`.
