@@ -284,7 +284,7 @@ impl Work<'_> {
                 redo = summing
                     && imputing
                     && fold.is_some_and(|f| !f.impute)
-                    && if deferred { out.iter().any(|v| v.is_nan()) } else { sums.iter().any(|s| s.n < m as f64) };
+                    && if deferred { out.iter().fold(false, |nan, v| nan | v.is_nan()) } else { sums.iter().any(|s| s.n < m as f64) };
                 let go_on = skip.iter().all(|&w| w == 0) && !redo;
                 if !go_on {
                     margins.clear();
