@@ -33,6 +33,22 @@ unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
+/// The largest of `v`'s lanes, all +0 or more but for NaN ones, which are left out: as
+/// `f32::max` folds them from 0.
+///
+/// # Safety
+/// The CPU must support AVX.
+#[inline(always)]
+unsafe fn hmax(v: __m256) -> f32 {
+    // SAFETY: register-only AVX operations; the caller guarantees AVX.
+    unsafe {
+        let v = _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_ORD_Q>(v, v));
+        let q = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let d = _mm_max_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_max_ss(d, _mm_shuffle_ps::<0b01>(d, d)))
+    }
+}
+
 /// `Σ a[i]·b[i]`.
 ///
 /// # Safety
@@ -533,11 +549,8 @@ unsafe fn gradient<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool, cons
                 }
             }
             for i in 0..k {
-                let (mut gsum, mut hsum_, mut msum) = (hsum(gs[i]), hsum(hs[i]), 0.0f32);
+                let (mut gsum, mut hsum_, mut msum) = (hsum(gs[i]), hsum(hs[i]), if want_max { hmax(ms[i]) } else { 0.0 });
                 let (mut s, mut q) = (hsum(ss[i]) as f64, hsum(qs[i]) as f64);
-                let mut lanes = [0.0f32; 8];
-                store(&mut lanes, ms[i]);
-                msum = lanes.iter().fold(msum, |a, &b| a.max(b));
                 for r in n8..cols.n {
                     let u = fold_centred::<FOLD>(f, j + i, x[i][r]);
                     let v = u * c[r];
