@@ -286,7 +286,7 @@ unsafe fn predict<const FOLD: bool, const CLAMP: bool, const IMPUTE: bool, const
     // SAFETY: every load/store is of an 8-element subslice (bounds-checked); AVX2/FMA by contract.
     unsafe {
         if HASH {
-            hashes.clear();
+            // Every slot is seeded below: no zeroing first (the last call's n rows are cut).
             hashes.resize(n8, 0);
             for g in hashes.chunks_exact_mut(8) {
                 store_chains(g, CHAIN_SEEDS.map(|v| _mm256_set1_epi32(v as i32)));
