@@ -8,13 +8,13 @@
 //! stage that folds into the kernels, the shard's own duplicate window or none), the learner's
 //! predict pass over each mini-batch also fingerprints its rows and sums its columns
 //! ([`predict_scan`]; a standardising stage's sums come from the learner's gradient pass
-//! instead, over the rows it keeps), the rows are looked up in the window, and the learner goes
-//! on with the margins it has: the data is read from memory once. Otherwise the shard first reads the batch
-//! once ([`scan`]) for the fingerprints and sums, takes the batch's turn at the shared window
-//! (in stream order, [`InOrder`]) or looks it up in its own, then learns. A shard's own window
-//! is fed, before each batch, the rows of the stream just before it that other shards learn
-//! (the look-back segments of a mapped batch), so it drops exactly what one window over the
-//! stream drops.
+//! instead, over the rows it keeps), the rows are looked up in the window, and the learner
+//! goes on with the margins it has: the data is read from memory once. Otherwise the shard
+//! first reads the batch once ([`scan`]) for the fingerprints and sums, takes the batch's turn
+//! at the shared window (in stream order, [`InOrder`]) or looks it up in its own, then learns.
+//! A shard's own window is fed, before each batch, the rows of the stream just before it that
+//! other shards learn (the look-back segments of a mapped batch), so it drops exactly what one
+//! window over the stream drops.
 //!
 //! A shard whose learning fails keeps draining its ring and attending merges (so no other shard
 //! waits forever at a barrier) and reports the error; a shard that panics makes the run fail
