@@ -276,48 +276,56 @@ fn dedup_is_exact_whatever_the_threads() {
 
 /// A standardising stage that does not clip learns its statistics in the learner's gradient
 /// pass (the one-read path, after the duplicates are out): they are the two-pass mean and
-/// variance of the rows learned, with one shard and with two (whose statistics merge).
+/// variance of the rows learned, with one shard and with two (whose statistics merge). With
+/// NaN cells, the first mini-batch that has some is predicted again imputing, and from then
+/// on the predict pass sums (the non-NaN values).
 #[test]
 fn standardising_statistics_are_those_of_the_rows_learned() {
     let dir = tempfile::tempdir().unwrap();
-    let p = gen(dir.path(), "st.ssgd", 30_000, 0.0, 0.05, None);
-    let ds = Dataset::open(&p).unwrap();
-    let window = 64;
-    // The rows learned: each row not identical (bit for bit, label included) to one of the
-    // `window` rows before it.
-    let d = ds.features();
-    let mut learned: Vec<Vec<f64>> = vec![Vec::new(); d];
-    let mut last = std::collections::HashMap::new();
-    let mut row = 0usize;
-    for b in 0..ds.blocks() {
-        let blk = ds.block(b);
-        for r in 0..ds.header().rows_in_block(b) as usize {
-            let key: Vec<u32> = (0..d).map(|j| blk.data[j * blk.stride + r].to_bits()).chain([blk.labels[r].to_bits()]).collect();
-            if last.insert(key, row).is_none_or(|seen| row - seen > window) {
-                (0..d).for_each(|j| learned[j].push(blk.data[j * blk.stride + r] as f64));
+    for missing in [0.0, 0.02] {
+        let p = gen(dir.path(), &format!("st{missing}.ssgd"), 30_000, missing, 0.05, None);
+        let ds = Dataset::open(&p).unwrap();
+        let window = 64;
+        // The rows learned: each row not identical (bit for bit, label included) to one of the
+        // `window` rows before it; their non-NaN values.
+        let d = ds.features();
+        let (mut learned, mut rows): (Vec<Vec<f64>>, u64) = (vec![Vec::new(); d], 0);
+        let mut last = std::collections::HashMap::new();
+        let mut row = 0usize;
+        for b in 0..ds.blocks() {
+            let blk = ds.block(b);
+            for r in 0..ds.header().rows_in_block(b) as usize {
+                let x = |j: usize| blk.data[j * blk.stride + r];
+                let key: Vec<u32> = (0..d).map(|j| x(j).to_bits()).chain([blk.labels[r].to_bits()]).collect();
+                if last.insert(key, row).is_none_or(|seen| row - seen > window) {
+                    rows += 1;
+                    (0..d).filter(|&j| !x(j).is_nan()).for_each(|j| learned[j].push(x(j) as f64));
+                }
+                row += 1;
             }
-            row += 1;
         }
-    }
-    assert!(learned[0].len() < 29_000, "the generator made duplicates");
-    for threads in [1, 2] {
-        let mut c = cfg(threads);
-        c.transform = TransformConfig { missing: Missing::Mean, indicator: false, scaling: Scaling::Standard, clip: None };
-        c.dedup_window = window;
-        let out = run(&c, &p);
-        assert_eq!(out.report.rows_learned, learned[0].len() as u64, "{threads} threads");
-        let stats = saved_transform(&out.model.extra).unwrap().expect("a feature stage").stats;
-        for (j, xs) in learned.iter().enumerate() {
-            let n = xs.len() as f64;
-            let mean = xs.iter().sum::<f64>() / n;
-            let m2: f64 = xs.iter().map(|x| (x - mean) * (x - mean)).sum();
-            assert_eq!(stats.count[j], n, "{threads} threads, feature {j}");
-            assert!(
-                (stats.mean[j] - mean).abs() <= 1e-6 * (m2 / n).sqrt(),
-                "{threads} threads, feature {j}: mean {} against {mean}",
-                stats.mean[j]
-            );
-            assert!((stats.m2[j] - m2).abs() <= 1e-5 * m2, "{threads} threads, feature {j}: m2 {} against {m2}", stats.m2[j]);
+        assert!(rows < 29_000, "the generator made duplicates");
+        assert_eq!(learned.iter().all(|xs| xs.len() as u64 == rows), missing == 0.0, "NaN cells where asked");
+        for threads in [1, 2] {
+            let mut c = cfg(threads);
+            c.transform = TransformConfig { missing: Missing::Mean, indicator: false, scaling: Scaling::Standard, clip: None };
+            c.dedup_window = window;
+            let out = run(&c, &p);
+            let what = format!("{threads} threads, missing {missing}");
+            assert_eq!(out.report.rows_learned, rows, "{what}");
+            let stats = saved_transform(&out.model.extra).unwrap().expect("a feature stage").stats;
+            for (j, xs) in learned.iter().enumerate() {
+                let n = xs.len() as f64;
+                let mean = xs.iter().sum::<f64>() / n;
+                let m2: f64 = xs.iter().map(|x| (x - mean) * (x - mean)).sum();
+                assert_eq!(stats.count[j], n, "{what}, feature {j}");
+                assert!(
+                    (stats.mean[j] - mean).abs() <= 1e-6 * (m2 / n).sqrt(),
+                    "{what}, feature {j}: mean {} against {mean}",
+                    stats.mean[j]
+                );
+                assert!((stats.m2[j] - m2).abs() <= 1e-5 * m2, "{what}, feature {j}: m2 {} against {m2}", stats.m2[j]);
+            }
         }
     }
 }
