@@ -471,26 +471,19 @@ pub unsafe fn gradient_block_folded(
     sums: Option<&mut Vec<Moments>>,
 ) {
     assert_eq!(f.a.len(), cols.d, "fold width");
-    let (fo, mut none) = (Some(f), Vec::new());
+    let mut sums = sums;
+    if let Some(s) = sums.as_deref_mut() {
+        s.clear();
+    }
+    let (fo, none) = (Some(f), &mut Vec::new());
     // SAFETY: AVX2 and FMA by the caller's contract.
     unsafe {
         match (sums, f.clamp, f.impute) {
-            (Some(out), false, false) => {
-                out.clear();
-                gradient::<true, false, false, 2, true>(cols, fo, c, g, h, m, out)
-            }
-            (sums, clamp, impute) => {
-                if let Some(s) = sums {
-                    s.clear();
-                }
-                let (f, out) = (fo, &mut none);
-                match (clamp, impute) {
-                    (true, true) => gradient::<true, true, true, 4, false>(cols, f, c, g, h, m, out),
-                    (true, false) => gradient::<true, true, false, 4, false>(cols, f, c, g, h, m, out),
-                    (false, true) => gradient::<true, false, true, 4, false>(cols, f, c, g, h, m, out),
-                    (false, false) => gradient::<true, false, false, 4, false>(cols, f, c, g, h, m, out),
-                }
-            }
+            (Some(out), false, false) => gradient::<true, false, false, 2, true>(cols, fo, c, g, h, m, out),
+            (None, false, false) => gradient::<true, false, false, 4, false>(cols, fo, c, g, h, m, none),
+            (_, true, true) => gradient::<true, true, true, 4, false>(cols, fo, c, g, h, m, none),
+            (_, true, false) => gradient::<true, true, false, 4, false>(cols, fo, c, g, h, m, none),
+            (_, false, true) => gradient::<true, false, true, 4, false>(cols, fo, c, g, h, m, none),
         }
     }
 }
