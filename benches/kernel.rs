@@ -28,7 +28,7 @@ fn data(d: usize) -> (Vec<f32>, Vec<f32>) {
 }
 
 fn cfg(batch: usize, kind: Kind) -> LearnerConfig {
-    LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(kind), batch, bad_rows: BadRows::Error }
+    LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(kind), batch, grow: false, bad_rows: BadRows::Error }
 }
 
 /// The online path without a transcendental on its critical path.

@@ -100,10 +100,8 @@ struct Summary {
     rows: u64,
     learned: u64,
     rejected: u64,
-    loss_sum: f64,
-    weight_sum: f64,
-    correct: f64,
-    sq_err: f64,
+    /// Progressive validation sums.
+    progress: Progressive,
     /// Per-batch compute latency (HdrHistogram V2 bytes).
     latency: Vec<u8>,
     error: Option<String>,
@@ -251,10 +249,7 @@ fn work(
                 rows,
                 learned: learner.rows_learned,
                 rejected: learner.rows_rejected,
-                loss_sum: p.loss_sum,
-                weight_sum: p.weight_sum,
-                correct: p.correct,
-                sq_err: p.sq_err,
+                progress: p,
                 latency: latency.to_bytes(),
                 error: error.as_ref().map(|e| e.to_string()),
             }
@@ -316,7 +311,7 @@ fn finish(
         if let Some(l) = Latency::from_bytes(&s.latency) {
             latency.merge(&l);
         }
-        p.merge(&Progressive { loss_sum: s.loss_sum, weight_sum: s.weight_sum, correct: s.correct, sq_err: s.sq_err });
+        p.merge(&s.progress);
         rows += s.rows;
         learned += s.learned;
         rejected += s.rejected;

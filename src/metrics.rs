@@ -5,7 +5,7 @@ use crate::kernel::BatchScore;
 use crate::loss::Loss;
 
 /// Running sums of the loss of each prediction made *before* its example was learned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Progressive {
     /// Σ weight·loss.
     pub loss_sum: f64,
@@ -15,6 +15,10 @@ pub struct Progressive {
     pub correct: f64,
     /// Σ weight·(p − y)² (meaningful for regression).
     pub sq_err: f64,
+    /// Σ weight·y over the labels (converted: ±1 for classification).
+    pub y_sum: f64,
+    /// Σ weight·y².
+    pub y_sq: f64,
 }
 
 impl Progressive {
@@ -36,12 +40,33 @@ impl Progressive {
         self.sq_err += s.sq_err as f64;
     }
 
+    /// Adds the (converted) labels `y` of rows whose predictions were added, with their
+    /// weights, where `keep(i)`: what [`Progressive::baseline`] is computed from.
+    #[inline]
+    pub fn add_labels(&mut self, y: &[f32], w: Option<&[f32]>, keep: impl Fn(usize) -> bool) {
+        for (i, &v) in y.iter().enumerate() {
+            if keep(i) {
+                let wv = w.map_or(1.0, |w| w[i]) as f64;
+                self.y_sum += wv * v as f64;
+                self.y_sq += wv * (v as f64) * (v as f64);
+            }
+        }
+    }
+
     /// Merges another shard's sums.
     pub fn merge(&mut self, o: &Progressive) {
         self.loss_sum += o.loss_sum;
         self.weight_sum += o.weight_sum;
         self.correct += o.correct;
         self.sq_err += o.sq_err;
+        self.y_sum += o.y_sum;
+        self.y_sq += o.y_sq;
+    }
+
+    /// The mean loss of the best constant prediction of the labels added (a model should do
+    /// better): see [`baseline`].
+    pub fn baseline(&self, loss: &Loss) -> f64 {
+        baseline(loss, self.y_sum, self.y_sq, self.weight_sum)
     }
 
     /// Mean loss (NaN before any example).
@@ -57,6 +82,9 @@ pub struct Evaluation {
     pub rows: u64,
     /// Mean loss (log loss for logistic, hinge loss for hinge, ½ squared error for squared).
     pub loss: f64,
+    /// Mean loss of the best constant prediction of these rows' labels
+    /// ([`baseline`]): what a model must beat to have learned anything.
+    pub baseline: f64,
     /// Fraction classified correctly (classification).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
@@ -68,16 +96,38 @@ pub struct Evaluation {
     pub rmse: Option<f64>,
 }
 
+/// The mean loss of the best constant prediction of labels (converted) whose weighted sum,
+/// sum of squares and total weight are given: ½·variance for the squared loss (an upper bound
+/// for Huber's), the labels' entropy for the logistic loss (the log-odds of their rate),
+/// 2·min(rate, 1 − rate) for the hinge loss. NaN without labels.
+pub fn baseline(loss: &Loss, y_sum: f64, y_sq: f64, n: f64) -> f64 {
+    let mean = y_sum / n;
+    match loss {
+        Loss::Squared | Loss::Huber { .. } => 0.5 * (y_sq / n - mean * mean).max(0.0),
+        Loss::Logistic | Loss::Hinge => {
+            let rate = ((1.0 + mean) / 2.0).clamp(0.0, 1.0);
+            let least = rate.min(1.0 - rate);
+            match loss {
+                Loss::Hinge => 2.0 * least,
+                _ if least == 0.0 => 0.0,
+                _ => -(rate * rate.ln() + (1.0 - rate) * (1.0 - rate).ln()),
+            }
+        }
+    }
+}
+
 /// Metrics of margins `p` against converted labels `y` (importance weights `w`, or 1).
 pub fn evaluate(loss: &Loss, p: &[f32], y: &[f32], w: Option<&[f32]>) -> Evaluation {
     let mut prog = Progressive::default();
     for i in 0..p.len() {
         prog.add(p[i], y[i], w.map_or(1.0, |w| w[i]), loss.value(p[i], y[i]));
     }
+    prog.add_labels(y, w, |_| true);
     let cls = loss.is_classification();
     Evaluation {
         rows: p.len() as u64,
         loss: prog.mean_loss(),
+        baseline: prog.baseline(loss),
         accuracy: cls.then(|| prog.correct / prog.weight_sum),
         auc: if cls { auc(p, y) } else { None },
         rmse: (!cls).then(|| (prog.sq_err / prog.weight_sum).sqrt()),

@@ -3,7 +3,7 @@
 //!
 //! Model file (little-endian): magic `SSGDMODL`, version u32, loss code u32, loss parameter f32,
 //! d u32, optimizer kind u32, schedule u32, η f32, λ₁ f32, λ₂ f32, power f32, β f32, t f64,
-//! then the arrays weights (d+1, bias last), Σg² (0 or d+1), z (0 or d+1), scale (0 or d),
+//! the labels' statistics (weight f64, mean f64, M2 f64; version 2 on), then the arrays weights (d+1, bias last), Σg² (0 or d+1), z (0 or d+1), scale (0 or d),
 //! each preceded by its u32 length, then a free-form JSON section (u32 length + bytes: the
 //! feature pipeline of later stages), and a CRC-32 of everything before it. Written to a
 //! temporary file, fsynced, renamed over the target, and the directory fsynced: a crash leaves
@@ -11,15 +11,15 @@
 
 use crate::kernel;
 use crate::loss::Loss;
-use crate::optim::{Kind, OptimConfig, Optimizer, Schedule};
+use crate::optim::{Kind, LabelStats, OptimConfig, Optimizer, Schedule};
 use arc_swap::ArcSwap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"SSGDMODL";
-/// Model file version this build reads and writes.
-pub const MODEL_VERSION: u32 = 1;
+/// Model file version this build writes (it reads 1 too: no label statistics).
+pub const MODEL_VERSION: u32 = 2;
 
 /// Errors reading or writing model files.
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +171,10 @@ impl ModelFile {
         for x in [c.lr, c.l1, c.l2, c.power, c.beta] {
             put_f32(&mut b, x);
         }
-        b.extend_from_slice(&self.optimizer.t.to_le_bytes());
+        let l = &self.optimizer.labels;
+        for x in [self.optimizer.t, l.n, l.mean, l.m2] {
+            b.extend_from_slice(&x.to_le_bytes());
+        }
         put_arr(&mut b, &self.model.weights);
         put_arr(&mut b, &self.optimizer.sum_sq);
         put_arr(&mut b, &self.optimizer.z);
@@ -196,8 +199,8 @@ impl ModelFile {
         }
         let mut r = Reader { bytes: body, at: 8 };
         let version = r.u32()?;
-        if version != MODEL_VERSION {
-            return Err(format!("model format version {version}, this build reads {MODEL_VERSION}"));
+        if !(1..=MODEL_VERSION).contains(&version) {
+            return Err(format!("model format version {version}, this build reads 1 to {MODEL_VERSION}"));
         }
         let (code, param) = (r.u32()?, r.f32()?);
         let loss = Loss::from_code(code, param).ok_or_else(|| format!("unknown loss code {code}"))?;
@@ -222,6 +225,16 @@ impl ModelFile {
         let cfg = OptimConfig { kind, lr, l1, l2, schedule, power, beta };
         cfg.check()?;
         let t = r.f64()?;
+        let labels = if version >= 2 {
+            let (n, mean, m2) = (r.f64()?, r.f64()?, r.f64()?);
+            if !(n.is_finite() && n >= 0.0 && mean.is_finite() && m2.is_finite() && m2 >= 0.0) {
+                return Err(format!("label statistics out of range (weight {n}, mean {mean}, M2 {m2})"));
+            }
+            LabelStats { n, mean, m2, anchored: true }
+        } else {
+            // The bias of a version-1 model does not follow a label mean yet.
+            LabelStats { anchored: false, ..LabelStats::default() }
+        };
         let weights = r.arr(&[d + 1], "weights")?;
         let sum_sq = r.arr(&[0, d + 1], "optimizer Σg²")?;
         let z = r.arr(&[0, d + 1], "optimizer z")?;
@@ -238,7 +251,7 @@ impl ModelFile {
         if r.at != body.len() {
             return Err(format!("{} trailing bytes", body.len() - r.at));
         }
-        Ok(ModelFile { model: LinearModel { loss, weights }, optimizer: Optimizer { cfg, t, sum_sq, z, scale }, extra })
+        Ok(ModelFile { model: LinearModel { loss, weights }, optimizer: Optimizer { cfg, t, sum_sq, z, scale, labels }, extra })
     }
 
     /// Writes atomically: temp file, fsync, rename, fsync of the directory.
@@ -298,6 +311,7 @@ mod tests {
         let mut opt = Optimizer::new(OptimConfig::new(Kind::Ftrl), 3);
         opt.t = 12.5;
         opt.z[1] = -0.25;
+        opt.labels = LabelStats { n: 3.0, mean: 1.5, m2: 0.75, anchored: true };
         ModelFile {
             model: LinearModel { loss: Loss::Huber { delta: 2.0 }, weights: vec![1.0, -2.0, 0.5, 0.125] },
             optimizer: opt,
@@ -319,6 +333,26 @@ mod tests {
             assert!(ModelFile::decode(&bytes[..n]).is_err(), "truncated to {n}");
         }
         assert!(ModelFile::decode(b"SSGDATA\0whatever").unwrap_err().contains("magic"));
+    }
+
+    #[test]
+    fn version_1_files_still_load() {
+        // Version 1 had no label statistics: the 24 bytes after t. Its bias follows no mean yet.
+        let m = sample();
+        let v2 = m.encode();
+        let at = 8 + 4 * 4 + 4 * 2 + 4 * 5 + 8;
+        let mut v1 = [&v2[..at], &v2[at + 24..v2.len() - 4]].concat();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let back = ModelFile::decode(&v1).unwrap();
+        assert_eq!(back.model, m.model);
+        assert_eq!(back.optimizer.labels, LabelStats { anchored: false, ..LabelStats::default() });
+        let mut v3 = v2[..v2.len() - 4].to_vec();
+        v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32fast::hash(&v3);
+        v3.extend_from_slice(&crc.to_le_bytes());
+        assert!(ModelFile::decode(&v3).unwrap_err().contains("version 3"));
     }
 
     #[test]

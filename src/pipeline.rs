@@ -23,7 +23,7 @@ use crate::model::{ModelFile, SharedModel};
 use crate::ring::Ring;
 use crate::shard::{self, ShardContext};
 use crate::source::{ParseError, Pull, RowSource};
-use crate::transform::{Transform, TransformConfig, TransformCounts};
+use crate::transform::{Scaling, Transform, TransformConfig, TransformCounts};
 use crate::turns::InOrder;
 use crate::window::{BatchStat, EventClock, WindowKind, WindowSlot, WindowTag, Windows};
 use indicatif::ProgressBar;
@@ -208,6 +208,9 @@ pub struct TrainReport {
     pub merges: u64,
     /// Mean progressive (predict-then-learn) loss.
     pub progressive_loss: f64,
+    /// Mean loss of the best constant prediction of the labels learned (what the model must
+    /// beat: see [`crate::metrics::baseline`]).
+    pub progressive_baseline: f64,
     /// Progressive accuracy (classification).
     pub progressive_accuracy: Option<f64>,
     /// Progressive RMSE (regression).
@@ -431,9 +434,13 @@ pub fn train(
     };
     let d_model = transform.output_features();
     let learners: Vec<Learner> = (0..n)
-        .map(|_| match &initial {
-            Some(f) => Learner::resume(cfg.learner, f.model.clone(), f.optimizer.clone()),
-            None => Learner::new(cfg.learner, d_model),
+        .map(|_| {
+            let mut l = match &initial {
+                Some(f) => Learner::resume(cfg.learner, f.model.clone(), f.optimizer.clone()),
+                None => Learner::new(cfg.learner, d_model),
+            };
+            l.set_scaled(cfg.transform.scaling != Scaling::None);
+            l
         })
         .collect();
     if learners[0].model().features() != d_model {
@@ -653,6 +660,7 @@ pub fn train(
         threads: n,
         merges: merger.merges(),
         progressive_loss: progressive.mean_loss(),
+        progressive_baseline: progressive.baseline(&cfg.learner.loss),
         progressive_accuracy: cls.then(|| progressive.correct / progressive.weight_sum),
         progressive_rmse: (!cls).then(|| (progressive.sq_err / progressive.weight_sum).sqrt()),
         holdout,

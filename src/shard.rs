@@ -27,7 +27,6 @@ use crate::kernel::{self, predict_scan, scan, ColumnSums, Columns, Moments, Pred
 use crate::latency::StageLatency;
 use crate::learner::{LearnError, Learner};
 use crate::merge::Merger;
-use crate::optim::Optimizer;
 use crate::ring::Ring;
 use crate::transform::{Transform, TransformCounts};
 use crate::turns::InOrder;
@@ -234,7 +233,7 @@ impl Work<'_> {
     /// not apply.
     fn fused(&mut self, cols: &Columns<'_>, t: &Targets<'_>) -> Option<Result<(), LearnError>> {
         let Work { learner, transform, scratch, fused, counts, duplicates, window, .. } = self;
-        let batch = learner.config().batch;
+        let batch = learner.batch_now();
         let identity = transform.cfg.is_identity();
         let mut window = match window {
             Window::Shared(_) => return None,
@@ -463,8 +462,7 @@ pub fn run(mut ctx: ShardContext<'_>, learner: Learner, transform: Transform) ->
         if now_epoch != epoch {
             // Drift: restart the optimizer's adaptive state (weights are kept).
             epoch = now_epoch;
-            let cfg = w.learner.config().optim;
-            *w.learner.optimizer_mut() = Optimizer::new(cfg, w.learner.model().features());
+            w.learner.optimizer_mut().reset();
         }
         let rows = match batch.payload {
             Payload::Merge { checkpoint } => {
@@ -567,11 +565,15 @@ fn learn(
         } else {
             (*cols, t.labels, t.weights, sums)
         };
-        let fold = (!identity).then(|| transform.fold(&part, counts, sums));
+        if !identity {
+            transform.fold(&part, counts, sums);
+        }
+        transform.centre(learner.centre_mut());
+        let fold = (!identity).then(|| transform.folded());
         return learner.learn_columns(&part, fold, labels, weights);
     }
     // Transformed columns, a chunk at a time (so they are still in cache when learned).
-    let chunk = chunk_rows(learner.config().batch);
+    let chunk = chunk_rows(learner.batch_now());
     let mut c0 = 0;
     while c0 < cols.n {
         let cn = chunk.min(cols.n - c0);
@@ -579,6 +581,7 @@ fn learn(
         let (labels, weights) = (&t.labels[part.r0..], t.weights.map(|w| &w[part.r0..]));
         let dup = |r| skipped(skip, c0 + r);
         let m = transform.apply(&part, labels, weights, dup, &mut scratch.data, &mut scratch.labels, &mut scratch.weights, counts);
+        transform.centre(learner.centre_mut());
         let w = t.weights.map(|_| &scratch.weights[..m]);
         learner.learn_rows(&scratch.data, m, transform.output_features(), 0, m, &scratch.labels[..m], w)?;
         c0 += cn;

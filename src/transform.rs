@@ -360,7 +360,7 @@ impl Transform {
         let (learning, imputing) = (self.learning(), self.imputing());
         // Only min-max scaling reads the extremes (the saved statistics keep them as seen).
         let extremes = self.cfg.scaling == Scaling::Minmax;
-        let mut f = std::mem::take(&mut self.folded);
+        let mut f = self.take_fold();
         f.impute = false;
         // Without scanned sums, each column is read here first.
         let ahead = if sums.is_some() { 0 } else { PREFETCH_COLUMNS };
@@ -403,6 +403,17 @@ impl Transform {
         &self.folded
     }
 
+    /// The fold's buffers, to be set and put back (sized for `d` columns: a stage read from a
+    /// model file has none yet).
+    fn take_fold(&mut self) -> Fold {
+        let f = std::mem::take(&mut self.folded);
+        if f.a.len() == self.d {
+            f
+        } else {
+            Fold::identity(self.d)
+        }
+    }
+
     /// Starts a batch part on the shard's one-read path, where the learner's predict pass also
     /// sums the part's columns ([`crate::kernel::predict_scan`]): sets [`Transform::folded`]
     /// from the statistics so far (the same maps as [`Transform::fold`]), replacing NaN cells
@@ -417,7 +428,7 @@ impl Transform {
         if !self.foldable() || unseen || (learning && self.cfg.scaling == Scaling::Minmax) {
             return None;
         }
-        let mut f = std::mem::take(&mut self.folded);
+        let mut f = self.take_fold();
         for j in 0..self.d {
             self.set_fold(&mut f, j);
         }
@@ -519,6 +530,23 @@ impl Transform {
             }
         };
         ColumnMap { fill, a, b, k }
+    }
+
+    /// The running means of the features the learner sees, in its units, into `out` (one per
+    /// output feature) when they are off zero: for min-max scaling, (mean − min)/(max − min)
+    /// (indicator columns: 0). The learner centres its steps on them (see
+    /// [`crate::learner::Learner::set_centre`]). Empty otherwise: standardised features are
+    /// centred already, and raw ones have no statistics.
+    pub fn centre(&self, out: &mut Vec<f32>) {
+        out.clear();
+        if self.cfg.scaling != Scaling::Minmax || self.stats.count.contains(&0.0) {
+            return;
+        }
+        out.extend((0..self.d).map(|j| {
+            let m = self.column_map(j);
+            (self.stats.mean[j] as f32 - m.a) * m.b
+        }));
+        out.resize(self.output_features(), 0.0);
     }
 
     /// Transforms one row for serving (frozen statistics): `x` (d values) into `out`

@@ -60,7 +60,13 @@ fn gen_file(dir: &Path, name: &str, rows: u64, missing: f32, duplicates: f32) ->
 }
 
 fn cfg() -> PipelineConfig {
-    let learner = LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(Kind::Normalized), batch: 256, bad_rows: BadRows::Error };
+    let learner = LearnerConfig {
+        loss: Loss::Logistic,
+        optim: OptimConfig::new(Kind::Normalized),
+        batch: 256,
+        grow: false,
+        bad_rows: BadRows::Error,
+    };
     // Merges publish a snapshot (one allocation each): none mid-run.
     PipelineConfig { merge_every: 1_000_000, ..PipelineConfig::new(learner, 1) }
 }

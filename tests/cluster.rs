@@ -90,12 +90,13 @@ fn three_processes_train_the_model_of_one() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(weights(&m3), weights(&m1));
-    // The single-process pipeline with three shards and sync merges every 4 batches.
+    // The single-process pipeline with three shards and sync merges every 4 batches, on raw
+    // features as cluster-train has no feature stage.
     let mp = dir.path().join("mp.model");
     let out = Command::new(BIN)
         .arg("train")
         .arg(&data)
-        .args(["--holdout", "0.1", "--merge-every", "4", "--threads", "3", "--save", mp.to_str().unwrap()])
+        .args(["--holdout", "0.1", "--merge-every", "4", "--threads", "3", "--scale", "none", "--save", mp.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -33,7 +33,8 @@ fn gen(dir: &Path, name: &str, rows: u64, missing: f32, dups: f32, drift_at: Opt
 }
 
 fn cfg(threads: usize) -> PipelineConfig {
-    let learner = LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(Kind::Normalized), batch: 64, bad_rows: BadRows::Error };
+    let learner =
+        LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(Kind::Normalized), batch: 64, grow: false, bad_rows: BadRows::Error };
     PipelineConfig {
         merge_every: 16,
         transform: TransformConfig { missing: Missing::Mean, indicator: true, scaling: Scaling::Standard, clip: Some(5.0) },

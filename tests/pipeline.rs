@@ -27,7 +27,13 @@ fn gen_file(dir: &Path, name: &str, task: Task, rows: u64, missing: f32) -> Path
 }
 
 fn cfg(threads: usize, merge: MergeMode) -> PipelineConfig {
-    let learner = LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(Kind::Normalized), batch: 256, bad_rows: BadRows::Error };
+    let learner = LearnerConfig {
+        loss: Loss::Logistic,
+        optim: OptimConfig::new(Kind::Normalized),
+        batch: 256,
+        grow: false,
+        bad_rows: BadRows::Error,
+    };
     PipelineConfig { merge, ..PipelineConfig::new(learner, threads) }
 }
 
@@ -153,15 +159,23 @@ fn json_report_has_stable_fields_and_predict_matches_the_model() {
     }
     assert_eq!(v["rows"], 27_000);
     assert!(std::fs::read_to_string(&hgrm).unwrap().contains("Percentile"));
-    // predict from text and from the mapped file: the model's probabilities, line by line.
-    let m = ModelFile::load(&model).unwrap().model;
+    for k in ["progressive_baseline", "holdout.baseline"] {
+        let v = k.split('.').fold(&v, |v, part| &v[part]);
+        assert!(v.as_f64().is_some_and(|b| b > 0.5 && b < 0.7), "{k} = {v}");
+    }
+    // predict from text and from the mapped file: the model's probabilities, line by line,
+    // through the saved feature stage (standardisation by default).
+    let file = ModelFile::load(&model).unwrap();
+    let stage = streamsgd::pipeline::saved_transform(&file.extra).unwrap().expect("a feature stage");
+    let m = file.model;
     let ds = Dataset::open(&p).unwrap();
     let mut want = Vec::new();
-    let mut row = vec![0.0; 16];
+    let (mut row, mut seen) = (vec![0.0; 16], vec![0.0; 16]);
     for b in ds.iter() {
         for r in 0..b.rows {
             b.row_into(r, &mut row);
-            want.push(m.loss.output(m.predict_row(&row)));
+            assert!(stage.apply_row(&row, &mut seen));
+            want.push(m.loss.output(m.predict_row(&seen)));
         }
     }
     for data in [csv.to_str().unwrap(), p.to_str().unwrap()] {

@@ -31,19 +31,21 @@ enum LossName {
     Huber,
 }
 
-/// Flags shared by `train` and `bench`: the model and how it learns.
+/// The model and how it learns (`train`, `bench`, `cluster-train`).
 #[derive(Args, Debug, Clone)]
-pub struct LearnArgs {
+#[command(next_help_heading = "Model")]
+pub struct ModelArgs {
     /// Loss function.
     #[arg(long, value_enum, default_value = "logistic")]
     loss: LossName,
     /// Huber threshold δ.
     #[arg(long, default_value_t = 1.0)]
     huber_delta: f32,
-    /// Optimizer.
-    #[arg(long, value_enum, default_value = "normalized")]
-    optimizer: Kind,
-    /// Learning rate (FTRL: α). Default: 0.5, FTRL 0.1.
+    /// Optimizer. Default: adagrad on scaled features (the default --scale standard);
+    /// normalized on raw ones (--scale none, cluster-train), as its steps need no scaling.
+    #[arg(long, value_enum)]
+    optimizer: Option<Kind>,
+    /// Learning rate (FTRL: α). Default: 0.5 (AdaGrad, normalized), 0.1 (SGD, FTRL).
     #[arg(long)]
     lr: Option<f32>,
     /// L1 regularisation (proximal).
@@ -61,10 +63,22 @@ pub struct LearnArgs {
     /// FTRL β.
     #[arg(long, default_value_t = 1.0)]
     beta: f32,
-    /// Mini-batch size (1 = pure online).
-    #[arg(long, default_value_t = 256)]
-    batch: usize,
-    /// Worker threads (shards). Default: available cores.
+    /// Mini-batch size (1 = pure online). Default: online at first, then mini-batches that
+    /// double as the model learns (t/256 rows after t examples) up to 256.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Count and skip bad rows (malformed lines, NaN/Inf values, labels out of range)
+    /// instead of stopping at the first.
+    #[arg(long)]
+    skip_bad: bool,
+}
+
+/// Shards, merges and pacing (`train`, `bench`).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Shards and pacing")]
+pub struct ShardArgs {
+    /// Worker threads (shards). Default: the cores, fewer for small inputs (one per 128 K
+    /// rows to learn).
     #[arg(long)]
     threads: Option<usize>,
     /// Merge the replicas every K batches per shard.
@@ -82,14 +96,11 @@ pub struct LearnArgs {
     /// Pin shard i to core i.
     #[arg(long)]
     pin: bool,
-    /// Count and skip bad rows (malformed lines, NaN/Inf values, labels out of range)
-    /// instead of stopping at the first.
-    #[arg(long)]
-    skip_bad: bool,
 }
 
 /// Flags of the feature stage and monitoring (shared by `train` and `bench`).
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Feature stage and monitoring")]
 pub struct FeatureArgs {
     /// Missing values (NaN cells): reject the row (default), drop it (counted), or impute
     /// zero / the running mean.
@@ -101,8 +112,9 @@ pub struct FeatureArgs {
     /// Drop rows identical (features and label, bitwise) to one of the last N rows.
     #[arg(long, default_value_t = 0)]
     dedup_window: usize,
-    /// Online scaling: standard (Welford mean/variance) or minmax.
-    #[arg(long, value_enum, default_value = "none")]
+    /// Online scaling: standard (running mean/variance), minmax, or none (raw features:
+    /// fastest, for data already on a common scale, or with --optimizer normalized).
+    #[arg(long, value_enum, default_value = "standard")]
     scale: Scaling,
     /// Clip standardised values at ±K standard deviations (needs --scale standard).
     #[arg(long)]
@@ -163,8 +175,10 @@ impl FeatureArgs {
     }
 }
 
-impl LearnArgs {
-    fn learner(&self) -> anyhow::Result<LearnerConfig> {
+impl ModelArgs {
+    /// The learner; `raw`: the features reach it unscaled (the optimizer's default then is
+    /// the normalized one).
+    fn learner(&self, raw: bool) -> anyhow::Result<LearnerConfig> {
         let loss = match self.loss {
             LossName::Squared => Loss::Squared,
             LossName::Logistic => Loss::Logistic,
@@ -174,7 +188,7 @@ impl LearnArgs {
                 Loss::Huber { delta: self.huber_delta }
             }
         };
-        let base = OptimConfig::new(self.optimizer);
+        let base = OptimConfig::new(self.optimizer.unwrap_or(if raw { Kind::Normalized } else { Kind::Adagrad }));
         let optim = OptimConfig {
             lr: self.lr.unwrap_or(base.lr),
             l1: self.l1,
@@ -185,31 +199,44 @@ impl LearnArgs {
             ..base
         };
         optim.check().map_err(anyhow::Error::msg)?;
-        ensure!(self.batch >= 1, "--batch must be at least 1");
+        ensure!(self.batch != Some(0), "--batch must be at least 1");
         let bad_rows = if self.skip_bad { BadRows::Skip } else { BadRows::Error };
-        Ok(LearnerConfig { loss, optim, batch: self.batch, bad_rows })
-    }
-
-    fn pipeline(&self, threads: usize) -> anyhow::Result<PipelineConfig> {
-        ensure!(threads >= 1, "--threads must be at least 1");
-        ensure!(self.merge_every >= 1, "--merge-every must be at least 1");
-        ensure!(self.ring >= 1, "--ring must be at least 1");
-        if let Some(r) = self.rate {
-            ensure!(r.is_finite() && r > 0.0, "--rate {r} must be > 0 rows/s");
-        }
-        Ok(PipelineConfig {
-            merge_every: self.merge_every,
-            merge: self.merge,
-            ring_capacity: self.ring,
-            rate: self.rate,
-            pin: self.pin,
-            ..PipelineConfig::new(self.learner()?, threads)
-        })
+        let grown = LearnerConfig::new(loss, optim);
+        Ok(LearnerConfig { batch: self.batch.unwrap_or(grown.batch), grow: self.batch.is_none(), bad_rows, ..grown })
     }
 }
 
-fn default_threads() -> usize {
+/// The pipeline's settings from the three flag groups, with `threads` shards.
+fn pipeline_config(m: &ModelArgs, s: &ShardArgs, f: &FeatureArgs, threads: usize) -> anyhow::Result<PipelineConfig> {
+    ensure!(threads >= 1, "--threads must be at least 1");
+    ensure!(s.merge_every >= 1, "--merge-every must be at least 1");
+    ensure!(s.ring >= 1, "--ring must be at least 1");
+    if let Some(r) = s.rate {
+        ensure!(r.is_finite() && r > 0.0, "--rate {r} must be > 0 rows/s");
+    }
+    let mut cfg = PipelineConfig {
+        merge_every: s.merge_every,
+        merge: s.merge,
+        ring_capacity: s.ring,
+        rate: s.rate,
+        pin: s.pin,
+        ..PipelineConfig::new(m.learner(f.scale == Scaling::None)?, threads)
+    };
+    f.apply(&mut cfg)?;
+    Ok(cfg)
+}
+
+fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `--threads` by default: the cores, but at most one shard per 4·K batches of the rows to
+/// learn (`rows`, when known; K = `--merge-every`). Each replica learns only its share between
+/// merges: below that, shards would learn a small input as several half-trained replicas,
+/// averaged at the end, instead of one model that saw every row.
+fn default_threads(rows: Option<u64>, merge_every: usize) -> usize {
+    let per_shard = 4 * merge_every.max(1) as u64 * streamsgd::batch::BATCH_ROWS as u64;
+    rows.map_or(cores(), |r| ((r / per_shard) as usize).clamp(1, cores()))
 }
 
 #[derive(Args, Debug)]
@@ -223,7 +250,9 @@ pub struct TrainArgs {
     #[command(flatten)]
     kafka: super::kafka::KafkaArgs,
     #[command(flatten)]
-    learn: LearnArgs,
+    model: ModelArgs,
+    #[command(flatten)]
+    shards: ShardArgs,
     #[command(flatten)]
     features_stage: FeatureArgs,
     /// Passes over a .ssgd file.
@@ -322,36 +351,36 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         ensure!((0.0..1.0).contains(&h), "--holdout {h} must be in [0, 1)");
     }
     ensure!(a.passes >= 1, "--passes must be at least 1");
-    let mut cfg = a.learn.pipeline(a.learn.threads.unwrap_or_else(default_threads))?;
-    cfg.passes = a.passes;
-    cfg.shuffle_seed = a.shuffle_seed;
-    cfg.checkpoint = a.checkpoint.clone();
-    cfg.checkpoint_every = a.checkpoint_every;
-    a.features_stage.apply(&mut cfg)?;
     let text = a.text.options();
     let (mut data, name) = match () {
         #[cfg(feature = "kafka")]
         () if a.data.starts_with("kafka://") => {
-            ensure!(a.learn.rate.is_none(), "--rate paces replay from files: a Kafka source arrives at its own pace");
+            ensure!(a.shards.rate.is_none(), "--rate paces replay from files: a Kafka source arrives at its own pace");
             let source = super::kafka::open(&a.data, &a.kafka, a.text.format, &text)?;
             let name = source.name().to_string();
             (Data::Kafka(Box::new(source)), name)
         }
         () => open_data(&a.data, a.text.format, &text, a.holdout.is_some())?,
     };
-    let initial = a.resume.as_deref().map(ModelFile::load).transpose()?;
-    if let Some(f) = &initial {
-        ensure!(f.model.loss == cfg.learner.loss, "--resume model was trained with {:?}, not {:?}", f.model.loss, cfg.learner.loss);
-    }
     let total = match &data {
         Data::Mapped(ds) => Some(ds.rows() * a.passes as u64),
         Data::Text { rows, .. } => *rows,
         #[cfg(feature = "kafka")]
         Data::Kafka(_) => None,
     };
+    let threads = a.shards.threads.unwrap_or_else(|| default_threads(total, a.shards.merge_every));
+    let mut cfg = pipeline_config(&a.model, &a.shards, &a.features_stage, threads)?;
+    cfg.passes = a.passes;
+    cfg.shuffle_seed = a.shuffle_seed;
+    cfg.checkpoint = a.checkpoint.clone();
+    cfg.checkpoint_every = a.checkpoint_every;
+    let initial = a.resume.as_deref().map(ModelFile::load).transpose()?;
+    if let Some(f) = &initial {
+        ensure!(f.model.loss == cfg.learner.loss, "--resume model was trained with {:?}, not {:?}", f.model.loss, cfg.learner.loss);
+    }
     let bar = super::progress(total.unwrap_or(0), "rows");
     let shared = Arc::new(SharedModel::new(streamsgd::model::LinearModel::zeros(cfg.learner.loss, 1)));
-    let mut input = input_of(&mut data, a.holdout, a.learn.skip_bad)?;
+    let mut input = input_of(&mut data, a.holdout, a.model.skip_bad)?;
     let out = pipeline::train(&cfg, &mut input, &name, initial, shared, &bar)?;
     let test = match &a.test {
         Some(t) => Some(evaluate_file(t, a.text.format, &text, &out.model, cfg.learner.bad_rows)?),
@@ -371,7 +400,33 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    report(&out, test.as_ref(), source, a.json)
+    report(&out, test.as_ref(), source, a.json)?;
+    warn_if_unlearned(&out.report, test.as_ref(), &cfg);
+    Ok(())
+}
+
+/// A warning on stderr when the model ends no better than a constant prediction of the labels
+/// (on the test set, else the holdout, else progressively), naming the flags that may help.
+fn warn_if_unlearned(r: &TrainReport, test: Option<&Evaluation>, cfg: &PipelineConfig) {
+    let (what, loss, baseline) = match test.or(r.holdout.as_ref()) {
+        Some(e) => (if test.is_some() { "test" } else { "holdout" }, e.loss, e.baseline),
+        None => ("progressive", r.progressive_loss, r.progressive_baseline),
+    };
+    if !(loss.is_finite() && baseline.is_finite()) || loss < baseline {
+        return;
+    }
+    let mut advice = Vec::new();
+    if cfg.transform.scaling == Scaling::None {
+        advice.push("scale the features (--scale standard)".to_string());
+    }
+    advice.push(format!("try another learning rate (--lr, now {})", cfg.learner.optim.lr));
+    if cfg.passes < 10 {
+        advice.push("learn more passes (--passes)".into());
+    }
+    eprintln!(
+        "warning: the model's {what} loss {loss:.4} is no better than always predicting the same value ({baseline:.4}): {}",
+        advice.join(", or ")
+    );
 }
 
 fn evaluate_file(
@@ -464,12 +519,12 @@ fn report(out: &TrainOutcome, test: Option<&Evaluation>, source: Option<(String,
     if let Some(e) = r.progressive_rmse {
         prog += &format!("  rmse {e:.4}");
     }
-    println!("{prog}");
+    println!("{prog}  (constant prediction: loss {:.4})", r.progressive_baseline);
     if let Some(h) = &r.holdout {
-        println!("holdout      {} ({} rows)", eval_line(h), h.rows);
+        println!("holdout      {} ({} rows; constant prediction: loss {:.4})", eval_line(h), h.rows, h.baseline);
     }
     if let Some(t) = test {
-        println!("test         {} ({} rows)", eval_line(t), t.rows);
+        println!("test         {} ({} rows; constant prediction: loss {:.4})", eval_line(t), t.rows, t.baseline);
     }
     if let Some((line, _)) = &source {
         println!("{line}");
@@ -608,7 +663,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     repeat: usize,
     #[command(flatten)]
-    learn: LearnArgs,
+    model: ModelArgs,
+    #[command(flatten)]
+    shards: ShardArgs,
     #[command(flatten)]
     features_stage: FeatureArgs,
     /// Print JSON instead of a table.
@@ -687,9 +744,9 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         Ok(pipeline::train(cfg, &mut input, &path.display().to_string(), None, shared, &indicatif::ProgressBar::hidden())?.report)
     };
     for &t in &a.thread_counts {
-        let plain = a.learn.pipeline(t)?;
-        let mut cfg = plain.clone();
-        a.features_stage.apply(&mut cfg)?;
+        let cfg = pipeline_config(&a.model, &a.shards, &a.features_stage, t)?;
+        // The same learner without the feature stage.
+        let plain = PipelineConfig { transform: TransformConfig::default(), dedup_window: 0, windows: None, ..cfg.clone() };
         // A feature stage is measured against the plain pipeline, runs interleaved, so that the
         // ratio comes from one run on a noisy machine.
         let staged = !cfg.transform.is_identity() || cfg.dedup_window > 0;
@@ -716,7 +773,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             roofline_fraction: speed / (bw * 1e9 / bytes_per_row),
             latency_ns: med.latency_ns,
             holdout_loss: med.holdout.map(|h| h.loss),
-            rate: a.learn.rate,
+            rate: a.shards.rate,
             plain_rows_per_sec: plain_speed,
             ratio_to_plain: plain_speed.map(|p| speed / p),
         });
@@ -736,7 +793,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         bw1 * 1e9 / bytes_per_row / 1e6,
         bwn * 1e9 / bytes_per_row / 1e6
     );
-    println!("median of {} runs{}", a.repeat, a.learn.rate.map(|r| format!(", paced at {r:.0} rows/s")).unwrap_or_default());
+    println!("median of {} runs{}", a.repeat, a.shards.rate.map(|r| format!(", paced at {r:.0} rows/s")).unwrap_or_default());
     println!(
         "{:>7} {:>12} {:>16} {:>8} {:>9} {:>9} {:>9} {:>9} {:>12}",
         "threads", "M rows/s", "(min–max)", "speedup", "roofline", "p50 µs", "p99 µs", "p99.9 µs", "holdout loss"
@@ -774,7 +831,10 @@ pub struct ClusterArgs {
     /// Training data: a .ssgd file, at the same path on every host.
     data: PathBuf,
     #[command(flatten)]
-    learn: LearnArgs,
+    model: ModelArgs,
+    /// Merge the workers' replicas every K batches per worker.
+    #[arg(long, default_value_t = 32)]
+    merge_every: usize,
     /// Keep the last FRACTION of the rows out of training; worker 0 reports on them.
     #[arg(long, default_value_t = 0.0)]
     holdout: f64,
@@ -796,16 +856,12 @@ pub struct ClusterArgs {
 
 pub fn cluster_train(a: ClusterArgs) -> anyhow::Result<()> {
     ensure!((0.0..1.0).contains(&a.holdout), "--holdout {} must be in [0, 1)", a.holdout);
-    ensure!(
-        a.learn.threads.is_none() && a.learn.rate.is_none() && !a.learn.pin,
-        "cluster-train: workers are timely's -w and -n, not --threads; --rate and --pin do not apply"
-    );
-    ensure!(a.learn.merge == MergeMode::Sync, "cluster-train merges synchronously (--merge async does not apply)");
-    ensure!(a.learn.merge_every >= 1, "--merge-every must be at least 1");
+    ensure!(a.merge_every >= 1, "--merge-every must be at least 1");
     let cfg = streamsgd::cluster::ClusterConfig {
         data: a.data.clone(),
-        learner: a.learn.learner()?,
-        merge_every: a.learn.merge_every,
+        // No feature stage here: the features reach the learner raw.
+        learner: a.model.learner(true)?,
+        merge_every: a.merge_every,
         holdout: a.holdout,
         save: a.save.clone(),
         peer_timeout: a.peer_timeout,
