@@ -25,7 +25,7 @@ pub enum Schedule {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
-    /// Plain SGD with a [`Schedule`].
+    /// Plain SGD with a learning-rate schedule (--schedule).
     Sgd,
     /// AdaGrad: per-coordinate η / √(Σ g²).
     Adagrad,

@@ -223,8 +223,10 @@ pub struct TrainReport {
     pub stages_ns: StagePercentiles,
     /// Kernel instruction set.
     pub isa: kernel::Isa,
-    /// Mini-batch size.
+    /// Mini-batch size (the largest, when it grows).
     pub batch: usize,
+    /// Whether mini-batches grow from online ([`LearnerConfig::grow`]).
+    pub batch_grows: bool,
     /// Merge mode and period.
     pub merge: MergeMode,
     /// Batches per shard between merges.
@@ -668,6 +670,7 @@ pub fn train(
         stages_ns: StagePercentiles { queue: latency.queue.percentiles(), compute: latency.compute.percentiles() },
         isa: kernel::isa(),
         batch: cfg.learner.batch,
+        batch_grows: cfg.learner.grow,
         merge: cfg.merge,
         merge_every: cfg.merge_every,
         rate: cfg.rate,
@@ -848,17 +851,31 @@ pub fn evaluate_holdout(
             }
             let br = dataset.header().block_rows as u64;
             let mut out = vec![0.0f32; br as usize];
+            // A stage that folds is applied inside the predict kernel, a block at a time.
+            let mut folding = transform.filter(|t| t.foldable()).map(|t| {
+                let mut t = t.clone();
+                t.frozen = true;
+                t
+            });
+            let mut w_fold = vec![0.0f32; model.features()];
             for b in train_rows.div_euclid(br)..dataset.blocks() {
                 let blk = dataset.block(b);
                 let r0 = if b * br < *train_rows { (*train_rows - b * br) as usize } else { 0 };
                 let m = blk.rows - r0;
-                if transform.is_some() {
+                let cols = Columns::new(blk.data, blk.stride, blk.features, r0, m);
+                if let Some(t) = folding.as_mut() {
+                    let f = t.fold(&cols, &mut TransformCounts::default(), None);
+                    for ((o, &w), &k) in w_fold.iter_mut().zip(&model.weights).zip(&f.b) {
+                        *o = w * k;
+                    }
+                    kernel::predict_block_folded(&cols, f, &w_fold, model.bias(), &mut out[..m]);
+                } else if transform.is_some() {
                     for (i, o) in out[..m].iter_mut().enumerate() {
                         blk.row_into(r0 + i, &mut t_in);
                         *o = margin(&t_in);
                     }
                 } else {
-                    model.predict_block(&Columns::new(blk.data, blk.stride, blk.features, r0, m), &mut out[..m]);
+                    model.predict_block(&cols, &mut out[..m]);
                 }
                 for (i, &pred) in out[..m].iter().enumerate() {
                     check(keep(pred, blk.labels[r0 + i], blk.weight(r0 + i)))?;

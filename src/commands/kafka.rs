@@ -17,6 +17,7 @@ use streamsgd::source::{TextFormat, TextOptions};
 
 /// How `train` reads a `kafka://BROKER/TOPIC` source.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Kafka source")]
 pub struct KafkaArgs {
     /// Kafka: the consumer group (offsets are committed there once learned).
     #[arg(long, default_value = "streamsgd")]

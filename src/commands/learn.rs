@@ -256,34 +256,34 @@ pub struct TrainArgs {
     #[command(flatten)]
     features_stage: FeatureArgs,
     /// Passes over a .ssgd file.
-    #[arg(long, default_value_t = 1)]
+    #[arg(help_heading = "Run and output", long, default_value_t = 1)]
     passes: usize,
     /// Shuffle the block order of a .ssgd file each pass, with this seed.
-    #[arg(long)]
+    #[arg(help_heading = "Run and output", long)]
     shuffle_seed: Option<u64>,
     /// Keep the last FRACTION of the rows (in stream order) out of training; report on them.
-    #[arg(long)]
+    #[arg(help_heading = "Run and output", long)]
     holdout: Option<f64>,
     /// Evaluate the trained model on this file.
-    #[arg(long)]
+    #[arg(help_heading = "Run and output", long)]
     test: Option<String>,
     /// Save the trained model here (atomically).
-    #[arg(long)]
+    #[arg(help_heading = "Run and output", long)]
     save: Option<PathBuf>,
     /// Continue from this model file (weights and optimizer state).
-    #[arg(long)]
+    #[arg(help_heading = "Run and output", long)]
     resume: Option<PathBuf>,
     /// Write checkpoints (model + optimizer state) to this file.
-    #[arg(long)]
+    #[arg(help_heading = "Run and output", long)]
     checkpoint: Option<PathBuf>,
     /// Checkpoint about every N rows (at the next merge).
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(help_heading = "Run and output", long, default_value_t = 1_000_000)]
     checkpoint_every: u64,
     /// Print the report as JSON.
-    #[arg(long)]
+    #[arg(help_heading = "Run and output", long)]
     json: bool,
     /// Write the end-to-end latency distribution (HdrHistogram percentile text) here.
-    #[arg(long)]
+    #[arg(help_heading = "Run and output", long)]
     hgrm: Option<PathBuf>,
 }
 
@@ -347,6 +347,7 @@ fn input_of(data: &mut Data, holdout: Option<f64>, skip_bad: bool) -> anyhow::Re
 }
 
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
     if let Some(h) = a.holdout {
         ensure!((0.0..1.0).contains(&h), "--holdout {h} must be in [0, 1)");
     }
@@ -382,13 +383,16 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let shared = Arc::new(SharedModel::new(streamsgd::model::LinearModel::zeros(cfg.learner.loss, 1)));
     let mut input = input_of(&mut data, a.holdout, a.model.skip_bad)?;
     let out = pipeline::train(&cfg, &mut input, &name, initial, shared, &bar)?;
+    // From the command's start: opening (and prefaulting) the input included.
+    let wall = started.elapsed().as_secs_f64();
+    // Saved before the test set is read: a bad test file does not lose the model.
+    if let Some(p) = &a.save {
+        out.model.save(p)?;
+    }
     let test = match &a.test {
         Some(t) => Some(evaluate_file(t, a.text.format, &text, &out.model, cfg.learner.bad_rows)?),
         None => None,
     };
-    if let Some(p) = &a.save {
-        out.model.save(p)?;
-    }
     if let Some(p) = &a.hgrm {
         std::fs::write(p, out.latency.end_to_end.hgrm()).with_context(|| format!("writing {}", p.display()))?;
     }
@@ -400,7 +404,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    report(&out, test.as_ref(), source, a.json)?;
+    report(&out, wall, test.as_ref(), source, a.json)?;
     warn_if_unlearned(&out.report, test.as_ref(), &cfg);
     Ok(())
 }
@@ -466,11 +470,19 @@ fn eval_line(e: &Evaluation) -> String {
     s
 }
 
-/// Prints the report; `source` is a line and a JSON value on what a live source did.
-fn report(out: &TrainOutcome, test: Option<&Evaluation>, source: Option<(String, serde_json::Value)>, json: bool) -> anyhow::Result<()> {
+/// Prints the report; `wall`: seconds from the command's start (opening the input included);
+/// `source` is a line and a JSON value on what a live source did.
+fn report(
+    out: &TrainOutcome,
+    wall: f64,
+    test: Option<&Evaluation>,
+    source: Option<(String, serde_json::Value)>,
+    json: bool,
+) -> anyhow::Result<()> {
     let r: &TrainReport = &out.report;
     if json {
         let mut v = serde_json::to_value(r)?;
+        v["wall_seconds"] = wall.into();
         v["test"] = serde_json::to_value(test)?;
         if let Some((_, s)) = &source {
             v["source"] = s.clone();
@@ -479,17 +491,20 @@ fn report(out: &TrainOutcome, test: Option<&Evaluation>, source: Option<(String,
         return Ok(());
     }
     println!(
-        "trained on {} rows ({} learned, {} rejected) in {:.3} s: {:.2} M rows/s, {} thread(s), {} merges ({:?} every {}), batch {}, {:?} kernels",
+        "trained on {} rows ({} learned, {} rejected) in {:.3} s: {:.2} M rows/s (whole command, opening the input and the holdout included: {:.3} s, {:.2} M rows/s), {} thread(s), {} merges ({:?} every {}), batch {}{}, {:?} kernels",
         r.rows,
         r.rows_learned,
         r.rows_rejected,
         r.seconds,
         r.rows_per_sec / 1e6,
+        wall,
+        r.rows as f64 / wall.max(1e-9) / 1e6,
         r.threads,
         r.merges,
         r.merge,
         r.merge_every,
         r.batch,
+        if r.batch_grows { " (growing from 1)" } else { "" },
         r.isa
     );
     if let Some(why) = &r.first_rejected {
@@ -669,7 +684,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     features_stage: FeatureArgs,
     /// Print JSON instead of a table.
-    #[arg(long)]
+    #[arg(help_heading = "Run and output", long)]
     json: bool,
 }
 
@@ -731,6 +746,13 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let ds = Dataset::open(&path)?;
+    if a.data.is_none() {
+        eprintln!(
+            "data: {} ({:.1} GB, kept for the next bench run: delete it to free the space)",
+            path.display(),
+            std::fs::metadata(&path).map_or(0, |m| m.len()) as f64 / 1e9
+        );
+    }
     let bytes_per_row = ds.bytes().len() as f64 / ds.rows().max(1) as f64;
     let max_threads = *a.thread_counts.iter().max().unwrap_or(&1);
     let bw1 = bandwidth(ds.bytes(), 1);

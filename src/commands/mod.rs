@@ -19,21 +19,45 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Generate deterministic synthetic data (.ssgd, .csv, .libsvm or .vw by extension).
+    #[command(after_help = "Examples:
+  streamsgd gen --task classification --rows 1000000 --features 32 -o c.ssgd
+  streamsgd gen --task regression --rows 100000 --missing-rate 0.05 --drift-at 50000 -o r.csv")]
     Gen(data::GenArgs),
     /// Convert CSV / LibSVM / VW text into the native .ssgd format.
+    #[command(after_help = "Examples:
+  streamsgd convert data/diabetes.csv -o diabetes.ssgd --label target
+  streamsgd convert x.libsvm -o x.ssgd --features 1000
+  streamsgd convert - --format csv -o y.ssgd < y.csv")]
     Convert(data::ConvertArgs),
     /// Validate a .ssgd file fully and describe what it holds.
+    #[command(after_help = "Example:
+  streamsgd info c.ssgd --json")]
     Info(data::InfoArgs),
     /// Train a linear model on a stream (mapped .ssgd, text file, stdin or socket).
+    #[command(after_help = "Examples:
+  streamsgd train data/breast_cancer.csv --holdout 0.2 --save bc.model
+  streamsgd train diabetes.ssgd --loss squared --passes 10 --holdout 0.2
+  streamsgd train c.ssgd --threads 2 --save c.model --json
+  streamsgd train - --format libsvm --features 1000 --loss hinge < x.libsvm")]
     Train(Box<learn::TrainArgs>),
     /// Stream predictions of a saved model, one per line.
+    #[command(after_help = "Example:
+  streamsgd predict --model bc.model data/breast_cancer.csv > p.txt")]
     Predict(learn::PredictArgs),
     /// Run the pipeline per thread count and print throughput, latency and holdout loss.
+    #[command(after_help = "Examples:
+  streamsgd bench --rows 10000000 --thread-counts 1,2
+  streamsgd bench --data c.ssgd --scale none --repeat 5")]
     Bench(Box<learn::BenchArgs>),
     /// Train across processes and hosts on timely dataflow (timely's -w -n -p -h after --).
+    #[command(after_help = "Examples:
+  streamsgd cluster-train c.ssgd --holdout 0.1 --save m.model -- -w 2
+  streamsgd cluster-train c.ssgd -- -n 2 -p 0 -h hosts.txt     # on host 0 (and -p 1 on host 1)")]
     ClusterTrain(Box<learn::ClusterArgs>),
     /// Write a dataset into a Kafka topic, a record per row, at a given rate.
     #[cfg(feature = "kafka")]
+    #[command(after_help = "Example:
+  streamsgd produce c.ssgd kafka://localhost:9092/rows --partitions 4 --rate 100000")]
     Produce(kafka::ProduceArgs),
 }
 
@@ -54,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// How text input maps to columns (convert, train, predict).
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Text input")]
 pub struct TextArgs {
     /// Text format (default: from the extension; required for stdin and sockets).
     #[arg(long, value_enum)]
