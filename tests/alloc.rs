@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use streamsgd::convert::{open_parser, write_generated};
 use streamsgd::dataset::Dataset;
-use streamsgd::learner::{BadRows, LearnerConfig};
+use streamsgd::learner::LearnerConfig;
 use streamsgd::loss::Loss;
 use streamsgd::model::{LinearModel, SharedModel};
 use streamsgd::optim::{Kind, OptimConfig};
@@ -60,13 +60,7 @@ fn gen_file(dir: &Path, name: &str, rows: u64, missing: f32, duplicates: f32) ->
 }
 
 fn cfg() -> PipelineConfig {
-    let learner = LearnerConfig {
-        loss: Loss::Logistic,
-        optim: OptimConfig::new(Kind::Normalized),
-        batch: 256,
-        grow: false,
-        bad_rows: BadRows::Error,
-    };
+    let learner = LearnerConfig { batch: 256, grow: false, ..LearnerConfig::new(Loss::Logistic, OptimConfig::new(Kind::Normalized)) };
     // Merges publish a snapshot (one allocation each): none mid-run.
     PipelineConfig { merge_every: 1_000_000, ..PipelineConfig::new(learner, 1) }
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use streamsgd::convert::write_generated;
 use streamsgd::dataset::Dataset;
-use streamsgd::learner::{BadRows, LearnerConfig};
+use streamsgd::learner::LearnerConfig;
 use streamsgd::loss::Loss;
 use streamsgd::model::{LinearModel, ModelFile, SharedModel};
 use streamsgd::optim::{Kind, OptimConfig};
@@ -33,8 +33,7 @@ fn gen(dir: &Path, name: &str, rows: u64, missing: f32, dups: f32, drift_at: Opt
 }
 
 fn cfg(threads: usize) -> PipelineConfig {
-    let learner =
-        LearnerConfig { loss: Loss::Logistic, optim: OptimConfig::new(Kind::Normalized), batch: 64, grow: false, bad_rows: BadRows::Error };
+    let learner = LearnerConfig { batch: 64, grow: false, ..LearnerConfig::new(Loss::Logistic, OptimConfig::new(Kind::Normalized)) };
     PipelineConfig {
         merge_every: 16,
         transform: TransformConfig { missing: Missing::Mean, indicator: true, scaling: Scaling::Standard, clip: Some(5.0) },

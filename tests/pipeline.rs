@@ -27,13 +27,7 @@ fn gen_file(dir: &Path, name: &str, task: Task, rows: u64, missing: f32) -> Path
 }
 
 fn cfg(threads: usize, merge: MergeMode) -> PipelineConfig {
-    let learner = LearnerConfig {
-        loss: Loss::Logistic,
-        optim: OptimConfig::new(Kind::Normalized),
-        batch: 256,
-        grow: false,
-        bad_rows: BadRows::Error,
-    };
+    let learner = LearnerConfig { batch: 256, grow: false, ..LearnerConfig::new(Loss::Logistic, OptimConfig::new(Kind::Normalized)) };
     PipelineConfig { merge, ..PipelineConfig::new(learner, threads) }
 }
 

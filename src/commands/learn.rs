@@ -45,7 +45,7 @@ pub struct ModelArgs {
     /// normalized on raw ones (--scale none, cluster-train), as its steps need no scaling.
     #[arg(long, value_enum)]
     optimizer: Option<Kind>,
-    /// Learning rate (FTRL: α). Default: 0.5 (AdaGrad, normalized), 0.1 (SGD, FTRL).
+    /// Learning rate (FTRL: α). Default: 0.1; 0.5 for the normalized update.
     #[arg(long)]
     lr: Option<f32>,
     /// L1 regularisation (proximal).
