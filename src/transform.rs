@@ -535,7 +535,7 @@ impl Transform {
     /// The running means of the features the learner sees, in its units, into `out` (one per
     /// output feature) when they are off zero: for min-max scaling, (mean − min)/(max − min)
     /// (indicator columns: 0). The learner centres its steps on them (see
-    /// [`crate::learner::Learner::set_centre`]). Empty otherwise: standardised features are
+    /// [`crate::learner::Learner::centre_mut`]). Empty otherwise: standardised features are
     /// centred already, and raw ones have no statistics.
     pub fn centre(&self, out: &mut Vec<f32>) {
         out.clear();
