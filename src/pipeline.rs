@@ -64,6 +64,10 @@ pub struct PipelineConfig {
     pub dedup_window: usize,
     /// Windows and drift detection (`None`: off).
     pub windows: Option<WindowConfig>,
+    /// Set from outside (a signal handler) to end the run early: the source stops, the shards
+    /// learn what is in flight, and the run reports and returns what was learned
+    /// ([`TrainReport::stopped`]).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl PipelineConfig {
@@ -85,6 +89,7 @@ impl PipelineConfig {
             transform: TransformConfig::default(),
             dedup_window: 0,
             windows: None,
+            stop: None,
         }
     }
 }
@@ -194,6 +199,9 @@ pub struct TrainReport {
     pub windows: u64,
     /// Rows that arrived after their event-time window had closed (learned, and counted here).
     pub rows_late: u64,
+    /// The run was stopped early through [`PipelineConfig::stop`]: `rows` are those read until
+    /// then, every one of them learned (or rejected, or dropped) as usual.
+    pub stopped: bool,
     /// Stream rows at which drift alarms fired.
     pub drift_alarms: Vec<u64>,
     /// The first rejected row and why.
@@ -243,6 +251,9 @@ pub struct TrainOutcome {
     pub latency: StageLatency,
     /// Final merged weights with shard 0's optimizer state.
     pub model: ModelFile,
+    /// The source's error that ended the run early, if one did: the report and the model are
+    /// of the rows read before it, and the caller decides what to keep before failing.
+    pub source_error: Option<PipelineError>,
 }
 
 struct Producer<'a> {
@@ -264,6 +275,8 @@ struct Producer<'a> {
     last_checkpoint: u64,
     checkpointing: bool,
     progress: &'a ProgressBar,
+    /// The run's stop request, if it can have one.
+    stop: Option<&'a AtomicBool>,
     clock: Option<EventClock>,
     /// Per shard: 1 + the number of the last batch it learned (0: none yet).
     learned: &'a [AtomicU64],
@@ -364,6 +377,11 @@ impl Producer<'_> {
             self.merge(due);
         }
         true
+    }
+
+    /// True once a stop was requested: the source sends no more.
+    fn stopping(&self) -> bool {
+        self.stop.is_some_and(|s| s.load(Ordering::Acquire))
     }
 
     /// Every batch numbered below this has been learned.
@@ -507,6 +525,7 @@ pub fn train(
         last_checkpoint: 0,
         checkpointing: cfg.checkpoint.is_some(),
         progress,
+        stop: cfg.stop.as_deref(),
         clock: match cfg.windows.as_ref().map(|w| w.kind) {
             Some(WindowKind::Time(t)) => {
                 if !matches!(input, Input::Stream { parser, .. } if parser.has_timestamps()) {
@@ -595,7 +614,16 @@ pub fn train(
     });
     let seconds = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
-    produced?;
+    // A source that fails (a broken line without --skip-bad, a stream cut mid-line) ends the
+    // run: what was read before it is learned, reported and returned with the error.
+    let source_error = match produced {
+        Err(PipelineError::Parse(e)) => Some(PipelineError::Parse(e)),
+        other => {
+            other?;
+            None
+        }
+    };
+    let stopped = producer.stopping();
     window_io.map_err(|e| PipelineError::Config(format!("window report: {e}")))?;
     let mut latency = StageLatency::default();
     let mut progressive = Progressive::default();
@@ -633,7 +661,7 @@ pub fn train(
         )));
     }
     // Everything sent was learned: a stream source commits its final position.
-    if let Input::Stream { parser, .. } = input {
+    if let (Input::Stream { parser, .. }, None) = (&mut *input, &source_error) {
         parser.learned(u64::MAX)?;
     }
     final_transform.frozen = true;
@@ -642,7 +670,12 @@ pub fn train(
     model.model.weights = merger.merged_weights();
     let loss = cfg.learner.loss;
     let cls = loss.is_classification();
-    let holdout = evaluate_holdout(input, &model.model, Some(&final_transform), cfg.learner.bad_rows)?;
+    // A stream's holdout is the rest of the stream: not read after a stop or a failure.
+    let cut_short = source_error.is_some() || stopped;
+    let holdout = match input {
+        Input::Stream { .. } if cut_short => None,
+        _ => evaluate_holdout(input, &model.model, Some(&final_transform), cfg.learner.bad_rows)?,
+    };
     let (window_count, drift_alarms) = windows.map_or((0, Vec::new()), |w| (w.windows, w.alarms));
     let report = TrainReport {
         rows,
@@ -655,6 +688,7 @@ pub fn train(
         cells_imputed: counts.imputed_cells,
         windows: window_count,
         rows_late: producer.clock.as_ref().map_or(0, |c| c.late),
+        stopped,
         drift_alarms,
         first_rejected,
         seconds,
@@ -675,7 +709,7 @@ pub fn train(
         merge_every: cfg.merge_every,
         rate: cfg.rate,
     };
-    Ok(TrainOutcome { report, latency, model })
+    Ok(TrainOutcome { report, latency, model, source_error })
 }
 
 /// The segments of the first `train_rows` rows of a mapped file, in file order, at most
@@ -724,7 +758,9 @@ fn produce(
                     // shard's window has just seen.
                     let (back, back_count) =
                         if p.batches % p.stripe == 0 { p.look_back.segments() } else { ([Segment::default(); MAX_BACK], 0) };
-                    if !p.send(Payload::Mapped { segments: parts, count: bundle.len(), back, back_count }, rows, WindowSlot::None, None) {
+                    if p.stopping()
+                        || !p.send(Payload::Mapped { segments: parts, count: bundle.len(), back, back_count }, rows, WindowSlot::None, None)
+                    {
                         return Ok(());
                     }
                     p.look_back.push(bundle);
@@ -740,6 +776,7 @@ fn produce(
             let mut row = vec![0.0f32; parser.features()];
             let mut taken = 0u64;
             let mut done = false;
+            let mut failure = None;
             // A batch holds rows of one event-time window: a row of another window is carried
             // over to the next batch.
             let mut carry: Option<(f32, f32, WindowSlot)> = None;
@@ -752,6 +789,11 @@ fn produce(
                     slot = s;
                 }
                 while !buf.is_full() && taken < limit {
+                    if p.stopping() {
+                        // What the batch holds is still sent and learned.
+                        done = true;
+                        break;
+                    }
                     // A live source with nothing new sends what the batch holds (no linger);
                     // an empty batch waits, and meanwhile learned rows are committed.
                     match parser.pull(&mut row, buf.rows == 0) {
@@ -784,7 +826,12 @@ fn produce(
                             taken += 1;
                             first_reject.get_or_insert_with(|| e.to_string());
                         }
-                        Err(e) => return Err(e.into()),
+                        Err(e) => {
+                            // The rows read before it are still learned.
+                            failure = Some(e);
+                            done = true;
+                            break;
+                        }
                     }
                 }
                 if taken >= limit && carry.is_none() {
@@ -797,12 +844,14 @@ fn produce(
                 }
                 let (seq, origin) = (p.batches, parser.take_origin());
                 if !p.send(Payload::Owned(buf), rows, slot, origin) {
-                    return Ok(());
+                    break;
                 }
                 parser.sent(seq, carry.is_some());
-                parser.learned(p.learned_prefix())?;
+                if failure.is_none() {
+                    parser.learned(p.learned_prefix())?;
+                }
             }
-            Ok(())
+            failure.map_or(Ok(()), |e| Err(e.into()))
         }
     }
 }

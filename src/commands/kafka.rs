@@ -4,8 +4,6 @@ use anyhow::{ensure, Context};
 use clap::Args;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use streamsgd::convert::resolve_format;
 use streamsgd::dataset::Dataset;
@@ -53,25 +51,6 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.trim().to_string(), v.to_string())).ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
 }
 
-/// Ctrl-C (or SIGTERM) ends a followed stream cleanly: what is learned is committed and saved.
-/// A second one exits at once.
-fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
-    static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
-    if let Some(s) = STOP.get() {
-        return Ok(s.clone());
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::AcqRel) {
-            std::process::exit(130);
-        }
-        eprintln!("stopping: finishing the batches in flight, committing and saving (again to quit now)");
-    })
-    .context("installing the Ctrl-C handler")?;
-    Ok(STOP.get_or_init(|| stop).clone())
-}
-
 /// Joins the consumer group of `spec` with the text settings of the command line.
 pub fn open(spec: &str, a: &KafkaArgs, format: Option<TextFormat>, text: &TextOptions) -> anyhow::Result<KafkaSource> {
     let opts = ConsumerOptions {
@@ -85,7 +64,7 @@ pub fn open(spec: &str, a: &KafkaArgs, format: Option<TextFormat>, text: &TextOp
         idle_timeout: a.idle_timeout,
         broker_timeout: a.broker_timeout,
         commit_interval: a.commit_interval,
-        stop: Some(stop_on_signal()?),
+        stop: Some(super::signals::install()?.flag()),
         config: a.options.clone(),
     };
     Ok(KafkaSource::open(spec, opts)?)

@@ -375,6 +375,8 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     cfg.shuffle_seed = a.shuffle_seed;
     cfg.checkpoint = a.checkpoint.clone();
     cfg.checkpoint_every = a.checkpoint_every;
+    let stop = super::signals::install()?;
+    cfg.stop = Some(stop.flag());
     let initial = a.resume.as_deref().map(ModelFile::load).transpose()?;
     if let Some(f) = &initial {
         ensure!(f.model.loss == cfg.learner.loss, "--resume model was trained with {:?}, not {:?}", f.model.loss, cfg.learner.loss);
@@ -389,9 +391,13 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(p) = &a.save {
         out.model.save(p)?;
     }
+    // A stop also leaves a checkpoint to resume from, as a run's end does not.
+    if let (true, Some(p)) = (out.report.stopped, &a.checkpoint) {
+        out.model.save(p)?;
+    }
     let test = match &a.test {
-        Some(t) => Some(evaluate_file(t, a.text.format, &text, &out.model, cfg.learner.bad_rows)?),
-        None => None,
+        Some(t) if !out.report.stopped => Some(evaluate_file(t, a.text.format, &text, &out.model, cfg.learner.bad_rows)?),
+        _ => None,
     };
     if let Some(p) = &a.hgrm {
         std::fs::write(p, out.latency.end_to_end.hgrm()).with_context(|| format!("writing {}", p.display()))?;
@@ -406,6 +412,18 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     };
     report(&out, wall, test.as_ref(), source, a.json)?;
     warn_if_unlearned(&out.report, test.as_ref(), &cfg);
+    let kept = match (&a.save, &a.checkpoint) {
+        (Some(p), _) => format!("the model of the {} rows before it is saved in {}", out.report.rows, p.display()),
+        (None, Some(p)) if out.report.stopped => format!("the model of the {} rows before it is saved in {}", out.report.rows, p.display()),
+        _ => format!("the model of the {} rows before it is reported above (--save keeps it)", out.report.rows),
+    };
+    if let Some(e) = out.source_error {
+        return Err(anyhow::Error::new(e).context(format!("the input failed; {kept}")));
+    }
+    if let Some(code) = stop.exit_code() {
+        eprintln!("stopped by signal {}: {kept}", code - 128);
+        return Err(super::signals::Interrupted { code }.into());
+    }
     Ok(())
 }
 
@@ -526,6 +544,9 @@ fn report(
     }
     for row in &r.drift_alarms {
         println!("DRIFT: Page-Hinkley alarm at row {row}");
+    }
+    if r.stopped {
+        println!("stopped early: these are the rows read until the stop, each learned");
     }
     let mut prog = format!("progressive  loss {:.4}", r.progressive_loss);
     if let Some(a) = r.progressive_accuracy {

@@ -4,6 +4,7 @@ mod data;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod learn;
+pub mod signals;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};

@@ -296,7 +296,7 @@ impl<R: BufRead> TextParser<R> {
         }
     }
 
-    /// Makes a last line without a newline a fatal error (for sockets: a peer that closes
+    /// Makes a last line without a newline an error (for sockets: a peer that closes
     /// mid-record must not yield a silently truncated number).
     pub fn require_newline(&mut self) {
         self.require_newline = true;
@@ -347,7 +347,9 @@ impl<R: BufRead> TextParser<R> {
                     line: self.line_no + 1,
                     field: None,
                     what: format!("stream closed in the middle of a record ({n} bytes without a newline)"),
-                    fatal: true,
+                    // The stream has ended: with --skip-bad the record is counted, and the
+                    // next call ends the stream.
+                    fatal: false,
                 });
             }
             let line = std::mem::take(&mut self.line);
