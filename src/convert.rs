@@ -3,6 +3,7 @@
 
 use crate::dataset::{DatasetWriter, FormatError};
 use crate::source::gen::{Generator, Task, CHUNK_ROWS};
+use crate::source::live::{LiveReader, Patience};
 use crate::source::text::{csv_header, format_row};
 use crate::source::{ParseError, TextFormat, TextOptions, TextParser};
 use indicatif::ProgressBar;
@@ -79,12 +80,19 @@ impl ConvertSummary {
     }
 }
 
-fn open_input(path: &Path) -> Result<Box<dyn BufRead>, ConvertError> {
+/// The bytes of `path`, or of stdin for `-` (ended early as `patience` says).
+fn open_input(path: &Path, patience: &Patience) -> Result<Box<dyn BufRead>, ConvertError> {
     if path == Path::new("-") {
-        return Ok(Box::new(BufReader::with_capacity(READ_BUF, std::io::stdin())));
+        return Ok(Box::new(BufReader::with_capacity(READ_BUF, LiveReader::new(std::io::stdin(), patience.clone()))));
     }
     let f = File::open(path).map_err(|source| ConvertError::Io { path: path.into(), source })?;
     Ok(Box::new(BufReader::with_capacity(READ_BUF, f)))
+}
+
+/// True for a path naming a regular file (not `-`, a pipe, a socket or a device): one that can
+/// be read twice.
+pub fn is_regular_file(path: &Path) -> bool {
+    path != Path::new("-") && std::fs::metadata(path).is_ok_and(|m| m.is_file())
 }
 
 /// The name a source has in error messages.
@@ -103,16 +111,24 @@ pub fn resolve_format(path: &Path, format: Option<TextFormat>) -> Result<TextFor
     })
 }
 
-/// Opens a parser over `path`; LibSVM/VW without `--features` first scan the file for D
-/// (LibSVM's largest index, VW's feature names), which stdin cannot do.
-pub fn open_parser(path: &Path, format: TextFormat, opts: &TextOptions) -> Result<TextParser<Box<dyn BufRead>>, ConvertError> {
+/// Opens a parser over `path` (stdin for `-`, ended early as `patience` says); LibSVM/VW
+/// without `--features` first scan the file for D (LibSVM's largest index, VW's feature
+/// names), which only a regular file allows: stdin and pipes cannot be read twice.
+pub fn open_parser(
+    path: &Path,
+    format: TextFormat,
+    opts: &TextOptions,
+    patience: &Patience,
+) -> Result<TextParser<Box<dyn BufRead>>, ConvertError> {
     let name = source_name(path);
     let mut opts = opts.clone();
     if format != TextFormat::Csv && opts.features.is_none() && opts.vw_names.is_none() {
-        if path == Path::new("-") {
-            return Err(ConvertError::Usage(format!("{name}: {format:?} from stdin needs --features D")));
+        if !is_regular_file(path) {
+            return Err(ConvertError::Usage(format!(
+                "{name}: {format:?} from stdin or a pipe needs --features D (finding D would read the stream twice)"
+            )));
         }
-        let mut scan = TextParser::new(open_input(path)?, name.clone(), format, &opts)?;
+        let mut scan = TextParser::new(open_input(path, patience)?, name.clone(), format, &opts)?;
         loop {
             match scan.next_row(&mut []) {
                 Ok(Some(_)) => {}
@@ -128,14 +144,14 @@ pub fn open_parser(path: &Path, format: TextFormat, opts: &TextOptions) -> Resul
         opts.features = Some(d);
         opts.vw_names = names;
     }
-    Ok(TextParser::new(open_input(path)?, name, format, &opts)?)
+    Ok(TextParser::new(open_input(path, patience)?, name, format, &opts)?)
 }
 
 /// Converts a text file (or `-` for stdin) into a `.ssgd` file.
 pub fn convert_text(input: &Path, output: &Path, opts: &ConvertOptions, progress: &ProgressBar) -> Result<ConvertSummary, ConvertError> {
     let start = Instant::now();
     let format = resolve_format(input, opts.format)?;
-    let mut parser = open_parser(input, format, &opts.text)?;
+    let mut parser = open_parser(input, format, &opts.text, &Patience::default())?;
     let d = parser.features();
     let mut writer = DatasetWriter::create(output, d, opts.block_rows, format == TextFormat::Vw)?;
     let mut row = vec![0.0f32; d];
@@ -246,7 +262,13 @@ pub fn write_generated(gen: &Generator, path: &Path, block_rows: u32, progress: 
 /// Data rows in a text file: non-empty lines, less the CSV header and `#` comment lines of
 /// LibSVM/VW (what `--holdout` needs to know where the last fraction starts).
 pub fn count_rows(path: &Path, format: TextFormat) -> Result<u64, ConvertError> {
-    let mut r = open_input(path)?;
+    if !is_regular_file(path) {
+        return Err(ConvertError::Usage(format!(
+            "{}: counting the rows (for --holdout) would read the stream twice: use a regular file, or --test FILE",
+            source_name(path)
+        )));
+    }
+    let mut r = open_input(path, &Patience::default())?;
     let (mut rows, mut line) = (0u64, Vec::new());
     loop {
         line.clear();

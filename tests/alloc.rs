@@ -76,7 +76,7 @@ fn run_mapped(c: &PipelineConfig, path: &Path) -> TrainOutcome {
 }
 
 fn run_text(c: &PipelineConfig, path: &Path) -> TrainOutcome {
-    let mut parser = open_parser(path, TextFormat::Csv, &TextOptions::default()).unwrap();
+    let mut parser = open_parser(path, TextFormat::Csv, &TextOptions::default(), &Default::default()).unwrap();
     train(c, &mut Input::Stream { parser: &mut parser, train_rows: None, skip_bad: false }, "t", None, shared(), &ProgressBar::hidden())
         .unwrap()
 }

@@ -38,3 +38,24 @@ fn gen_info_convert_and_errors() {
     let (ok, _, err) = streamsgd(&["train", &p("a.ssgd"), "--dedup-window", "100000000000"]);
     assert!(!ok && err.contains("--dedup-window 100000000000") && err.contains("GB") && !err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn streams_that_cannot_be_read_twice_are_refused() {
+    // A named pipe: finding LibSVM's D or counting rows for --holdout would eat the stream
+    // (it used to, then train on 0 rows and exit 0). Refused before the pipe is opened.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("in.pipe");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a NUL-terminated path that lives across the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let f = fifo.to_str().unwrap();
+    for (args, want) in [
+        (vec!["train", f, "--format", "libsvm"], "needs --features D"),
+        (vec!["train", f, "--format", "vw"], "needs --features D"),
+        (vec!["convert", f, "--format", "libsvm", "-o", "x.ssgd"], "needs --features D"),
+        (vec!["train", f, "--format", "csv", "--holdout", "0.1"], "--holdout"),
+    ] {
+        let (ok, _, err) = streamsgd(&args);
+        assert!(!ok && err.contains(want) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -42,7 +42,7 @@ fn run_mapped(c: &PipelineConfig, path: &Path, holdout: f64) -> TrainOutcome {
 }
 
 fn run_text(c: &PipelineConfig, path: &Path, skip_bad: bool) -> TrainOutcome {
-    let mut parser = open_parser(path, TextFormat::Csv, &TextOptions::default()).unwrap();
+    let mut parser = open_parser(path, TextFormat::Csv, &TextOptions::default(), &Default::default()).unwrap();
     train(c, &mut Input::Stream { parser: &mut parser, train_rows: None, skip_bad }, "t", None, shared(), &ProgressBar::hidden()).unwrap()
 }
 

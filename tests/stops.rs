@@ -123,3 +123,54 @@ fn a_stream_cut_mid_line_keeps_what_was_learned() {
     assert!(out.status.success(), "{err}");
     assert!(stdout.contains("trained on 5001 rows (5000 learned, 1 rejected)"), "{stdout}");
 }
+
+#[test]
+fn a_stalled_sender_ends_at_the_idle_timeout_or_a_signal() {
+    // A socket that sends 3000 lines and then nothing, without closing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let sender = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut text = String::from("x0,x1,label\n");
+        for i in 0..3000 {
+            text += &format!("{},{},{}\n", i % 7, i % 3, i % 2);
+        }
+        s.write_all(text.as_bytes()).unwrap();
+        let _ = done_rx.recv_timeout(Duration::from_secs(60));
+    });
+    let t = Instant::now();
+    let out = Command::new(BIN).args(["train", &format!("tcp://{addr}"), "--format", "csv", "--idle-timeout", "1s"]).output().unwrap();
+    let _ = done_tx.send(());
+    sender.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("trained on 3000 rows"), "{stdout}");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    // stdin that stalls (a pipe whose writer keeps it open): Ctrl-C ends the run gracefully.
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("in.model");
+    let mut child = Command::new(BIN)
+        .args(["train", "-", "--format", "csv", "--save", model.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"x0,x1,label\n").unwrap();
+    for i in 0..2000 {
+        writeln!(input, "{},{},{}", i % 5, i % 3, i % 2).unwrap();
+    }
+    input.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not waited for yet.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    drop(input);
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(status.code(), Some(130), "{out}");
+    assert!(out.contains("trained on 2000 rows"), "{out}");
+    assert!(ModelFile::load(&model).is_ok());
+}

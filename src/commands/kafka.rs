@@ -10,6 +10,7 @@ use streamsgd::dataset::Dataset;
 use streamsgd::source::kafka::{
     encode_row, ConsumerOptions, ConsumerStats, Encoding, KafkaSource, KafkaWriter, ProducerOptions, StartFrom,
 };
+use streamsgd::source::live::Patience;
 use streamsgd::source::text::{csv_header, format_row};
 use streamsgd::source::{TextFormat, TextOptions};
 
@@ -32,9 +33,6 @@ pub struct KafkaArgs {
     /// Kafka: stop once every assigned partition is read to its end (replay a topic).
     #[arg(long)]
     until_end: bool,
-    /// Kafka: stop when no record has come for this long (default: follow until Ctrl-C).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    idle_timeout: Option<Duration>,
     /// Kafka: fail when the brokers report errors and no record comes for this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     broker_timeout: Duration,
@@ -52,7 +50,8 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 }
 
 /// Joins the consumer group of `spec` with the text settings of the command line.
-pub fn open(spec: &str, a: &KafkaArgs, format: Option<TextFormat>, text: &TextOptions) -> anyhow::Result<KafkaSource> {
+/// `patience`: when the consumer stops following (an idle timeout, a stop signal).
+pub fn open(spec: &str, a: &KafkaArgs, format: Option<TextFormat>, text: &TextOptions, patience: &Patience) -> anyhow::Result<KafkaSource> {
     let opts = ConsumerOptions {
         group: a.group.clone(),
         start: a.from,
@@ -61,10 +60,10 @@ pub fn open(spec: &str, a: &KafkaArgs, format: Option<TextFormat>, text: &TextOp
         text: text.clone(),
         columns: a.columns.clone(),
         stop_at_end: a.until_end,
-        idle_timeout: a.idle_timeout,
+        idle_timeout: patience.idle,
         broker_timeout: a.broker_timeout,
         commit_interval: a.commit_interval,
-        stop: Some(super::signals::install()?.flag()),
+        stop: patience.stop.clone(),
         config: a.options.clone(),
     };
     Ok(KafkaSource::open(spec, opts)?)

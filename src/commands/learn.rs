@@ -18,6 +18,7 @@ use streamsgd::model::{ModelFile, SharedModel};
 use streamsgd::optim::{Kind, OptimConfig, Schedule};
 use streamsgd::pipeline::{self, Input, OnDrift, PipelineConfig, TrainOutcome, TrainReport, WindowConfig};
 use streamsgd::source::gen::{GenConfig, Generator, Task};
+use streamsgd::source::live::{LiveReader, Patience};
 use streamsgd::source::text::LabelColumn;
 use streamsgd::source::{TextFormat, TextOptions, TextParser};
 use streamsgd::transform::{Missing, Scaling, TransformConfig};
@@ -255,6 +256,10 @@ pub struct TrainArgs {
     shards: ShardArgs,
     #[command(flatten)]
     features_stage: FeatureArgs,
+    /// A live source (a socket, stdin, a Kafka topic) ends once nothing has come for this long
+    /// (10s, 2m; default: wait until it closes, or Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
     /// Passes over a .ssgd file.
     #[arg(help_heading = "Run and output", long, default_value_t = 1)]
     passes: usize,
@@ -298,7 +303,15 @@ enum Data {
     Kafka(Box<streamsgd::source::kafka::KafkaSource>),
 }
 
-fn open_data(spec: &str, format: Option<TextFormat>, text: &TextOptions, count: bool) -> anyhow::Result<(Data, String)> {
+/// Opens `spec`; a socket or stdin ends early as `patience` says; `count`: count a text file's
+/// rows (for `--holdout`).
+fn open_data(
+    spec: &str,
+    format: Option<TextFormat>,
+    text: &TextOptions,
+    count: bool,
+    patience: &Patience,
+) -> anyhow::Result<(Data, String)> {
     ensure!(
         !spec.starts_with("kafka://") || cfg!(feature = "kafka"),
         "{spec}: this build has no Kafka support (build with the default `kafka` feature)"
@@ -309,7 +322,7 @@ fn open_data(spec: &str, format: Option<TextFormat>, text: &TextOptions, count: 
         let sock = addr.parse::<std::net::SocketAddr>().with_context(|| format!("{spec}: not a HOST:PORT address")).and_then(|a| {
             std::net::TcpStream::connect_timeout(&a, Duration::from_secs(10)).with_context(|| format!("{spec}: cannot connect"))
         })?;
-        let reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 20, sock));
+        let reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 20, LiveReader::new(sock, patience.clone())));
         let mut parser = TextParser::new(reader, spec.to_string(), format, text)?;
         parser.require_newline();
         return Ok((Data::Text { parser, rows: None }, spec.to_string()));
@@ -320,7 +333,7 @@ fn open_data(spec: &str, format: Option<TextFormat>, text: &TextOptions, count: 
     }
     let format = resolve_format(path, format)?;
     let rows = if count && spec != "-" { Some(count_rows(path, format)?) } else { None };
-    Ok((Data::Text { parser: open_parser(path, format, text)?, rows }, source_name(path)))
+    Ok((Data::Text { parser: open_parser(path, format, text, patience)?, rows }, source_name(path)))
 }
 
 fn input_of(data: &mut Data, holdout: Option<f64>, skip_bad: bool) -> anyhow::Result<Input<'_>> {
@@ -353,15 +366,17 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     }
     ensure!(a.passes >= 1, "--passes must be at least 1");
     let text = a.text.options();
+    let stop = super::signals::install()?;
+    let patience = Patience { idle: a.idle_timeout, stop: Some(stop.flag()) };
     let (mut data, name) = match () {
         #[cfg(feature = "kafka")]
         () if a.data.starts_with("kafka://") => {
             ensure!(a.shards.rate.is_none(), "--rate paces replay from files: a Kafka source arrives at its own pace");
-            let source = super::kafka::open(&a.data, &a.kafka, a.text.format, &text)?;
+            let source = super::kafka::open(&a.data, &a.kafka, a.text.format, &text, &patience)?;
             let name = source.name().to_string();
             (Data::Kafka(Box::new(source)), name)
         }
-        () => open_data(&a.data, a.text.format, &text, a.holdout.is_some())?,
+        () => open_data(&a.data, a.text.format, &text, a.holdout.is_some(), &patience)?,
     };
     let total = match &data {
         Data::Mapped(ds) => Some(ds.rows() * a.passes as u64),
@@ -375,7 +390,6 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     cfg.shuffle_seed = a.shuffle_seed;
     cfg.checkpoint = a.checkpoint.clone();
     cfg.checkpoint_every = a.checkpoint_every;
-    let stop = super::signals::install()?;
     cfg.stop = Some(stop.flag());
     let initial = a.resume.as_deref().map(ModelFile::load).transpose()?;
     if let Some(f) = &initial {
@@ -458,7 +472,7 @@ fn evaluate_file(
     model: &ModelFile,
     bad: BadRows,
 ) -> anyhow::Result<Evaluation> {
-    let (mut data, _) = open_data(spec, format, text, false)?;
+    let (mut data, _) = open_data(spec, format, text, false, &Patience::default())?;
     let mut input = match &mut data {
         Data::Mapped(dataset) => Input::Mapped { dataset, train_rows: 0 },
         Data::Text { parser, .. } => Input::Stream { parser, train_rows: Some(0), skip_bad: bad == BadRows::Skip },
@@ -601,12 +615,12 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     };
     let mut text = a.text.options();
     text.features = Some(text.features.unwrap_or(d));
-    let (mut data, mut name) = open_data(&a.data, a.text.format, &text, false)?;
+    let (mut data, mut name) = open_data(&a.data, a.text.format, &text, false, &Patience::default())?;
     // A CSV file whose header has exactly the model's inputs has no label column.
     if let Data::Text { parser, .. } = &data {
         if text.label.is_none() && parser.features() + 1 == d && a.data != "-" && !a.data.starts_with("tcp://") {
             text.label = Some(LabelColumn::Absent);
-            (data, name) = open_data(&a.data, a.text.format, &text, false)?;
+            (data, name) = open_data(&a.data, a.text.format, &text, false, &Patience::default())?;
         }
     }
     let stdout = std::io::stdout();

@@ -1,10 +1,12 @@
-//! Where rows come from: text parsers (CSV, LibSVM, VW), a Kafka consumer, the synthetic
-//! generator, and the feature hash used for VW names.
+//! Where rows come from: text parsers (CSV, LibSVM, VW) over files, stdin and sockets (whose
+//! reads wait patiently: `live`), a Kafka consumer, the synthetic generator, and the feature
+//! hash used for VW names.
 
 pub mod gen;
 pub mod hash;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod live;
 pub mod text;
 
 pub use text::{ParseError, ParsedRow, TextFormat, TextOptions, TextParser};
