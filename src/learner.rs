@@ -62,15 +62,15 @@ const GROWTH: f64 = 256.0;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LearnError {
     /// A row that cannot be learned (with [`BadRows::Error`]).
-    #[error("row {row}: {what}")]
+    #[error("row {}: {what}", row + 1)]
     BadRow {
-        /// 0-based row number in the learner's stream.
+        /// 0-based row number in the learner's stream (shown from 1).
         row: u64,
         /// What is wrong.
         what: String,
     },
     /// The weights stopped being finite.
-    #[error("training diverged at row {row}: the prediction is {pred} for finite features; lower the learning rate (--lr {lr} is too large for this data)")]
+    #[error("training diverged at row {}: the prediction is {pred} for finite features; lower the learning rate (--lr {lr} is too large for this data)", row + 1)]
     Diverged {
         /// Row at which it was noticed.
         row: u64,
@@ -80,7 +80,7 @@ pub enum LearnError {
         lr: f32,
     },
     /// The loss grew by orders of magnitude: the weights are running away, though still finite.
-    #[error("training diverged at row {row}: the mean loss of the last {BLOWUP_BATCHES} batches is at least {loss:.4e}, over {BLOWUP}× that of a constant prediction ({baseline:.4e}); lower the learning rate (--lr {lr}), or scale the features (--scale standard)")]
+    #[error("training diverged at row {}: the mean loss of the last {BLOWUP_BATCHES} batches is at least {loss:.4e}, over {BLOWUP}× that of a constant prediction ({baseline:.4e}); lower the learning rate (--lr {lr}), or scale the features (--scale standard)", row + 1)]
     LossExploded {
         /// Row at which it was noticed.
         row: u64,

@@ -650,7 +650,7 @@ pub fn train(
         learned += r.learner.rows_learned;
         rejected += r.learner.rows_rejected;
         if first_rejected.is_none() {
-            first_rejected = r.learner.first_rejected.as_ref().map(|(row, what)| format!("row {row}: {what}"));
+            first_rejected = r.learner.first_rejected.as_ref().map(|(row, what)| format!("row {}: {what}", row + 1));
         }
     }
     let rows = producer.sent_rows + source_rejected;

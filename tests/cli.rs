@@ -59,3 +59,29 @@ fn streams_that_cannot_be_read_twice_are_refused() {
         assert!(!ok && err.contains(want) && !err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn nothing_learned_is_an_error_and_saves_nothing() {
+    // A header-only CSV, a zero-row .ssgd, and rows that are all rejected: each used to exit 0
+    // with loss NaN (and --save wrote an untrained model).
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    std::fs::write(p("h.csv"), "a,b,label\n").unwrap();
+    std::fs::write(p("bad.csv"), "a,b,label\n1,2,5\n3,4,7\n").unwrap();
+    assert!(streamsgd(&["gen", "--rows", "0", "--features", "3", "-o", &p("z.ssgd")]).0);
+    for (args, want) in [
+        (vec!["train", &p("h.csv")], "has no rows to learn"),
+        (vec!["train", &p("z.ssgd")], "has no rows to learn"),
+        (vec!["train", &p("bad.csv"), "--skip-bad"], "all 2 rows of"),
+    ] {
+        let mut args = args.clone();
+        let model = p("m.model");
+        args.extend(["--save", &model]);
+        let (ok, _, err) = streamsgd(&args);
+        assert!(!ok && err.contains("nothing was learned") && err.contains(want), "{args:?}: {err}");
+        assert!(!std::path::Path::new(&model).exists(), "{args:?} saved a model");
+    }
+    // Rejected rows are numbered from 1, as lines are.
+    let (_, _, err) = streamsgd(&["train", &p("bad.csv"), "--skip-bad"]);
+    assert!(err.contains("the first rejected: row 1: label 5 is out of range"), "{err}");
+}

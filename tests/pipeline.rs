@@ -97,7 +97,8 @@ fn rows_in_equal_rows_learned_plus_rejected() {
     )
     .err()
     .unwrap();
-    assert_eq!(e.to_string(), "one-nan.ssgd: row 3210: feature 1 is NaN (missing or infinite values need a --missing policy)");
+    // Rows numbered from 1: index 3210 is row 3211.
+    assert_eq!(e.to_string(), "one-nan.ssgd: row 3211: feature 1 is NaN (missing or infinite values need a --missing policy)");
     // Without --skip-bad the same data is an error naming the row.
     let ds = Dataset::open(&p).unwrap();
     let e = train(

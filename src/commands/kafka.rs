@@ -20,7 +20,7 @@ use streamsgd::source::{TextFormat, TextOptions};
 pub struct KafkaArgs {
     /// Kafka: the consumer group (offsets are committed there once learned).
     #[arg(long, default_value = "streamsgd")]
-    group: String,
+    pub group: String,
     /// Kafka: where a group without committed offsets starts.
     #[arg(long, value_enum, default_value = "earliest")]
     from: StartFrom,

@@ -401,8 +401,36 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let out = pipeline::train(&cfg, &mut input, &name, initial, shared, &bar)?;
     // From the command's start: opening (and prefaulting) the input included.
     let wall = started.elapsed().as_secs_f64();
+    let nothing = out.report.rows_learned == 0;
+    if nothing {
+        if let Some(e) = out.source_error {
+            return Err(anyhow::Error::new(e).context("nothing was learned before the input failed"));
+        }
+        let r = &out.report;
+        let why = match &data {
+            #[cfg(feature = "kafka")]
+            Data::Kafka(_) => {
+                // A topic with nothing new for the group is not a mistake: said, and no model.
+                eprintln!(
+                    "warning: nothing was learned, so no model is saved: no record came from {name}; consumer group '{}' had committed offsets at the topic's end (another --group learns the topic again)",
+                    a.kafka.group
+                );
+                None
+            }
+            _ if r.rows == 0 => Some(format!("{name} has no rows to learn (after the header and the holdout)")),
+            _ => Some(
+                format!(
+                    "all {} rows of {name} were rejected ({}), dropped as missing ({}) or as duplicates ({})",
+                    r.rows, r.rows_rejected, r.rows_dropped_missing, r.rows_dropped_duplicate
+                ) + &r.first_rejected.as_ref().map(|w| format!("; the first rejected: {w}")).unwrap_or_default(),
+            ),
+        };
+        if let Some(why) = why {
+            bail!("nothing was learned, so no model is saved: {why}");
+        }
+    }
     // Saved before the test set is read: a bad test file does not lose the model.
-    if let Some(p) = &a.save {
+    if let (Some(p), false) = (&a.save, nothing) {
         out.model.save(p)?;
     }
     // A stop also leaves a checkpoint to resume from, as a run's end does not.
@@ -557,7 +585,7 @@ fn report(
         println!("event time: {} rows arrived after their window closed (learned, counted as late)", r.rows_late);
     }
     for row in &r.drift_alarms {
-        println!("DRIFT: Page-Hinkley alarm at row {row}");
+        println!("DRIFT: Page-Hinkley alarm at row {}", row + 1);
     }
     if r.stopped {
         println!("stopped early: these are the rows read until the stop, each learned");

@@ -50,13 +50,13 @@ pub fn scan(ds: &Dataset) -> Result<DatasetStats, FormatError> {
                 if x.is_nan() {
                     nan += 1;
                 } else if x.is_infinite() {
-                    return Err(bad(format!("row {}: feature {j} is infinite", first_row + r as u64)));
+                    return Err(bad(format!("row {}: feature {j} is infinite", first_row + r as u64 + 1)));
                 }
             }
         }
         for (r, &y) in b.labels.iter().enumerate() {
             if !y.is_finite() {
-                return Err(bad(format!("row {}: label {y} is not finite", first_row + r as u64)));
+                return Err(bad(format!("row {}: label {y} is not finite", first_row + r as u64 + 1)));
             }
             lo = lo.min(y);
             hi = hi.max(y);
@@ -69,7 +69,7 @@ pub fn scan(ds: &Dataset) -> Result<DatasetStats, FormatError> {
         }
         if let Some(w) = b.weights {
             if let Some(r) = w.iter().position(|w| !(w.is_finite() && *w >= 0.0)) {
-                return Err(bad(format!("row {}: weight {} is not a finite non-negative number", first_row + r as u64, w[r])));
+                return Err(bad(format!("row {}: weight {} is not a finite non-negative number", first_row + r as u64 + 1, w[r])));
             }
         }
         first_row += b.rows as u64;
