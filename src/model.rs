@@ -84,6 +84,43 @@ impl LinearModel {
     }
 }
 
+/// The inputs a model was trained on, as its data named them: what `predict`, `--test` and
+/// `--resume` check new data against (and map CSV columns by). Saved in the model file's extra
+/// JSON under `"schema"`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Schema {
+    /// Input features (before the feature stage).
+    pub features: usize,
+    /// Their names in the model's order (CSV header, VW names); `None` where the data has
+    /// positions only (.ssgd, LibSVM, hashed VW).
+    pub names: Option<Vec<String>>,
+    /// The CSV label column's name.
+    pub label: Option<String>,
+}
+
+impl Schema {
+    /// Checks data of `features` inputs named `names` (when it has names) against the model's:
+    /// the same count, and the same names in the same order (callers map a CSV's columns by
+    /// name first). The message says what differs.
+    pub fn check(&self, features: usize, names: Option<&[String]>) -> Result<(), String> {
+        if let (Some(mine), Some(theirs)) = (&self.names, names) {
+            if mine.as_slice() != theirs {
+                let missing: Vec<&str> = mine.iter().filter(|n| !theirs.contains(n)).map(|n| n.as_str()).take(5).collect();
+                let extra: Vec<&str> = theirs.iter().filter(|n| !mine.contains(n)).map(|n| n.as_str()).take(5).collect();
+                return Err(if missing.is_empty() && extra.is_empty() {
+                    "the data has the model's features in another order".into()
+                } else {
+                    format!("the data's features differ from the model's: missing {missing:?}, not in the model {extra:?}")
+                });
+            }
+        }
+        if features != self.features {
+            return Err(format!("the model has {} input features, the data {features}", self.features));
+        }
+        Ok(())
+    }
+}
+
 /// Everything needed to resume training: the model, the optimizer state and free-form JSON
 /// (the feature pipeline that later stages save beside the model).
 #[derive(Clone, Debug, PartialEq)]
@@ -157,6 +194,22 @@ fn schedule_code(s: Schedule) -> u32 {
 }
 
 impl ModelFile {
+    /// The schema saved in the extra JSON, if any (models saved before schemas have none).
+    pub fn schema(&self) -> Result<Option<Schema>, String> {
+        let v: serde_json::Value = serde_json::from_str(&self.extra).map_err(|e| format!("extra section is not JSON: {e}"))?;
+        v.get("schema").map(|s| serde_json::from_value(s.clone()).map_err(|e| format!("bad schema: {e}"))).transpose()
+    }
+
+    /// Saves `schema` in the extra JSON (replacing one there).
+    pub fn set_schema(&mut self, schema: &Schema) {
+        let mut v: serde_json::Value = serde_json::from_str(&self.extra).unwrap_or_else(|_| serde_json::json!({}));
+        if !v.is_object() {
+            v = serde_json::json!({});
+        }
+        v["schema"] = serde_json::to_value(schema).unwrap_or_default();
+        self.extra = v.to_string();
+    }
+
     /// The file's bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(64 + 16 * self.model.weights.len() + self.extra.len());

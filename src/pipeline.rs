@@ -865,6 +865,14 @@ pub fn evaluate_holdout(
     bad: BadRows,
 ) -> Result<Option<Evaluation>, PipelineError> {
     let loss = model.loss;
+    let inputs = transform.map_or(model.features(), |t| t.d);
+    let have = match input {
+        Input::Mapped { dataset, .. } => dataset.features(),
+        Input::Stream { parser, .. } => parser.features(),
+    };
+    if have != inputs {
+        return Err(PipelineError::Config(format!("the model has {inputs} input features, the data {have}")));
+    }
     let transform = transform.filter(|t| !t.cfg.is_identity());
     let mut t_out = vec![0.0f32; model.features()];
     let mut t_in = vec![0.0f32; transform.map_or(0, |t| t.d)];

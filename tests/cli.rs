@@ -85,3 +85,40 @@ fn nothing_learned_is_an_error_and_saves_nothing() {
     let (_, _, err) = streamsgd(&["train", &p("bad.csv"), "--skip-bad"]);
     assert!(err.contains("the first rejected: row 1: label 5 is out of range"), "{err}");
 }
+
+#[test]
+fn models_keep_their_schema_and_data_is_mapped_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let mut train = String::from("a,b,c,label\n");
+    for i in 0..400 {
+        train += &format!("{},{},{},{}\n", i % 7, (i * 3) % 5, i % 2, u8::from(i % 7 > 3));
+    }
+    std::fs::write(p("t.csv"), &train).unwrap();
+    // Columns swapped, with or without the label; a column missing; another column count.
+    std::fs::write(p("swapped.csv"), "c,label,a,b\n1,0,6,2\n0,1,2,4\n").unwrap();
+    std::fs::write(p("nolabel.csv"), "b,c,a\n2,1,6\n4,0,2\n").unwrap();
+    std::fs::write(p("same.csv"), "a,b,c,label\n6,2,1,0\n2,4,0,1\n").unwrap();
+    std::fs::write(p("short.csv"), "a,b,label\n6,2,0\n").unwrap();
+    let (ok, _, err) = streamsgd(&["train", &p("t.csv"), "--save", &p("m.model")]);
+    assert!(ok, "{err}");
+    let predict = |f: &str| streamsgd(&["predict", "--model", &p("m.model"), &p(f)]);
+    let (ok, want, err) = predict("same.csv");
+    assert!(ok, "{err}");
+    for f in ["swapped.csv", "nolabel.csv"] {
+        let (ok, got, err) = predict(f);
+        assert!(ok && got == want, "{f}: {got} vs {want}: {err}");
+    }
+    let (ok, _, err) = predict("short.csv");
+    assert!(!ok && err.contains("missing 'c'") && !err.contains("panicked"), "{err}");
+    // --test is checked before training (it used to panic in the kernel after it), and
+    // --resume on other columns is refused.
+    let (ok, out, err) = streamsgd(&["train", &p("t.csv"), "--test", &p("short.csv")]);
+    assert!(!ok && err.contains("short.csv") && err.contains("missing 'c'") && !out.contains("trained"), "{err}");
+    let (ok, _, err) = streamsgd(&["train", &p("short.csv"), "--resume", &p("m.model")]);
+    assert!(!ok && err.contains("missing 'c'"), "{err}");
+    // A .ssgd test set of another width: an error, not a panic.
+    assert!(streamsgd(&["gen", "--rows", "100", "--features", "5", "-o", &p("w.ssgd")]).0);
+    let (ok, _, err) = streamsgd(&["train", &p("t.csv"), "--test", &p("w.ssgd")]);
+    assert!(!ok && err.contains("the model has 3 input features, the data 5") && !err.contains("panicked"), "{err}");
+}

@@ -14,7 +14,7 @@ use streamsgd::learner::{BadRows, LearnerConfig};
 use streamsgd::loss::Loss;
 use streamsgd::merge::MergeMode;
 use streamsgd::metrics::Evaluation;
-use streamsgd::model::{ModelFile, SharedModel};
+use streamsgd::model::{ModelFile, Schema, SharedModel};
 use streamsgd::optim::{Kind, OptimConfig, Schedule};
 use streamsgd::pipeline::{self, Input, OnDrift, PipelineConfig, TrainOutcome, TrainReport, WindowConfig};
 use streamsgd::source::gen::{GenConfig, Generator, Task};
@@ -365,7 +365,13 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         ensure!((0.0..1.0).contains(&h), "--holdout {h} must be in [0, 1)");
     }
     ensure!(a.passes >= 1, "--passes must be at least 1");
-    let text = a.text.options();
+    let mut text = a.text.options();
+    let initial = a.resume.as_deref().map(ModelFile::load).transpose()?;
+    // A resumed model's inputs: the data's columns are mapped to them by name, or refused.
+    let resumed_schema = initial.as_ref().map(|f| f.schema().map_err(anyhow::Error::msg)).transpose()?.flatten();
+    if let Some(s) = &resumed_schema {
+        expect_schema(&mut text, s, false);
+    }
     let stop = super::signals::install()?;
     let patience = Patience { idle: a.idle_timeout, stop: Some(stop.flag()) };
     let (mut data, name) = match () {
@@ -391,14 +397,31 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     cfg.checkpoint = a.checkpoint.clone();
     cfg.checkpoint_every = a.checkpoint_every;
     cfg.stop = Some(stop.flag());
-    let initial = a.resume.as_deref().map(ModelFile::load).transpose()?;
     if let Some(f) = &initial {
         ensure!(f.model.loss == cfg.learner.loss, "--resume model was trained with {:?}, not {:?}", f.model.loss, cfg.learner.loss);
+    }
+    let schema = data_schema(&data);
+    if let (None, Some(l)) = (&text.label, &schema.label) {
+        if !matches!(l.as_str(), "label" | "target" | "y") {
+            eprintln!("note: the label is the last column, '{l}' (no column is named label, target or y; --label NAME picks another)");
+        }
+    }
+    if let (Some(s), Some(p)) = (&resumed_schema, &a.resume) {
+        s.check(schema.features, schema.names.as_deref()).map_err(|e| anyhow::anyhow!("--resume {}: {e}", p.display()))?;
+    }
+    // The test set is opened and checked now, not after training.
+    if let Some(t) = &a.test {
+        let mut test_text = text.clone();
+        expect_schema(&mut test_text, &schema, false);
+        let (test_data, _) = open_data(t, a.text.format, &test_text, false, &Patience::default())?;
+        let s = data_schema(&test_data);
+        schema.check(s.features, s.names.as_deref()).map_err(|e| anyhow::anyhow!("--test {t}: {e}"))?;
     }
     let bar = super::progress(total.unwrap_or(0), "rows");
     let shared = Arc::new(SharedModel::new(streamsgd::model::LinearModel::zeros(cfg.learner.loss, 1)));
     let mut input = input_of(&mut data, a.holdout, a.model.skip_bad)?;
-    let out = pipeline::train(&cfg, &mut input, &name, initial, shared, &bar)?;
+    let mut out = pipeline::train(&cfg, &mut input, &name, initial, shared, &bar)?;
+    out.model.set_schema(&schema);
     // From the command's start: opening (and prefaulting) the input included.
     let wall = started.elapsed().as_secs_f64();
     let nothing = out.report.rows_learned == 0;
@@ -500,7 +523,16 @@ fn evaluate_file(
     model: &ModelFile,
     bad: BadRows,
 ) -> anyhow::Result<Evaluation> {
-    let (mut data, _) = open_data(spec, format, text, false, &Patience::default())?;
+    let mut text = text.clone();
+    let schema = model.schema().map_err(anyhow::Error::msg)?;
+    if let Some(s) = &schema {
+        expect_schema(&mut text, s, false);
+    }
+    let (mut data, _) = open_data(spec, format, &text, false, &Patience::default())?;
+    if let Some(s) = &schema {
+        let d = data_schema(&data);
+        s.check(d.features, d.names.as_deref()).map_err(|e| anyhow::anyhow!("{spec}: {e}"))?;
+    }
     let mut input = match &mut data {
         Data::Mapped(dataset) => Input::Mapped { dataset, train_rows: 0 },
         Data::Text { parser, .. } => Input::Stream { parser, train_rows: Some(0), skip_bad: bad == BadRows::Skip },
@@ -509,6 +541,29 @@ fn evaluate_file(
     };
     let transform = pipeline::saved_transform(&model.extra)?;
     pipeline::evaluate_holdout(&mut input, &model.model, transform.as_ref(), bad)?.with_context(|| format!("{spec}: no rows to evaluate"))
+}
+
+/// What an opened input's rows hold: their feature count, names and label column.
+fn data_schema(data: &Data) -> Schema {
+    match data {
+        Data::Mapped(ds) => Schema { features: ds.features(), names: None, label: None },
+        Data::Text { parser, .. } => Schema { features: parser.features(), names: parser.feature_names(), label: parser.label_name() },
+        #[cfg(feature = "kafka")]
+        Data::Kafka(k) => Schema { features: streamsgd::source::RowSource::features(k.as_ref()), names: None, label: None },
+    }
+}
+
+/// Text options that read data as a model with `schema` expects it: CSV columns by the
+/// model's names (any order), VW names as the model's columns, LibSVM/hashed VW in its
+/// dimension, its label column (`optional_label`: when the header has one — data to predict
+/// on).
+fn expect_schema(text: &mut TextOptions, schema: &Schema, optional_label: bool) {
+    text.feature_order = schema.names.clone();
+    text.vw_names = schema.names.clone();
+    text.features = Some(text.features.unwrap_or(schema.features));
+    if let (None, Some(l)) = (&text.label, &schema.label) {
+        text.label = Some(if optional_label { LabelColumn::IfPresent(l.clone()) } else { LabelColumn::Name(l.clone()) });
+    }
 }
 
 fn pct_line(name: &str, p: &Percentiles) -> String {
@@ -629,6 +684,7 @@ pub struct PredictArgs {
 pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     let file = ModelFile::load(&a.model)?;
     let transform = pipeline::saved_transform(&file.extra)?.filter(|t| !t.cfg.is_identity());
+    let schema = file.schema().map_err(anyhow::Error::msg)?;
     let m = file.model;
     // Inputs are raw rows; the model's feature stage (frozen statistics) maps them to the
     // model's columns exactly as in training.
@@ -643,13 +699,23 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     };
     let mut text = a.text.options();
     text.features = Some(text.features.unwrap_or(d));
+    if let Some(s) = &schema {
+        expect_schema(&mut text, s, true);
+    }
     let (mut data, mut name) = open_data(&a.data, a.text.format, &text, false, &Patience::default())?;
-    // A CSV file whose header has exactly the model's inputs has no label column.
-    if let Data::Text { parser, .. } = &data {
-        if text.label.is_none() && parser.features() + 1 == d && a.data != "-" && !a.data.starts_with("tcp://") {
+    match (&schema, &data) {
+        (Some(s), _) => {
+            let got = data_schema(&data);
+            s.check(got.features, got.names.as_deref()).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        }
+        // A model without a schema: a CSV file whose header has exactly its inputs has no label column.
+        (None, Data::Text { parser, .. })
+            if text.label.is_none() && parser.features() + 1 == d && a.data != "-" && !a.data.starts_with("tcp://") =>
+        {
             text.label = Some(LabelColumn::Absent);
             (data, name) = open_data(&a.data, a.text.format, &text, false, &Patience::default())?;
         }
+        _ => {}
     }
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());

@@ -107,6 +107,7 @@ impl TextArgs {
             features: self.features,
             vw_names: None,
             timestamp: self.timestamp_col.as_deref().map(LabelColumn::parse),
+            feature_order: None,
         }
     }
 }

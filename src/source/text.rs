@@ -44,6 +44,9 @@ pub enum LabelColumn {
     Index(usize),
     /// No label column (data to predict on): every column is a feature, labels are NaN.
     Absent,
+    /// The column of this name if the header has one, else none (a saved model's label: data
+    /// to predict on may come with it or without).
+    IfPresent(String),
 }
 
 impl LabelColumn {
@@ -69,6 +72,10 @@ pub struct TextOptions {
     /// CSV event-time column (by name or index), excluded from the features: seconds since the
     /// Unix epoch (fractions allowed) or an RFC 3339 date-time.
     pub timestamp: Option<LabelColumn>,
+    /// CSV: the feature columns by header name, in the order rows are to have them (a saved
+    /// model's schema). The header must have exactly these besides the label and timestamp,
+    /// in any order; `None`: the header's order.
+    pub feature_order: Option<Vec<String>>,
 }
 
 /// A line that could not be parsed, or the stream failing underneath the parser.
@@ -120,6 +127,8 @@ enum Layout {
         label: usize,
         /// Timestamp column (`usize::MAX`: none).
         ts: usize,
+        /// The feature each column fills (`usize::MAX`: the label or the timestamp).
+        slot: Vec<usize>,
     },
     Libsvm,
     VwHashed,
@@ -160,11 +169,88 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// The cells of a CSV line per RFC 4180: a field in double quotes may hold commas, and `""`
+/// inside it is one quote. A quote left open at the end of the line is an error (a quoted line
+/// break is not supported: every record is one line).
+fn csv_cells(line: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut cells = Vec::new();
+    let mut i = 0;
+    loop {
+        let mut cell = Vec::new();
+        // Spaces before an opening quote are not part of the field.
+        let start = i + line[i..].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+        if line.get(start) == Some(&b'"') {
+            i = start + 1;
+            loop {
+                match memchr::memchr(b'"', &line[i..]) {
+                    None => {
+                        return Err(format!(
+                            "cell {}: a quoted field is not closed on its line (quoted line breaks are not supported)",
+                            cells.len() + 1
+                        ))
+                    }
+                    Some(q) => {
+                        cell.extend_from_slice(&line[i..i + q]);
+                        i += q + 1;
+                        if line.get(i) == Some(&b'"') {
+                            cell.push(b'"');
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            let rest = memchr::memchr(b',', &line[i..]).map_or(line.len(), |c| i + c);
+            if !trim(&line[i..rest]).is_empty() {
+                return Err(format!("cell {}: text after a closing quote", cells.len() + 1));
+            }
+            i = rest;
+        } else {
+            let end = memchr::memchr(b',', &line[i..]).map_or(line.len(), |c| i + c);
+            cell.extend_from_slice(trim(&line[i..end]));
+            i = end;
+        }
+        cells.push(cell);
+        if i >= line.len() {
+            return Ok(cells);
+        }
+        i += 1;
+    }
+}
+
+/// The CSV layout's column-to-feature map, to take out and put back around a row's parse.
+fn slot_of(layout: &mut Layout) -> &mut Vec<usize> {
+    match layout {
+        Layout::Csv { slot, .. } => slot,
+        _ => unreachable!("csv layout"),
+    }
+}
+
+/// A name or value cut to 60 characters for a message (a 10 MB cell is not echoed).
+pub fn cut(s: &str) -> &str {
+    match s.char_indices().nth(60) {
+        Some((at, _)) => &s[..at],
+        None => s,
+    }
+}
+
+/// Names for a message: `'a', 'b'` (at most 8, then how many more), or `none`.
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
+    let shown: Vec<String> = names.iter().take(8).map(|n| format!("'{n}'")).collect();
+    let more = names.len().saturating_sub(8);
+    shown.join(", ") + &if more > 0 { format!(" and {more} more") } else { String::new() }
+}
+
 /// Parses a finite f32 (NaN comes back as NaN; ±inf and overflow are errors).
 fn number(cell: &[u8]) -> Result<f32, String> {
     match fast_float2::parse::<f32, _>(cell) {
-        Ok(x) if x.is_infinite() => Err(format!("'{}' is infinite or out of f32 range", String::from_utf8_lossy(cell))),
+        Ok(x) if x.is_infinite() => Err(format!("'{}' is infinite or out of f32 range", cut(&String::from_utf8_lossy(cell)))),
         Ok(x) => Ok(x),
+        Err(_) if cell.len() > 60 => Err(format!("'{}…' ({} bytes) is not a number", cut(&String::from_utf8_lossy(cell)), cell.len())),
         Err(_) => Err(format!("'{}' is not a number", String::from_utf8_lossy(cell))),
     }
 }
@@ -178,7 +264,7 @@ fn column_index(columns: &[String], spec: &LabelColumn, what: &str) -> Result<us
             .iter()
             .position(|c| c == n)
             .ok_or_else(|| format!("no column named '{n}' in the header ({}) for the {what}", columns.join(","))),
-        LabelColumn::Absent => Err(format!("no {what} column given")),
+        LabelColumn::Absent | LabelColumn::IfPresent(_) => Err(format!("no {what} column given")),
     }
 }
 
@@ -212,9 +298,28 @@ impl<R: BufRead> TextParser<R> {
                 if n == 0 {
                     return Err(err(1, "empty input: a CSV needs a header row".into()));
                 }
-                let head_trim = trim(&head);
-                let columns: Vec<String> = head_trim.split(|&c| c == b',').map(|c| String::from_utf8_lossy(trim(c)).into_owned()).collect();
-                let absent = opts.label == Some(LabelColumn::Absent);
+                // A byte-order mark (spreadsheets write one) is not part of the first name.
+                let head_trim = trim(head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&head));
+                let columns: Vec<String> =
+                    csv_cells(head_trim).map_err(|e| err(1, e))?.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+                for (i, c) in columns.iter().enumerate() {
+                    if columns[..i].contains(c) {
+                        return Err(err(
+                            1,
+                            format!(
+                                "the header names column '{}' twice (columns {} and {})",
+                                cut(c),
+                                columns[..i].iter().position(|x| x == c).unwrap_or(0) + 1,
+                                i + 1
+                            ),
+                        ));
+                    }
+                }
+                let absent = match &opts.label {
+                    Some(LabelColumn::Absent) => true,
+                    Some(LabelColumn::IfPresent(n)) => !columns.contains(n),
+                    _ => false,
+                };
                 if columns.len() < 2 - usize::from(absent) {
                     return Err(err(1, format!("header has {} column(s); need a label and at least one feature", columns.len())));
                 }
@@ -225,7 +330,10 @@ impl<R: BufRead> TextParser<R> {
                     ));
                 }
                 let label = match &opts.label {
-                    Some(LabelColumn::Absent) => usize::MAX,
+                    _ if absent => usize::MAX,
+                    Some(LabelColumn::IfPresent(n)) => {
+                        column_index(&columns, &LabelColumn::Name(n.clone()), "label").map_err(|e| err(1, e))?
+                    }
                     Some(spec) => column_index(&columns, spec, "label").map_err(|e| err(1, e))?,
                     None => columns.iter().position(|c| matches!(c.as_str(), "label" | "target" | "y")).unwrap_or(columns.len() - 1),
                 };
@@ -241,7 +349,30 @@ impl<R: BufRead> TextParser<R> {
                 if d == 0 {
                     return Err(err(1, "no feature columns left besides the label and the timestamp".into()));
                 }
-                (Layout::Csv { columns, label, ts }, d, 1, n as u64)
+                let features = columns.iter().enumerate().filter(|&(i, _)| i != label && i != ts);
+                let slot = match &opts.feature_order {
+                    None => {
+                        let mut next = 0..;
+                        (0..columns.len()).map(|i| if i == label || i == ts { usize::MAX } else { next.next().unwrap_or(0) }).collect()
+                    }
+                    Some(order) => {
+                        let missing: Vec<&str> = order.iter().filter(|n| !columns.contains(n)).map(|n| cut(n)).collect();
+                        let extra: Vec<&str> = features.clone().filter(|(_, c)| !order.contains(c)).map(|(_, c)| cut(c)).collect();
+                        if !missing.is_empty() || !extra.is_empty() {
+                            return Err(err(
+                                1,
+                                format!(
+                                    "the header's feature columns differ from the model's: missing {}; not in the model {}",
+                                    list(&missing),
+                                    list(&extra)
+                                ),
+                            ));
+                        }
+                        let at = |c: &String| order.iter().position(|n| n == c).unwrap_or(usize::MAX);
+                        columns.iter().enumerate().map(|(i, c)| if i == label || i == ts { usize::MAX } else { at(c) }).collect()
+                    }
+                };
+                (Layout::Csv { columns, label, ts, slot }, d, 1, n as u64)
             }
             _ if opts.timestamp.is_some() => {
                 return Err(err(0, "a timestamp column needs CSV input (LibSVM and VW lines have no named columns)".into()))
@@ -281,11 +412,22 @@ impl<R: BufRead> TextParser<R> {
         self.d
     }
 
+    /// The CSV label column's name (`None` without one, and for other formats).
+    pub fn label_name(&self) -> Option<String> {
+        match &self.layout {
+            Layout::Csv { columns, label, .. } => columns.get(*label).cloned(),
+            _ => None,
+        }
+    }
+
     /// CSV feature column names in column order (label excluded); `None` for other formats.
     pub fn feature_names(&self) -> Option<Vec<String>> {
         match &self.layout {
-            Layout::Csv { columns, label, ts } => {
-                Some(columns.iter().enumerate().filter(|(i, _)| i != label && i != ts).map(|(_, c)| c.clone()).collect())
+            Layout::Csv { columns, slot, .. } => {
+                let mut named: Vec<(usize, String)> =
+                    columns.iter().zip(slot).filter(|(_, &k)| k != usize::MAX).map(|(c, &k)| (k, c.clone())).collect();
+                named.sort();
+                Some(named.into_iter().map(|(_, c)| c).collect())
             }
             Layout::VwNamed(map) => {
                 let mut v: Vec<(usize, String)> = map.iter().map(|(k, &i)| (i, String::from_utf8_lossy(k).into_owned())).collect();
@@ -414,31 +556,41 @@ impl<R: BufRead> TextParser<R> {
     }
 
     fn parse_csv(&mut self, body: &[u8], feats: &mut [f32]) -> Result<ParsedRow, ParseError> {
-        let Layout::Csv { columns, label, ts } = &self.layout else { unreachable!("csv layout") };
+        let Layout::Csv { columns, label, ts, .. } = &self.layout else { unreachable!("csv layout") };
         let (ncol, label_col, ts_col) = (columns.len(), *label, *ts);
+        let slot = std::mem::take(&mut *slot_of(&mut self.layout));
         let mut y = f32::NAN;
         let mut time = f64::NAN;
-        let mut j = 0;
         let mut count = 0;
-        for (i, cell) in body.split(|&c| c == b',').enumerate() {
-            count += 1;
-            if i >= ncol {
-                continue;
+        // Quoted fields (RFC 4180) take the slow path; plain lines split on commas.
+        let quoted = memchr::memchr(b'"', body).is_some();
+        let cells = if quoted { csv_cells(body).map_err(|e| self.bad(None, e)) } else { Ok(Vec::new()) };
+        let result = (|| {
+            let cells = cells?;
+            let mut plain = body.split(|&c| c == b',');
+            let mut next = |i: usize| if quoted { cells.get(i).map(|c| &c[..]) } else { plain.next() };
+            while let Some(cell) = next(count) {
+                let i = count;
+                count += 1;
+                if i >= ncol {
+                    continue;
+                }
+                let cell = trim(cell);
+                if i == label_col {
+                    y = self.label(|| self.csv_column(i), cell)?;
+                } else if i == ts_col {
+                    time = timestamp(cell).map_err(|e| self.bad(Some(self.csv_column(i)), e))?;
+                } else {
+                    feats[slot[i]] = self.feature(cell).map_err(|e| self.bad(Some(self.csv_column(i)), e))?;
+                }
             }
-            let cell = trim(cell);
-            if i == label_col {
-                y = self.label(|| self.csv_column(i), cell)?;
-            } else if i == ts_col {
-                time = timestamp(cell).map_err(|e| self.bad(Some(self.csv_column(i)), e))?;
-            } else {
-                let x = self.feature(cell).map_err(|e| self.bad(Some(self.csv_column(i)), e))?;
-                feats[j] = x;
-                j += 1;
+            if count != ncol {
+                return Err(self.bad(None, format!("{count} cells, the header has {ncol} columns")));
             }
-        }
-        if count != ncol {
-            return Err(self.bad(None, format!("{count} cells, the header has {ncol} columns")));
-        }
+            Ok(())
+        })();
+        *slot_of(&mut self.layout) = slot;
+        result?;
         Ok(ParsedRow { label: y, weight: 1.0, line: self.line_no, time })
     }
 
@@ -527,7 +679,9 @@ impl<R: BufRead> TextParser<R> {
                         let key = vw_key(ns, name);
                         match map.get(&key) {
                             Some(&col) => feats[col] = x,
-                            None => return Err(self.bad(Some(field()), "feature name not seen by the schema scan".into())),
+                            None => {
+                                return Err(self.bad(Some(field()), "a feature name the model (or the names scan) does not know".into()))
+                            }
                         }
                     }
                     Layout::Discover { names, order, .. } => {
@@ -626,6 +780,35 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn csv_quotes_bom_duplicate_names_and_column_order() {
+        // RFC 4180: quoted commas and doubled quotes; a quote left open is an error naming the line.
+        assert_eq!(csv_cells(b"1,\"2,5\", \"a\"\"b\",").unwrap(), vec![b"1".to_vec(), b"2,5".to_vec(), b"a\"b".to_vec(), vec![]]);
+        assert!(csv_cells(b"1,\"2").unwrap_err().contains("not closed"));
+        assert!(csv_cells(b"\"2\"x,1").unwrap_err().contains("after a closing quote"));
+        let rows = parse_all(TextFormat::Csv, "\u{feff}\"a\",\"b,c\",label\n\"1.5\",\"2\",1\n3,\"4,5\",0\n", &TextOptions::default());
+        assert_eq!(rows[0].as_ref().unwrap(), &(vec![1.5, 2.0], 1.0, 1.0));
+        let e = rows[1].as_ref().unwrap_err();
+        assert_eq!((e.line, e.field.as_deref()), (3, Some("b,c")), "{e}");
+        // The BOM is not part of the first name.
+        let p = TextParser::new(&b"\xEF\xBB\xBFx,label\n"[..], "t", TextFormat::Csv, &TextOptions::default()).unwrap();
+        assert_eq!(p.feature_names().unwrap(), vec!["x".to_string()]);
+        // A name twice is an error.
+        let e = TextParser::new(&b"x,y,x,label\n"[..], "t", TextFormat::Csv, &TextOptions::default()).err().unwrap();
+        assert!(e.what.contains("'x' twice (columns 1 and 3)"), "{e}");
+        // Columns by a model's names: reordered; a missing or an extra one is an error naming it.
+        let order = TextOptions { feature_order: Some(vec!["b".into(), "a".into()]), ..Default::default() };
+        let rows = parse_all(TextFormat::Csv, "a,b,label\n1,2,0\n", &order);
+        assert_eq!(rows[0].as_ref().unwrap(), &(vec![2.0, 1.0], 0.0, 1.0));
+        let e = TextParser::new(&b"a,c,label\n"[..], "t", TextFormat::Csv, &order).err().unwrap();
+        assert!(e.what.contains("missing 'b'") && e.what.contains("not in the model 'c'"), "{e}");
+        // A long bad cell is cut in the message.
+        let long = "9".repeat(100) + "x";
+        let rows = parse_all(TextFormat::Csv, &format!("a,label\n{long},1\n"), &TextOptions::default());
+        let e = rows[0].as_ref().unwrap_err().to_string();
+        assert!(e.contains("(101 bytes) is not a number") && e.len() < 200, "{e}");
     }
 
     #[test]
