@@ -125,7 +125,7 @@ pub fn open_parser(
     if format != TextFormat::Csv && opts.features.is_none() && opts.vw_names.is_none() {
         if !is_regular_file(path) {
             return Err(ConvertError::Usage(format!(
-                "{name}: {format:?} from stdin or a pipe needs --features D (finding D would read the stream twice)"
+                "{name}: {format} from stdin or a pipe needs --features D (finding D would read the stream twice)"
             )));
         }
         let mut scan = TextParser::new(open_input(path, patience)?, name.clone(), format, &opts)?;

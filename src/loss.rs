@@ -137,6 +137,18 @@ impl Loss {
     }
 }
 
+impl std::fmt::Display for Loss {
+    /// As the command line names it (`huber (δ = 1.5)`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loss::Squared => f.write_str("squared"),
+            Loss::Logistic => f.write_str("logistic"),
+            Loss::Hinge => f.write_str("hinge"),
+            Loss::Huber { delta } => write!(f, "huber (δ = {delta})"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

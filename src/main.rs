@@ -12,7 +12,14 @@ fn main() {
         if let Some(stopped) = e.downcast_ref::<commands::signals::Interrupted>() {
             std::process::exit(stopped.code);
         }
-        eprintln!("error: {e:#}");
+        // The chain of causes, each said once (an OS error is often in its context already).
+        let mut message = e.to_string();
+        for cause in e.chain().skip(1).map(|c| c.to_string()) {
+            if !message.contains(&cause) {
+                message = format!("{message}: {cause}");
+            }
+        }
+        eprintln!("error: {message}");
         std::process::exit(1);
     }
 }

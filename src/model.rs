@@ -110,7 +110,14 @@ impl Schema {
                 return Err(if missing.is_empty() && extra.is_empty() {
                     "the data has the model's features in another order".into()
                 } else {
-                    format!("the data's features differ from the model's: missing {missing:?}, not in the model {extra:?}")
+                    let quote = |v: &[&str]| {
+                        if v.is_empty() {
+                            "none".to_string()
+                        } else {
+                            v.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+                        }
+                    };
+                    format!("the data's features differ from the model's: missing {}; not in the model {}", quote(&missing), quote(&extra))
                 });
             }
         }

@@ -445,7 +445,7 @@ pub fn train(
     let transform = match initial.as_ref().map(|f| saved_transform(&f.extra)).transpose()?.flatten() {
         Some(t) if t.cfg != cfg.transform || t.d != d => {
             return Err(PipelineError::Config(format!(
-                "the resumed model's feature stage ({:?}, {} inputs) differs from this run's ({:?}, {d})",
+                "the resumed model's feature stage ({}, {} inputs) differs from this run's ({}, {d} inputs)",
                 t.cfg, t.d, cfg.transform
             )))
         }

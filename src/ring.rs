@@ -17,8 +17,9 @@ use std::sync::Mutex;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-/// Longest park before re-checking (a safety net: waiters are woken explicitly).
-const PARK: Duration = Duration::from_millis(1);
+/// Longest park before re-checking (a safety net: waiters are woken explicitly; long enough
+/// that a thousand parked shards on two cores do not keep them busy waking up).
+const PARK: Duration = Duration::from_millis(20);
 /// How long an empty ring's consumer keeps polling (yielding its core to anyone runnable)
 /// before it parks: a wake-up from park costs 20–50 µs on a VM, more than the gap between
 /// batches at a steady rate, so a consumer that is about to get work should not sleep.

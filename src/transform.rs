@@ -82,6 +82,22 @@ impl TransformConfig {
     }
 }
 
+impl std::fmt::Display for TransformConfig {
+    /// As the flags say it: `--missing mean --scale standard --clip 5`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        let name = |v: Option<clap::builder::PossibleValue>| v.map_or(String::new(), |v| v.get_name().to_string());
+        write!(f, "--missing {} --scale {}", name(self.missing.to_possible_value()), name(self.scaling.to_possible_value()))?;
+        if self.indicator {
+            f.write_str(" --missing-indicator")?;
+        }
+        if let Some(k) = self.clip {
+            write!(f, " --clip {k}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Running per-feature statistics: count, mean and M2 (Welford) of the non-missing values, and
 /// the extremes.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -122,3 +122,17 @@ fn models_keep_their_schema_and_data_is_mapped_or_refused() {
     let (ok, _, err) = streamsgd(&["train", &p("t.csv"), "--test", &p("w.ssgd")]);
     assert!(!ok && err.contains("the model has 3 input features, the data 5") && !err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn more_shards_than_cores_warn_and_do_not_spin() {
+    // 300 shards on the machine's cores: a warning, and the run ends in seconds (parked waits
+    // woke every millisecond, and merge waiters spun: 1000 shards took 24 s for 10^5 rows).
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("o.ssgd").to_str().unwrap().to_string();
+    assert!(streamsgd(&["gen", "--rows", "100000", "--features", "8", "-o", &p]).0);
+    let t = std::time::Instant::now();
+    let (ok, out, err) = streamsgd(&["train", &p, "--threads", "300", "--merge-every", "1"]);
+    assert!(ok && out.contains("300 thread(s)"), "{err}");
+    assert!(err.contains("--threads 300 is more than the"), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(15), "{:?}", t.elapsed());
+}

@@ -231,6 +231,17 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// A warning when shards outnumber the cores: they take turns on them (their waits at merges
+/// then sleep rather than spin), and each learns a smaller share between merges.
+fn warn_oversubscribed(threads: usize) {
+    let n = cores();
+    if threads > n {
+        eprintln!(
+            "warning: --threads {threads} is more than the {n} cores: the shards take turns on them (slower than --threads {n}), and each learns a smaller share of the stream between merges"
+        );
+    }
+}
+
 /// `--threads` by default: the cores, but at most one shard per 4·K batches of the rows to
 /// learn (`rows`, when known; K = `--merge-every`). Each replica learns only its share between
 /// merges: below that, shards would learn a small input as several half-trained replicas,
@@ -391,6 +402,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         Data::Kafka(_) => None,
     };
     let threads = a.shards.threads.unwrap_or_else(|| default_threads(total, a.shards.merge_every));
+    warn_oversubscribed(threads);
     let mut cfg = pipeline_config(&a.model, &a.shards, &a.features_stage, threads)?;
     cfg.passes = a.passes;
     cfg.shuffle_seed = a.shuffle_seed;
@@ -398,7 +410,12 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     cfg.checkpoint_every = a.checkpoint_every;
     cfg.stop = Some(stop.flag());
     if let Some(f) = &initial {
-        ensure!(f.model.loss == cfg.learner.loss, "--resume model was trained with {:?}, not {:?}", f.model.loss, cfg.learner.loss);
+        ensure!(
+            f.model.loss == cfg.learner.loss,
+            "--resume: the model was trained with the {} loss, this run asks for {}",
+            f.model.loss,
+            cfg.learner.loss
+        );
     }
     let schema = data_schema(&data);
     if let (None, Some(l)) = (&text.label, &schema.label) {

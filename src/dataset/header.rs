@@ -38,11 +38,13 @@ pub struct Header {
 }
 
 /// Why a header is rejected; the caller adds the file name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
     /// Not a valid header, with a human explanation.
+    #[error("{0}")]
     Invalid(String),
     /// A valid header that asks for a feature this build lacks.
+    #[error("{0} (not supported by this build)")]
     Unsupported(String),
 }
 

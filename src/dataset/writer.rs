@@ -34,7 +34,7 @@ impl DatasetWriter {
         let path = path.as_ref().to_path_buf();
         let inv = |what: String| FormatError::Write { path: path.clone(), what };
         let features32 = u32::try_from(features).map_err(|_| inv(format!("{features} features is too many")))?;
-        Header::new(0, features32, block_rows, weights).map_err(|e| inv(format!("{e:?}")))?;
+        Header::new(0, features32, block_rows, weights).map_err(|e| inv(e.to_string()))?;
         let mut name = path.file_name().ok_or_else(|| inv("not a file path".into()))?.to_os_string();
         name.push(format!(".tmp{}", std::process::id()));
         let tmp = path.with_file_name(name);
@@ -130,7 +130,7 @@ impl DatasetWriter {
     pub fn finish(mut self) -> Result<u64, FormatError> {
         self.flush_block()?;
         let header = Header::new(self.rows, self.features as u32, self.block_rows as u32, self.weights)
-            .map_err(|e| FormatError::Write { path: self.path.clone(), what: format!("{e:?}") })?;
+            .map_err(|e| FormatError::Write { path: self.path.clone(), what: e.to_string() })?;
         let tmp = self.tmp.clone();
         let io = |op, source| FormatError::Io { path: tmp.clone(), op, source };
         self.file.seek(SeekFrom::Start(0)).map_err(|e| io("seek", e))?;

@@ -281,7 +281,7 @@ impl KafkaSource {
                     }
                     (_, Some(_)) => return Err(config_err("--columns is for CSV records".into())),
                     (_, None) if opts.text.features.is_none() => {
-                        return Err(config_err(format!("{format:?} records need --features D (a stream cannot be scanned first)")))
+                        return Err(config_err(format!("{format} records need --features D (a stream cannot be scanned first)")))
                     }
                     (_, None) => Vec::new(),
                 };

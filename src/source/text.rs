@@ -23,6 +23,17 @@ pub enum TextFormat {
     Vw,
 }
 
+impl std::fmt::Display for TextFormat {
+    /// As `--format` names it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TextFormat::Csv => "csv",
+            TextFormat::Libsvm => "libsvm",
+            TextFormat::Vw => "vw",
+        })
+    }
+}
+
 impl TextFormat {
     /// The format implied by a file extension (`.csv`, `.libsvm`/`.svm`/`.svmlight`, `.vw`).
     pub fn from_path(path: &Path) -> Option<Self> {
