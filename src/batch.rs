@@ -8,6 +8,35 @@ use std::time::Instant;
 /// Rows per pooled text batch (the same as a default `.ssgd` block).
 pub const BATCH_ROWS: usize = 1024;
 
+/// This machine's physical memory in bytes (`None` where it cannot be asked).
+pub fn physical_memory() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf(3) takes a name constant and has no other effect.
+        let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+        if pages > 0 && size > 0 {
+            return Some(pages as u64 * size as u64);
+        }
+    }
+    None
+}
+
+/// Checks, before it is asked for, that `bytes` of buffers fit in half of this machine's
+/// memory: a row too wide (a huge LibSVM index, a million CSV columns) is then an error that
+/// says what needs the memory (`what`) and what to change, not an allocation abort.
+pub fn check_memory(bytes: u64, what: impl FnOnce() -> String) -> Result<(), String> {
+    let budget = physical_memory().map_or(u64::MAX, |m| m / 2);
+    if bytes > budget {
+        return Err(format!(
+            "{} need {:.1} GB, more than half this machine's memory ({:.1} GB): dense rows this wide do not fit (sparse input is not supported yet)",
+            what(),
+            bytes as f64 / 1e9,
+            budget as f64 * 2.0 / 1e9
+        ));
+    }
+    Ok(())
+}
+
 /// A columnar buffer owned by the pipeline and recycled through the return ring.
 #[derive(Debug, Clone)]
 pub struct OwnedBatch {

@@ -476,6 +476,14 @@ pub fn train(
     let in_flight = n * (cfg.ring_capacity + 2) + 1;
     let pool: Ring<Box<OwnedBatch>> = Ring::new(in_flight);
     if let Input::Stream { .. } = input {
+        let bytes = in_flight as u64 * (d as u64 + 2) * BATCH_ROWS as u64 * 4;
+        crate::batch::check_memory(bytes, || {
+            format!(
+                "{d} features: the {in_flight} pooled text batches of {BATCH_ROWS} rows ({n} shards × (--ring {} + 2) + 1)",
+                cfg.ring_capacity
+            )
+        })
+        .map_err(PipelineError::Config)?;
         for _ in 0..in_flight {
             let _ = pool.push(Box::new(OwnedBatch::new(d, BATCH_ROWS)));
         }

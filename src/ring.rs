@@ -46,6 +46,10 @@ impl Waiter {
     /// Wakes the parked thread, if any.
     #[inline]
     fn wake(&self) {
+        // The change to the queue before this must be visible before `waiting` is read (a
+        // store then a load of another location may otherwise be reordered, and a waiter that
+        // has just raised `waiting` but still sees the old queue would sleep out its timeout).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) {
             if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                 t.unpark();
@@ -204,8 +208,8 @@ mod tests {
 
     #[test]
     fn slow_sides_are_woken_not_timed_out() {
-        // Ping-pong through a ring of 1: each hand-off needs a wake-up. With only the 1 ms
-        // timeout, 2000 hand-offs would take ≥ 2 s; woken explicitly they take milliseconds.
+        // Ping-pong through a ring of 1: each hand-off needs a wake-up. With only the 20 ms
+        // timeout, 2000 hand-offs would take ≥ 40 s; woken explicitly they take milliseconds.
         let ring = Arc::new(Ring::new(1));
         let r = ring.clone();
         let t = std::time::Instant::now();

@@ -136,3 +136,22 @@ fn more_shards_than_cores_warn_and_do_not_spin() {
     assert!(err.contains("--threads 300 is more than the"), "{err}");
     assert!(t.elapsed() < std::time::Duration::from_secs(15), "{:?}", t.elapsed());
 }
+
+#[test]
+fn inputs_too_big_for_memory_are_errors_not_aborts() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    // A stream without line breaks: stopped at 64 MiB (it grew without bound).
+    let (ok, _, err) = streamsgd(&["train", "/dev/zero", "--format", "csv"]);
+    assert!(!ok && err.contains("longer than 64 MiB"), "{err}");
+    // A LibSVM index past 2^24, and one under it whose dense rows would not fit: errors that
+    // say so (they aborted the process on 32–65 GB allocations).
+    std::fs::write(p("huge.libsvm"), "1 4000000000:1\n0 3:1\n").unwrap();
+    let (ok, _, err) = streamsgd(&["train", &p("huge.libsvm")]);
+    assert!(!ok && err.contains("huge.libsvm:1") && err.contains("index 4000000000 exceeds"), "{err}");
+    std::fs::write(p("wide.libsvm"), "1 16000000:1\n0 3:1\n").unwrap();
+    for cmd in [vec!["train", &p("wide.libsvm")], vec!["convert", &p("wide.libsvm"), "-o", &p("w.ssgd")]] {
+        let (ok, _, err) = streamsgd(&cmd);
+        assert!(!ok && err.contains("16000000 features") && err.contains("GB, more than half"), "{cmd:?}: {err}");
+    }
+}

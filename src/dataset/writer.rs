@@ -35,6 +35,8 @@ impl DatasetWriter {
         let inv = |what: String| FormatError::Write { path: path.clone(), what };
         let features32 = u32::try_from(features).map_err(|_| inv(format!("{features} features is too many")))?;
         Header::new(0, features32, block_rows, weights).map_err(|e| inv(e.to_string()))?;
+        let bytes = (features as u64 + 2) * block_rows as u64 * 4;
+        crate::batch::check_memory(bytes, || format!("{features} features: a block of {block_rows} rows")).map_err(inv)?;
         let mut name = path.file_name().ok_or_else(|| inv("not a file path".into()))?.to_os_string();
         name.push(format!(".tmp{}", std::process::id()));
         let tmp = path.with_file_name(name);

@@ -6,9 +6,10 @@
 //! become NaN and are counted. No `unsafe` here.
 
 use super::hash;
+use crate::dataset::header::MAX_FEATURES;
 use std::collections::HashMap;
 use std::fmt;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 /// A supported text format.
@@ -180,6 +181,14 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// The longest line read (64 MiB): a longer one is an error, not a buffer that grows with
+/// whatever is read (`/dev/zero`, a binary file), and no record of rows is that long.
+pub const MAX_LINE: usize = 64 << 20;
+
+fn too_long() -> String {
+    format!("a line longer than {} MiB: not text rows (a binary file, or a stream without line breaks?)", MAX_LINE >> 20)
+}
+
 /// The cells of a CSV line per RFC 4180: a field in double quotes may hold commas, and `""`
 /// inside it is one quote. A quote left open at the end of the line is an error (a quoted line
 /// break is not supported: every record is one line).
@@ -305,7 +314,13 @@ impl<R: BufRead> TextParser<R> {
         let (layout, d, line_no, bytes) = match format {
             TextFormat::Csv => {
                 let mut head = Vec::new();
-                let n = reader.read_until(b'\n', &mut head).map_err(|e| ParseError { fatal: true, ..err(1, e.to_string()) })?;
+                let n = (&mut reader)
+                    .take(MAX_LINE as u64 + 1)
+                    .read_until(b'\n', &mut head)
+                    .map_err(|e| ParseError { fatal: true, ..err(1, e.to_string()) })?;
+                if n > MAX_LINE {
+                    return Err(ParseError { fatal: true, ..err(1, too_long()) });
+                }
                 if n == 0 {
                     return Err(err(1, "empty input: a CSV needs a header row".into()));
                 }
@@ -313,22 +328,16 @@ impl<R: BufRead> TextParser<R> {
                 let head_trim = trim(head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&head));
                 let columns: Vec<String> =
                     csv_cells(head_trim).map_err(|e| err(1, e))?.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+                // Column positions by name (a hash map: headers of a million columns occur).
+                let mut position: HashMap<&str, usize> = HashMap::with_capacity(columns.len());
                 for (i, c) in columns.iter().enumerate() {
-                    if columns[..i].contains(c) {
-                        return Err(err(
-                            1,
-                            format!(
-                                "the header names column '{}' twice (columns {} and {})",
-                                cut(c),
-                                columns[..i].iter().position(|x| x == c).unwrap_or(0) + 1,
-                                i + 1
-                            ),
-                        ));
+                    if let Some(first) = position.insert(c.as_str(), i) {
+                        return Err(err(1, format!("the header names column '{}' twice (columns {} and {})", cut(c), first + 1, i + 1)));
                     }
                 }
                 let absent = match &opts.label {
                     Some(LabelColumn::Absent) => true,
-                    Some(LabelColumn::IfPresent(n)) => !columns.contains(n),
+                    Some(LabelColumn::IfPresent(n)) => !position.contains_key(n.as_str()),
                     _ => false,
                 };
                 if columns.len() < 2 - usize::from(absent) {
@@ -367,8 +376,10 @@ impl<R: BufRead> TextParser<R> {
                         (0..columns.len()).map(|i| if i == label || i == ts { usize::MAX } else { next.next().unwrap_or(0) }).collect()
                     }
                     Some(order) => {
-                        let missing: Vec<&str> = order.iter().filter(|n| !columns.contains(n)).map(|n| cut(n)).collect();
-                        let extra: Vec<&str> = features.clone().filter(|(_, c)| !order.contains(c)).map(|(_, c)| cut(c)).collect();
+                        let wanted: HashMap<&str, usize> = order.iter().enumerate().map(|(k, n)| (n.as_str(), k)).collect();
+                        let missing: Vec<&str> = order.iter().filter(|n| !position.contains_key(n.as_str())).map(|n| cut(n)).collect();
+                        let extra: Vec<&str> =
+                            features.clone().filter(|(_, c)| !wanted.contains_key(c.as_str())).map(|(_, c)| cut(c)).collect();
                         if !missing.is_empty() || !extra.is_empty() {
                             return Err(err(
                                 1,
@@ -379,7 +390,7 @@ impl<R: BufRead> TextParser<R> {
                                 ),
                             ));
                         }
-                        let at = |c: &String| order.iter().position(|n| n == c).unwrap_or(usize::MAX);
+                        let at = |c: &String| wanted.get(c.as_str()).copied().unwrap_or(usize::MAX);
                         columns.iter().enumerate().map(|(i, c)| if i == label || i == ts { usize::MAX } else { at(c) }).collect()
                     }
                 };
@@ -484,7 +495,7 @@ impl<R: BufRead> TextParser<R> {
     pub fn next_row(&mut self, feats: &mut [f32]) -> Result<Option<ParsedRow>, ParseError> {
         loop {
             self.line.clear();
-            let n = self.reader.read_until(b'\n', &mut self.line).map_err(|e| ParseError {
+            let n = (&mut self.reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut self.line).map_err(|e| ParseError {
                 source: self.source.clone(),
                 line: self.line_no + 1,
                 field: None,
@@ -493,6 +504,9 @@ impl<R: BufRead> TextParser<R> {
             })?;
             if n == 0 {
                 return Ok(None);
+            }
+            if n > MAX_LINE {
+                return Err(ParseError { source: self.source.clone(), line: self.line_no + 1, field: None, what: too_long(), fatal: true });
             }
             if self.require_newline && self.line.last() != Some(&b'\n') {
                 return Err(ParseError {
@@ -628,6 +642,12 @@ impl<R: BufRead> TextParser<R> {
                 return Err(self.bad(Some(field()), "index 0: LibSVM indices are 1-based".into()));
             }
             let x = self.feature(val).map_err(|e| self.bad(Some(field()), e))?;
+            if idx > MAX_FEATURES as usize {
+                return Err(self.bad(
+                    Some(cut(&field()).to_string()),
+                    format!("index {idx} exceeds the largest feature index a dense row can have ({MAX_FEATURES})"),
+                ));
+            }
             if let Layout::Discover { max_index, .. } = &mut self.layout {
                 *max_index = (*max_index).max(idx);
             } else if idx > self.d {
