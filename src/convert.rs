@@ -10,6 +10,8 @@ use indicatif::ProgressBar;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How many skipped lines are reported individually.
@@ -37,6 +39,9 @@ pub enum ConvertError {
     /// Settings that cannot work together.
     #[error("{0}")]
     Usage(String),
+    /// Stopped from outside (a signal): nothing is left at the output path.
+    #[error("stopped before the end: {0} was not written")]
+    Stopped(PathBuf),
 }
 
 /// Settings of a text → `.ssgd` conversion.
@@ -50,6 +55,8 @@ pub struct ConvertOptions {
     pub skip_bad: bool,
     /// Rows per block of the output.
     pub block_rows: u32,
+    /// Set from outside (a signal handler) to stop: the partial output is removed.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a conversion did.
@@ -162,6 +169,10 @@ pub fn convert_text(input: &Path, output: &Path, opts: &ConvertOptions, progress
                 writer.push(&row, r.label, r.weight)?;
                 if writer.rows() % 65_536 == 0 {
                     progress.set_position(parser.bytes());
+                    if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
+                        // Dropping the writer removes its temporary file.
+                        return Err(ConvertError::Stopped(output.into()));
+                    }
                 }
             }
             Ok(None) => break,
@@ -185,6 +196,17 @@ pub fn convert_text(input: &Path, output: &Path, opts: &ConvertOptions, progress
 /// Writes the generator's rows to `path` in the format its extension names (`.ssgd`, `.csv`,
 /// `.libsvm`, `.vw`). Chunks are generated in parallel, written in order.
 pub fn write_generated(gen: &Generator, path: &Path, block_rows: u32, progress: &ProgressBar) -> Result<u64, ConvertError> {
+    write_generated_until(gen, path, block_rows, progress, None)
+}
+
+/// [`write_generated`], stopping when `stop` is set (a signal): nothing is left at `path`.
+pub fn write_generated_until(
+    gen: &Generator,
+    path: &Path,
+    block_rows: u32,
+    progress: &ProgressBar,
+    stop: Option<&AtomicBool>,
+) -> Result<u64, ConvertError> {
     let d = gen.config().features;
     let classification = gen.config().task == Task::Classification;
     let is_ssgd = path.extension().is_some_and(|e| e == "ssgd");
@@ -208,6 +230,14 @@ pub fn write_generated(gen: &Generator, path: &Path, block_rows: u32, progress: 
     let mut k = 0;
     // Double-buffered: the next group of chunks is generated while this one is written.
     while k < chunks {
+        if stop.is_some_and(|s| s.load(Ordering::Acquire)) {
+            // The .ssgd writer removes its temporary file when dropped; a text output is partial.
+            drop(out);
+            if text.is_some() {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(ConvertError::Stopped(path.into()));
+        }
         let end = (k + par as u64).min(chunks);
         let after = end..(end + par as u64).min(chunks);
         let (next_counts, written) = rayon::join(

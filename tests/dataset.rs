@@ -13,7 +13,7 @@ fn gen(task: Task, rows: u64, missing: f32) -> Generator {
 }
 
 fn opts() -> ConvertOptions {
-    ConvertOptions { format: None, text: TextOptions::default(), skip_bad: false, block_rows: 1024 }
+    ConvertOptions { format: None, text: TextOptions::default(), skip_bad: false, block_rows: 1024, stop: None }
 }
 
 /// All (features, label) of a file, bitwise.

@@ -174,3 +174,32 @@ fn a_stalled_sender_ends_at_the_idle_timeout_or_a_signal() {
     assert!(out.contains("trained on 2000 rows"), "{out}");
     assert!(ModelFile::load(&model).is_ok());
 }
+
+#[test]
+fn a_stopped_gen_or_convert_leaves_no_partial_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = gen(dir.path(), "in.csv", 2_000_000);
+    for args in [
+        vec!["gen".to_string(), "--rows".into(), "400000000".into(), "-o".into(), dir.path().join("big.ssgd").to_str().unwrap().into()],
+        vec!["gen".to_string(), "--rows".into(), "400000000".into(), "-o".into(), dir.path().join("big.csv").to_str().unwrap().into()],
+        vec!["convert".to_string(), csv.clone(), "-o".into(), dir.path().join("c.ssgd").to_str().unwrap().into()],
+    ] {
+        let mut child = Command::new(BIN).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: kill(2) on the pid of a child this test spawned and has not waited for yet.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        if status.success() {
+            continue; // finished before the signal (a fast convert): nothing to clean
+        }
+        assert_eq!(status.code(), Some(130), "{args:?}: {err}");
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "in.csv")
+            .collect();
+        assert!(left.is_empty(), "{args:?} left {left:?}");
+    }
+}

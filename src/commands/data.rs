@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
-use streamsgd::convert::{convert_text, write_generated, ConvertOptions};
+use streamsgd::convert::{convert_text, write_generated_until, ConvertError, ConvertOptions};
 use streamsgd::dataset::{stats, Dataset};
 use streamsgd::source::gen::{GenConfig, Generator, Task};
 
@@ -76,7 +76,11 @@ pub fn gen(a: GenArgs) -> anyhow::Result<()> {
         }
         std::fs::write(p, serde_json::to_string_pretty(&v)?).with_context(|| format!("writing {}", p.display()))?;
     }
-    let rows = write_generated(&generator, &a.output, a.block_rows, &bar).with_context(|| format!("generating {}", a.output.display()))?;
+    let stop = super::signals::install()?;
+    let rows = match write_generated_until(&generator, &a.output, a.block_rows, &bar, Some(&stop.flag())) {
+        Err(ConvertError::Stopped(_)) => return Err(stopped(&stop)),
+        other => other.with_context(|| format!("generating {}", a.output.display()))?,
+    };
     let secs = start.elapsed().as_secs_f64();
     let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     println!(
@@ -107,10 +111,20 @@ pub struct ConvertArgs {
 }
 
 pub fn convert(a: ConvertArgs) -> anyhow::Result<()> {
-    let opts = ConvertOptions { format: a.text.format, text: a.text.options(), skip_bad: a.skip_bad, block_rows: a.block_rows };
+    let stop = super::signals::install()?;
+    let opts = ConvertOptions {
+        format: a.text.format,
+        text: a.text.options(),
+        skip_bad: a.skip_bad,
+        block_rows: a.block_rows,
+        stop: Some(stop.flag()),
+    };
     let size = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
     let bar = super::progress(size, "bytes");
-    let s = convert_text(&a.input, &a.output, &opts, &bar).with_context(|| format!("converting {}", a.input.display()))?;
+    let s = match convert_text(&a.input, &a.output, &opts, &bar) {
+        Err(ConvertError::Stopped(_)) => return Err(stopped(&stop)),
+        other => other.with_context(|| format!("converting {}", a.input.display()))?,
+    };
     println!(
         "{} rows × {} features → {} ({} NaN cells, {} skipped lines; {:.1} MB parsed in {:.2} s = {:.0} MB/s)",
         s.rows,
@@ -155,4 +169,10 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
     }
     println!("NaN cells   {}", s.nan_cells);
     Ok(())
+}
+
+/// The exit of a command stopped by a signal, its partial output removed.
+fn stopped(stop: &super::signals::Stop) -> anyhow::Error {
+    eprintln!("stopped by a signal: the partial output is removed");
+    super::signals::Interrupted { code: stop.exit_code().unwrap_or(130) }.into()
 }

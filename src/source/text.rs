@@ -165,6 +165,8 @@ pub struct TextParser<R> {
     nan_cells: u64,
     bytes: u64,
     require_newline: bool,
+    /// Scratch: a LibSVM line's indices.
+    indices: Vec<usize>,
 }
 
 fn is_missing(cell: &[u8]) -> bool {
@@ -421,6 +423,7 @@ impl<R: BufRead> TextParser<R> {
             nan_cells: 0,
             bytes,
             require_newline: false,
+            indices: Vec::new(),
         })
     }
 
@@ -625,6 +628,9 @@ impl<R: BufRead> TextParser<R> {
         let first = tokens.next().ok_or_else(|| self.bad(None, "empty line".into()))?;
         let y = self.label(|| "label".into(), first)?;
         feats.fill(0.0);
+        // Indices in ascending order cannot repeat; out of order, they are checked at the end.
+        let (mut last, mut ascending) = (0usize, true);
+        self.indices.clear();
         for tok in tokens {
             let field = || String::from_utf8_lossy(tok).into_owned();
             let Some(colon) = tok.iter().position(|&c| c == b':') else {
@@ -648,12 +654,21 @@ impl<R: BufRead> TextParser<R> {
                     format!("index {idx} exceeds the largest feature index a dense row can have ({MAX_FEATURES})"),
                 ));
             }
+            ascending &= idx > last;
+            last = idx;
+            self.indices.push(idx);
             if let Layout::Discover { max_index, .. } = &mut self.layout {
                 *max_index = (*max_index).max(idx);
             } else if idx > self.d {
                 return Err(self.bad(Some(field()), format!("index {idx} exceeds the {} features (--features)", self.d)));
             } else {
                 feats[idx - 1] = x;
+            }
+        }
+        if !ascending {
+            self.indices.sort_unstable();
+            if let Some(w) = self.indices.windows(2).find(|w| w[0] == w[1]) {
+                return Err(self.bad(None, format!("index {} appears twice on the line", w[0])));
             }
         }
         Ok(ParsedRow { label: y, weight: 1.0, line: self.line_no, time: f64::NAN })
@@ -811,6 +826,15 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn libsvm_indices_twice_on_a_line_are_an_error() {
+        let opts = TextOptions { features: Some(4), ..Default::default() };
+        let rows = parse_all(TextFormat::Libsvm, "1 3:1 1:2 3:5\n0 1:1 4:2\n1 2:1 2:1\n", &opts);
+        assert!(rows[0].as_ref().unwrap_err().what.contains("index 3 appears twice"));
+        assert_eq!(rows[1].as_ref().unwrap(), &(vec![1.0, 0.0, 0.0, 2.0], 0.0, 1.0));
+        assert!(rows[2].as_ref().unwrap_err().what.contains("index 2 appears twice"));
     }
 
     #[test]
