@@ -136,17 +136,24 @@ pub fn open_parser(
             )));
         }
         let mut scan = TextParser::new(open_input(path, patience)?, name.clone(), format, &opts)?;
+        let mut first_error = None;
         loop {
             match scan.next_row(&mut []) {
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) if e.fatal => return Err(e.into()),
-                Err(_) => {} // reported with its line by the real pass
+                // Reported with its line by the real pass (or below, when no line is good).
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
         let (d, names) = scan.discovered();
         if d == 0 {
-            return Err(ConvertError::Usage(format!("{name}: no features found")));
+            return Err(match first_error {
+                Some(e) => e.into(),
+                None => ConvertError::Usage(format!("{name}: no features found")),
+            });
         }
         opts.features = Some(d);
         opts.vw_names = names;
