@@ -84,12 +84,26 @@ fn every_flipped_or_truncated_byte_is_an_error_not_a_panic() {
     long.extend_from_slice(&[0; 64]);
     std::fs::write(&bad, &long).unwrap();
     assert!(Dataset::open(&bad).unwrap_err().to_string().contains("trailing"));
-    // Flipped data bytes keep the file structurally valid; a scan still never panics.
-    for i in (64..bytes.len()).step_by(13) {
-        let mut b = bytes.clone();
-        b[i] ^= 0xff;
-        std::fs::write(&bad, &b).unwrap();
-        let _ = stats::scan(&Dataset::open(&bad).unwrap());
+    // A file written before checksums (no flag, no table) opens as before, with nothing to verify.
+    let at = bytes.len() - 4 * Dataset::open(&good).unwrap().blocks() as usize;
+    let mut head = streamsgd::dataset::Header::decode(&bytes).unwrap();
+    head.flags &= !streamsgd::dataset::header::FLAG_CHECKSUMS;
+    let old = [&head.encode()[..], &bytes[64..at]].concat();
+    std::fs::write(&bad, &old).unwrap();
+    assert!(!Dataset::open(&bad).unwrap().verify().unwrap());
+    // Flipped data bytes keep the file structurally valid: a scan still never panics, and the
+    // block checksums find every flip (in the data or in the table).
+    assert!(Dataset::open(&good).unwrap().verify().unwrap());
+    for i in 64..bytes.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut b = bytes.clone();
+            b[i] ^= bit;
+            std::fs::write(&bad, &b).unwrap();
+            let ds = Dataset::open(&bad).unwrap();
+            let _ = stats::scan(&ds);
+            let e = ds.verify().expect_err(&format!("flipped data byte {i}"));
+            assert!(e.to_string().contains("does not match its checksum"), "{e}");
+        }
     }
 }
 

@@ -17,8 +17,10 @@ pub const STRIDE_ROWS: usize = ALIGN / 4;
 pub const FLAG_SPARSE: u32 = 1 << 0;
 /// Flag bit: every block carries a per-row weight (importance) column after the labels.
 pub const FLAG_WEIGHTS: u32 = 1 << 1;
+/// Flag bit: a table of CRC-32s, one little-endian u32 per block, follows the last block.
+pub const FLAG_CHECKSUMS: u32 = 1 << 2;
 /// The flag bits this version knows.
-pub const KNOWN_FLAGS: u32 = FLAG_SPARSE | FLAG_WEIGHTS;
+pub const KNOWN_FLAGS: u32 = FLAG_SPARSE | FLAG_WEIGHTS | FLAG_CHECKSUMS;
 /// Largest block size accepted (rows).
 pub const MAX_BLOCK_ROWS: u32 = 1 << 20;
 /// Largest feature count accepted.
@@ -59,9 +61,10 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 }
 
 impl Header {
-    /// A dense header; validates like [`Header::decode`] does.
+    /// A dense header with block checksums (what this version writes); validates like
+    /// [`Header::decode`] does.
     pub fn new(rows: u64, features: u32, block_rows: u32, weights: bool) -> Result<Self, HeaderError> {
-        let h = Header { rows, features, block_rows, flags: if weights { FLAG_WEIGHTS } else { 0 } };
+        let h = Header { rows, features, block_rows, flags: FLAG_CHECKSUMS | if weights { FLAG_WEIGHTS } else { 0 } };
         h.validate()?;
         Ok(h)
     }
@@ -69,6 +72,19 @@ impl Header {
     /// True when blocks carry a weight column.
     pub fn has_weights(&self) -> bool {
         self.flags & FLAG_WEIGHTS != 0
+    }
+
+    /// True when a CRC-32 per block follows the blocks.
+    pub fn has_checksums(&self) -> bool {
+        self.flags & FLAG_CHECKSUMS != 0
+    }
+
+    /// Byte offset of the checksum table (the end of the last block).
+    pub fn checksums_at(&self) -> Option<u64> {
+        let b = self.block_rows as u64;
+        let (full, tail) = (self.rows / b, self.rows % b);
+        let tail_bytes = if tail == 0 { 0 } else { self.block_bytes(tail)? };
+        (HEADER_LEN as u64).checked_add(self.block_bytes(b)?.checked_mul(full)?)?.checked_add(tail_bytes)
     }
 
     /// Number of per-row columns stored in a block: features, label, optional weight.
@@ -99,12 +115,8 @@ impl Header {
 
     /// The exact file size this header implies, or `None` when it overflows u64.
     pub fn file_size(&self) -> Option<u64> {
-        let b = self.block_rows as u64;
-        let full = self.rows / b;
-        let tail = self.rows % b;
-        let full_bytes = self.block_bytes(b)?.checked_mul(full)?;
-        let tail_bytes = if tail == 0 { 0 } else { self.block_bytes(tail)? };
-        (HEADER_LEN as u64).checked_add(full_bytes)?.checked_add(tail_bytes)
+        let table = if self.has_checksums() { self.blocks().checked_mul(4)? } else { 0 };
+        self.checksums_at()?.checked_add(table)
     }
 
     fn validate(&self) -> Result<(), HeaderError> {
@@ -185,8 +197,13 @@ mod tests {
     fn roundtrip_and_sizes() {
         let h = Header::new(1000, 3, 256, true).unwrap();
         assert_eq!(Header::decode(&h.encode()).unwrap(), h);
-        // 3 full blocks of 256 rows × 5 columns, tail of 232 rows → stride 240.
-        assert_eq!(h.file_size(), Some(64 + 3 * 256 * 5 * 4 + 240 * 5 * 4));
+        // 3 full blocks of 256 rows × 5 columns, tail of 232 rows → stride 240, then a CRC-32
+        // per block.
+        assert_eq!(h.checksums_at(), Some(64 + 3 * 256 * 5 * 4 + 240 * 5 * 4));
+        assert_eq!(h.file_size(), Some(64 + 3 * 256 * 5 * 4 + 240 * 5 * 4 + 4 * 4));
+        // Without the flag (files written before checksums): no table.
+        let old = Header { flags: FLAG_WEIGHTS, ..h };
+        assert_eq!(old.file_size(), h.checksums_at());
         assert_eq!(h.blocks(), 4);
         assert_eq!(h.rows_in_block(3), 232);
     }

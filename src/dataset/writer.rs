@@ -26,6 +26,8 @@ pub struct DatasetWriter {
     buf: Vec<f32>,
     filled: usize,
     rows: u64,
+    /// CRC-32 of each block written, for the table after the last one.
+    checksums: Vec<u32>,
 }
 
 impl DatasetWriter {
@@ -44,7 +46,18 @@ impl DatasetWriter {
         file.write_all(&[0u8; HEADER_LEN]).map_err(|source| FormatError::Io { path: tmp.clone(), op: "write", source })?;
         let cols = features + 1 + usize::from(weights);
         let block_rows = block_rows as usize;
-        Ok(DatasetWriter { path, tmp, file, features, block_rows, weights, buf: vec![0.0; cols * block_rows], filled: 0, rows: 0 })
+        Ok(DatasetWriter {
+            path,
+            tmp,
+            file,
+            features,
+            block_rows,
+            weights,
+            buf: vec![0.0; cols * block_rows],
+            filled: 0,
+            rows: 0,
+            checksums: Vec::new(),
+        })
     }
 
     /// Rows written so far.
@@ -101,8 +114,11 @@ impl DatasetWriter {
         Ok(())
     }
 
+    /// Writes one whole block, and keeps its checksum for the table.
     fn write_floats(&mut self, floats: &[f32]) -> Result<(), FormatError> {
-        self.file.write_all(bytemuck::cast_slice(floats)).map_err(|source| FormatError::Io { path: self.tmp.clone(), op: "write", source })
+        let bytes: &[u8] = bytemuck::cast_slice(floats);
+        self.checksums.push(crc32fast::hash(bytes));
+        self.file.write_all(bytes).map_err(|source| FormatError::Io { path: self.tmp.clone(), op: "write", source })
     }
 
     fn flush_block(&mut self) -> Result<(), FormatError> {
@@ -135,6 +151,8 @@ impl DatasetWriter {
             .map_err(|e| FormatError::Write { path: self.path.clone(), what: e.to_string() })?;
         let tmp = self.tmp.clone();
         let io = |op, source| FormatError::Io { path: tmp.clone(), op, source };
+        let table: Vec<u8> = self.checksums.iter().flat_map(|c| c.to_le_bytes()).collect();
+        self.file.write_all(&table).map_err(|e| io("write", e))?;
         self.file.seek(SeekFrom::Start(0)).map_err(|e| io("seek", e))?;
         self.file.write_all(&header.encode()).map_err(|e| io("write", e))?;
         self.file.flush().map_err(|e| io("flush", e))?;
