@@ -88,7 +88,8 @@ impl ConvertSummary {
 }
 
 /// The bytes of `path`, or of stdin for `-` (ended early as `patience` says).
-fn open_input(path: &Path, patience: &Patience) -> Result<Box<dyn BufRead>, ConvertError> {
+/// A buffered reader of `path` (stdin for `-`, ended early as `patience` says).
+pub fn open_input(path: &Path, patience: &Patience) -> Result<Box<dyn BufRead>, ConvertError> {
     if path == Path::new("-") {
         return Ok(Box::new(BufReader::with_capacity(READ_BUF, LiveReader::new(std::io::stdin(), patience.clone()))));
     }
@@ -194,6 +195,51 @@ pub fn convert_text(input: &Path, output: &Path, opts: &ConvertOptions, progress
     }
     summary.rows = writer.finish()?;
     summary.nan_cells = parser.nan_cells();
+    summary.bytes = parser.bytes();
+    summary.seconds = start.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    Ok(summary)
+}
+
+/// Converts VW or LibSVM text into a sparse `.ssgd` file (VW names hashed with `seed`; features
+/// counts the nonzeros written). Memory: one block.
+pub fn convert_sparse(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    seed: u64,
+    progress: &ProgressBar,
+) -> Result<ConvertSummary, ConvertError> {
+    let start = Instant::now();
+    let format = resolve_format(input, opts.format)?;
+    let mut parser = crate::sparse::SparseParser::new(open_input(input, &Patience::default())?, source_name(input), format, seed)?;
+    let mut writer = crate::dataset::SparseWriter::create(output, opts.block_rows)?;
+    let mut rows = crate::sparse::SparseRows::new();
+    let mut summary = ConvertSummary::default();
+    loop {
+        rows.clear();
+        match parser.next_row(&mut rows) {
+            Ok(true) => {
+                writer.push(&rows.as_ref(), 0)?;
+                summary.features += rows.nnz();
+                if writer.rows() % 65_536 == 0 {
+                    progress.set_position(parser.bytes());
+                    if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
+                        return Err(ConvertError::Stopped(output.into()));
+                    }
+                }
+            }
+            Ok(false) => break,
+            Err(e) if opts.skip_bad && !e.fatal => {
+                summary.skipped += 1;
+                if summary.skipped_examples.len() < SKIP_EXAMPLES {
+                    summary.skipped_examples.push((e.line, e.to_string()));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    summary.rows = writer.finish()?;
     summary.bytes = parser.bytes();
     summary.seconds = start.elapsed().as_secs_f64();
     progress.finish_and_clear();

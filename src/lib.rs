@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod ring;
 pub mod shard;
 pub mod source;
+pub mod sparse;
 pub mod transform;
 pub mod turns;
 pub mod window;

@@ -165,7 +165,7 @@ pub struct Optimizer {
 }
 
 #[inline]
-fn soft_threshold(w: f32, t: f32) -> f32 {
+pub(crate) fn soft_threshold(w: f32, t: f32) -> f32 {
     if w > t {
         w - t
     } else if w < -t {
@@ -331,14 +331,36 @@ fn adaptive<const NORM: bool, const L1: bool>(
     let (sum_sq, s, g, h) = (&mut sum_sq[..d], &s[..d], &g[..d], &h[..d]);
     let (nl1, nl2) = (n * l1, n * l2);
     for j in 0..d {
-        // s² for normalized features (1 for AdaGrad, and while a feature was only ever 0,
-        // when h is 0 too).
-        let s2 = if NORM && s[j] > 0.0 { s[j] * s[j] } else { 1.0 };
-        let sum = sum_sq[j] + h[j] / s2;
-        sum_sq[j] = sum;
-        let rate = if sum > 0.0 { eta / (s2 * sum.sqrt()) } else { 0.0 };
-        let v = w[j] - rate * (g[j] + nl2 * w[j]);
-        w[j] = if L1 { soft_threshold(v, rate * nl1) } else { v };
+        w[j] = adaptive_coord::<NORM, L1>(w[j], &mut sum_sq[j], s[j], g[j], h[j], eta, nl1, nl2);
+    }
+}
+
+/// One coordinate of AdaGrad (`NORM = false`, `s` unused) or of the normalized update (scale
+/// `s`): Σg² += h/s², w −= η/(s²√Σg²)·(g + λ₂w), then soft-thresholded by the same rate × λ₁
+/// when `L1`. The new weight. Shared by the dense loop and the sparse kernel.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn adaptive_coord<const NORM: bool, const L1: bool>(
+    w: f32,
+    sum_sq: &mut f32,
+    s: f32,
+    g: f32,
+    h: f32,
+    eta: f32,
+    l1: f32,
+    l2: f32,
+) -> f32 {
+    // s² for normalized features (1 for AdaGrad, and while a feature was only ever 0, when h
+    // is 0 too).
+    let s2 = if NORM && s > 0.0 { s * s } else { 1.0 };
+    let sum = *sum_sq + h / s2;
+    *sum_sq = sum;
+    let rate = if sum > 0.0 { eta / (s2 * sum.sqrt()) } else { 0.0 };
+    let v = w - rate * (g + l2 * w);
+    if L1 {
+        soft_threshold(v, rate * l1)
+    } else {
+        v
     }
 }
 
@@ -346,7 +368,7 @@ fn adaptive<const NORM: bool, const L1: bool>(
 /// w = 0 if |z| ≤ λ₁ else −(z − sign(z)λ₁) / ((β + √n)/α + λ₂).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn ftrl_coord(alpha: f32, beta: f32, z: &mut f32, n: &mut f32, w: f32, g: f32, h: f32, l1: f32, l2: f32) -> f32 {
+pub(crate) fn ftrl_coord(alpha: f32, beta: f32, z: &mut f32, n: &mut f32, w: f32, g: f32, h: f32, l1: f32, l2: f32) -> f32 {
     let n_new = *n + h;
     let sigma = (n_new.sqrt() - n.sqrt()) / alpha;
     *z += g - sigma * w;

@@ -41,8 +41,9 @@ fn gen_info_convert_and_errors() {
 
 #[test]
 fn streams_that_cannot_be_read_twice_are_refused() {
-    // A named pipe: finding LibSVM's D or counting rows for --holdout would eat the stream
-    // (it used to, then train on 0 rows and exit 0). Refused before the pipe is opened.
+    // A named pipe: finding LibSVM's D for dense rows or counting rows for --holdout would eat
+    // the stream (it used to, then train on 0 rows and exit 0). Refused before the pipe is
+    // opened. (LibSVM and VW without --features are sparse rows: no scan, a pipe is fine.)
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("in.pipe");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
@@ -50,9 +51,8 @@ fn streams_that_cannot_be_read_twice_are_refused() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let f = fifo.to_str().unwrap();
     for (args, want) in [
-        (vec!["train", f, "--format", "libsvm"], "needs --features D"),
-        (vec!["train", f, "--format", "vw"], "needs --features D"),
-        (vec!["convert", f, "--format", "libsvm", "-o", "x.ssgd"], "needs --features D"),
+        (vec!["train", f, "--format", "libsvm", "--holdout", "0.1"], "--holdout"),
+        (vec!["train", f, "--format", "vw", "--holdout", "0.1"], "--holdout"),
         (vec!["train", f, "--format", "csv", "--holdout", "0.1"], "--holdout"),
     ] {
         let (ok, _, err) = streamsgd(&args);
@@ -144,13 +144,17 @@ fn inputs_too_big_for_memory_are_errors_not_aborts() {
     // A stream without line breaks: stopped at 64 MiB (it grew without bound).
     let (ok, _, err) = streamsgd(&["train", "/dev/zero", "--format", "csv"]);
     assert!(!ok && err.contains("longer than 64 MiB"), "{err}");
-    // A LibSVM index past 2^24, and one under it whose dense rows would not fit: errors that
-    // say so (they aborted the process on 32–65 GB allocations).
+    // Read as dense rows (--features D): a LibSVM index past 2^24, and a D whose dense rows
+    // would not fit: errors that say so (they aborted the process on 32–65 GB allocations).
+    // Without --features such files are sparse rows (tests/sparse.rs).
     std::fs::write(p("huge.libsvm"), "1 4000000000:1\n0 3:1\n").unwrap();
-    let (ok, _, err) = streamsgd(&["train", &p("huge.libsvm")]);
+    let (ok, _, err) = streamsgd(&["train", &p("huge.libsvm"), "--features", "10"]);
     assert!(!ok && err.contains("huge.libsvm:1") && err.contains("index 4000000000 exceeds"), "{err}");
     std::fs::write(p("wide.libsvm"), "1 16000000:1\n0 3:1\n").unwrap();
-    for cmd in [vec!["train", &p("wide.libsvm")], vec!["convert", &p("wide.libsvm"), "-o", &p("w.ssgd")]] {
+    for cmd in [
+        vec!["train", &p("wide.libsvm"), "--features", "16000000"],
+        vec!["convert", &p("wide.libsvm"), "-o", &p("w.ssgd"), "--features", "16000000"],
+    ] {
         let (ok, _, err) = streamsgd(&cmd);
         assert!(!ok && err.contains("16000000 features") && err.contains("GB, more than half"), "{cmd:?}: {err}");
     }

@@ -4,15 +4,18 @@ use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
-use streamsgd::convert::{convert_text, write_generated_until, ConvertError, ConvertOptions};
+use streamsgd::convert::{convert_sparse, convert_text, write_generated_until, ConvertError, ConvertOptions, ConvertSummary};
 use streamsgd::dataset::{stats, Dataset};
 use streamsgd::source::gen::{GenConfig, Generator, Task};
+use streamsgd::source::TextFormat;
 
 #[derive(Args, Debug)]
 pub struct GenArgs {
-    /// classification (labels 0/1, logistic link) or regression (linear + Gaussian noise).
+    /// classification (labels 0/1, logistic link), regression (linear + Gaussian noise), or
+    /// ctr (sparse click logs: Zipf categorical fields and a hidden cross; .vw, .libsvm or
+    /// sparse .ssgd).
     #[arg(long, value_enum, default_value = "classification")]
-    task: Task,
+    task: GenTask,
     /// Rows to generate.
     #[arg(long, default_value_t = 100_000)]
     rows: u64,
@@ -46,14 +49,111 @@ pub struct GenArgs {
     truth: Option<PathBuf>,
 }
 
+/// What `gen` makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum GenTask {
+    /// Labels in {0, 1} drawn from a logistic link.
+    Classification,
+    /// Real labels: linear function plus Gaussian noise.
+    Regression,
+    /// Sparse click logs (see `streamsgd::source::ctr`).
+    Ctr,
+}
+
+/// `gen --task ctr`: writes rows in the format the extension names and reports the hidden
+/// model's log loss (the oracle's: no model can do better in expectation).
+fn gen_ctr(a: &GenArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    use streamsgd::source::ctr::CtrGenerator;
+    let start = Instant::now();
+    let stop = super::signals::install()?;
+    let mut g = CtrGenerator::new(a.seed, 0);
+    let ext = a.output.extension().and_then(|e| e.to_str()).unwrap_or("");
+    anyhow::ensure!(matches!(ext, "vw" | "libsvm" | "ssgd"), "{}: ctr rows are sparse: write .vw, .libsvm or .ssgd", a.output.display());
+    let mut sparse = (ext == "ssgd").then(|| streamsgd::dataset::SparseWriter::create(&a.output, a.block_rows)).transpose()?;
+    let mut text = if sparse.is_none() {
+        Some(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&a.output).with_context(|| format!("creating {}", a.output.display()))?,
+        ))
+    } else {
+        None
+    };
+    let (mut line, mut rows, mut scratch) = (Vec::new(), streamsgd::sparse::SparseRows::new(), streamsgd::sparse::SparseRows::new());
+    let holdout_from = a.rows - a.rows / 10;
+    let (mut oracle, mut oracle_held) = (0.0f64, 0.0f64);
+    for i in 0..a.rows {
+        let row = g.next_row();
+        let p = f64::from(row.p).clamp(1e-7, 1.0 - 1e-7);
+        let l = if row.label > 0.0 { -p.ln() } else { -(1.0 - p).ln() };
+        oracle += l;
+        if i >= holdout_from {
+            oracle_held += l;
+        }
+        match (&mut sparse, &mut text) {
+            (Some(w), _) => {
+                rows.clear();
+                g.push_sparse(&row, &mut rows);
+                w.push(&rows.as_ref(), 0)?;
+            }
+            (None, Some(out)) => {
+                line.clear();
+                if ext == "vw" {
+                    CtrGenerator::push_vw(&row, &mut line);
+                } else {
+                    g.push_libsvm(&row, &mut line, &mut scratch);
+                }
+                out.write_all(&line).with_context(|| format!("writing {}", a.output.display()))?;
+            }
+            _ => unreachable!("one output"),
+        }
+        if i % 65_536 == 0 && stop.flag().load(std::sync::atomic::Ordering::Relaxed) {
+            drop(text);
+            let _ = std::fs::remove_file(&a.output);
+            return Err(stopped(&stop));
+        }
+    }
+    if let Some(w) = sparse {
+        w.finish()?;
+    }
+    if let Some(mut out) = text {
+        out.flush().with_context(|| format!("writing {}", a.output.display()))?;
+    }
+    let held = a.rows - holdout_from;
+    let v = serde_json::json!({
+        "task": "ctr",
+        "rows": a.rows,
+        "oracle_log_loss": oracle / a.rows.max(1) as f64,
+        "oracle_holdout_log_loss": oracle_held / held.max(1) as f64,
+        "holdout_rows": held,
+    });
+    if let Some(p) = &a.truth {
+        std::fs::write(p, serde_json::to_string_pretty(&v)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    println!(
+        "wrote {} ctr rows to {} in {:.2} s; the hidden model's log loss: {:.4} on all rows, {:.4} on the last 10 %",
+        a.rows,
+        a.output.display(),
+        start.elapsed().as_secs_f64(),
+        v["oracle_log_loss"].as_f64().unwrap_or(f64::NAN),
+        v["oracle_holdout_log_loss"].as_f64().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
 pub fn gen(a: GenArgs) -> anyhow::Result<()> {
+    let task = match a.task {
+        GenTask::Ctr => return gen_ctr(&a),
+        GenTask::Classification => Task::Classification,
+        GenTask::Regression => Task::Regression,
+    };
     for (name, v) in [("--missing-rate", a.missing_rate), ("--duplicate-rate", a.duplicate_rate)] {
         anyhow::ensure!((0.0..=1.0).contains(&v), "{name} {v} is not a probability in [0, 1]");
     }
     anyhow::ensure!(a.noise.is_finite() && a.noise >= 0.0, "--noise {} must be finite and ≥ 0", a.noise);
     anyhow::ensure!(a.features > 0, "--features must be at least 1");
     let cfg = GenConfig {
-        task: a.task,
+        task,
         rows: a.rows,
         features: a.features,
         seed: a.seed,
@@ -67,7 +167,7 @@ pub fn gen(a: GenArgs) -> anyhow::Result<()> {
     let generator = Generator::new(cfg);
     if let Some(p) = &a.truth {
         let (w, b) = generator.truth(0);
-        let mut v = serde_json::json!({ "task": a.task, "weights": w, "bias": b });
+        let mut v = serde_json::json!({ "task": task, "weights": w, "bias": b });
         if let Some(at) = a.drift_at {
             let (w2, b2) = generator.truth(at);
             v["drift_at"] = at.into();
@@ -108,6 +208,9 @@ pub struct ConvertArgs {
     /// Rows per block of the output.
     #[arg(long, default_value_t = 1024)]
     block_rows: u32,
+    /// Seed of the feature hash of VW names (sparse output; train takes the same).
+    #[arg(long, default_value_t = 0)]
+    hash_seed: u64,
 }
 
 pub fn convert(a: ConvertArgs) -> anyhow::Result<()> {
@@ -121,6 +224,25 @@ pub fn convert(a: ConvertArgs) -> anyhow::Result<()> {
     };
     let size = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
     let bar = super::progress(size, "bytes");
+    let format = a.text.format.or_else(|| streamsgd::source::TextFormat::from_path(&a.input));
+    if matches!(format, Some(TextFormat::Vw | TextFormat::Libsvm)) && a.text.features.is_none() {
+        let s = match convert_sparse(&a.input, &a.output, &opts, a.hash_seed, &bar) {
+            Err(ConvertError::Stopped(_)) => return Err(stopped(&stop)),
+            other => other.with_context(|| format!("converting {}", a.input.display()))?,
+        };
+        println!(
+            "{} sparse rows ({} features, {:.1} per row) → {} ({} skipped lines; {:.1} MB parsed in {:.2} s = {:.0} MB/s)",
+            s.rows,
+            s.features,
+            s.features as f64 / s.rows.max(1) as f64,
+            a.output.display(),
+            s.skipped,
+            s.bytes as f64 / 1e6,
+            s.seconds,
+            s.mb_per_sec()
+        );
+        return skipped_lines(&s);
+    }
     let s = match convert_text(&a.input, &a.output, &opts, &bar) {
         Err(ConvertError::Stopped(_)) => return Err(stopped(&stop)),
         other => other.with_context(|| format!("converting {}", a.input.display()))?,
@@ -136,6 +258,10 @@ pub fn convert(a: ConvertArgs) -> anyhow::Result<()> {
         s.seconds,
         s.mb_per_sec()
     );
+    skipped_lines(&s)
+}
+
+fn skipped_lines(s: &ConvertSummary) -> anyhow::Result<()> {
     for (line, why) in &s.skipped_examples {
         println!("  skipped line {line}: {why}");
     }

@@ -24,6 +24,8 @@ use streamsgd::source::{TextFormat, TextOptions, TextParser};
 use streamsgd::transform::{Missing, Scaling, TransformConfig};
 use streamsgd::window::{EventTime, WindowKind};
 
+mod sparse;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum LossName {
     Squared,
@@ -267,6 +269,8 @@ pub struct TrainArgs {
     shards: ShardArgs,
     #[command(flatten)]
     features_stage: FeatureArgs,
+    #[command(flatten)]
+    sparse: sparse::SparseArgs,
     /// A live source (a socket, stdin, a Kafka topic) ends once nothing has come for this long
     /// (10s, 2m; default: wait until it closes, or Ctrl-C).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -376,6 +380,9 @@ fn input_of(data: &mut Data, holdout: Option<f64>, skip_bad: bool) -> anyhow::Re
 
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    if sparse::is_sparse(&a.data, a.text.format, a.text.features, a.sparse.bits) {
+        return sparse::train(a, started);
+    }
     if let Some(h) = a.holdout {
         ensure!((0.0..1.0).contains(&h), "--holdout {h} must be in [0, 1)");
     }
@@ -710,6 +717,9 @@ pub struct PredictArgs {
 
 pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     let file = ModelFile::load(&a.model)?;
+    if sparse::predict(&a, &file)? {
+        return Ok(());
+    }
     let transform = pipeline::saved_transform(&file.extra)?.filter(|t| !t.cfg.is_identity());
     let schema = file.schema().map_err(anyhow::Error::msg)?;
     let m = file.model;

@@ -5,15 +5,18 @@
 
 /// File magic: the first eight bytes of every `.ssgd` file.
 pub const MAGIC: [u8; 8] = *b"SSGDv\0\r\n";
-/// The format version this build reads and writes.
-pub const VERSION: u32 = 1;
+/// The newest format version this build reads and writes: 2 adds sparse blocks. Dense files
+/// are still written as version 1 (their layout did not change), so older readers read them.
+pub const VERSION: u32 = 2;
+/// The version of dense files.
+pub const VERSION_DENSE: u32 = 1;
 /// Length of the fixed header; blocks start right after it.
 pub const HEADER_LEN: usize = 64;
 /// Every block starts on, and every column inside a block starts on, this alignment (bytes).
 pub const ALIGN: usize = 64;
 /// Column stride granularity in rows: 16 f32 = 64 bytes.
 pub const STRIDE_ROWS: usize = ALIGN / 4;
-/// Flag bit: blocks hold sparse CSR data (reserved, not implemented by this version).
+/// Flag bit: blocks hold sparse CSR rows (version 2; see docs/FORMAT.md).
 pub const FLAG_SPARSE: u32 = 1 << 0;
 /// Flag bit: every block carries a per-row weight (importance) column after the labels.
 pub const FLAG_WEIGHTS: u32 = 1 << 1;
@@ -25,18 +28,23 @@ pub const KNOWN_FLAGS: u32 = FLAG_SPARSE | FLAG_WEIGHTS | FLAG_CHECKSUMS;
 pub const MAX_BLOCK_ROWS: u32 = 1 << 20;
 /// Largest feature count accepted.
 pub const MAX_FEATURES: u32 = 1 << 24;
+/// Bytes of a sparse file's block index entry (a u64 offset per block).
+pub const INDEX_ENTRY: u64 = 8;
 
 /// The decoded header of a `.ssgd` file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
     /// Number of rows in the file.
     pub rows: u64,
-    /// Number of dense feature columns (d ≥ 1).
+    /// Dense: number of feature columns (d ≥ 1). Sparse: the id space's bits (every feature
+    /// id is below 2^features, 1 ≤ features ≤ 32).
     pub features: u32,
     /// Rows per block (B, a power of two, 16 ≤ B ≤ 2^20).
     pub block_rows: u32,
-    /// Layout flags ([`FLAG_SPARSE`], [`FLAG_WEIGHTS`]).
+    /// Layout flags ([`FLAG_SPARSE`], [`FLAG_WEIGHTS`], [`FLAG_CHECKSUMS`]).
     pub flags: u32,
+    /// Sparse: byte offset of the block index (0 for dense files).
+    pub index_at: u64,
 }
 
 /// Why a header is rejected; the caller adds the file name.
@@ -64,9 +72,23 @@ impl Header {
     /// A dense header with block checksums (what this version writes); validates like
     /// [`Header::decode`] does.
     pub fn new(rows: u64, features: u32, block_rows: u32, weights: bool) -> Result<Self, HeaderError> {
-        let h = Header { rows, features, block_rows, flags: FLAG_CHECKSUMS | if weights { FLAG_WEIGHTS } else { 0 } };
+        let h = Header { rows, features, block_rows, flags: FLAG_CHECKSUMS | if weights { FLAG_WEIGHTS } else { 0 }, index_at: 0 };
         h.validate()?;
         Ok(h)
+    }
+
+    /// A sparse header (ids below 2^`id_bits`, the block index at `index_at`), with block
+    /// checksums.
+    pub fn sparse(rows: u64, id_bits: u32, block_rows: u32, index_at: u64) -> Result<Self, HeaderError> {
+        let flags = FLAG_SPARSE | FLAG_CHECKSUMS;
+        let h = Header { rows, features: id_bits, block_rows, flags, index_at };
+        h.validate()?;
+        Ok(h)
+    }
+
+    /// True for sparse (CSR) blocks.
+    pub fn is_sparse(&self) -> bool {
+        self.flags & FLAG_SPARSE != 0
     }
 
     /// True when blocks carry a weight column.
@@ -79,8 +101,11 @@ impl Header {
         self.flags & FLAG_CHECKSUMS != 0
     }
 
-    /// Byte offset of the checksum table (the end of the last block).
+    /// Byte offset of the checksum table (the end of the last block; sparse: of the index).
     pub fn checksums_at(&self) -> Option<u64> {
+        if self.is_sparse() {
+            return self.index_at.checked_add(self.blocks().checked_mul(INDEX_ENTRY)?);
+        }
         let b = self.block_rows as u64;
         let (full, tail) = (self.rows / b, self.rows % b);
         let tail_bytes = if tail == 0 { 0 } else { self.block_bytes(tail)? };
@@ -121,10 +146,23 @@ impl Header {
 
     fn validate(&self) -> Result<(), HeaderError> {
         let inv = |s: String| Err(HeaderError::Invalid(s));
+        if self.is_sparse() {
+            if !(1..=32).contains(&self.features) {
+                return inv(format!("sparse id bits {} out of 1..=32", self.features));
+            }
+            if self.has_weights() {
+                return inv("flag bit 1 (a weight column) in a sparse file: its blocks say whether they hold weights".into());
+            }
+            if self.index_at < HEADER_LEN as u64 || self.index_at % ALIGN as u64 != 0 {
+                return inv(format!("block index offset {} is not a multiple of {ALIGN} after the header", self.index_at));
+            }
+        } else if self.index_at != 0 {
+            return inv("a dense file with a block index offset".into());
+        }
         if self.features == 0 {
             return inv("zero features".into());
         }
-        if self.features > MAX_FEATURES {
+        if !self.is_sparse() && self.features > MAX_FEATURES {
             return inv(format!("{} features exceeds the maximum {MAX_FEATURES}", self.features));
         }
         if !self.block_rows.is_power_of_two() || self.block_rows < STRIDE_ROWS as u32 || self.block_rows > MAX_BLOCK_ROWS {
@@ -132,9 +170,6 @@ impl Header {
         }
         if self.flags & !KNOWN_FLAGS != 0 {
             return inv(format!("unknown layout flags {:#x}", self.flags & !KNOWN_FLAGS));
-        }
-        if self.flags & FLAG_SPARSE != 0 {
-            return Err(HeaderError::Unsupported("sparse (CSR) blocks are reserved in format v1 but not implemented".into()));
         }
         if self.file_size().is_none() {
             return inv(format!("{} rows × {} columns overflows the size arithmetic", self.rows, self.columns()));
@@ -146,13 +181,15 @@ impl Header {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC);
-        b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        let version = if self.is_sparse() { VERSION } else { VERSION_DENSE };
+        b[8..12].copy_from_slice(&version.to_le_bytes());
         b[12..16].copy_from_slice(&self.flags.to_le_bytes());
         b[16..24].copy_from_slice(&self.rows.to_le_bytes());
         b[24..28].copy_from_slice(&self.features.to_le_bytes());
         b[28..32].copy_from_slice(&self.block_rows.to_le_bytes());
         b[32..36].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
-        // 36..60 reserved, zero.
+        b[36..44].copy_from_slice(&self.index_at.to_le_bytes());
+        // 44..60 reserved, zero.
         let crc = crc32fast::hash(&b[..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -168,8 +205,8 @@ impl Header {
             return inv(format!("wrong magic {:02x?} (expected {:02x?})", &bytes[0..8], MAGIC));
         }
         let version = le_u32(bytes, 8);
-        if version != VERSION {
-            return Err(HeaderError::Unsupported(format!("format version {version} (this build reads version {VERSION})")));
+        if !(1..=VERSION).contains(&version) {
+            return Err(HeaderError::Unsupported(format!("format version {version} (this build reads versions 1 to {VERSION})")));
         }
         let crc = le_u32(bytes, 60);
         let want = crc32fast::hash(&bytes[..60]);
@@ -180,10 +217,19 @@ impl Header {
         if header_len as usize != HEADER_LEN {
             return inv(format!("header length {header_len}, expected {HEADER_LEN}"));
         }
-        if bytes[36..60].iter().any(|&x| x != 0) {
-            return inv("reserved header bytes 36..60 are not zero".into());
+        if bytes[44..60].iter().any(|&x| x != 0) {
+            return inv("reserved header bytes 44..60 are not zero".into());
         }
-        let h = Header { flags: le_u32(bytes, 12), rows: le_u64(bytes, 16), features: le_u32(bytes, 24), block_rows: le_u32(bytes, 28) };
+        let h = Header {
+            flags: le_u32(bytes, 12),
+            rows: le_u64(bytes, 16),
+            features: le_u32(bytes, 24),
+            block_rows: le_u32(bytes, 28),
+            index_at: le_u64(bytes, 36),
+        };
+        if h.is_sparse() && version < 2 {
+            return inv("sparse blocks in a version-1 header".into());
+        }
         h.validate()?;
         Ok(h)
     }
@@ -224,8 +270,18 @@ mod tests {
     }
 
     #[test]
-    fn sparse_flag_is_reserved() {
-        let h = Header { rows: 1, features: 1, block_rows: 16, flags: FLAG_SPARSE };
-        assert!(matches!(Header::decode(&h.encode()), Err(HeaderError::Unsupported(_))));
+    fn sparse_headers() {
+        let h = Header::sparse(1000, 32, 256, 4096).unwrap();
+        assert_eq!(Header::decode(&h.encode()).unwrap(), h);
+        assert_eq!(h.encode()[8], 2, "sparse files are version 2");
+        assert_eq!(Header::new(10, 4, 1024, false).unwrap().encode()[8], 1, "dense files stay version 1");
+        assert_eq!(h.file_size(), Some(4096 + 4 * 8 + 4 * 4));
+        assert!(Header::sparse(10, 33, 256, 4096).is_err());
+        assert!(Header::sparse(10, 20, 256, 100).is_err());
+        let mut b = h.encode();
+        b[8] = 1;
+        let crc = crc32fast::hash(&b[..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        assert!(Header::decode(&b).is_err(), "sparse needs version 2");
     }
 }

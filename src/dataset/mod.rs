@@ -6,11 +6,13 @@
 
 pub mod header;
 pub mod reader;
+pub mod sparse;
 pub mod stats;
 pub mod writer;
 
 pub use header::{Header, HEADER_LEN, MAGIC, VERSION};
 pub use reader::{Block, Dataset};
+pub use sparse::{SparseDataset, SparseWriter};
 pub use writer::DatasetWriter;
 
 use std::path::PathBuf;

@@ -83,6 +83,9 @@ impl Dataset {
             HeaderError::Invalid(what) => FormatError::Invalid { path: path.clone(), what },
             HeaderError::Unsupported(what) => FormatError::Unsupported { path: path.clone(), what },
         })?;
+        if header.is_sparse() {
+            return Err(FormatError::Unsupported { path, what: "sparse rows: this reader maps dense blocks (use SparseDataset)".into() });
+        }
         let want = header.file_size().expect("validated by decode");
         if want != len {
             let what = if len < want {

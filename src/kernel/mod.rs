@@ -15,6 +15,7 @@
 
 pub mod scalar;
 pub mod simd;
+pub mod sparse;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;

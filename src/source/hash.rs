@@ -1,6 +1,16 @@
-//! Signed feature hashing: FNV-1a (64-bit) of the feature key, finished with MurmurHash3's
-//! `fmix64` avalanche (plain FNV-1a's high bits are biased on short keys); bucket = hash mod D,
-//! sign from bit 63 so that colliding features cancel in expectation (Weinberger et al. 2009).
+//! Feature hashing, the one definition used by every source, `convert` and `predict`.
+//!
+//! The hash of a key is FNV-1a (64-bit) finished with MurmurHash3's `fmix64` avalanche (plain
+//! FNV-1a's high bits are biased on short keys).
+//! - Dense columns ([`bucket`]): bucket = hash mod D, sign from bit 63, so that colliding
+//!   features cancel in expectation (Weinberger et al. 2009).
+//! - Sparse feature ids ([`feature_id`]): the low 32 bits of the hash of the namespace's hash
+//!   (8 bytes, little-endian) followed by the name; the namespace's hash is that of the seed
+//!   (8 bytes) followed by the namespace's name. A table of 2^b weights uses id mod 2^b, so
+//!   files keep full 32-bit ids and any `--bits` up to 32 can learn from them.
+//! - A cross of two features ([`cross`]): `a · 16777619 ^ b` (mod 2^32), in the spirit of
+//!   Vowpal Wabbit's quadratic features; a cubic cross is `cross(cross(a, b), c)`.
+//!
 //! No `unsafe` here.
 
 /// FNV-1a, 64-bit, over `parts` concatenated with a `^` between them.
@@ -35,6 +45,34 @@ pub fn bucket(ns: &[u8], name: &[u8], d: usize) -> (usize, f32) {
     ((h % d as u64) as usize, sign)
 }
 
+/// The hash of namespace `ns` under `seed`: the first half of every feature id in it.
+pub fn namespace_hash(ns: &[u8], seed: u64) -> u64 {
+    fmix64(fnv1a_after(&seed.to_le_bytes(), ns))
+}
+
+/// FNV-1a of `head` followed by `tail` (no separator).
+#[inline]
+fn fnv1a_after(head: &[u8; 8], tail: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in head.iter().chain(tail) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// The 32-bit id of feature `name` in the namespace whose [`namespace_hash`] is `ns`.
+#[inline]
+pub fn feature_id(ns: u64, name: &[u8]) -> u32 {
+    fmix64(fnv1a_after(&ns.to_le_bytes(), name)) as u32
+}
+
+/// The id of the cross of features `a` and `b` (learned, never stored).
+#[inline]
+pub fn cross(a: u32, b: u32) -> u32 {
+    a.wrapping_mul(16_777_619) ^ b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,6 +83,17 @@ mod tests {
         assert_eq!(fnv1a(&[b""]), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(&[b"a"]), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a(&[b"a", b"b"]), fnv1a(&[b"a^b"]));
+    }
+
+    #[test]
+    fn feature_ids_are_the_documented_hash() {
+        let ns = namespace_hash(b"user", 0);
+        assert_eq!(ns, fmix64(fnv1a(&[b"\0\0\0\0\0\0\0\0user"])));
+        let mut key = ns.to_le_bytes().to_vec();
+        key.extend_from_slice(b"id=42");
+        assert_eq!(feature_id(ns, b"id=42"), fmix64(fnv1a(&[&key])) as u32);
+        assert_ne!(feature_id(ns, b"id=42"), feature_id(namespace_hash(b"user", 1), b"id=42"));
+        assert_ne!(cross(1, 2), cross(2, 1));
     }
 
     #[test]

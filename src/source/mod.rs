@@ -2,6 +2,7 @@
 //! reads wait patiently: `live`), a Kafka consumer, the synthetic generator, and the feature
 //! hash used for VW names.
 
+pub mod ctr;
 pub mod gen;
 pub mod hash;
 #[cfg(feature = "kafka")]

@@ -173,7 +173,7 @@ fn is_missing(cell: &[u8]) -> bool {
     cell.is_empty() || cell.eq_ignore_ascii_case(b"na") || cell.eq_ignore_ascii_case(b"nan") || cell == b"?"
 }
 
-fn trim(mut s: &[u8]) -> &[u8] {
+pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t' | b'"', rest @ ..] = s {
         s = rest;
     }
@@ -187,7 +187,7 @@ fn trim(mut s: &[u8]) -> &[u8] {
 /// whatever is read (`/dev/zero`, a binary file), and no record of rows is that long.
 pub const MAX_LINE: usize = 64 << 20;
 
-fn too_long() -> String {
+pub(crate) fn too_long() -> String {
     format!("a line longer than {} MiB: not text rows (a binary file, or a stream without line breaks?)", MAX_LINE >> 20)
 }
 
@@ -268,7 +268,7 @@ fn list(names: &[&str]) -> String {
 }
 
 /// Parses a finite f32 (NaN comes back as NaN; ±inf and overflow are errors).
-fn number(cell: &[u8]) -> Result<f32, String> {
+pub(crate) fn number(cell: &[u8]) -> Result<f32, String> {
     match fast_float2::parse::<f32, _>(cell) {
         Ok(x) if x.is_infinite() => Err(format!("'{}' is infinite or out of f32 range", cut(&String::from_utf8_lossy(cell)))),
         Ok(x) => Ok(x),
@@ -304,7 +304,7 @@ fn timestamp(cell: &[u8]) -> Result<f64, String> {
     })
 }
 
-fn split_ws(s: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn split_ws(s: &[u8]) -> impl Iterator<Item = &[u8]> {
     s.split(|&c| c == b' ' || c == b'\t').filter(|t| !t.is_empty())
 }
 

@@ -1,0 +1,351 @@
+//! `train` and `predict` on sparse input: VW text, LibSVM without `--features`, a sparse
+//! `.ssgd` file, or any of them with `--bits`.
+
+use super::{cores, eval_line, PredictArgs, TrainArgs};
+use anyhow::{bail, ensure, Context};
+use clap::Args;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use streamsgd::convert::{count_rows, open_input, resolve_format, source_name};
+use streamsgd::dataset::header::HEADER_LEN;
+use streamsgd::dataset::{Header, SparseDataset};
+use streamsgd::kernel::sparse::{Table, MAX_BITS};
+use streamsgd::learner::BadRows;
+use streamsgd::metrics::Evaluation;
+use streamsgd::model::{LinearModel, ModelFile};
+use streamsgd::optim::{OptimConfig, Optimizer};
+use streamsgd::source::live::{LiveReader, Patience};
+use streamsgd::source::TextFormat;
+use streamsgd::sparse::train::{evaluate_rows, predict_rows, SparseError};
+use streamsgd::sparse::{SparseConfig, SparseInput, SparseModel, SparseOutcome, SparseParser, SparseRows};
+
+/// How sparse features reach the weights.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Sparse input (VW, LibSVM without --features, sparse .ssgd)")]
+pub struct SparseArgs {
+    /// Learn into a table of 2^B weights (feature ids mod 2^B). Default 18; up to 30.
+    #[arg(long)]
+    pub bits: Option<u32>,
+    /// Crosses of namespaces, learned without being stored (as VW's -q/--cubic): `ab` crosses
+    /// every feature of the namespaces whose names start with a and b; `abc` is cubic.
+    #[arg(long, value_delimiter = ',')]
+    pub interactions: Vec<String>,
+    /// Seed of the feature hash of VW names (convert and train must agree; saved in the model).
+    #[arg(long, default_value_t = 0)]
+    pub hash_seed: u64,
+}
+
+/// The default `--bits`.
+const DEFAULT_BITS: u32 = 18;
+
+/// What a sparse model file adds to its extra JSON: how features reach its weights.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+struct SparseMeta {
+    bits: u32,
+    hash_seed: u64,
+    interactions: Vec<String>,
+}
+
+/// True when `spec` is read as sparse rows.
+pub fn is_sparse(spec: &str, format: Option<TextFormat>, features: Option<usize>, bits: Option<u32>) -> bool {
+    if spec.starts_with("kafka://") {
+        return false;
+    }
+    if spec.ends_with(".ssgd") {
+        let mut head = [0u8; HEADER_LEN];
+        return std::fs::File::open(spec).and_then(|mut f| f.read_exact(&mut head)).is_ok()
+            && Header::decode(&head).is_ok_and(|h| h.is_sparse());
+    }
+    let format = format.or_else(|| TextFormat::from_path(Path::new(spec)));
+    bits.is_some() || (matches!(format, Some(TextFormat::Vw | TextFormat::Libsvm)) && features.is_none())
+}
+
+fn interactions(spec: &[String]) -> anyhow::Result<Vec<Vec<u8>>> {
+    spec.iter()
+        .map(|s| {
+            ensure!((2..=3).contains(&s.len()) && s.is_ascii(), "--interactions {s}: a cross is 2 or 3 namespace letters (ab, abc)");
+            Ok(s.as_bytes().to_vec())
+        })
+        .collect()
+}
+
+/// An opened sparse source.
+enum Source {
+    Mapped(SparseDataset),
+    Text { parser: SparseParser<Box<dyn BufRead>>, rows: Option<u64> },
+}
+
+fn open(spec: &str, format: Option<TextFormat>, seed: u64, count: bool, patience: &Patience) -> anyhow::Result<(Source, String)> {
+    if spec.ends_with(".ssgd") {
+        return Ok((Source::Mapped(SparseDataset::open(spec)?), spec.to_string()));
+    }
+    if let Some(addr) = spec.strip_prefix("tcp://") {
+        let format = format.context("a socket source needs --format libsvm|vw")?;
+        let sock = addr.parse::<std::net::SocketAddr>().with_context(|| format!("{spec}: not a HOST:PORT address")).and_then(|a| {
+            std::net::TcpStream::connect_timeout(&a, Duration::from_secs(10)).with_context(|| format!("{spec}: cannot connect"))
+        })?;
+        let reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 20, LiveReader::new(sock, patience.clone())));
+        let mut parser = SparseParser::new(reader, spec, format, seed)?;
+        parser.require_newline();
+        return Ok((Source::Text { parser, rows: None }, spec.to_string()));
+    }
+    let path = Path::new(spec);
+    let format = resolve_format(path, format)?;
+    let rows = if count { Some(count_rows(path, format)?) } else { None };
+    let name = source_name(path);
+    let parser = SparseParser::new(open_input(path, patience)?, name.clone(), format, seed)?;
+    Ok((Source::Text { parser, rows }, name))
+}
+
+/// Flags of the dense path that sparse runs do not take yet: an error naming them.
+fn refuse_dense_only(a: &TrainArgs) -> anyhow::Result<()> {
+    let f = &a.features_stage;
+    let used = [
+        ("--resume", a.resume.is_some()),
+        ("--checkpoint", a.checkpoint.is_some()),
+        ("--rate", a.shards.rate.is_some()),
+        ("--batch", a.model.batch.is_some()),
+        ("--dedup-window", f.dedup_window > 0),
+        ("--missing-indicator", f.missing_indicator),
+        ("--clip", f.clip.is_some()),
+        ("--window-rows/--window-time/--on-drift", f.window_rows.is_some() || f.window_time.is_some() || f.on_drift.is_some()),
+        ("--shuffle-seed", a.shuffle_seed.is_some()),
+        ("--hgrm", a.hgrm.is_some()),
+        ("--label/--timestamp-col", a.text.label.is_some() || a.text.timestamp_col.is_some()),
+    ];
+    let named: Vec<&str> = used.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+    ensure!(
+        named.is_empty(),
+        "{}: sparse input (hashed features) does not take {} yet; they apply to dense rows (CSV, .ssgd, LibSVM with --features D)",
+        a.data,
+        named.join(", ")
+    );
+    Ok(())
+}
+
+/// `train` on sparse input.
+pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
+    refuse_dense_only(&a)?;
+    let bits = a.sparse.bits.unwrap_or(DEFAULT_BITS);
+    ensure!((1..=MAX_BITS).contains(&bits), "--bits {bits} must be from 1 to {MAX_BITS}");
+    let learner = a.model.learner(true)?;
+    let threads = a.shards.threads.unwrap_or_else(cores);
+    ensure!(threads >= 1, "--threads must be at least 1");
+    super::warn_oversubscribed(threads);
+    let stop = crate::commands::signals::install()?;
+    let patience = Patience { idle: a.idle_timeout, stop: Some(stop.flag()) };
+    let cfg = SparseConfig {
+        loss: learner.loss,
+        optim: learner.optim,
+        bits,
+        interactions: interactions(&a.sparse.interactions)?,
+        threads,
+        bad_rows: learner.bad_rows,
+        passes: a.passes,
+        stop: Some(stop.flag()),
+    };
+    let (mut source, name) = open(&a.data, a.text.format, a.sparse.hash_seed, a.holdout.is_some(), &patience)?;
+    let keep = |rows: u64| rows - ((rows as f64 * a.holdout.unwrap_or(0.0)).round() as u64).min(rows);
+    if a.passes > 1 {
+        ensure!(matches!(source, Source::Mapped(_)), "--passes replays a .ssgd file: convert {name} first");
+    }
+    if a.verify {
+        let Source::Mapped(ds) = &source else { bail!("{name}: --verify checks a .ssgd file's block checksums; text has none") };
+        ds.verify()?;
+    }
+    // The test set is opened now, not after training.
+    let test = a.test.as_deref().map(|t| open(t, a.text.format, a.sparse.hash_seed, false, &Patience::default())).transpose()?;
+    let outcome = match &mut source {
+        Source::Mapped(ds) => {
+            if let Some(b) = a.sparse.bits.filter(|&b| b < ds.id_bits()) {
+                eprintln!("note: {name}'s ids have {} bits; --bits {b} folds them into 2^{b} slots (id mod 2^{b})", ds.id_bits());
+            }
+            let train_rows = keep(ds.rows());
+            run::<Box<dyn BufRead>>(&cfg, SparseInput::Mapped { dataset: ds, train_rows })?
+        }
+        Source::Text { parser, rows } => {
+            let train_rows = rows.map(keep);
+            run(&cfg, SparseInput::Stream { parser, train_rows, skip_bad: learner.bad_rows == BadRows::Skip })?
+        }
+    };
+    if let Source::Text { parser, .. } = &source {
+        if parser.max_index >> bits != 0 {
+            eprintln!(
+                "note: LibSVM indices reach {}; with --bits {bits} those past 2^{bits} share weights (index mod 2^{bits}); --bits {} keeps them apart",
+                parser.max_index,
+                64 - parser.max_index.leading_zeros()
+            );
+        }
+    }
+    let SparseOutcome { model, report, source_error } = outcome;
+    let wall = started.elapsed().as_secs_f64();
+    if report.rows_learned == 0 {
+        if let Some(e) = source_error {
+            return Err(anyhow::Error::new(e).context("nothing was learned before the input failed"));
+        }
+        let why = report.first_rejected.as_ref().map(|w| format!("; the first rejected: {w}")).unwrap_or_default();
+        bail!("nothing was learned, so no model is saved: {name} has no rows to learn ({} rejected){why}", report.rows_rejected);
+    }
+    let meta = SparseMeta { bits, hash_seed: a.sparse.hash_seed, interactions: a.sparse.interactions.clone() };
+    if let Some(p) = &a.save {
+        to_file(&model, cfg.optim, &meta)?.save(p)?;
+    }
+    let test = match test {
+        Some((src, test_name)) if !report.stopped => Some((test_name, evaluate_source(&model, cfg.optim, src)?)),
+        _ => None,
+    };
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["wall_seconds"] = wall.into();
+        v["table_bytes"] = Table::bytes(bits, cfg.optim.kind).into();
+        if let Some((_, e)) = &test {
+            v["test"] = serde_json::to_value(e)?;
+        }
+        println!("{v}");
+    } else {
+        print_report(&report, wall, &cfg, test.as_ref());
+    }
+    let kept = match &a.save {
+        Some(p) => format!("the model of the {} rows before it is saved in {}", report.rows_learned, p.display()),
+        None => format!("the model of the {} rows before it is reported above (--save keeps it)", report.rows_learned),
+    };
+    if let Some(e) = source_error {
+        return Err(anyhow::Error::new(e).context(format!("the input failed; {kept}")));
+    }
+    if let Some(code) = stop.exit_code() {
+        eprintln!("stopped by signal {}: {kept}", code - 128);
+        return Err(crate::commands::signals::Interrupted { code }.into());
+    }
+    Ok(())
+}
+
+fn run<R: BufRead>(cfg: &SparseConfig, input: SparseInput<'_, R>) -> anyhow::Result<SparseOutcome> {
+    streamsgd::sparse::train(cfg, input).map_err(|e| match e {
+        SparseError::Learn(e) => anyhow::Error::new(e),
+        e => anyhow::Error::new(e),
+    })
+}
+
+fn print_report(r: &streamsgd::sparse::SparseReport, wall: f64, cfg: &SparseConfig, test: Option<&(String, Evaluation)>) {
+    let mb = Table::bytes(cfg.bits, cfg.optim.kind) as f64 / 1e6;
+    println!(
+        "trained on {} rows ({} rejected) in {:.3} s: {:.2} M rows/s, {:.1} M features/s (whole command: {wall:.3} s), {} thread(s) sharing a table of 2^{} weights ({mb:.0} MB), {:.1} features per row{}",
+        r.rows_learned,
+        r.rows_rejected,
+        r.seconds,
+        r.rows_per_sec / 1e6,
+        r.features_per_sec / 1e6,
+        r.threads,
+        r.bits,
+        r.features as f64 / r.rows_learned.max(1) as f64,
+        if r.stopped { ", stopped early" } else { "" }
+    );
+    let acc = r.progressive_accuracy.map(|a| format!("  accuracy {a:.4}")).unwrap_or_default();
+    println!("progressive  loss {:.4}{acc}  (a constant prediction: {:.4})", r.progressive_loss, r.progressive_baseline);
+    if let Some(h) = &r.holdout {
+        println!("holdout      {}  ({} rows; a constant prediction: {:.4})", eval_line(h), h.rows, h.baseline);
+    }
+    if let Some((name, e)) = test {
+        println!("test         {}  ({name}, {} rows)", eval_line(e), e.rows);
+    }
+    if let Some(w) = &r.first_rejected {
+        println!("first rejected: {w}");
+    }
+}
+
+/// The model file of a sparse model: the table's weights and optimizer state in the dense
+/// file's arrays (d = 2^bits, bias last), and how features reach them in the extra JSON.
+fn to_file(m: &SparseModel, optim: OptimConfig, meta: &SparseMeta) -> anyhow::Result<ModelFile> {
+    let mut weights = m.table.weights();
+    weights.push(m.bias);
+    let mut optimizer = Optimizer::new(optim, m.table.len());
+    m.table.export_state(&mut optimizer);
+    let extra = serde_json::json!({ "sparse": meta }).to_string();
+    Ok(ModelFile { model: LinearModel { loss: m.loss, weights }, optimizer, extra })
+}
+
+fn sparse_meta(file: &ModelFile) -> anyhow::Result<Option<SparseMeta>> {
+    let v: serde_json::Value = serde_json::from_str(&file.extra).context("the model's extra section is not JSON")?;
+    v.get("sparse").map(|s| serde_json::from_value(s.clone()).context("the model's sparse section")).transpose()
+}
+
+fn from_file(file: &ModelFile, meta: &SparseMeta) -> anyhow::Result<SparseModel> {
+    let table = Table::new(meta.bits, file.optimizer.cfg.kind);
+    ensure!(file.model.weights.len() == table.len() + 1, "the model has {} weights for --bits {}", file.model.weights.len(), meta.bits);
+    table.set_weights(&file.model.weights[..table.len()]);
+    Ok(SparseModel {
+        loss: file.model.loss,
+        table,
+        bias: *file.model.weights.last().expect("d + 1 weights"),
+        interactions: interactions(&meta.interactions)?,
+    })
+}
+
+fn evaluate_source(model: &SparseModel, optim: OptimConfig, src: Source) -> anyhow::Result<Evaluation> {
+    let rows = read_all(src)?;
+    Ok(evaluate_rows(model, optim, &rows.as_ref()))
+}
+
+/// Every row of a source (a test set).
+fn read_all(src: Source) -> anyhow::Result<SparseRows> {
+    let mut rows = SparseRows::new();
+    match src {
+        Source::Mapped(ds) => {
+            for b in 0..ds.blocks() {
+                let block = ds.block(b)?;
+                for r in 0..block.len() {
+                    rows.push_row(&block, r);
+                }
+            }
+        }
+        Source::Text { mut parser, .. } => while parser.next_row(&mut rows)? {},
+    }
+    Ok(rows)
+}
+
+/// `predict` with a sparse model: `Ok(false)` when the model is dense.
+pub fn predict(a: &PredictArgs, file: &ModelFile) -> anyhow::Result<bool> {
+    let Some(meta) = sparse_meta(file)? else { return Ok(false) };
+    let model = from_file(file, &meta)?;
+    let (source, _) = open(&a.data, a.text.format, meta.hash_seed, false, &Patience::default())?;
+    let optim = file.optimizer.cfg;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut num = ryu::Buffer::new();
+    let mut p = Vec::new();
+    let mut emit = |out: &mut BufWriter<_>, p: &[f32]| -> std::io::Result<()> {
+        for &m in p {
+            out.write_all(num.format(model.loss.output(m)).as_bytes())?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    };
+    match source {
+        Source::Mapped(ds) => {
+            for b in 0..ds.blocks() {
+                p.clear();
+                predict_rows(&model, optim, &ds.block(b)?, &mut p);
+                emit(&mut out, &p)?;
+            }
+        }
+        Source::Text { mut parser, .. } => {
+            let mut rows = SparseRows::new();
+            loop {
+                rows.clear();
+                let mut more = true;
+                while more && rows.len() < 1024 {
+                    more = parser.next_row(&mut rows)?;
+                }
+                p.clear();
+                predict_rows(&model, optim, &rows.as_ref(), &mut p);
+                emit(&mut out, &p)?;
+                if !more {
+                    break;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(true)
+}

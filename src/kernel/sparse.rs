@@ -1,0 +1,431 @@
+//! The sparse kernel: a row's prediction gathers the weights of its features (and of the
+//! crosses `--interactions` asks for) from a hashed table of 2^b slots; its update scatters
+//! one optimizer step back into the same slots.
+//!
+//! **Layout.** A slot keeps a weight and its optimizer state side by side (fwumious_wabbit's
+//! layout), so a feature costs one cache line, not two: `[w, t]` for SGD (the step at which
+//! the weight was last touched, for lazy L2), `[w, Σg²]` for AdaGrad, `[w, z, n, ·]` for
+//! FTRL-Proximal and `[w, Σg², s, ·]` for the normalized update (s = the largest |x| seen).
+//! The bias is not in the table: each learner keeps its own (every row touches it; shared, its
+//! cache line would bounce between cores on every row).
+//!
+//! **Sharing.** Every shard learns into the same table (Hogwild: Recht et al., 2011): slots
+//! are relaxed atomics, which compile to plain loads and stores on x86-64 and ARM, so there
+//! are no locks and no `unsafe`; when two shards update the same slot at once one step may be
+//! lost, the design's accepted race (rare with millions of slots; measured in
+//! docs/sparse.md).
+//!
+//! **Regularisation is lazy.** L2 and L1 act on a slot only when a row touches it (SGD applies
+//! the decay of all the steps it missed then), so a step costs O(features of the row), never
+//! O(table). The kernel is scalar: a row's features are scattered over the table, the cost is
+//! the cache misses, and a gather would not remove them. No `unsafe` here.
+
+use crate::loss::Loss;
+use crate::optim::{adaptive_coord, ftrl_coord, soft_threshold, Kind, OptimConfig, Optimizer, Schedule};
+use crate::source::hash::cross;
+use crate::sparse::rows::Row;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+/// The largest `--bits`: 2^30 slots of up to 16 bytes.
+pub const MAX_BITS: u32 = 30;
+
+/// The shared weight table.
+#[derive(Debug)]
+pub struct Table {
+    slots: Box<[AtomicU32]>,
+    stride: usize,
+    mask: u32,
+    kind: Kind,
+}
+
+/// f32s per slot for an optimizer.
+fn stride_of(kind: Kind) -> usize {
+    match kind {
+        Kind::Sgd | Kind::Adagrad => 2,
+        Kind::Ftrl | Kind::Normalized => 4,
+    }
+}
+
+impl Table {
+    /// An all-zero table of 2^`bits` slots laid out for `kind`.
+    pub fn new(bits: u32, kind: Kind) -> Self {
+        assert!((1..=MAX_BITS).contains(&bits), "bits {bits} out of range");
+        let stride = stride_of(kind);
+        let slots = (0..(stride << bits)).map(|_| AtomicU32::new(0)).collect();
+        Table { slots, stride, mask: ((1u64 << bits) - 1) as u32, kind }
+    }
+
+    /// Bytes of memory a table of 2^`bits` slots for `kind` takes.
+    pub fn bytes(bits: u32, kind: Kind) -> u64 {
+        (stride_of(kind) as u64 * 4) << bits
+    }
+
+    /// Slots (2^bits).
+    pub fn len(&self) -> usize {
+        self.mask as usize + 1
+    }
+
+    /// Never empty (at least 2 slots).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The slot of feature id `id`.
+    #[inline]
+    pub fn slot(&self, id: u32) -> u32 {
+        id & self.mask
+    }
+
+    #[inline]
+    fn get(&self, slot: u32, k: usize) -> f32 {
+        f32::from_bits(self.slots[slot as usize * self.stride + k].load(Relaxed))
+    }
+
+    #[inline]
+    fn set(&self, slot: u32, k: usize, v: f32) {
+        self.slots[slot as usize * self.stride + k].store(v.to_bits(), Relaxed)
+    }
+
+    /// The weight in slot `slot`.
+    #[inline]
+    pub fn weight(&self, slot: u32) -> f32 {
+        self.get(slot, 0)
+    }
+
+    /// Every slot's weight, in slot order.
+    pub fn weights(&self) -> Vec<f32> {
+        self.slots.iter().step_by(self.stride).map(|a| f32::from_bits(a.load(Relaxed))).collect()
+    }
+
+    /// Sets every slot's weight (the optimizer state starts fresh).
+    pub fn set_weights(&self, w: &[f32]) {
+        for (slot, &v) in w.iter().enumerate().take(self.len()) {
+            self.set(slot as u32, 0, v);
+        }
+    }
+
+    /// Copies the optimizer state into `opt`'s per-coordinate arrays (the dense optimizer's
+    /// layout, d = [`Table::len`]; the bias's entries are left as they are).
+    pub fn export_state(&self, opt: &mut Optimizer) {
+        let col = |k: usize, to: &mut [f32]| {
+            for (s, v) in to.iter_mut().enumerate().take(self.len()) {
+                *v = self.get(s as u32, k);
+            }
+        };
+        match self.kind {
+            Kind::Sgd => {}
+            Kind::Adagrad => col(1, &mut opt.sum_sq),
+            Kind::Normalized => {
+                col(1, &mut opt.sum_sq);
+                col(2, &mut opt.scale);
+            }
+            Kind::Ftrl => {
+                col(1, &mut opt.z);
+                col(2, &mut opt.sum_sq);
+            }
+        }
+    }
+
+    /// The optimizer this table is laid out for.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+}
+
+/// The bias and its optimizer state (one learner's).
+#[derive(Clone, Copy, Debug, Default)]
+struct Bias {
+    w: f32,
+    sum_sq: f32,
+    z: f32,
+}
+
+/// Crosses of namespaces learned without being stored: each is 2 or 3 namespace tags.
+pub type Interactions = [Vec<u8>];
+
+/// One shard's learner over a shared [`Table`]: progressive prediction, loss and update of a
+/// row at a time.
+pub struct SparseKernel<'t> {
+    table: &'t Table,
+    loss: Loss,
+    cfg: OptimConfig,
+    interactions: Vec<Vec<u8>>,
+    bias: Bias,
+    /// Rows this learner has stepped on.
+    steps: u64,
+    /// Learners sharing the table (SGD's schedule counts every shard's steps).
+    shards: u64,
+    /// The expanded row: (slot, value) of every feature and cross.
+    feats: Vec<(u32, f32)>,
+}
+
+impl<'t> SparseKernel<'t> {
+    /// A learner of `loss` with `cfg` into `table`, one of `shards` sharing it.
+    pub fn new(table: &'t Table, loss: Loss, cfg: OptimConfig, interactions: &Interactions, shards: usize) -> Self {
+        assert_eq!(table.kind, cfg.kind, "the table's layout is for another optimizer");
+        SparseKernel {
+            table,
+            loss,
+            cfg,
+            interactions: interactions.to_vec(),
+            bias: Bias::default(),
+            steps: 0,
+            shards: shards.max(1) as u64,
+            feats: Vec::with_capacity(256),
+        }
+    }
+
+    /// The bias.
+    pub fn bias(&self) -> f32 {
+        self.bias.w
+    }
+
+    /// Sets the bias (its optimizer state starts fresh).
+    pub fn set_bias(&mut self, b: f32) {
+        self.bias = Bias { w: b, ..Bias::default() };
+    }
+
+    /// Features (crosses included) of the last row predicted or learned.
+    pub fn expanded(&self) -> usize {
+        self.feats.len()
+    }
+
+    /// Fills `feats` with the row's features and its crosses.
+    #[inline]
+    fn expand(&mut self, row: &Row<'_>) {
+        let t = self.table;
+        self.feats.clear();
+        match row.values {
+            Some(v) => self.feats.extend(row.ids.iter().zip(v).map(|(&id, &x)| (t.slot(id), x))),
+            None => self.feats.extend(row.ids.iter().map(|&id| (t.slot(id), 1.0))),
+        }
+        for inter in &self.interactions {
+            cross_features(row, inter, t, &mut self.feats);
+        }
+    }
+
+    #[inline]
+    fn margin(&self) -> f32 {
+        let t = self.table;
+        self.bias.w + self.feats.iter().map(|&(s, x)| t.weight(s) * x).sum::<f32>()
+    }
+
+    /// The margin of `row` under the current weights.
+    pub fn predict(&mut self, row: &Row<'_>) -> f32 {
+        self.expand(row);
+        self.margin()
+    }
+
+    /// Predicts `row` (its margin, returned with the loss), then learns it with converted label
+    /// `y` and importance `w`.
+    pub fn learn(&mut self, row: &Row<'_>, y: f32, w: f32) -> (f32, f32) {
+        self.expand(row);
+        let p = self.margin();
+        let (l, d) = self.loss.eval(p, y);
+        if w > 0.0 && d != 0.0 {
+            self.step(d * w, w);
+        }
+        self.steps += 1;
+        (p, l)
+    }
+
+    /// One step with ∂loss/∂p × importance `g`, over the expanded features.
+    #[inline]
+    fn step(&mut self, g: f32, n: f32) {
+        let (t, c) = (self.table, self.cfg);
+        let (l1, l2) = (c.l1 * n, c.l2 * n);
+        // FTRL's λ are per coordinate, not per example (as the dense optimizer has them).
+        let (ftrl_l1, ftrl_l2) = (c.l1, c.l2);
+        match c.kind {
+            Kind::Sgd => {
+                let now = (self.steps * self.shards) as u32;
+                let eta = sgd_rate(&c, (self.steps * self.shards) as f64);
+                let decay = 1.0 - eta * c.l2;
+                for &(s, x) in &self.feats {
+                    let mut w = t.get(s, 0);
+                    if c.l2 > 0.0 {
+                        let missed = now.wrapping_sub(t.get(s, 1).to_bits()).min(1 << 20);
+                        w *= decay.powi(missed as i32);
+                        t.set(s, 1, f32::from_bits(now));
+                    }
+                    let v = w - eta * g * x;
+                    t.set(s, 0, if c.l1 > 0.0 { soft_threshold(v, eta * l1) } else { v });
+                }
+                self.bias.w -= eta * g;
+            }
+            Kind::Adagrad => {
+                for &(s, x) in &self.feats {
+                    let gi = g * x;
+                    let mut sum = t.get(s, 1);
+                    let w = if c.l1 > 0.0 {
+                        adaptive_coord::<false, true>(t.get(s, 0), &mut sum, 0.0, gi, gi * gi, c.lr, l1, l2)
+                    } else {
+                        adaptive_coord::<false, false>(t.get(s, 0), &mut sum, 0.0, gi, gi * gi, c.lr, l1, l2)
+                    };
+                    t.set(s, 0, w);
+                    t.set(s, 1, sum);
+                }
+                self.adaptive_bias(g);
+            }
+            Kind::Normalized => {
+                for &(s, x) in &self.feats {
+                    let (mut w, mut sum, mut scale) = (t.get(s, 0), t.get(s, 1), t.get(s, 2));
+                    let ax = x.abs();
+                    if ax > scale {
+                        if scale > 0.0 {
+                            w *= scale / ax;
+                        }
+                        scale = ax;
+                        t.set(s, 2, scale);
+                    }
+                    let gi = g * x;
+                    w = if c.l1 > 0.0 {
+                        adaptive_coord::<true, true>(w, &mut sum, scale, gi, gi * gi, c.lr, l1, l2)
+                    } else {
+                        adaptive_coord::<true, false>(w, &mut sum, scale, gi, gi * gi, c.lr, l1, l2)
+                    };
+                    t.set(s, 0, w);
+                    t.set(s, 1, sum);
+                }
+                self.adaptive_bias(g);
+            }
+            Kind::Ftrl => {
+                for &(s, x) in &self.feats {
+                    let gi = g * x;
+                    let (mut z, mut n) = (t.get(s, 1), t.get(s, 2));
+                    let w = ftrl_coord(c.lr, c.beta, &mut z, &mut n, t.get(s, 0), gi, gi * gi, ftrl_l1, ftrl_l2);
+                    t.set(s, 0, w);
+                    t.set(s, 1, z);
+                    t.set(s, 2, n);
+                }
+                let b = &mut self.bias;
+                b.w = ftrl_coord(c.lr, c.beta, &mut b.z, &mut b.sum_sq, b.w, g, g * g, 0.0, 0.0);
+            }
+        }
+    }
+
+    fn adaptive_bias(&mut self, g: f32) {
+        let b = &mut self.bias;
+        b.w = adaptive_coord::<false, false>(b.w, &mut b.sum_sq, 0.0, g, g * g, self.cfg.lr, 0.0, 0.0);
+    }
+}
+
+/// SGD's rate after `t` examples (the same schedules as the dense optimizer).
+fn sgd_rate(c: &OptimConfig, t: f64) -> f32 {
+    match c.schedule {
+        Schedule::Constant => c.lr,
+        Schedule::InvScaling => (c.lr as f64 / (1.0 + t).powf(c.power as f64)) as f32,
+        Schedule::Optimal => (1.0 / (c.l2 as f64 * (1.0 / (c.lr as f64 * c.l2 as f64) + t))) as f32,
+    }
+}
+
+/// Appends the crosses of `row`'s features in the namespaces `inter` names (2 or 3 tags): one
+/// feature from each, a pair within one namespace taken once (i < j).
+#[inline]
+fn cross_features(row: &Row<'_>, inter: &[u8], t: &Table, out: &mut Vec<(u32, f32)>) {
+    let pick = |tag: u8| row.ns.iter().enumerate().filter(move |&(_, &n)| n == tag).map(|(i, _)| i);
+    match *inter {
+        [a, b] => {
+            for i in pick(a) {
+                for j in pick(b).filter(|&j| a != b || j > i) {
+                    out.push((t.slot(cross(row.ids[i], row.ids[j])), row.value(i) * row.value(j)));
+                }
+            }
+        }
+        [a, b, c] => {
+            for i in pick(a) {
+                for j in pick(b).filter(|&j| a != b || j > i) {
+                    let ij = cross(row.ids[i], row.ids[j]);
+                    for k in pick(c).filter(|&k| (b != c || k > j) && (a != c || k > i)) {
+                        out.push((t.slot(cross(ij, row.ids[k])), row.value(i) * row.value(j) * row.value(k)));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row<'a>(ids: &'a [u32], values: &'a [f32], ns: &'a [u8]) -> Row<'a> {
+        Row { ids, values: Some(values), ns }
+    }
+
+    #[test]
+    fn one_row_matches_the_dense_optimizer() {
+        // Features in distinct slots: the sparse step must equal the dense optimizer's online
+        // step on the same coordinates (the dense optimizer is the reference).
+        for kind in [Kind::Sgd, Kind::Adagrad, Kind::Normalized, Kind::Ftrl] {
+            for (l1, l2) in [(0.0, 0.0), (0.01, 0.1)] {
+                let cfg = OptimConfig { l1, l2, schedule: Schedule::Constant, ..OptimConfig::new(kind) };
+                let table = Table::new(4, kind);
+                let mut k = SparseKernel::new(&table, Loss::Squared, cfg, &[], 1);
+                let mut dense = Optimizer::new(cfg, 3);
+                let mut w = vec![0.0f32; 4];
+                let (ids, xs) = ([1u32, 5, 9], [0.5f32, -2.0, 1.5]);
+                for (y, scale) in [(1.0f32, 1.0f32), (-2.0, 2.0), (0.5, 1.0)] {
+                    let x: Vec<f32> = xs.iter().map(|v| v * scale).collect();
+                    // Predict, then (normalized) rescale the weights of grown features in
+                    // the update, as Vowpal Wabbit does.
+                    let p = w[..3].iter().zip(&x).map(|(a, b)| a * b).sum::<f32>() + w[3];
+                    if kind == Kind::Normalized {
+                        let m: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+                        dense.observe_scale(&m, &mut w);
+                    }
+                    let (pk, _) = k.learn(&row(&ids, &x, b"   "), y, 1.0);
+                    assert!((p - pk).abs() < 1e-5, "{kind:?} {p} {pk}");
+                    let d = p - y;
+                    let g: Vec<f32> = x.iter().map(|v| d * v).chain([d]).collect();
+                    let h: Vec<f32> = g.iter().map(|v| v * v).collect();
+                    dense.step(&mut w, &g, &h, 1.0);
+                }
+                for (j, &id) in ids.iter().enumerate() {
+                    let got = table.weight(table.slot(id));
+                    assert!((got - w[j]).abs() < 1e-5 * w[j].abs().max(1.0), "{kind:?} l1 {l1} l2 {l2} feature {j}: {got} vs {}", w[j]);
+                }
+                assert!((k.bias() - w[3]).abs() < 1e-5, "{kind:?} bias {} vs {}", k.bias(), w[3]);
+            }
+        }
+    }
+
+    #[test]
+    fn crosses_pair_namespaces_once() {
+        let table = Table::new(20, Kind::Adagrad);
+        let (ids, xs, ns) = ([1u32, 2, 3, 4], [1.0f32, 2.0, 3.0, 4.0], *b"aabb");
+        let r = row(&ids, &xs, &ns);
+        let mut out = Vec::new();
+        cross_features(&r, b"ab", &table, &mut out);
+        assert_eq!(out.len(), 4);
+        assert!(out.contains(&(table.slot(cross(2, 4)), 8.0)));
+        out.clear();
+        cross_features(&r, b"aa", &table, &mut out);
+        assert_eq!(out, [(table.slot(cross(1, 2)), 2.0)]);
+        out.clear();
+        cross_features(&r, b"abb", &table, &mut out);
+        assert_eq!(out.len(), 2, "a × the one pair within b");
+        out.clear();
+        cross_features(&r, b"zb", &table, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn lazy_l2_decays_untouched_steps() {
+        // SGD with L2 and a constant rate: a weight untouched for k rows is multiplied by
+        // (1 − ηλ)^k when it is next touched, as k eager steps would have done.
+        let cfg = OptimConfig { l2: 0.1, schedule: Schedule::Constant, ..OptimConfig::new(Kind::Sgd) };
+        let table = Table::new(4, Kind::Sgd);
+        let mut k = SparseKernel::new(&table, Loss::Squared, cfg, &[], 1);
+        k.learn(&row(&[3], &[1.0], b" "), 1.0, 1.0);
+        let w0 = table.weight(3);
+        for _ in 0..9 {
+            k.learn(&row(&[5], &[1.0], b" "), 0.0, 1.0);
+        }
+        // Touch it with a zero gradient: only the decay of the 10 steps since its last touch.
+        k.learn(&row(&[3], &[0.0], b" "), 0.0, 1.0);
+        let want = w0 * (1.0 - 0.1f32 * 0.1).powi(10);
+        assert!((table.weight(3) - want).abs() < 1e-6, "{} vs {want}", table.weight(3));
+    }
+}

@@ -1,0 +1,327 @@
+//! Text into sparse rows: VW lines with namespaces hashed to 32-bit feature ids, LibSVM lines
+//! whose indices are the ids. Every bad line is an error naming the source, line and field;
+//! after one that is not fatal the next call goes on with the following line.
+//!
+//! VW: `label [importance] ['tag] |ns[:scale] name[:value] ... |ns2 ...`; a space right after
+//! `|` is the default namespace; a value of 0 is left out (as Vowpal Wabbit does); a line with
+//! no label is unlabelled (label NaN: what `predict` reads). The namespace tag is the
+//! namespace's first byte (a space for the default one), which `--interactions` names.
+//! LibSVM: `label index:value ...` with any index up to 2^32 − 1 (`qid:` is skipped).
+//! No `unsafe` here.
+
+use super::rows::SparseRows;
+use crate::source::hash::{feature_id, namespace_hash};
+use crate::source::text::{cut, number, split_ws, too_long, trim, MAX_LINE};
+use crate::source::{ParseError, TextFormat};
+use std::io::BufRead;
+
+/// The tag of VW's default namespace (and of every LibSVM feature).
+pub const DEFAULT_NS: u8 = b' ';
+
+/// Reads sparse rows from VW or LibSVM text.
+pub struct SparseParser<R> {
+    reader: R,
+    source: String,
+    format: TextFormat,
+    seed: u64,
+    line: Vec<u8>,
+    line_no: u64,
+    bytes: u64,
+    require_newline: bool,
+    /// The largest LibSVM index seen.
+    pub max_index: u64,
+    /// Cached namespace (name, hash): lines repeat the same few namespaces.
+    ns_cache: Vec<(Vec<u8>, u64)>,
+}
+
+impl<R: BufRead> SparseParser<R> {
+    /// A parser of `format` (VW or LibSVM) text from `reader`, named `source` in errors, VW
+    /// names hashed with `seed`.
+    pub fn new(reader: R, source: impl Into<String>, format: TextFormat, seed: u64) -> Result<Self, ParseError> {
+        let source = source.into();
+        if format == TextFormat::Csv {
+            return Err(ParseError {
+                source,
+                line: 0,
+                field: None,
+                what: "CSV is read as dense columns: sparse rows come from VW or LibSVM text".into(),
+                fatal: true,
+            });
+        }
+        Ok(SparseParser {
+            reader,
+            source,
+            format,
+            seed,
+            line: Vec::new(),
+            line_no: 0,
+            bytes: 0,
+            require_newline: false,
+            max_index: 0,
+            ns_cache: Vec::new(),
+        })
+    }
+
+    /// A record must end with a newline (sockets: a sender that closes mid-line loses it).
+    pub fn require_newline(&mut self) {
+        self.require_newline = true;
+    }
+
+    /// The source's name.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Bytes read so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Lines read so far.
+    pub fn line_no(&self) -> u64 {
+        self.line_no
+    }
+
+    fn bad(&self, field: Option<&[u8]>, what: String) -> ParseError {
+        let field = field.map(|f| cut(&String::from_utf8_lossy(f)).to_string());
+        ParseError { source: self.source.clone(), line: self.line_no, field, what, fatal: false }
+    }
+
+    /// Appends the next row to `out`; `Ok(false)` at the end of the input. Blank lines and
+    /// `#` comments are skipped.
+    pub fn next_row(&mut self, out: &mut SparseRows) -> Result<bool, ParseError> {
+        loop {
+            self.line.clear();
+            let n =
+                std::io::Read::take(&mut self.reader, MAX_LINE as u64 + 1).read_until(b'\n', &mut self.line).map_err(|e| ParseError {
+                    source: self.source.clone(),
+                    line: self.line_no + 1,
+                    field: None,
+                    what: format!("read failed: {e}"),
+                    fatal: true,
+                })?;
+            if n == 0 {
+                return Ok(false);
+            }
+            if n > MAX_LINE {
+                return Err(ParseError { source: self.source.clone(), line: self.line_no + 1, field: None, what: too_long(), fatal: true });
+            }
+            if self.require_newline && self.line.last() != Some(&b'\n') {
+                return Err(ParseError {
+                    source: self.source.clone(),
+                    line: self.line_no + 1,
+                    field: None,
+                    what: format!("stream closed in the middle of a record ({n} bytes without a newline)"),
+                    fatal: false,
+                });
+            }
+            let line = std::mem::take(&mut self.line);
+            let result = self.parse_record(&line, out);
+            self.line = line;
+            if result? {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Parses one line (counted as read) into `out`; `Ok(false)` for a blank or comment line.
+    /// On an error `out` is left as it was.
+    pub fn parse_record(&mut self, line: &[u8], out: &mut SparseRows) -> Result<bool, ParseError> {
+        self.bytes += line.len() as u64;
+        self.line_no += 1;
+        let body = trim(line);
+        if body.is_empty() || body[0] == b'#' {
+            return Ok(false);
+        }
+        let result = match self.format {
+            TextFormat::Vw => self.parse_vw(body, out),
+            _ => self.parse_libsvm(body, out),
+        };
+        if result.is_err() {
+            out.abandon_row();
+        }
+        result.map(|()| true)
+    }
+
+    fn value(&self, tok: &[u8], text: &[u8]) -> Result<f32, ParseError> {
+        match number(text) {
+            Ok(x) if x.is_finite() => Ok(x),
+            Ok(_) => Err(self.bad(Some(tok), "the value is NaN (a sparse row leaves a missing feature out)".into())),
+            Err(e) => Err(self.bad(Some(tok), e)),
+        }
+    }
+
+    fn label(&self, tok: &[u8]) -> Result<f32, ParseError> {
+        match number(tok) {
+            Ok(y) if !y.is_nan() => Ok(y),
+            Ok(_) => Err(self.bad(Some(b"label"), "label is missing (NaN)".into())),
+            Err(e) => Err(self.bad(Some(b"label"), e)),
+        }
+    }
+
+    fn parse_libsvm(&mut self, body: &[u8], out: &mut SparseRows) -> Result<(), ParseError> {
+        let body = body.split(|&c| c == b'#').next().unwrap_or_default();
+        let mut tokens = split_ws(body);
+        let y = self.label(tokens.next().unwrap_or_default())?;
+        for tok in tokens {
+            let Some(colon) = memchr::memchr(b':', tok) else {
+                return Err(self.bad(Some(tok), "expected index:value".into()));
+            };
+            let (idx, val) = (&tok[..colon], &tok[colon + 1..]);
+            if idx == b"qid" {
+                continue;
+            }
+            let idx = parse_index(idx).ok_or_else(|| {
+                self.bad(Some(tok), "the index is not an integer from 0 to 4294967295 (sparse feature ids are 32-bit)".into())
+            })?;
+            let x = self.value(tok, val)?;
+            self.max_index = self.max_index.max(u64::from(idx));
+            if x != 0.0 {
+                out.push_feature(idx, x, DEFAULT_NS);
+            }
+        }
+        check_duplicates(out).map_err(|id| self.bad(None, format!("index {id} appears twice on the line")))?;
+        out.end_row(y, 1.0);
+        Ok(())
+    }
+
+    fn namespace(&mut self, name: &[u8]) -> u64 {
+        if let Some((_, h)) = self.ns_cache.iter().find(|(n, _)| n == name) {
+            return *h;
+        }
+        let h = namespace_hash(name, self.seed);
+        if self.ns_cache.len() < 64 {
+            self.ns_cache.push((name.to_vec(), h));
+        }
+        h
+    }
+
+    fn parse_vw(&mut self, body: &[u8], out: &mut SparseRows) -> Result<(), ParseError> {
+        let bar = memchr::memchr(b'|', body).unwrap_or(body.len());
+        let mut head = split_ws(&body[..bar]);
+        let y = match head.next() {
+            Some(tok) => self.label(tok)?,
+            None => f32::NAN,
+        };
+        let mut weight = 1.0;
+        if let Some(tok) = head.next().filter(|t| t[0] != b'\'') {
+            // An importance weight when numeric, otherwise a tag.
+            if let Ok(w) = number(tok) {
+                if !(w.is_finite() && w >= 0.0) {
+                    return Err(self.bad(Some(b"importance"), format!("importance {w} is not a finite non-negative number")));
+                }
+                weight = w;
+            }
+        }
+        if bar == body.len() {
+            return Err(self.bad(None, "no '|': a VW line needs at least one namespace of features".into()));
+        }
+        for part in body[bar + 1..].split(|&c| c == b'|') {
+            // `|ns[:scale] feat[:value] ...`; a space right after '|' is the default namespace.
+            let (ns_tok, rest) = match part.first() {
+                Some(b' ' | b'\t') | None => (&b""[..], part),
+                _ => {
+                    let end = part.iter().position(|&c| c == b' ' || c == b'\t').unwrap_or(part.len());
+                    (&part[..end], &part[end..])
+                }
+            };
+            let (ns, scale) = match memchr::memchr(b':', ns_tok) {
+                Some(c) => (&ns_tok[..c], self.value(ns_tok, &ns_tok[c + 1..])?),
+                None => (ns_tok, 1.0),
+            };
+            let tag = ns.first().copied().unwrap_or(DEFAULT_NS);
+            let h = self.namespace(ns);
+            for tok in split_ws(rest) {
+                let (name, x) = match memchr::memrchr(b':', tok) {
+                    Some(c) => (&tok[..c], self.value(tok, &tok[c + 1..])? * scale),
+                    None => (tok, scale),
+                };
+                if x != 0.0 {
+                    out.push_feature(feature_id(h, name), x, tag);
+                }
+            }
+        }
+        out.end_row(y, weight);
+        Ok(())
+    }
+}
+
+fn parse_index(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    s.iter().try_fold(0u64, |a, &c| Some(a * 10 + u64::from(c - b'0'))).and_then(|v| u32::try_from(v).ok())
+}
+
+/// The first id repeated in the row being built (LibSVM: an index twice is an error, not
+/// "the last wins").
+fn check_duplicates(out: &SparseRows) -> Result<(), u32> {
+    let start = *out.offsets.last().expect("offsets start with 0") as usize;
+    let ids = &out.ids[start..];
+    if ids.windows(2).all(|w| w[0] < w[1]) {
+        return Ok(());
+    }
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.windows(2).find(|w| w[0] == w[1]).map_or(Ok(()), |w| Err(w[0]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(format: TextFormat, text: &str) -> (SparseRows, Vec<Result<bool, ParseError>>) {
+        let mut p = SparseParser::new(text.as_bytes(), "t", format, 0).unwrap();
+        let mut rows = SparseRows::new();
+        let mut results = Vec::new();
+        loop {
+            let r = p.next_row(&mut rows);
+            let end = matches!(r, Ok(false));
+            results.push(r);
+            if end {
+                return (rows, results);
+            }
+        }
+    }
+
+    #[test]
+    fn vw_namespaces_values_weights_tags() {
+        let (rows, res) = parse(TextFormat::Vw, "1 2.5 'tag |user id=7 age:0.5 |ad:2 x z:0\n-1 |user id=7\n|user id=8\n");
+        assert!(res.iter().all(|r| r.is_ok()));
+        let v = rows.as_ref();
+        assert_eq!(v.len(), 3);
+        assert_eq!((v.labels[0], v.weight(0)), (1.0, 2.5));
+        let r = v.row(0);
+        assert_eq!(r.ns, b"uua", "z:0 is left out");
+        assert_eq!((r.value(1), r.value(2)), (0.5, 2.0));
+        let h = namespace_hash(b"user", 0);
+        assert_eq!(r.ids[0], feature_id(h, b"id=7"));
+        assert_eq!(v.row(1).ids[0], r.ids[0], "the same name in the same namespace: the same id");
+        assert!(v.labels[2].is_nan(), "no label: unlabelled");
+    }
+
+    #[test]
+    fn libsvm_ids_are_indices() {
+        let (rows, res) = parse(TextFormat::Libsvm, "1 4000000000:1 3:0.5 qid:2\n0 1:1\n");
+        assert!(res.iter().all(|r| r.is_ok()));
+        assert_eq!(rows.as_ref().row(0).ids, &[4_000_000_000, 3]);
+    }
+
+    #[test]
+    fn bad_lines_name_line_and_field_and_keep_the_batch() {
+        for (format, text, want) in [
+            (TextFormat::Libsvm, "1 1:1\n1 5000000000:1\n", "t:2: field 5000000000:1: the index is not an integer"),
+            (TextFormat::Libsvm, "1 1:1\n1 2:1 2:3\n", "t:2: index 2 appears twice"),
+            (TextFormat::Libsvm, "1 1:1\n1 2:nan\n", "t:2: field 2:nan: the value is NaN"),
+            (TextFormat::Libsvm, "1 1:1\nx 2:1\n", "t:2: field label: 'x' is not a number"),
+            (TextFormat::Vw, "1 |a x\n1 a b\n", "t:2: no '|'"),
+            (TextFormat::Vw, "1 |a x\n1 -3 |a b\n", "t:2: field importance: importance -3"),
+            (TextFormat::Vw, "1 |a x\n1 |a b:z\n", "t:2: field b:z: 'z' is not a number"),
+        ] {
+            let (rows, res) = parse(format, text);
+            let e = res.iter().find_map(|r| r.as_ref().err()).unwrap_or_else(|| panic!("{text}"));
+            assert!(e.to_string().starts_with(want), "{e} / {want}");
+            assert_eq!((rows.len(), rows.nnz()), (1, 1), "the bad row left nothing behind");
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! Sparse training, wired: a source of sparse rows → shards learning Hogwild-style into one
+//! shared table ([`Table`]) → the model, progressive metrics and the holdout's.
+//!
+//! Text (a file, stdin, a socket) is parsed by the calling thread into pooled batches of
+//! [`BATCH_ROWS`] rows that any idle shard takes (a bounded channel; the buffers come back
+//! through another, so the steady state allocates nothing). A mapped sparse `.ssgd` file needs
+//! no producer: each shard claims the next block itself and reads it in place. Nothing is
+//! merged: the table is shared, and each shard's bias is averaged at the end, weighted by the
+//! rows it learned. No `unsafe` here.
+
+use super::rows::{RowsRef, SparseRows};
+use super::SparseParser;
+use crate::batch::BATCH_ROWS;
+use crate::dataset::SparseDataset;
+use crate::kernel::sparse::{SparseKernel, Table};
+use crate::learner::{BadRows, LearnError};
+use crate::loss::Loss;
+use crate::metrics::{evaluate, Evaluation, Progressive};
+use crate::optim::OptimConfig;
+use crate::source::ParseError;
+use crossbeam::channel;
+use std::io::BufRead;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Settings of a sparse run.
+#[derive(Clone, Debug)]
+pub struct SparseConfig {
+    /// The loss.
+    pub loss: Loss,
+    /// The optimizer.
+    pub optim: OptimConfig,
+    /// The table has 2^bits slots.
+    pub bits: u32,
+    /// Namespace crosses learned (2 or 3 tags each).
+    pub interactions: Vec<Vec<u8>>,
+    /// Shards.
+    pub threads: usize,
+    /// Policy for rows that cannot be learned.
+    pub bad_rows: BadRows,
+    /// Passes over a mapped file.
+    pub passes: usize,
+    /// Set from outside (a signal handler) to end the run early with what was learned.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// A trained sparse model: the table's weights (slot order), the bias, and how features
+/// reach slots.
+#[derive(Debug)]
+pub struct SparseModel {
+    /// The loss.
+    pub loss: Loss,
+    /// The weights and optimizer state.
+    pub table: Table,
+    /// The bias.
+    pub bias: f32,
+    /// Namespace crosses.
+    pub interactions: Vec<Vec<u8>>,
+}
+
+impl SparseModel {
+    /// A kernel that predicts with this model (one per predicting thread).
+    pub fn kernel(&self, optim: OptimConfig) -> SparseKernel<'_> {
+        let mut k = SparseKernel::new(&self.table, self.loss, optim, &self.interactions, 1);
+        k.set_bias(self.bias);
+        k
+    }
+}
+
+/// Where the rows come from.
+pub enum SparseInput<'a, R> {
+    /// Text: rows after `train_rows` (when given) are the holdout.
+    Stream {
+        /// The parser.
+        parser: &'a mut SparseParser<R>,
+        /// Rows used for training (`None`: all).
+        train_rows: Option<u64>,
+        /// Count and skip malformed lines.
+        skip_bad: bool,
+    },
+    /// A mapped sparse `.ssgd` file; rows `train_rows..` are the holdout.
+    Mapped {
+        /// The dataset.
+        dataset: &'a SparseDataset,
+        /// Rows used for training.
+        train_rows: u64,
+    },
+}
+
+/// What a sparse run did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SparseReport {
+    /// Rows learned.
+    pub rows_learned: u64,
+    /// Rows rejected (malformed lines with `--skip-bad`, labels the loss cannot take).
+    pub rows_rejected: u64,
+    /// The first rejected row and why.
+    pub first_rejected: Option<String>,
+    /// Features learned, crosses included (Σ over rows).
+    pub features: u64,
+    /// Wall time of training, seconds.
+    pub seconds: f64,
+    /// Rows learned per second.
+    pub rows_per_sec: f64,
+    /// Features learned per second.
+    pub features_per_sec: f64,
+    /// Shards.
+    pub threads: usize,
+    /// Table bits.
+    pub bits: u32,
+    /// Mean progressive (predict-then-learn) loss.
+    pub progressive_loss: f64,
+    /// The best constant prediction's loss on the same labels.
+    pub progressive_baseline: f64,
+    /// Progressive accuracy (classification).
+    pub progressive_accuracy: Option<f64>,
+    /// Holdout metrics, when there is a holdout.
+    pub holdout: Option<Evaluation>,
+    /// The run was stopped early through [`SparseConfig::stop`].
+    pub stopped: bool,
+}
+
+/// A run's model and report, and the source's failure if one ended it early (the rows before
+/// it are learned).
+pub struct SparseOutcome {
+    /// The model.
+    pub model: SparseModel,
+    /// The report.
+    pub report: SparseReport,
+    /// The error that ended the source early.
+    pub source_error: Option<ParseError>,
+}
+
+/// Why a sparse run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SparseError {
+    /// A malformed line (without `--skip-bad`).
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// A row that cannot be learned, or divergence.
+    #[error(transparent)]
+    Learn(#[from] LearnError),
+    /// The table does not fit in memory.
+    #[error("{0}")]
+    Memory(String),
+    /// A damaged block of a mapped file.
+    #[error(transparent)]
+    Format(#[from] crate::dataset::FormatError),
+}
+
+/// One shard's tallies.
+#[derive(Default)]
+struct Tally {
+    progress: Progressive,
+    learned: u64,
+    rejected: u64,
+    first_rejected: Option<(u64, String)>,
+    features: u64,
+    bias_sum: f64,
+}
+
+/// What shards share besides the table.
+struct Shared<'c> {
+    cfg: &'c SparseConfig,
+    failed: Mutex<Option<SparseError>>,
+    halt: AtomicBool,
+}
+
+impl Shared<'_> {
+    fn stopping(&self) -> bool {
+        self.halt.load(Ordering::Relaxed) || self.cfg.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+
+    fn fail(&self, e: SparseError) {
+        // The earliest row's error wins (shards learn rows out of order).
+        let row = |e: &SparseError| match e {
+            SparseError::Learn(
+                LearnError::BadRow { row, .. } | LearnError::Diverged { row, .. } | LearnError::LossExploded { row, .. },
+            ) => *row,
+            _ => 0,
+        };
+        let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if f.as_ref().is_none_or(|old| row(&e) < row(old)) {
+            *f = Some(e);
+        }
+        self.halt.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Learns `rows` (stream rows `first..`) with `k`, into `tally`.
+fn learn_rows(k: &mut SparseKernel<'_>, rows: &RowsRef<'_>, first: u64, tally: &mut Tally, sh: &Shared<'_>) -> Result<(), LearnError> {
+    let loss = sh.cfg.loss;
+    for r in 0..rows.len() {
+        let (y, w) = (rows.labels[r], rows.weight(r));
+        let y = match loss.label(y) {
+            Ok(y) => y,
+            Err(e) => {
+                let row = first + r as u64;
+                if sh.cfg.bad_rows == BadRows::Error {
+                    return Err(LearnError::BadRow { row, what: e.to_string() });
+                }
+                tally.rejected += 1;
+                tally.first_rejected.get_or_insert((row, e.to_string()));
+                continue;
+            }
+        };
+        let (p, l) = k.learn(&rows.row(r), y, w);
+        if !p.is_finite() {
+            return Err(LearnError::Diverged { row: first + r as u64, pred: p, lr: sh.cfg.optim.lr });
+        }
+        tally.progress.add(p, y, w, l);
+        tally.progress.y_sum += f64::from(w * y);
+        tally.progress.y_sq += f64::from(w * y * y);
+        tally.features += k.expanded() as u64;
+        tally.learned += 1;
+    }
+    Ok(())
+}
+
+/// Trains on `input`; the holdout (if any) is evaluated with the final model.
+pub fn train<R: BufRead>(cfg: &SparseConfig, input: SparseInput<'_, R>) -> Result<SparseOutcome, SparseError> {
+    let bytes = Table::bytes(cfg.bits, cfg.optim.kind);
+    crate::batch::check_memory(bytes, || format!("--bits {}: a table of 2^{} slots", cfg.bits, cfg.bits)).map_err(SparseError::Memory)?;
+    let table = Table::new(cfg.bits, cfg.optim.kind);
+    let sh = Shared { cfg, failed: Mutex::new(None), halt: AtomicBool::new(false) };
+    let threads = cfg.threads.max(1);
+    let started = Instant::now();
+    let (tallies, held, source_error) = match input {
+        SparseInput::Stream { parser, train_rows, skip_bad } => stream(&table, &sh, threads, parser, train_rows, skip_bad)?,
+        SparseInput::Mapped { dataset, train_rows } => mapped(&table, &sh, threads, dataset, train_rows),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(e) = sh.failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let mut t = Tally::default();
+    for s in &tallies {
+        t.progress.merge(&s.progress);
+        t.learned += s.learned;
+        t.rejected += s.rejected;
+        t.features += s.features;
+        t.bias_sum += s.bias_sum;
+        if let Some(f) = &s.first_rejected {
+            if t.first_rejected.as_ref().is_none_or(|old| f.0 < old.0) {
+                t.first_rejected = Some(f.clone());
+            }
+        }
+    }
+    let bias = if t.learned > 0 { (t.bias_sum / t.learned as f64) as f32 } else { 0.0 };
+    let model = SparseModel { loss: cfg.loss, table, bias, interactions: cfg.interactions.clone() };
+    let holdout = held.filter(|h| !h.is_empty()).map(|h| evaluate_rows(&model, cfg.optim, &h.as_ref()));
+    let cls = cfg.loss.is_classification();
+    let report = SparseReport {
+        rows_learned: t.learned,
+        rows_rejected: t.rejected,
+        first_rejected: t.first_rejected.map(|(row, what)| format!("row {}: {what}", row + 1)),
+        features: t.features,
+        seconds,
+        rows_per_sec: t.learned as f64 / seconds.max(1e-9),
+        features_per_sec: t.features as f64 / seconds.max(1e-9),
+        threads,
+        bits: cfg.bits,
+        progressive_loss: t.progress.mean_loss(),
+        progressive_baseline: t.progress.baseline(&cfg.loss),
+        progressive_accuracy: cls.then(|| t.progress.correct / t.progress.weight_sum),
+        holdout,
+        stopped: cfg.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)),
+    };
+    Ok(SparseOutcome { model, report, source_error })
+}
+
+/// Margins of `rows` under `model`.
+pub fn predict_rows(model: &SparseModel, optim: OptimConfig, rows: &RowsRef<'_>, out: &mut Vec<f32>) {
+    let mut k = model.kernel(optim);
+    out.extend((0..rows.len()).map(|r| k.predict(&rows.row(r))));
+}
+
+/// Holdout metrics of `model` on `rows` (labels the loss cannot take are left out).
+pub fn evaluate_rows(model: &SparseModel, optim: OptimConfig, rows: &RowsRef<'_>) -> Evaluation {
+    let mut k = model.kernel(optim);
+    let (mut p, mut y, mut w) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rows.len() {
+        if let Ok(label) = model.loss.label(rows.labels[r]) {
+            p.push(k.predict(&rows.row(r)));
+            y.push(label);
+            w.push(rows.weight(r));
+        }
+    }
+    evaluate(&model.loss, &p, &y, Some(&w))
+}
+
+type Learned = (Vec<Tally>, Option<SparseRows>, Option<ParseError>);
+
+/// A batch of rows and the stream position of its first.
+struct Work {
+    rows: SparseRows,
+    first: u64,
+}
+
+/// Text: the calling thread parses, shards learn whatever batch comes next.
+fn stream<R: BufRead>(
+    table: &Table,
+    sh: &Shared<'_>,
+    threads: usize,
+    parser: &mut SparseParser<R>,
+    train_rows: Option<u64>,
+    skip_bad: bool,
+) -> Result<Learned, SparseError> {
+    let (full_tx, full_rx) = channel::bounded::<Work>(2 * threads);
+    let (empty_tx, empty_rx) = channel::bounded::<SparseRows>(4 * threads);
+    let mut held = train_rows.map(|_| SparseRows::new());
+    let mut source_error = None;
+    let mut parse_rejected = (0u64, None::<(u64, String)>);
+    let tallies = std::thread::scope(|s| -> Result<Vec<Tally>, SparseError> {
+        let shards: Vec<_> = (0..threads)
+            .map(|_| {
+                let (rx, back) = (full_rx.clone(), empty_tx.clone());
+                s.spawn(move || {
+                    let mut k = SparseKernel::new(table, sh.cfg.loss, sh.cfg.optim, &sh.cfg.interactions, threads);
+                    let mut t = Tally::default();
+                    for work in rx {
+                        if !sh.halt.load(Ordering::Relaxed) {
+                            if let Err(e) = learn_rows(&mut k, &work.rows.as_ref(), work.first, &mut t, sh) {
+                                sh.fail(e.into());
+                            }
+                        }
+                        let mut rows = work.rows;
+                        rows.clear();
+                        let _ = back.try_send(rows);
+                    }
+                    t.bias_sum = f64::from(k.bias()) * t.learned as f64;
+                    t
+                })
+            })
+            .collect();
+        drop(full_rx);
+        let mut row = 0u64;
+        let mut failure = None;
+        while !sh.stopping() {
+            let mut rows = empty_rx.try_recv().unwrap_or_else(|_| SparseRows::new());
+            let first = row;
+            let mut end = false;
+            while rows.len() < BATCH_ROWS && !end {
+                let in_training = train_rows.is_none_or(|n| row < n);
+                let target = if in_training { &mut rows } else { held.as_mut().expect("a holdout") };
+                match parser.next_row(target) {
+                    Ok(true) => row += u64::from(in_training),
+                    Ok(false) => end = true,
+                    Err(e) if skip_bad && !e.fatal => {
+                        parse_rejected.0 += 1;
+                        parse_rejected.1.get_or_insert((row, e.to_string()));
+                    }
+                    // The rows before a failing stream are learned, and the failure reported.
+                    Err(e) if e.fatal && row > 0 => {
+                        source_error = Some(e);
+                        end = true;
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        end = true;
+                    }
+                }
+            }
+            if failure.is_some() || (!rows.is_empty() && full_tx.send(Work { rows, first }).is_err()) || end {
+                break;
+            }
+        }
+        drop(full_tx);
+        let mut tallies: Vec<Tally> = shards.into_iter().map(|h| h.join().expect("a shard panicked")).collect();
+        if let Some(e) = failure {
+            return Err(SparseError::Parse(e));
+        }
+        tallies[0].rejected += parse_rejected.0;
+        if let Some((row, what)) = parse_rejected.1 {
+            tallies[0].first_rejected = Some((row, what));
+        }
+        Ok(tallies)
+    })?;
+    Ok((tallies, held, source_error))
+}
+
+/// A mapped file: each shard claims the next block (pass after pass) and learns it in place.
+fn mapped(table: &Table, sh: &Shared<'_>, threads: usize, ds: &SparseDataset, train_rows: u64) -> Learned {
+    let blocks = ds.blocks();
+    let block_rows = ds.block_rows();
+    let train_blocks = train_rows.div_ceil(block_rows);
+    let next = AtomicU64::new(0);
+    let total = train_blocks * sh.cfg.passes as u64;
+    let tallies = std::thread::scope(|s| {
+        let shards: Vec<_> = (0..threads)
+            .map(|_| {
+                let next = &next;
+                s.spawn(move || {
+                    let mut k = SparseKernel::new(table, sh.cfg.loss, sh.cfg.optim, &sh.cfg.interactions, threads);
+                    let mut t = Tally::default();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= total || sh.stopping() {
+                            break;
+                        }
+                        let b = i % train_blocks;
+                        let first = b * block_rows;
+                        let rows = match ds.block(b) {
+                            Ok(rows) => rows.head((train_rows - first) as usize),
+                            Err(e) => {
+                                sh.fail(e.into());
+                                break;
+                            }
+                        };
+                        if let Err(e) = learn_rows(&mut k, &rows, first, &mut t, sh) {
+                            sh.fail(e.into());
+                            break;
+                        }
+                    }
+                    t.bias_sum = f64::from(k.bias()) * t.learned as f64;
+                    t
+                })
+            })
+            .collect();
+        shards.into_iter().map(|h| h.join().expect("a shard panicked")).collect()
+    });
+    let mut held = SparseRows::new();
+    for b in train_rows / block_rows..blocks {
+        match ds.block(b) {
+            Ok(rows) => {
+                for r in (train_rows.saturating_sub(b * block_rows) as usize)..rows.len() {
+                    held.push_row(&rows, r);
+                }
+            }
+            Err(e) => {
+                sh.fail(e.into());
+                break;
+            }
+        }
+    }
+    (tallies, Some(held), None)
+}

@@ -1,0 +1,151 @@
+//! Sparse input end to end: VW/LibSVM text, the sparse `.ssgd` format, hashing, crosses,
+//! predict, and damaged files.
+
+use std::process::Command;
+use streamsgd::dataset::SparseDataset;
+
+fn streamsgd(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_streamsgd")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn train_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["train"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let (ok, out, err) = streamsgd(&all);
+    assert!(ok, "{args:?}: {err}");
+    serde_json::from_str(out.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn text_and_converted_files_learn_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    for ext in ["vw", "libsvm", "ssgd"] {
+        let (ok, out, err) = streamsgd(&["gen", "--task", "ctr", "--rows", "30000", "--seed", "3", "-o", &p(&format!("c.{ext}"))]);
+        assert!(ok && out.contains("hidden model's log loss"), "{err}");
+    }
+    for ext in ["vw", "libsvm"] {
+        let (ok, out, err) = streamsgd(&["convert", &p(&format!("c.{ext}")), "-o", &p(&format!("from-{ext}.ssgd"))]);
+        assert!(ok && out.contains("30000 sparse rows (300000 features"), "{out} {err}");
+    }
+    // gen's .ssgd holds the features converting its VW text gives (labels 0/1 there, -1/+1 in VW).
+    let (a, b) = (SparseDataset::open(p("c.ssgd")).unwrap(), SparseDataset::open(p("from-vw.ssgd")).unwrap());
+    assert_eq!(a.blocks(), b.blocks());
+    for k in 0..a.blocks() {
+        let (x, y) = (a.block(k).unwrap(), b.block(k).unwrap());
+        assert_eq!((x.offsets, x.ids, x.values, x.ns), (y.offsets, y.ids, y.values, y.ns));
+        assert!(x.labels.iter().zip(y.labels).all(|(u, v)| (*u > 0.0) == (*v > 0.0)));
+    }
+    // One thread: text, the converted file and LibSVM with the same ids learn the same model
+    // (LibSVM lists a row's ids sorted: its sums differ in the last bits).
+    let runs: Vec<serde_json::Value> = ["c.vw", "c.ssgd", "c.libsvm", "from-libsvm.ssgd"]
+        .iter()
+        .map(|f| train_json(&[&p(f), "--threads", "1", "--holdout", "0.2"]))
+        .collect();
+    let close = |a: &serde_json::Value, b: &serde_json::Value| (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-5;
+    assert_eq!(runs[1]["holdout"]["loss"], runs[0]["holdout"]["loss"]);
+    for r in &runs[1..] {
+        assert!(close(&r["holdout"]["loss"], &runs[0]["holdout"]["loss"]), "{r}");
+        assert!(close(&r["progressive_loss"], &runs[0]["progressive_loss"]), "{r}");
+    }
+    assert_eq!(runs[0]["rows_learned"], 24000);
+    // The hidden cross: learning it (--interactions cd) lowers the holdout log loss.
+    let crossed = train_json(&[&p("c.ssgd"), "--threads", "1", "--holdout", "0.2", "--interactions", "cd"]);
+    let (plain, with) = (runs[1]["holdout"]["loss"].as_f64().unwrap(), crossed["holdout"]["loss"].as_f64().unwrap());
+    assert!(with < plain - 0.005, "{with} vs {plain}");
+    // Two shards sharing the table learn as well (Hogwild).
+    let two = train_json(&[&p("c.ssgd"), "--threads", "2", "--holdout", "0.2", "--interactions", "cd"]);
+    assert!(two["holdout"]["loss"].as_f64().unwrap() < with + 0.01, "{two}");
+}
+
+#[test]
+fn saved_models_predict_as_training_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    assert!(streamsgd(&["gen", "--task", "ctr", "--rows", "5000", "-o", &p("c.vw")]).0);
+    for opt in ["sgd", "adagrad", "ftrl", "normalized"] {
+        let r = train_json(&[
+            &p("c.vw"),
+            "--threads",
+            "1",
+            "--optimizer",
+            opt,
+            "--interactions",
+            "cd,ab",
+            "--bits",
+            "20",
+            "--save",
+            &p("m.model"),
+            "--test",
+            &p("c.vw"),
+        ]);
+        let (ok, out, err) = streamsgd(&["predict", "--model", &p("m.model"), &p("c.vw")]);
+        assert!(ok, "{err}");
+        // The predicted probabilities give the log loss the test evaluation reported.
+        let labels: Vec<f64> =
+            std::fs::read_to_string(p("c.vw")).unwrap().lines().map(|l| if l.starts_with('1') { 1.0 } else { 0.0 }).collect();
+        let probs: Vec<f64> = out.lines().map(|l| l.parse().unwrap()).collect();
+        assert_eq!(probs.len(), 5000);
+        let ll = labels.iter().zip(&probs).map(|(y, q)| if *y > 0.0 { -q.ln() } else { -(1.0 - q).ln() }).sum::<f64>() / 5000.0;
+        let want = r["test"]["loss"].as_f64().unwrap();
+        assert!((ll - want).abs() < 1e-4, "{opt}: {ll} vs {want}");
+    }
+}
+
+#[test]
+fn bad_sparse_input_is_an_error_naming_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    std::fs::write(p("bad.vw"), "1 |a x\n1 |a y:oops\n").unwrap();
+    let (ok, _, err) = streamsgd(&["train", &p("bad.vw")]);
+    assert!(!ok && err.contains("bad.vw:2: field y:oops"), "{err}");
+    let (ok, out, _) = streamsgd(&["train", &p("bad.vw"), "--skip-bad"]);
+    assert!(ok && out.contains("(1 rejected)"), "{out}");
+    // A huge LibSVM index is a sparse id, not a 16 GB allocation.
+    std::fs::write(p("huge.libsvm"), "1 4000000000:1\n0 3:1\n").unwrap();
+    let (ok, out, err) = streamsgd(&["train", &p("huge.libsvm")]);
+    assert!(ok && out.contains("trained on 2 rows"), "{out} {err}");
+    std::fs::write(p("big.libsvm"), "1 5000000000:1\n").unwrap();
+    let (ok, _, err) = streamsgd(&["train", &p("big.libsvm")]);
+    assert!(!ok && err.contains("big.libsvm:1: field 5000000000:1"), "{err}");
+    let (ok, _, err) = streamsgd(&["train", &p("huge.libsvm"), "--dedup-window", "10"]);
+    assert!(!ok && err.contains("does not take --dedup-window"), "{err}");
+    let (ok, _, err) = streamsgd(&["train", &p("huge.libsvm"), "--bits", "31"]);
+    assert!(!ok && err.contains("--bits 31"), "{err}");
+    let (ok, _, err) = streamsgd(&["train", &p("huge.libsvm"), "--interactions", "abcd"]);
+    assert!(!ok && err.contains("2 or 3 namespace letters"), "{err}");
+}
+
+#[test]
+fn every_flipped_or_truncated_byte_of_a_sparse_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    std::fs::write(p("s.vw"), "1 2 |a x y:2 |b z\n-1 |a x\n1 |b w:0.5 |a q\n").unwrap();
+    assert!(streamsgd(&["convert", &p("s.vw"), "-o", &p("s.ssgd"), "--block-rows", "16"]).0);
+    let good = std::fs::read(p("s.ssgd")).unwrap();
+    let ds = SparseDataset::open(p("s.ssgd")).unwrap();
+    ds.verify().unwrap();
+    let rows = ds.block(0).unwrap();
+    assert_eq!((rows.len(), rows.weight(0), rows.row(2).value(0)), (3, 2.0, 0.5));
+    let bad = p("bad.ssgd");
+    for cut in 0..good.len() {
+        std::fs::write(&bad, &good[..cut]).unwrap();
+        assert!(SparseDataset::open(&bad).is_err(), "truncated at {cut}");
+    }
+    for i in 0..good.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut b = good.clone();
+            b[i] ^= bit;
+            std::fs::write(&bad, &b).unwrap();
+            // Every flip is caught: by the header, the index, a block's own checks, or its
+            // checksum.
+            let caught = match SparseDataset::open(&bad) {
+                Err(_) => true,
+                Ok(ds) => (0..ds.blocks()).any(|k| ds.block(k).is_err()) || ds.verify().is_err(),
+            };
+            assert!(caught, "flipped byte {i}");
+        }
+    }
+}
