@@ -45,7 +45,8 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 1.0)]
     huber_delta: f32,
     /// Optimizer. Default: adagrad on scaled features (the default --scale standard);
-    /// normalized on raw ones (--scale none, cluster-train), as its steps need no scaling.
+    /// normalized on raw ones (--scale none, cluster-train), as its steps need no scaling;
+    /// adagrad at --lr 0.2 on sparse input.
     #[arg(long, value_enum)]
     optimizer: Option<Kind>,
     /// Learning rate (FTRL: α). Default: 0.1; 0.5 for the normalized update.

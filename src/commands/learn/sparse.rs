@@ -14,7 +14,7 @@ use streamsgd::kernel::sparse::{Table, MAX_BITS};
 use streamsgd::learner::BadRows;
 use streamsgd::metrics::Evaluation;
 use streamsgd::model::{LinearModel, ModelFile};
-use streamsgd::optim::{OptimConfig, Optimizer};
+use streamsgd::optim::{Kind, OptimConfig, Optimizer};
 use streamsgd::source::live::{LiveReader, Patience};
 use streamsgd::source::TextFormat;
 use streamsgd::sparse::train::{evaluate_rows, predict_rows, SparseError};
@@ -38,6 +38,8 @@ pub struct SparseArgs {
 
 /// The default `--bits`.
 const DEFAULT_BITS: u32 = 18;
+/// The default rate for sparse rows, with AdaGrad (chosen on `gen --task ctr`: docs/sparse.md).
+const DEFAULT_LR: f32 = 0.2;
 
 /// What a sparse model file adds to its extra JSON: how features reach its weights.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
@@ -129,7 +131,10 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     refuse_dense_only(&a)?;
     let bits = a.sparse.bits.unwrap_or(DEFAULT_BITS);
     ensure!((1..=MAX_BITS).contains(&bits), "--bits {bits} must be from 1 to {MAX_BITS}");
-    let learner = a.model.learner(true)?;
+    let mut learner = a.model.learner(true)?;
+    if a.model.optimizer.is_none() {
+        learner.optim = OptimConfig { kind: Kind::Adagrad, lr: a.model.lr.unwrap_or(DEFAULT_LR), ..learner.optim };
+    }
     let threads = a.shards.threads.unwrap_or_else(cores);
     ensure!(threads >= 1, "--threads must be at least 1");
     super::warn_oversubscribed(threads);
