@@ -178,19 +178,22 @@ impl SparseDataset {
         if offsets[0] != 0 || offsets[rows] as usize != nnz {
             return Err(bad(format!("row offsets run from {} to {}, not 0 to {nnz}", offsets[0], offsets[rows])));
         }
-        if let Some(r) = offsets.windows(2).position(|w| w[1] < w[0]) {
+        if offsets.windows(2).fold(false, |a, w| a | (w[1] < w[0])) {
+            let r = offsets.windows(2).position(|w| w[1] < w[0]).expect("one decreases");
             return Err(bad(format!("row offsets decrease at row {}", r + 1)));
         }
         let ids = cast_u32(l.ids, nnz);
         let bits = self.id_bits();
-        if bits < 32 {
-            if let Some(&id) = ids.iter().find(|&&id| id >> bits != 0) {
-                return Err(bad(format!("feature id {id} is not below 2^{bits}")));
-            }
+        // Branch-free folds first (they vectorise: a block is checked on every pass), the
+        // culprit found only when one fails.
+        if bits < 32 && ids.iter().fold(0, |a, &id| a | id) >> bits != 0 {
+            let id = ids.iter().find(|&&id| id >> bits != 0).expect("one is out of range");
+            return Err(bad(format!("feature id {id} is not below 2^{bits}")));
         }
         let values = values.then(|| cast_f32(l.values, nnz));
-        if let Some(k) = values.and_then(|v| v.iter().position(|x| !x.is_finite())) {
-            return Err(bad(format!("value {} is not finite", values.expect("some")[k])));
+        if let Some(v) = values.filter(|v| v.iter().fold(false, |a, x| a | !x.is_finite())) {
+            let x = v.iter().find(|x| !x.is_finite()).expect("one is not finite");
+            return Err(bad(format!("value {x} is not finite")));
         }
         let labels = cast_f32(l.labels, rows);
         if let Some(r) = labels.iter().position(|y| y.is_infinite()) {

@@ -18,7 +18,8 @@
 //! **Regularisation is lazy.** L2 and L1 act on a slot only when a row touches it (SGD applies
 //! the decay of all the steps it missed then), so a step costs O(features of the row), never
 //! O(table). The kernel is scalar: a row's features are scattered over the table, the cost is
-//! the cache misses, and a gather would not remove them. No `unsafe` here.
+//! the cache misses, and a gather would not remove them; prefetching the next row's slots
+//! overlaps them instead. One `unsafe` call: the prefetch hint.
 
 use crate::loss::Loss;
 use crate::optim::{adaptive_coord, ftrl_coord, soft_threshold, Kind, OptimConfig, Optimizer, Schedule};
@@ -84,6 +85,20 @@ impl Table {
     #[inline]
     fn set(&self, slot: u32, k: usize, v: f32) {
         self.slots[slot as usize * self.stride + k].store(v.to_bits(), Relaxed)
+    }
+
+    /// Asks the CPU to bring slot `slot` into the cache (a hint: no effect on the values).
+    #[inline]
+    pub fn prefetch(&self, slot: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let p = &self.slots[slot as usize * self.stride] as *const AtomicU32 as *const i8;
+            // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has, and is a hint that
+            // reads nothing the program sees: any address is allowed (this one is in bounds).
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = slot;
     }
 
     /// The weight in slot `slot`.
@@ -157,6 +172,9 @@ pub struct SparseKernel<'t> {
     shards: u64,
     /// The expanded row: (slot, value) of every feature and cross.
     feats: Vec<(u32, f32)>,
+    /// The next row, expanded ahead and its slots prefetched ([`SparseKernel::learn_ahead`]).
+    ahead: Vec<(u32, f32)>,
+    ahead_ready: bool,
 }
 
 impl<'t> SparseKernel<'t> {
@@ -172,7 +190,14 @@ impl<'t> SparseKernel<'t> {
             steps: 0,
             shards: shards.max(1) as u64,
             feats: Vec::with_capacity(256),
+            ahead: Vec::with_capacity(256),
+            ahead_ready: false,
         }
+    }
+
+    /// The loss.
+    pub fn loss(&self) -> Loss {
+        self.loss
     }
 
     /// The bias.
@@ -193,15 +218,8 @@ impl<'t> SparseKernel<'t> {
     /// Fills `feats` with the row's features and its crosses.
     #[inline]
     fn expand(&mut self, row: &Row<'_>) {
-        let t = self.table;
-        self.feats.clear();
-        match row.values {
-            Some(v) => self.feats.extend(row.ids.iter().zip(v).map(|(&id, &x)| (t.slot(id), x))),
-            None => self.feats.extend(row.ids.iter().map(|&id| (t.slot(id), 1.0))),
-        }
-        for inter in &self.interactions {
-            cross_features(row, inter, t, &mut self.feats);
-        }
+        expand_into(self.table, &self.interactions, row, &mut self.feats);
+        self.ahead_ready = false;
     }
 
     #[inline]
@@ -220,6 +238,35 @@ impl<'t> SparseKernel<'t> {
     /// `y` and importance `w`.
     pub fn learn(&mut self, row: &Row<'_>, y: f32, w: f32) -> (f32, f32) {
         self.expand(row);
+        self.learn_expanded(y, w)
+    }
+
+    /// [`SparseKernel::learn`] for a stream of rows: `row` must be the `next` of the previous
+    /// call (or the first). While `row` is learned, the slots of `next` are already on their
+    /// way to the cache: the table's misses, which are most of a sparse row's cost, overlap.
+    pub fn learn_ahead(&mut self, row: &Row<'_>, next: Option<&Row<'_>>, y: f32, w: f32) -> (f32, f32) {
+        if self.ahead_ready {
+            std::mem::swap(&mut self.feats, &mut self.ahead);
+        } else {
+            expand_into(self.table, &self.interactions, row, &mut self.feats);
+        }
+        self.ahead_ready = false;
+        if let Some(n) = next {
+            expand_into(self.table, &self.interactions, n, &mut self.ahead);
+            for &(s, _) in &self.ahead {
+                self.table.prefetch(s);
+            }
+            self.ahead_ready = true;
+        }
+        self.learn_expanded(y, w)
+    }
+
+    /// The row expanded ahead will not be learned next (it was rejected): forget it.
+    pub fn skip_ahead(&mut self) {
+        self.ahead_ready = false;
+    }
+
+    fn learn_expanded(&mut self, y: f32, w: f32) -> (f32, f32) {
         let p = self.margin();
         let (l, d) = self.loss.eval(p, y);
         if w > 0.0 && d != 0.0 {
@@ -310,6 +357,19 @@ impl<'t> SparseKernel<'t> {
     }
 }
 
+/// Fills `out` with `row`'s (slot, value) pairs and those of its crosses.
+#[inline]
+fn expand_into(t: &Table, interactions: &[Vec<u8>], row: &Row<'_>, out: &mut Vec<(u32, f32)>) {
+    out.clear();
+    match row.values {
+        Some(v) => out.extend(row.ids.iter().zip(v).map(|(&id, &x)| (t.slot(id), x))),
+        None => out.extend(row.ids.iter().map(|&id| (t.slot(id), 1.0))),
+    }
+    for inter in interactions {
+        cross_features(row, inter, t, out);
+    }
+}
+
 /// SGD's rate after `t` examples (the same schedules as the dense optimizer).
 fn sgd_rate(c: &OptimConfig, t: f64) -> f32 {
     match c.schedule {
@@ -389,6 +449,29 @@ mod tests {
                 assert!((k.bias() - w[3]).abs() < 1e-5, "{kind:?} bias {} vs {}", k.bias(), w[3]);
             }
         }
+    }
+
+    #[test]
+    fn learning_ahead_is_learning_row_by_row() {
+        let cfg = OptimConfig::new(Kind::Adagrad);
+        let (a, b) = (Table::new(6, Kind::Adagrad), Table::new(6, Kind::Adagrad));
+        let inter = [b"ab".to_vec()];
+        let (mut ka, mut kb) =
+            (SparseKernel::new(&a, Loss::Logistic, cfg, &inter, 1), SparseKernel::new(&b, Loss::Logistic, cfg, &inter, 1));
+        let rows: Vec<(Vec<u32>, Vec<f32>, Vec<u8>)> =
+            (0..50u32).map(|i| (vec![i % 7, 7 + i % 5, i * 31 % 64], vec![1.0, 0.5, -1.0], b"aab".to_vec())).collect();
+        let row = |i: usize| row(&rows[i].0, &rows[i].1, &rows[i].2);
+        for i in 0..rows.len() {
+            let y = if i % 3 == 0 { 1.0 } else { -1.0 };
+            if i % 11 == 5 {
+                // A rejected row: not learned, and the next must not reuse its expansion.
+                kb.skip_ahead();
+                continue;
+            }
+            let next = (i + 1 < rows.len()).then(|| row(i + 1));
+            assert_eq!(ka.learn(&row(i), y, 1.0), kb.learn_ahead(&row(i), next.as_ref(), y, 1.0), "row {i}");
+        }
+        assert_eq!(a.weights(), b.weights());
     }
 
     #[test]

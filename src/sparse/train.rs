@@ -191,7 +191,8 @@ impl Shared<'_> {
 /// Learns `rows` (stream rows `first..`) with `k`, into `tally`.
 fn learn_rows(k: &mut SparseKernel<'_>, rows: &RowsRef<'_>, first: u64, tally: &mut Tally, sh: &Shared<'_>) -> Result<(), LearnError> {
     let loss = sh.cfg.loss;
-    for r in 0..rows.len() {
+    let n = rows.len();
+    for r in 0..n {
         let (y, w) = (rows.labels[r], rows.weight(r));
         let y = match loss.label(y) {
             Ok(y) => y,
@@ -202,10 +203,12 @@ fn learn_rows(k: &mut SparseKernel<'_>, rows: &RowsRef<'_>, first: u64, tally: &
                 }
                 tally.rejected += 1;
                 tally.first_rejected.get_or_insert((row, e.to_string()));
+                k.skip_ahead();
                 continue;
             }
         };
-        let (p, l) = k.learn(&rows.row(r), y, w);
+        let next = (r + 1 < n).then(|| rows.row(r + 1));
+        let (p, l) = k.learn_ahead(&rows.row(r), next.as_ref(), y, w);
         if !p.is_finite() {
             return Err(LearnError::Diverged { row: first + r as u64, pred: p, lr: sh.cfg.optim.lr });
         }
@@ -226,6 +229,10 @@ pub fn train<R: BufRead>(cfg: &SparseConfig, input: SparseInput<'_, R>) -> Resul
     let sh = Shared { cfg, failed: Mutex::new(None), halt: AtomicBool::new(false) };
     let threads = cfg.threads.max(1);
     let started = Instant::now();
+    let mapped_holdout = match &input {
+        SparseInput::Mapped { dataset, train_rows } => Some((*dataset, *train_rows)),
+        SparseInput::Stream { .. } => None,
+    };
     let (tallies, held, source_error) = match input {
         SparseInput::Stream { parser, train_rows, skip_bad } => stream(&table, &sh, threads, parser, train_rows, skip_bad)?,
         SparseInput::Mapped { dataset, train_rows } => mapped(&table, &sh, threads, dataset, train_rows),
@@ -249,7 +256,11 @@ pub fn train<R: BufRead>(cfg: &SparseConfig, input: SparseInput<'_, R>) -> Resul
     }
     let bias = if t.learned > 0 { (t.bias_sum / t.learned as f64) as f32 } else { 0.0 };
     let model = SparseModel { loss: cfg.loss, table, bias, interactions: cfg.interactions.clone() };
-    let holdout = held.filter(|h| !h.is_empty()).map(|h| evaluate_rows(&model, cfg.optim, &h.as_ref()));
+    let holdout = match (held, mapped_holdout) {
+        (Some(h), _) if !h.is_empty() => Some(evaluate_rows(&model, cfg.optim, &h.as_ref())),
+        (_, Some((ds, from))) if from < ds.rows() => Some(evaluate_mapped(&model, cfg.optim, ds, from)?),
+        _ => None,
+    };
     let cls = cfg.loss.is_classification();
     let report = SparseReport {
         rows_learned: t.learned,
@@ -278,16 +289,44 @@ pub fn predict_rows(model: &SparseModel, optim: OptimConfig, rows: &RowsRef<'_>,
 
 /// Holdout metrics of `model` on `rows` (labels the loss cannot take are left out).
 pub fn evaluate_rows(model: &SparseModel, optim: OptimConfig, rows: &RowsRef<'_>) -> Evaluation {
-    let mut k = model.kernel(optim);
-    let (mut p, mut y, mut w) = (Vec::new(), Vec::new(), Vec::new());
-    for r in 0..rows.len() {
-        if let Ok(label) = model.loss.label(rows.labels[r]) {
-            p.push(k.predict(&rows.row(r)));
-            y.push(label);
-            w.push(rows.weight(r));
+    let mut scored = Scored::default();
+    scored.add(&mut model.kernel(optim), rows, 0);
+    scored.evaluation(&model.loss)
+}
+
+/// Predictions, converted labels and weights of the rows scored so far.
+#[derive(Default)]
+struct Scored {
+    p: Vec<f32>,
+    y: Vec<f32>,
+    w: Vec<f32>,
+}
+
+impl Scored {
+    /// Scores rows `from..` of `rows` (labels the loss cannot take are left out).
+    fn add(&mut self, k: &mut SparseKernel<'_>, rows: &RowsRef<'_>, from: usize) {
+        for r in from..rows.len() {
+            if let Ok(label) = k.loss().label(rows.labels[r]) {
+                self.p.push(k.predict(&rows.row(r)));
+                self.y.push(label);
+                self.w.push(rows.weight(r));
+            }
         }
     }
-    evaluate(&model.loss, &p, &y, Some(&w))
+
+    fn evaluation(&self, loss: &Loss) -> Evaluation {
+        evaluate(loss, &self.p, &self.y, Some(&self.w))
+    }
+}
+
+/// Holdout metrics of `model` on the rows of `ds` from `from` on, read in place.
+fn evaluate_mapped(model: &SparseModel, optim: OptimConfig, ds: &SparseDataset, from: u64) -> Result<Evaluation, SparseError> {
+    let (mut k, mut scored) = (model.kernel(optim), Scored::default());
+    let block_rows = ds.block_rows();
+    for b in from / block_rows..ds.blocks() {
+        scored.add(&mut k, &ds.block(b)?, from.saturating_sub(b * block_rows) as usize);
+    }
+    Ok(scored.evaluation(&model.loss))
 }
 
 type Learned = (Vec<Tally>, Option<SparseRows>, Option<ParseError>);
@@ -382,7 +421,6 @@ fn stream<R: BufRead>(
 
 /// A mapped file: each shard claims the next block (pass after pass) and learns it in place.
 fn mapped(table: &Table, sh: &Shared<'_>, threads: usize, ds: &SparseDataset, train_rows: u64) -> Learned {
-    let blocks = ds.blocks();
     let block_rows = ds.block_rows();
     let train_blocks = train_rows.div_ceil(block_rows);
     let next = AtomicU64::new(0);
@@ -420,19 +458,5 @@ fn mapped(table: &Table, sh: &Shared<'_>, threads: usize, ds: &SparseDataset, tr
             .collect();
         shards.into_iter().map(|h| h.join().expect("a shard panicked")).collect()
     });
-    let mut held = SparseRows::new();
-    for b in train_rows / block_rows..blocks {
-        match ds.block(b) {
-            Ok(rows) => {
-                for r in (train_rows.saturating_sub(b * block_rows) as usize)..rows.len() {
-                    held.push_row(&rows, r);
-                }
-            }
-            Err(e) => {
-                sh.fail(e.into());
-                break;
-            }
-        }
-    }
-    (tallies, Some(held), None)
+    (tallies, None, None)
 }
