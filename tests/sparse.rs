@@ -149,3 +149,25 @@ fn every_flipped_or_truncated_byte_of_a_sparse_file_is_an_error_not_a_panic() {
         }
     }
 }
+
+#[test]
+fn inspect_names_the_heaviest_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let text: String = (0..400).map(|i| if i % 2 == 0 { "1 |u good |v x\n" } else { "-1 |u bad |v x\n" }).collect();
+    std::fs::write(p("s.vw"), text).unwrap();
+    assert!(streamsgd(&["train", &p("s.vw"), "--interactions", "uv", "--save", &p("s.model")]).0);
+    let (ok, out, err) = streamsgd(&["inspect", &p("s.model"), "--data", &p("s.vw"), "--top", "4", "--json"]);
+    assert!(ok, "{err}");
+    let names: Vec<String> =
+        out.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["names"][0].as_str().unwrap().to_string()).collect();
+    assert_eq!(names.len(), 4);
+    for want in ["u^good", "u^bad", "u^good * v^x", "u^bad * v^x"] {
+        assert!(names.contains(&want.to_string()), "{want} in {names:?}");
+    }
+    // A dense model has no hashed slots to name.
+    std::fs::write(p("d.csv"), "a,label\n1,1\n0,0\n1,1\n").unwrap();
+    assert!(streamsgd(&["train", &p("d.csv"), "--save", &p("d.model")]).0);
+    let (ok, _, err) = streamsgd(&["inspect", &p("d.model"), "--data", &p("s.vw")]);
+    assert!(!ok && err.contains("a dense model"), "{err}");
+}

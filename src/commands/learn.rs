@@ -25,6 +25,7 @@ use streamsgd::transform::{Missing, Scaling, TransformConfig};
 use streamsgd::window::{EventTime, WindowKind};
 
 mod sparse;
+pub use sparse::{inspect, InspectArgs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum LossName {

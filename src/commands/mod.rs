@@ -45,6 +45,10 @@ enum Command {
     #[command(after_help = "Example:
   streamsgd predict --model bc.model data/breast_cancer.csv > p.txt")]
     Predict(learn::PredictArgs),
+    /// Show a sparse model's heaviest weights, named by the features of a data file.
+    #[command(after_help = "Example:
+  streamsgd inspect ctr.model --data ctr.vw --top 20")]
+    Inspect(learn::InspectArgs),
     /// Run the pipeline per thread count and print throughput, latency and holdout loss.
     #[command(after_help = "Examples:
   streamsgd bench --rows 10000000 --thread-counts 1,2
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(a) => data::info(a),
         Command::Train(a) => learn::train(*a),
         Command::Predict(a) => learn::predict(a),
+        Command::Inspect(a) => learn::inspect(a),
         Command::Bench(a) => learn::bench(*a),
         Command::ClusterTrain(a) => learn::cluster_train(*a),
         #[cfg(feature = "kafka")]

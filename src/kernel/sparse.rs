@@ -379,16 +379,24 @@ fn sgd_rate(c: &OptimConfig, t: f64) -> f32 {
     }
 }
 
-/// Appends the crosses of `row`'s features in the namespaces `inter` names (2 or 3 tags): one
-/// feature from each, a pair within one namespace taken once (i < j).
+/// Appends the (slot, value) of the crosses of `row`'s features in the namespaces `inter`
+/// names.
 #[inline]
 fn cross_features(row: &Row<'_>, inter: &[u8], t: &Table, out: &mut Vec<(u32, f32)>) {
+    for_each_cross(row, inter, |id, x, _| out.push((t.slot(id), x)));
+}
+
+/// Calls `f(id, value, members)` for each cross of `row`'s features in the namespaces `inter`
+/// names (2 or 3 tags): one feature from each (`members`: their positions in the row), a pair
+/// within one namespace taken once (i < j). What the kernel learns, and what `inspect` names.
+#[inline]
+pub fn for_each_cross(row: &Row<'_>, inter: &[u8], mut f: impl FnMut(u32, f32, &[usize])) {
     let pick = |tag: u8| row.ns.iter().enumerate().filter(move |&(_, &n)| n == tag).map(|(i, _)| i);
     match *inter {
         [a, b] => {
             for i in pick(a) {
                 for j in pick(b).filter(|&j| a != b || j > i) {
-                    out.push((t.slot(cross(row.ids[i], row.ids[j])), row.value(i) * row.value(j)));
+                    f(cross(row.ids[i], row.ids[j]), row.value(i) * row.value(j), &[i, j]);
                 }
             }
         }
@@ -397,7 +405,7 @@ fn cross_features(row: &Row<'_>, inter: &[u8], t: &Table, out: &mut Vec<(u32, f3
                 for j in pick(b).filter(|&j| a != b || j > i) {
                     let ij = cross(row.ids[i], row.ids[j]);
                     for k in pick(c).filter(|&k| (b != c || k > j) && (a != c || k > i)) {
-                        out.push((t.slot(cross(ij, row.ids[k])), row.value(i) * row.value(j) * row.value(k)));
+                        f(cross(ij, row.ids[k]), row.value(i) * row.value(j) * row.value(k), &[i, j, k]);
                     }
                 }
             }

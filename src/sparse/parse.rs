@@ -32,6 +32,9 @@ pub struct SparseParser<R> {
     pub max_index: u64,
     /// Cached namespace (name, hash): lines repeat the same few namespaces.
     ns_cache: Vec<(Vec<u8>, u64)>,
+    /// With [`SparseParser::keep_names`]: the last row's feature names (`ns^name`, LibSVM: the
+    /// index), in feature order.
+    names: Option<Vec<String>>,
 }
 
 impl<R: BufRead> SparseParser<R> {
@@ -59,12 +62,23 @@ impl<R: BufRead> SparseParser<R> {
             require_newline: false,
             max_index: 0,
             ns_cache: Vec::new(),
+            names: None,
         })
     }
 
     /// A record must end with a newline (sockets: a sender that closes mid-line loses it).
     pub fn require_newline(&mut self) {
         self.require_newline = true;
+    }
+
+    /// Keeps each row's feature names (for `inspect`: slower, off by default).
+    pub fn keep_names(&mut self) {
+        self.names = Some(Vec::new());
+    }
+
+    /// The names of the last row's features, with [`SparseParser::keep_names`].
+    pub fn names(&self) -> &[String] {
+        self.names.as_deref().unwrap_or_default()
     }
 
     /// The source's name.
@@ -129,6 +143,9 @@ impl<R: BufRead> SparseParser<R> {
     pub fn parse_record(&mut self, line: &[u8], out: &mut SparseRows) -> Result<bool, ParseError> {
         self.bytes += line.len() as u64;
         self.line_no += 1;
+        if let Some(n) = &mut self.names {
+            n.clear();
+        }
         let body = trim(line);
         if body.is_empty() || body[0] == b'#' {
             return Ok(false);
@@ -178,6 +195,9 @@ impl<R: BufRead> SparseParser<R> {
             self.max_index = self.max_index.max(u64::from(idx));
             if x != 0.0 {
                 out.push_feature(idx, x, DEFAULT_NS);
+                if let Some(n) = &mut self.names {
+                    n.push(idx.to_string());
+                }
             }
         }
         check_duplicates(out).map_err(|id| self.bad(None, format!("index {id} appears twice on the line")))?;
@@ -238,6 +258,9 @@ impl<R: BufRead> SparseParser<R> {
                 };
                 if x != 0.0 {
                     out.push_feature(feature_id(h, name), x, tag);
+                    if let Some(n) = &mut self.names {
+                        n.push(format!("{}^{}", String::from_utf8_lossy(ns), String::from_utf8_lossy(name)));
+                    }
                 }
             }
         }

@@ -354,3 +354,98 @@ pub fn predict(a: &PredictArgs, file: &ModelFile) -> anyhow::Result<bool> {
     out.flush()?;
     Ok(true)
 }
+
+/// `inspect`: a sparse model's heaviest weights, named by the features of a data file that
+/// reach them (as VW's `--invert_hash`, without storing names in the model).
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The model file (sparse).
+    model: std::path::PathBuf,
+    /// Data whose features name the slots (VW or LibSVM text, hashed as in training).
+    #[arg(long)]
+    data: String,
+    /// How many weights to show, heaviest (|w|) first.
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+    #[command(flatten)]
+    text: super::super::TextArgs,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Most distinct (slot, name) pairs counted.
+const MAX_NAMES: usize = 4_000_000;
+/// Names kept per slot.
+const NAMES_PER_SLOT: usize = 3;
+
+pub fn inspect(a: InspectArgs) -> anyhow::Result<()> {
+    use std::collections::HashMap;
+    let file = ModelFile::load(&a.model)?;
+    let meta =
+        sparse_meta(&file)?.with_context(|| format!("{}: a dense model: its weights are its columns, in order", a.model.display()))?;
+    let model = from_file(&file, &meta)?;
+    let (source, name) = open(&a.data, a.text.format, meta.hash_seed, false, &Patience::default())?;
+    let Source::Text { mut parser, .. } = source else {
+        bail!("{name}: inspect reads feature names from VW or LibSVM text, not a .ssgd file")
+    };
+    parser.keep_names();
+    // slot → (the first names that reach it, how many distinct names do); distinct by the
+    // names' hashes, up to MAX_NAMES of them (then the counts are lower bounds).
+    let mut names: HashMap<u32, (Vec<String>, u64)> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut note = |slot: u32, n: &dyn Fn() -> String| {
+        let n = n();
+        let key = (slot, streamsgd::source::hash::fnv1a(&[n.as_bytes()]));
+        if seen.len() < MAX_NAMES && seen.insert(key) {
+            let e = names.entry(slot).or_default();
+            e.1 += 1;
+            if e.0.len() < NAMES_PER_SLOT {
+                e.0.push(n);
+            }
+        }
+    };
+    let mut rows = SparseRows::new();
+    while parser.next_row(&mut rows)? {
+        let row = rows.as_ref().row(rows.len() - 1);
+        let row_names = parser.names();
+        for (k, &id) in row.ids.iter().enumerate() {
+            note(model.table.slot(id), &|| row_names[k].clone());
+        }
+        for inter in &model.interactions {
+            streamsgd::kernel::sparse::for_each_cross(&row, inter, |id, _, members| {
+                note(model.table.slot(id), &|| members.iter().map(|&m| row_names[m].as_str()).collect::<Vec<_>>().join(" * "));
+            });
+        }
+        rows.clear();
+    }
+    let w = model.table.weights();
+    let mut order: Vec<u32> = (0..w.len() as u32).filter(|&s| w[s as usize] != 0.0).collect();
+    order.sort_by(|&x, &y| w[y as usize].abs().total_cmp(&w[x as usize].abs()));
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if !a.json {
+        writeln!(
+            out,
+            "{} of 2^{} weights are non-zero; bias {:.6}; the heaviest {} (names from {name}):",
+            order.len(),
+            meta.bits,
+            model.bias,
+            a.top.min(order.len())
+        )?;
+        writeln!(out, "{:>10}  {:>11}  feature(s)", "slot", "weight")?;
+    }
+    for &s in order.iter().take(a.top) {
+        let (n, count) = names.get(&s).cloned().unwrap_or_default();
+        let more = count.saturating_sub(n.len() as u64);
+        if a.json {
+            writeln!(out, "{}", serde_json::json!({ "slot": s, "weight": w[s as usize], "names": n, "names_in_slot": count }))?;
+        } else {
+            let shown = if n.is_empty() { "(no feature of the data reaches it)".to_string() } else { n.join(", ") };
+            let more = if more > 0 { format!(" and {more} more sharing the slot") } else { String::new() };
+            writeln!(out, "{s:>10}  {:>11.6}  {shown}{more}", w[s as usize])?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
