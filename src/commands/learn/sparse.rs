@@ -163,7 +163,8 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     let test = a.test.as_deref().map(|t| open(t, a.text.format, a.sparse.hash_seed, false, &Patience::default())).transpose()?;
     let outcome = match &mut source {
         Source::Mapped(ds) => {
-            if let Some(b) = a.sparse.bits.filter(|&b| b < ds.id_bits()) {
+            // Hashed ids (32 bits) fold by design; small ids (LibSVM indices) are worth a note.
+            if let Some(b) = a.sparse.bits.filter(|&b| b < ds.id_bits() && ds.id_bits() < 32) {
                 eprintln!("note: {name}'s ids have {} bits; --bits {b} folds them into 2^{b} slots (id mod 2^{b})", ds.id_bits());
             }
             let train_rows = keep(ds.rows());
