@@ -2,7 +2,8 @@
 //!
 //! Classification losses take labels in {0, 1} or {−1, +1} (0 is read as −1); regression
 //! losses take any finite label. Adding a loss is one enum variant and one arm in each of
-//! [`Loss::eval`], [`Loss::is_classification`] and the SIMD twin `kernel::simd::loss_lanes` — Huber shows how.
+//! [`Loss::eval`], [`Loss::is_classification`] and the SIMD twins `loss_lanes` in `kernel::simd`
+//! and `kernel::avx2` — Huber shows how.
 //! No `unsafe` here.
 
 /// A loss function.
@@ -19,6 +20,18 @@ pub enum Loss {
     Huber {
         /// The threshold δ > 0.
         delta: f32,
+    },
+    /// max(0, |p − y| − ε): linear support vector regression (errors within ε are free).
+    #[serde(rename = "epsilon_insensitive")]
+    EpsilonInsensitive {
+        /// The free margin ε ≥ 0.
+        epsilon: f32,
+    },
+    /// τ·(y − p) when p ≤ y, else (1 − τ)·(p − y): the pinball loss, whose minimiser is the
+    /// labels' τ-quantile (quantile regression).
+    Quantile {
+        /// The quantile τ ∈ (0, 1).
+        tau: f32,
     },
 }
 
@@ -41,6 +54,8 @@ impl Loss {
             Loss::Logistic => 1,
             Loss::Hinge => 2,
             Loss::Huber { .. } => 3,
+            Loss::EpsilonInsensitive { .. } => 4,
+            Loss::Quantile { .. } => 5,
         }
     }
 
@@ -51,14 +66,18 @@ impl Loss {
             1 => Loss::Logistic,
             2 => Loss::Hinge,
             3 if param > 0.0 && param.is_finite() => Loss::Huber { delta: param },
+            4 if param >= 0.0 && param.is_finite() => Loss::EpsilonInsensitive { epsilon: param },
+            5 if param > 0.0 && param < 1.0 => Loss::Quantile { tau: param },
             _ => return None,
         })
     }
 
-    /// The loss's parameter (δ for Huber, else 0).
+    /// The loss's parameter (δ for Huber, ε, τ; else 0).
     pub fn param(&self) -> f32 {
         match self {
             Loss::Huber { delta } => *delta,
+            Loss::EpsilonInsensitive { epsilon } => *epsilon,
+            Loss::Quantile { tau } => *tau,
             _ => 0.0,
         }
     }
@@ -108,6 +127,19 @@ impl Loss {
                 let a = r.abs();
                 (if a <= delta { 0.5 * r * r } else { delta * (a - 0.5 * delta) }, r.clamp(-delta, delta))
             }
+            Loss::EpsilonInsensitive { epsilon } => {
+                let r = p - y;
+                let out = r.abs() - epsilon;
+                (out.max(0.0), if out > 0.0 { r.signum() } else { 0.0 })
+            }
+            Loss::Quantile { tau } => {
+                let r = y - p;
+                if r >= 0.0 {
+                    (tau * r, if r > 0.0 { -tau } else { 0.0 })
+                } else {
+                    ((tau - 1.0) * r, 1.0 - tau)
+                }
+            }
         }
     }
 
@@ -145,6 +177,8 @@ impl std::fmt::Display for Loss {
             Loss::Logistic => f.write_str("logistic"),
             Loss::Hinge => f.write_str("hinge"),
             Loss::Huber { delta } => write!(f, "huber (δ = {delta})"),
+            Loss::EpsilonInsensitive { epsilon } => write!(f, "epsilon-insensitive (ε = {epsilon})"),
+            Loss::Quantile { tau } => write!(f, "quantile (τ = {tau})"),
         }
     }
 }
@@ -153,7 +187,15 @@ impl std::fmt::Display for Loss {
 mod tests {
     use super::*;
 
-    const ALL: [Loss; 4] = [Loss::Squared, Loss::Logistic, Loss::Hinge, Loss::Huber { delta: 1.5 }];
+    const ALL: [Loss; 6] = [
+        Loss::Squared,
+        Loss::Logistic,
+        Loss::Hinge,
+        Loss::Huber { delta: 1.5 },
+        // ε away from the test points' |p − y| (the derivative jumps there).
+        Loss::EpsilonInsensitive { epsilon: 0.25 },
+        Loss::Quantile { tau: 0.8 },
+    ];
 
     #[test]
     fn derivative_matches_finite_differences() {
@@ -181,6 +223,10 @@ mod tests {
         assert!(Loss::Logistic.value(-200.0, 1.0).is_finite());
         assert_eq!(Loss::Hinge.value(2.0, 1.0), 0.0);
         assert_eq!(Loss::Huber { delta: 1.0 }.value(3.0, 0.0), 2.5);
+        assert_eq!(Loss::EpsilonInsensitive { epsilon: 0.5 }.eval(3.0, 1.0), (1.5, 1.0));
+        assert_eq!(Loss::EpsilonInsensitive { epsilon: 0.5 }.eval(1.2, 1.0), (0.0, 0.0));
+        assert_eq!(Loss::Quantile { tau: 0.8 }.eval(1.0, 3.0), (1.6, -0.8));
+        assert!((Loss::Quantile { tau: 0.8 }.value(3.0, 1.0) - 0.4).abs() < 1e-6);
         for l in ALL {
             assert_eq!(Loss::from_code(l.code(), l.param()), Some(l));
         }

@@ -99,11 +99,16 @@ pub struct Evaluation {
 /// The mean loss of the best constant prediction of labels (converted) whose weighted sum,
 /// sum of squares and total weight are given: ½·variance for the squared loss (an upper bound
 /// for Huber's), the labels' entropy for the logistic loss (the log-odds of their rate),
-/// 2·min(rate, 1 − rate) for the hinge loss. NaN without labels.
+/// 2·min(rate, 1 − rate) for the hinge loss; for the ε-insensitive and quantile losses an upper
+/// bound from the labels' standard deviation σ (max(0, σ − ε); max(τ, 1 − τ)·σ). NaN without
+/// labels.
 pub fn baseline(loss: &Loss, y_sum: f64, y_sq: f64, n: f64) -> f64 {
     let mean = y_sum / n;
     match loss {
         Loss::Squared | Loss::Huber { .. } => 0.5 * (y_sq / n - mean * mean).max(0.0),
+        // Bounds from the labels' spread σ (E|y − mean| ≤ σ): the sums kept have no quantiles.
+        Loss::EpsilonInsensitive { epsilon } => ((y_sq / n - mean * mean).max(0.0).sqrt() - *epsilon as f64).max(0.0),
+        Loss::Quantile { tau } => (*tau as f64).max(1.0 - *tau as f64) * (y_sq / n - mean * mean).max(0.0).sqrt(),
         Loss::Logistic | Loss::Hinge => {
             let rate = ((1.0 + mean) / 2.0).clamp(0.0, 1.0);
             let least = rate.min(1.0 - rate);

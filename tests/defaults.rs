@@ -139,3 +139,37 @@ fn no_combination_ends_silently_worse_than_a_constant() {
     // Most combinations learn; the grid did reach the runs that say something.
     assert!(silent_wins >= 50 && said >= 8, "{silent_wins} learned, {said} said why not");
 }
+
+#[test]
+fn svr_and_quantile_losses_reach_scikit_learn() {
+    // Linear SVR (ε-insensitive, ε = 0.1) against scikit-learn's SGDRegressor with that loss,
+    // and the median by the pinball loss against QuantileRegressor's exact solution: holdout
+    // loss within 2 % at 1, 3 and 10 passes, with the defaults.
+    let dir = tempfile::tempdir().unwrap();
+    let (diabetes, _) = sets(dir.path());
+    let refs = reference();
+    for (loss, reference, key) in [
+        ("epsilon-insensitive", "SGDRegressor_epsilon_insensitive", "epsilon_insensitive_loss"),
+        ("quantile", "QuantileRegressor_median", "pinball_loss"),
+    ] {
+        let most = 1.02 * refs["diabetes"][reference][key].as_f64().unwrap();
+        for passes in ["1", "3", "10"] {
+            let (ok, out, err) = streamsgd(&[
+                "train",
+                diabetes.file.to_str().unwrap(),
+                "--loss",
+                loss,
+                "--holdout",
+                diabetes.holdout,
+                "--passes",
+                passes,
+                "--json",
+            ]);
+            assert!(ok, "{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let got = v["holdout"]["loss"].as_f64().unwrap();
+            assert_eq!(v["holdout"]["rows"].as_u64(), Some(89));
+            assert!(got <= most, "{loss} at {passes} passes: {got} > {most}");
+        }
+    }
+}

@@ -124,7 +124,14 @@ fn check_score(n: usize, seed: u64) {
     use streamsgd::loss::Loss;
     let p: Vec<f32> = data(n, seed).iter().map(|x| x * 4.0).collect();
     let w: Vec<f32> = data(n, seed + 9).iter().map(|x| x.abs()).collect();
-    for loss in [Loss::Squared, Loss::Logistic, Loss::Hinge, Loss::Huber { delta: 0.7 }] {
+    for loss in [
+        Loss::Squared,
+        Loss::Logistic,
+        Loss::Hinge,
+        Loss::Huber { delta: 0.7 },
+        Loss::EpsilonInsensitive { epsilon: 0.3 },
+        Loss::Quantile { tau: 0.7 },
+    ] {
         let y: Vec<f32> = data(n, seed + 5).iter().map(|&v| if loss.is_classification() { v.signum() } else { v }).collect();
         for weights in [None, Some(&w[..])] {
             let (mut c0, mut c1) = (vec![f32::NAN; n], vec![f32::NAN; n]);

@@ -33,6 +33,11 @@ enum LossName {
     Logistic,
     Hinge,
     Huber,
+    /// Linear support vector regression: max(0, |p − y| − ε).
+    #[value(name = "epsilon-insensitive")]
+    EpsilonInsensitive,
+    /// The pinball loss: the model predicts the labels' --quantile.
+    Quantile,
 }
 
 /// The model and how it learns (`train`, `bench`, `cluster-train`).
@@ -45,6 +50,12 @@ pub struct ModelArgs {
     /// Huber threshold δ.
     #[arg(long, default_value_t = 1.0)]
     huber_delta: f32,
+    /// The free margin ε of --loss epsilon-insensitive (scikit-learn's default).
+    #[arg(long, default_value_t = 0.1)]
+    epsilon: f32,
+    /// The quantile τ that --loss quantile predicts (0.5: the median).
+    #[arg(long, default_value_t = 0.5)]
+    quantile: f32,
     /// Optimizer. Default: adagrad on scaled features (the default --scale standard);
     /// normalized on raw ones (--scale none, cluster-train), as its steps need no scaling;
     /// adagrad at --lr 0.2 on sparse input.
@@ -191,6 +202,14 @@ impl ModelArgs {
             LossName::Huber => {
                 ensure!(self.huber_delta.is_finite() && self.huber_delta > 0.0, "--huber-delta {} must be > 0", self.huber_delta);
                 Loss::Huber { delta: self.huber_delta }
+            }
+            LossName::EpsilonInsensitive => {
+                ensure!(self.epsilon.is_finite() && self.epsilon >= 0.0, "--epsilon {} must be ≥ 0", self.epsilon);
+                Loss::EpsilonInsensitive { epsilon: self.epsilon }
+            }
+            LossName::Quantile => {
+                ensure!(self.quantile > 0.0 && self.quantile < 1.0, "--quantile {} must be in (0, 1)", self.quantile);
+                Loss::Quantile { tau: self.quantile }
             }
         };
         let base = OptimConfig::new(self.optimizer.unwrap_or(if raw { Kind::Normalized } else { Kind::Adagrad }));

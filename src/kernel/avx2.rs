@@ -651,6 +651,23 @@ unsafe fn loss_lanes(loss: &Loss, p: __m256, y: __m256) -> (__m256, __m256) {
                 let l = _mm256_blendv_ps(lin, quad, _mm256_cmp_ps::<_CMP_LE_OQ>(a, dv));
                 (l, _mm256_min_ps(_mm256_max_ps(r, _mm256_xor_ps(dv, sign)), dv))
             }
+            Loss::EpsilonInsensitive { epsilon } => {
+                let r = _mm256_sub_ps(p, y);
+                let out = _mm256_sub_ps(_mm256_andnot_ps(sign, r), _mm256_set1_ps(epsilon));
+                let active = _mm256_cmp_ps::<_CMP_GT_OQ>(out, zero);
+                // sign(r) as ±1: 1 with r's sign bit.
+                let unit = _mm256_or_ps(one, _mm256_and_ps(sign, r));
+                (_mm256_max_ps(out, zero), _mm256_and_ps(active, unit))
+            }
+            Loss::Quantile { tau } => {
+                let r = _mm256_sub_ps(y, p);
+                let under = _mm256_cmp_ps::<_CMP_GE_OQ>(r, zero);
+                let above = _mm256_cmp_ps::<_CMP_GT_OQ>(r, zero);
+                let l = _mm256_blendv_ps(_mm256_mul_ps(_mm256_set1_ps(tau - 1.0), r), _mm256_mul_ps(_mm256_set1_ps(tau), r), under);
+                let d_under = _mm256_and_ps(above, _mm256_set1_ps(-tau));
+                let d = _mm256_blendv_ps(_mm256_set1_ps(1.0 - tau), d_under, under);
+                (l, d)
+            }
         }
     }
 }

@@ -138,6 +138,20 @@ fn loss_lanes(loss: &Loss, p: f32x8, y: f32x8) -> (f32x8, f32x8) {
             let lin = dv * (a - f32x8::splat(0.5 * delta));
             (a.simd_le(dv).select(quad, lin), r.max(-dv).min(dv))
         }
+        Loss::EpsilonInsensitive { epsilon } => {
+            let r = p - y;
+            let out = r.abs() - f32x8::splat(epsilon);
+            let active = out.simd_gt(zero);
+            let sign = r.simd_gt(zero).select(f32x8::ONE, -f32x8::ONE);
+            (out.max(zero), active.select(sign, zero))
+        }
+        Loss::Quantile { tau } => {
+            let r = y - p;
+            let (t, t1) = (f32x8::splat(tau), f32x8::splat(tau - 1.0));
+            let under = r.simd_ge(zero);
+            let d = r.simd_gt(zero).select(-t, under.select(zero, f32x8::splat(1.0 - tau)));
+            (under.select(t * r, t1 * r), d)
+        }
     }
 }
 
