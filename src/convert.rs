@@ -201,18 +201,24 @@ pub fn convert_text(input: &Path, output: &Path, opts: &ConvertOptions, progress
     Ok(summary)
 }
 
-/// Converts VW or LibSVM text into a sparse `.ssgd` file (VW names hashed with `seed`; features
-/// counts the nonzeros written). Memory: one block.
+/// Converts VW or LibSVM text, or a CSV with `categorical` columns, into a sparse `.ssgd` file
+/// (names hashed with `seed`; `features` counts the nonzeros written). Memory: one block.
 pub fn convert_sparse(
     input: &Path,
     output: &Path,
     opts: &ConvertOptions,
     seed: u64,
+    categorical: &[String],
     progress: &ProgressBar,
 ) -> Result<ConvertSummary, ConvertError> {
     let start = Instant::now();
     let format = resolve_format(input, opts.format)?;
-    let mut parser = crate::sparse::SparseParser::new(open_input(input, &Patience::default())?, source_name(input), format, seed)?;
+    let reader = open_input(input, &Patience::default())?;
+    let mut parser = if format == TextFormat::Csv {
+        crate::sparse::SparseParser::csv(reader, source_name(input), seed, opts.text.label.as_ref(), categorical)?
+    } else {
+        crate::sparse::SparseParser::new(reader, source_name(input), format, seed)?
+    };
     let mut writer = crate::dataset::SparseWriter::create(output, opts.block_rows)?;
     let mut rows = crate::sparse::SparseRows::new();
     let mut summary = ConvertSummary::default();

@@ -80,7 +80,7 @@ pub enum LearnError {
         lr: f32,
     },
     /// The loss grew by orders of magnitude: the weights are running away, though still finite.
-    #[error("training diverged at row {}: the mean loss of the last {BLOWUP_BATCHES} batches is at least {loss:.4e}, over {BLOWUP}× that of a constant prediction ({baseline:.4e}); lower the learning rate (--lr {lr}), or scale the features (--scale standard)", row + 1)]
+    #[error("training diverged at row {}: the mean loss of the last {BLOWUP_BATCHES} batches is at least {loss:.4e}, over {BLOWUP}× that of a constant prediction ({baseline:.4e}); lower the learning rate (--lr {lr}), or scale the features (--scale standard; sparse input: --optimizer normalized)", row + 1)]
     LossExploded {
         /// Row at which it was noticed.
         row: u64,

@@ -171,3 +171,38 @@ fn inspect_names_the_heaviest_weights() {
     let (ok, _, err) = streamsgd(&["inspect", &p("d.model"), "--data", &p("s.vw")]);
     assert!(!ok && err.contains("a dense model"), "{err}");
 }
+
+#[test]
+fn census_categories_from_csv_reach_logistic_regression() {
+    // data/adult.csv: 8 categorical columns hashed, 6 numeric ones of very different scales
+    // (the normalized update's reason to be the default), the last 20 % held out. scikit-learn's
+    // LogisticRegression on one-hot categories and standardised numbers is the reference.
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let csv = concat!(env!("CARGO_MANIFEST_DIR"), "/data/adult.csv");
+    let cats = "workclass,education,marital-status,occupation,relationship,race,gender,native-country";
+    let refs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/sklearn_reference.json")).unwrap())
+            .unwrap();
+    let lr = &refs["adult"]["LogisticRegression"];
+    let one = train_json(&[csv, "--categorical", cats, "--holdout", "0.2", "--threads", "1", "--save", &p("a.model")]);
+    assert_eq!(one["holdout"]["rows"], 9768);
+    assert!(one["holdout"]["accuracy"].as_f64().unwrap() > lr["accuracy"].as_f64().unwrap() - 0.015, "{one}");
+    assert!(streamsgd(&["convert", csv, "--categorical", cats, "-o", &p("a.ssgd")]).0);
+    let ten = train_json(&[&p("a.ssgd"), "--holdout", "0.2", "--threads", "1", "--passes", "10"]);
+    let h = &ten["holdout"];
+    assert!(h["accuracy"].as_f64().unwrap() > lr["accuracy"].as_f64().unwrap() - 0.005, "{ten}");
+    assert!(h["loss"].as_f64().unwrap() < 1.02 * lr["log_loss"].as_f64().unwrap(), "{ten}");
+    // The saved model reads the CSV as training did (by the names in its header), label or not.
+    let (ok, out, err) = streamsgd(&["predict", "--model", &p("a.model"), csv]);
+    assert!(ok && out.lines().count() == 48842, "{err}");
+    let text = std::fs::read_to_string(csv).unwrap();
+    let unlabelled: String = text.lines().take(4).map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n").collect();
+    std::fs::write(p("u.csv"), unlabelled).unwrap();
+    let (ok, out2, err) = streamsgd(&["predict", "--model", &p("a.model"), &p("u.csv")]);
+    assert!(ok, "{err}");
+    assert_eq!(out2.lines().collect::<Vec<_>>(), out.lines().take(3).collect::<Vec<_>>());
+    // A text column left out of --categorical is an error that names it and the fix.
+    let (ok, _, err) = streamsgd(&["train", csv, "--categorical", "workclass"]);
+    assert!(!ok && err.contains("adult.csv:2: field education") && err.contains("--categorical education"), "{err}");
+}

@@ -211,6 +211,9 @@ pub struct ConvertArgs {
     /// Seed of the feature hash of VW names (sparse output; train takes the same).
     #[arg(long, default_value_t = 0)]
     hash_seed: u64,
+    /// CSV columns whose cells are categories: the output is then sparse (as train reads it).
+    #[arg(long, value_delimiter = ',')]
+    categorical: Vec<String>,
 }
 
 pub fn convert(a: ConvertArgs) -> anyhow::Result<()> {
@@ -225,8 +228,8 @@ pub fn convert(a: ConvertArgs) -> anyhow::Result<()> {
     let size = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
     let bar = super::progress(size, "bytes");
     let format = a.text.format.or_else(|| streamsgd::source::TextFormat::from_path(&a.input));
-    if matches!(format, Some(TextFormat::Vw | TextFormat::Libsvm)) && a.text.features.is_none() {
-        let s = match convert_sparse(&a.input, &a.output, &opts, a.hash_seed, &bar) {
+    if !a.categorical.is_empty() || (matches!(format, Some(TextFormat::Vw | TextFormat::Libsvm)) && a.text.features.is_none()) {
+        let s = match convert_sparse(&a.input, &a.output, &opts, a.hash_seed, &a.categorical, &bar) {
             Err(ConvertError::Stopped(_)) => return Err(stopped(&stop)),
             other => other.with_context(|| format!("converting {}", a.input.display()))?,
         };

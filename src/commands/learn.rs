@@ -58,7 +58,7 @@ pub struct ModelArgs {
     quantile: f32,
     /// Optimizer. Default: adagrad on scaled features (the default --scale standard);
     /// normalized on raw ones (--scale none, cluster-train), as its steps need no scaling;
-    /// adagrad at --lr 0.2 on sparse input.
+    /// normalized at --lr 0.3 on sparse input.
     #[arg(long, value_enum)]
     optimizer: Option<Kind>,
     /// Learning rate (FTRL: α). Default: 0.1; 0.5 for the normalized update.
@@ -401,7 +401,7 @@ fn input_of(data: &mut Data, holdout: Option<f64>, skip_bad: bool) -> anyhow::Re
 
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    if sparse::is_sparse(&a.data, a.text.format, a.text.features, a.sparse.bits) {
+    if sparse::is_sparse(&a.data, a.text.format, a.text.features, &a.sparse) {
         return sparse::train(a, started);
     }
     if let Some(h) = a.holdout {
@@ -550,13 +550,6 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
 /// A warning on stderr when the model ends no better than a constant prediction of the labels
 /// (on the test set, else the holdout, else progressively), naming the flags that may help.
 fn warn_if_unlearned(r: &TrainReport, test: Option<&Evaluation>, cfg: &PipelineConfig) {
-    let (what, loss, baseline) = match test.or(r.holdout.as_ref()) {
-        Some(e) => (if test.is_some() { "test" } else { "holdout" }, e.loss, e.baseline),
-        None => ("progressive", r.progressive_loss, r.progressive_baseline),
-    };
-    if !(loss.is_finite() && baseline.is_finite()) || loss < baseline {
-        return;
-    }
     let mut advice = Vec::new();
     if cfg.transform.scaling == Scaling::None {
         advice.push("scale the features (--scale standard)".to_string());
@@ -564,6 +557,20 @@ fn warn_if_unlearned(r: &TrainReport, test: Option<&Evaluation>, cfg: &PipelineC
     advice.push(format!("try another learning rate (--lr, now {})", cfg.learner.optim.lr));
     if cfg.passes < 10 {
         advice.push("learn more passes (--passes)".into());
+    }
+    warn_unlearned(test, r.holdout.as_ref(), (r.progressive_loss, r.progressive_baseline), &advice);
+}
+
+/// A warning when the model's loss — on the test set, else the holdout, else progressive
+/// (loss, constant prediction's) — is no better than a constant prediction's; `advice` says
+/// what may help.
+fn warn_unlearned(test: Option<&Evaluation>, holdout: Option<&Evaluation>, progressive: (f64, f64), advice: &[String]) {
+    let (what, loss, baseline) = match test.or(holdout) {
+        Some(e) => (if test.is_some() { "test" } else { "holdout" }, e.loss, e.baseline),
+        None => ("progressive", progressive.0, progressive.1),
+    };
+    if !(loss.is_finite() && baseline.is_finite()) || loss < baseline {
+        return;
     }
     eprintln!(
         "warning: the model's {what} loss {loss:.4} is no better than always predicting the same value ({baseline:.4}): {}",

@@ -191,10 +191,61 @@ pub(crate) fn too_long() -> String {
     format!("a line longer than {} MiB: not text rows (a binary file, or a stream without line breaks?)", MAX_LINE >> 20)
 }
 
+/// A CSV header: its column names, the label's position (`usize::MAX`: no label column) and
+/// the bytes it took.
+pub(crate) struct CsvHeader {
+    pub(crate) columns: Vec<String>,
+    pub(crate) label: usize,
+    pub(crate) bytes: u64,
+}
+
+/// Reads and checks a CSV header row (a BOM is dropped, names must be unique, the first cell
+/// must not be a number) and finds the label: `label`, else a column named label, target or y,
+/// else the last. Errors name `source`, line 1.
+pub(crate) fn read_csv_header<R: BufRead>(reader: &mut R, source: &str, label: Option<&LabelColumn>) -> Result<CsvHeader, ParseError> {
+    let err = |what: String| ParseError { source: source.to_string(), line: 1, field: None, what, fatal: false };
+    let mut head = Vec::new();
+    let n = reader.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut head).map_err(|e| ParseError { fatal: true, ..err(e.to_string()) })?;
+    if n > MAX_LINE {
+        return Err(ParseError { fatal: true, ..err(too_long()) });
+    }
+    if n == 0 {
+        return Err(err("empty input: a CSV needs a header row".into()));
+    }
+    // A byte-order mark (spreadsheets write one) is not part of the first name.
+    let head_trim = trim(head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&head));
+    let columns: Vec<String> = csv_cells(head_trim).map_err(err)?.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    // Column positions by name (a hash map: headers of a million columns occur).
+    let mut position: HashMap<&str, usize> = HashMap::with_capacity(columns.len());
+    for (i, c) in columns.iter().enumerate() {
+        if let Some(first) = position.insert(c.as_str(), i) {
+            return Err(err(format!("the header names column '{}' twice (columns {} and {})", cut(c), first + 1, i + 1)));
+        }
+    }
+    let absent = match label {
+        Some(LabelColumn::Absent) => true,
+        Some(LabelColumn::IfPresent(n)) => !position.contains_key(n.as_str()),
+        _ => false,
+    };
+    if columns.len() < 2 - usize::from(absent) {
+        return Err(err(format!("header has {} column(s); need a label and at least one feature", columns.len())));
+    }
+    if number(trim(head_trim.split(|&c| c == b',').next().unwrap_or_default())).is_ok() {
+        return Err(err(format!("the first line '{}' looks like data, not a header row", String::from_utf8_lossy(head_trim))));
+    }
+    let label = match label {
+        _ if absent => usize::MAX,
+        Some(LabelColumn::IfPresent(n)) => column_index(&columns, &LabelColumn::Name(n.clone()), "label").map_err(err)?,
+        Some(spec) => column_index(&columns, spec, "label").map_err(err)?,
+        None => columns.iter().position(|c| matches!(c.as_str(), "label" | "target" | "y")).unwrap_or(columns.len() - 1),
+    };
+    Ok(CsvHeader { columns, label, bytes: n as u64 })
+}
+
 /// The cells of a CSV line per RFC 4180: a field in double quotes may hold commas, and `""`
 /// inside it is one quote. A quote left open at the end of the line is an error (a quoted line
 /// break is not supported: every record is one line).
-fn csv_cells(line: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+pub(crate) fn csv_cells(line: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let mut cells = Vec::new();
     let mut i = 0;
     loop {
@@ -315,50 +366,9 @@ impl<R: BufRead> TextParser<R> {
         let err = |line, what: String| ParseError { source: source.clone(), line, field: None, what, fatal: false };
         let (layout, d, line_no, bytes) = match format {
             TextFormat::Csv => {
-                let mut head = Vec::new();
-                let n = (&mut reader)
-                    .take(MAX_LINE as u64 + 1)
-                    .read_until(b'\n', &mut head)
-                    .map_err(|e| ParseError { fatal: true, ..err(1, e.to_string()) })?;
-                if n > MAX_LINE {
-                    return Err(ParseError { fatal: true, ..err(1, too_long()) });
-                }
-                if n == 0 {
-                    return Err(err(1, "empty input: a CSV needs a header row".into()));
-                }
-                // A byte-order mark (spreadsheets write one) is not part of the first name.
-                let head_trim = trim(head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&head));
-                let columns: Vec<String> =
-                    csv_cells(head_trim).map_err(|e| err(1, e))?.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
-                // Column positions by name (a hash map: headers of a million columns occur).
-                let mut position: HashMap<&str, usize> = HashMap::with_capacity(columns.len());
-                for (i, c) in columns.iter().enumerate() {
-                    if let Some(first) = position.insert(c.as_str(), i) {
-                        return Err(err(1, format!("the header names column '{}' twice (columns {} and {})", cut(c), first + 1, i + 1)));
-                    }
-                }
-                let absent = match &opts.label {
-                    Some(LabelColumn::Absent) => true,
-                    Some(LabelColumn::IfPresent(n)) => !position.contains_key(n.as_str()),
-                    _ => false,
-                };
-                if columns.len() < 2 - usize::from(absent) {
-                    return Err(err(1, format!("header has {} column(s); need a label and at least one feature", columns.len())));
-                }
-                if number(trim(head_trim.split(|&c| c == b',').next().unwrap_or_default())).is_ok() {
-                    return Err(err(
-                        1,
-                        format!("the first line '{}' looks like data, not a header row", String::from_utf8_lossy(head_trim)),
-                    ));
-                }
-                let label = match &opts.label {
-                    _ if absent => usize::MAX,
-                    Some(LabelColumn::IfPresent(n)) => {
-                        column_index(&columns, &LabelColumn::Name(n.clone()), "label").map_err(|e| err(1, e))?
-                    }
-                    Some(spec) => column_index(&columns, spec, "label").map_err(|e| err(1, e))?,
-                    None => columns.iter().position(|c| matches!(c.as_str(), "label" | "target" | "y")).unwrap_or(columns.len() - 1),
-                };
+                let CsvHeader { columns, label, bytes: n } = read_csv_header(&mut reader, &source, opts.label.as_ref())?;
+                let absent = label == usize::MAX;
+                let position: HashMap<&str, usize> = columns.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
                 let ts = match &opts.timestamp {
                     None => usize::MAX,
                     Some(LabelColumn::Absent) => return Err(err(1, "--timestamp-col names a column: 'none' is not one".into())),
@@ -396,7 +406,7 @@ impl<R: BufRead> TextParser<R> {
                         columns.iter().enumerate().map(|(i, c)| if i == label || i == ts { usize::MAX } else { at(c) }).collect()
                     }
                 };
-                (Layout::Csv { columns, label, ts, slot }, d, 1, n as u64)
+                (Layout::Csv { columns, label, ts, slot }, d, 1, n)
             }
             _ if opts.timestamp.is_some() => {
                 return Err(err(0, "a timestamp column needs CSV input (LibSVM and VW lines have no named columns)".into()))

@@ -7,11 +7,14 @@
 //! no label is unlabelled (label NaN: what `predict` reads). The namespace tag is the
 //! namespace's first byte (a space for the default one), which `--interactions` names.
 //! LibSVM: `label index:value ...` with any index up to 2^32 − 1 (`qid:` is skipped).
+//! CSV (with `--categorical`): a header row; a categorical column's cell `v` is the feature `v`
+//! of the namespace named as the column (as VW's `|column v`), a numeric column's cell `x` the
+//! feature of empty name and value x (`|column :x`); an empty or NaN cell is left out.
 //! No `unsafe` here.
 
 use super::rows::SparseRows;
 use crate::source::hash::{feature_id, namespace_hash};
-use crate::source::text::{cut, number, split_ws, too_long, trim, MAX_LINE};
+use crate::source::text::{csv_cells, cut, number, read_csv_header, split_ws, too_long, trim, LabelColumn, MAX_LINE};
 use crate::source::{ParseError, TextFormat};
 use std::io::BufRead;
 
@@ -35,6 +38,16 @@ pub struct SparseParser<R> {
     /// With [`SparseParser::keep_names`]: the last row's feature names (`ns^name`, LibSVM: the
     /// index), in feature order.
     names: Option<Vec<String>>,
+    /// CSV: the columns and the label's position.
+    csv: Option<CsvColumns>,
+}
+
+/// How a CSV's columns become sparse features.
+struct CsvColumns {
+    /// Per column: its name, namespace hash and tag, and whether it is categorical.
+    columns: Vec<(String, u64, u8, bool)>,
+    /// The label's column (`usize::MAX`: none).
+    label: usize,
 }
 
 impl<R: BufRead> SparseParser<R> {
@@ -47,7 +60,7 @@ impl<R: BufRead> SparseParser<R> {
                 source,
                 line: 0,
                 field: None,
-                what: "CSV is read as dense columns: sparse rows come from VW or LibSVM text".into(),
+                what: "a CSV is read as sparse rows with --categorical COLUMNS (otherwise as dense columns)".into(),
                 fatal: true,
             });
         }
@@ -63,7 +76,41 @@ impl<R: BufRead> SparseParser<R> {
             max_index: 0,
             ns_cache: Vec::new(),
             names: None,
+            csv: None,
         })
+    }
+
+    /// A parser of CSV text whose `categorical` columns are hashed (the others are numeric):
+    /// reads the header row. `label`: the label column (default: label, target, y, else the
+    /// last).
+    pub fn csv(
+        mut reader: R,
+        source: impl Into<String>,
+        seed: u64,
+        label: Option<&LabelColumn>,
+        categorical: &[String],
+    ) -> Result<Self, ParseError> {
+        let source = source.into();
+        let head = read_csv_header(&mut reader, &source, label)?;
+        let bad = |what: String| ParseError { source: source.clone(), line: 1, field: None, what, fatal: false };
+        for c in categorical {
+            match head.columns.iter().position(|n| n == c) {
+                None => return Err(bad(format!("--categorical {c}: no such column in the header ({})", cut(&head.columns.join(","))))),
+                Some(i) if i == head.label => return Err(bad(format!("--categorical {c}: it is the label column"))),
+                Some(_) => {}
+            }
+        }
+        let columns = head
+            .columns
+            .iter()
+            .map(|n| (n.clone(), namespace_hash(n.as_bytes(), seed), n.bytes().next().unwrap_or(DEFAULT_NS), categorical.contains(n)))
+            .collect();
+        let mut p = SparseParser::new(reader, source, TextFormat::Vw, seed)?;
+        p.format = TextFormat::Csv;
+        p.line_no = 1;
+        p.bytes = head.bytes;
+        p.csv = Some(CsvColumns { columns, label: head.label });
+        Ok(p)
     }
 
     /// A record must end with a newline (sockets: a sender that closes mid-line loses it).
@@ -79,6 +126,12 @@ impl<R: BufRead> SparseParser<R> {
     /// The names of the last row's features, with [`SparseParser::keep_names`].
     pub fn names(&self) -> &[String] {
         self.names.as_deref().unwrap_or_default()
+    }
+
+    /// A CSV's label column name (`None` for VW, LibSVM, or a CSV without one).
+    pub fn label_name(&self) -> Option<&str> {
+        let csv = self.csv.as_ref()?;
+        csv.columns.get(csv.label).map(|c| c.0.as_str())
     }
 
     /// The source's name.
@@ -147,12 +200,13 @@ impl<R: BufRead> SparseParser<R> {
             n.clear();
         }
         let body = trim(line);
-        if body.is_empty() || body[0] == b'#' {
+        if body.is_empty() || (body[0] == b'#' && self.format != TextFormat::Csv) {
             return Ok(false);
         }
         let result = match self.format {
             TextFormat::Vw => self.parse_vw(body, out),
-            _ => self.parse_libsvm(body, out),
+            TextFormat::Csv => self.parse_csv(body, out),
+            TextFormat::Libsvm => self.parse_libsvm(body, out),
         };
         if result.is_err() {
             out.abandon_row();
@@ -201,6 +255,51 @@ impl<R: BufRead> SparseParser<R> {
             }
         }
         check_duplicates(out).map_err(|id| self.bad(None, format!("index {id} appears twice on the line")))?;
+        out.end_row(y, 1.0);
+        Ok(())
+    }
+
+    fn parse_csv(&mut self, body: &[u8], out: &mut SparseRows) -> Result<(), ParseError> {
+        let csv = self.csv.take().expect("a CSV parser has its columns");
+        let result = self.csv_row(&csv, body, out);
+        self.csv = Some(csv);
+        result
+    }
+
+    fn csv_row(&mut self, csv: &CsvColumns, body: &[u8], out: &mut SparseRows) -> Result<(), ParseError> {
+        let cells = csv_cells(body).map_err(|e| self.bad(None, e))?;
+        if cells.len() != csv.columns.len() {
+            return Err(self.bad(None, format!("{} cells, the header has {} columns", cells.len(), csv.columns.len())));
+        }
+        let mut y = f32::NAN;
+        for (i, (cell, (name, ns, tag, categorical))) in cells.iter().zip(&csv.columns).enumerate() {
+            let cell = trim(cell);
+            if i == csv.label {
+                y = self.label(cell).map_err(|e| ParseError { field: Some(cut(name).to_string()), ..e })?;
+                continue;
+            }
+            if cell.is_empty() {
+                continue;
+            }
+            if *categorical {
+                out.push_feature(feature_id(*ns, cell), 1.0, *tag);
+                if let Some(n) = &mut self.names {
+                    n.push(format!("{name}^{}", String::from_utf8_lossy(cell)));
+                }
+                continue;
+            }
+            let x = match number(cell) {
+                Ok(x) if x.is_nan() => continue,
+                Ok(x) => x,
+                Err(e) => return Err(self.bad(Some(name.as_bytes()), format!("{e} (a text column is read with --categorical {name})"))),
+            };
+            if x != 0.0 {
+                out.push_feature(feature_id(*ns, b""), x, *tag);
+                if let Some(n) = &mut self.names {
+                    n.push(format!("{name}^"));
+                }
+            }
+        }
         out.end_row(y, 1.0);
         Ok(())
     }
@@ -321,6 +420,27 @@ mod tests {
         assert_eq!(r.ids[0], feature_id(h, b"id=7"));
         assert_eq!(v.row(1).ids[0], r.ids[0], "the same name in the same namespace: the same id");
         assert!(v.labels[2].is_nan(), "no label: unlabelled");
+    }
+
+    #[test]
+    fn csv_categorical_hashes_as_vw_namespaces() {
+        let text = "age,work,label\n39,\"Private, Inc\",1\n,State,0\n50,,1\n";
+        let mut p = SparseParser::csv(text.as_bytes(), "t", 0, None, &["work".to_string()]).unwrap();
+        let mut rows = SparseRows::new();
+        while p.next_row(&mut rows).unwrap() {}
+        let mut vw = SparseParser::new(&b"1 |age :39 |work Private, Inc\n0 |work State\n1 |age :50\n"[..], "v", TextFormat::Vw, 0).unwrap();
+        let mut want = SparseRows::new();
+        while vw.next_row(&mut want).unwrap() {}
+        assert_eq!(rows.labels, [1.0, 0.0, 1.0]);
+        assert_eq!(rows.as_ref().row(1).ids, want.as_ref().row(1).ids);
+        assert_eq!(rows.as_ref().row(2).ids, want.as_ref().row(2).ids);
+        assert_eq!(rows.as_ref().row(0).ids[0], want.as_ref().row(0).ids[0]);
+        assert_eq!(rows.as_ref().row(0).ns, b"aw");
+        let e = SparseParser::csv(&b"a,b,label\n"[..], "t", 0, None, &["c".to_string()]).err().unwrap();
+        assert!(e.to_string().contains("--categorical c: no such column"), "{e}");
+        let mut p = SparseParser::csv(&b"a,b,label\nx,1,1\n"[..], "t", 0, None, &["b".to_string()]).unwrap();
+        let e = p.next_row(&mut rows).unwrap_err();
+        assert!(e.to_string().contains("t:2: field a: 'x' is not a number (a text column is read with --categorical a)"), "{e}");
     }
 
     #[test]

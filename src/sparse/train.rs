@@ -13,7 +13,7 @@ use super::SparseParser;
 use crate::batch::BATCH_ROWS;
 use crate::dataset::SparseDataset;
 use crate::kernel::sparse::{SparseKernel, Table};
-use crate::learner::{BadRows, LearnError};
+use crate::learner::{BadRows, LearnError, BLOWUP, BLOWUP_BATCHES};
 use crate::loss::Loss;
 use crate::metrics::{evaluate, Evaluation, Progressive};
 use crate::optim::OptimConfig;
@@ -158,6 +158,8 @@ struct Tally {
     first_rejected: Option<(u64, String)>,
     features: u64,
     bias_sum: f64,
+    /// Consecutive batches whose mean loss was over BLOWUP × a constant prediction's.
+    blowups: usize,
 }
 
 /// What shards share besides the table.
@@ -192,6 +194,7 @@ impl Shared<'_> {
 fn learn_rows(k: &mut SparseKernel<'_>, rows: &RowsRef<'_>, first: u64, tally: &mut Tally, sh: &Shared<'_>) -> Result<(), LearnError> {
     let loss = sh.cfg.loss;
     let n = rows.len();
+    let (loss_before, weight_before) = (tally.progress.loss_sum, tally.progress.weight_sum);
     for r in 0..n {
         let (y, w) = (rows.labels[r], rows.weight(r));
         let y = match loss.label(y) {
@@ -217,6 +220,24 @@ fn learn_rows(k: &mut SparseKernel<'_>, rows: &RowsRef<'_>, first: u64, tally: &
         tally.progress.y_sq += f64::from(w * y * y);
         tally.features += k.expanded() as u64;
         tally.learned += 1;
+    }
+    // Divergence that stays finite: the loss of several batches in a row orders of magnitude
+    // above a constant prediction's (as the dense learner detects it).
+    let p = &tally.progress;
+    let (batch_loss, batch_weight) = (p.loss_sum - loss_before, p.weight_sum - weight_before);
+    let baseline = p.baseline(&loss);
+    if batch_weight > 0.0 && baseline > 0.0 && batch_loss / batch_weight > BLOWUP * baseline {
+        tally.blowups += 1;
+        if tally.blowups >= BLOWUP_BATCHES {
+            return Err(LearnError::LossExploded {
+                row: first + n as u64 - 1,
+                loss: batch_loss / batch_weight,
+                baseline,
+                lr: sh.cfg.optim.lr,
+            });
+        }
+    } else {
+        tally.blowups = 0;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `train` and `predict` on sparse input: VW text, LibSVM without `--features`, a sparse
 //! `.ssgd` file, or any of them with `--bits`.
 
-use super::{cores, eval_line, PredictArgs, TrainArgs};
+use super::{cores, eval_line, warn_unlearned, PredictArgs, TrainArgs};
 use anyhow::{bail, ensure, Context};
 use clap::Args;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
@@ -16,6 +16,7 @@ use streamsgd::metrics::Evaluation;
 use streamsgd::model::{LinearModel, ModelFile};
 use streamsgd::optim::{Kind, OptimConfig, Optimizer};
 use streamsgd::source::live::{LiveReader, Patience};
+use streamsgd::source::text::LabelColumn;
 use streamsgd::source::TextFormat;
 use streamsgd::sparse::train::{evaluate_rows, predict_rows, SparseError};
 use streamsgd::sparse::{SparseConfig, SparseInput, SparseModel, SparseOutcome, SparseParser, SparseRows};
@@ -34,12 +35,18 @@ pub struct SparseArgs {
     /// Seed of the feature hash of VW names (convert and train must agree; saved in the model).
     #[arg(long, default_value_t = 0)]
     pub hash_seed: u64,
+    /// CSV columns whose cells are categories (hashed as `column=value`): the CSV is then read
+    /// as sparse rows, its other columns as numeric features.
+    #[arg(long, value_delimiter = ',')]
+    pub categorical: Vec<String>,
 }
 
 /// The default `--bits`.
 const DEFAULT_BITS: u32 = 18;
-/// The default rate for sparse rows, with AdaGrad (chosen on `gen --task ctr`: docs/sparse.md).
-const DEFAULT_LR: f32 = 0.2;
+/// The default optimizer and rate for sparse rows: the normalized update (numeric columns of
+/// any scale beside 0/1 categories) at 0.3 (chosen on `gen --task ctr` and data/adult.csv:
+/// docs/sparse.md).
+const DEFAULT_LR: f32 = 0.3;
 
 /// What a sparse model file adds to its extra JSON: how features reach its weights.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
@@ -47,13 +54,29 @@ struct SparseMeta {
     bits: u32,
     hash_seed: u64,
     interactions: Vec<String>,
+    /// CSV: the categorical columns, and the label column's name.
+    #[serde(default)]
+    categorical: Vec<String>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// How text becomes sparse rows: the hash seed, and for a CSV its categorical columns and label.
+struct Hashing {
+    seed: u64,
+    categorical: Vec<String>,
+    label: Option<LabelColumn>,
 }
 
 /// True when `spec` is read as sparse rows.
-pub fn is_sparse(spec: &str, format: Option<TextFormat>, features: Option<usize>, bits: Option<u32>) -> bool {
+pub fn is_sparse(spec: &str, format: Option<TextFormat>, features: Option<usize>, s: &SparseArgs) -> bool {
     if spec.starts_with("kafka://") {
         return false;
     }
+    if !s.categorical.is_empty() {
+        return true;
+    }
+    let bits = s.bits;
     if spec.ends_with(".ssgd") {
         let mut head = [0u8; HEADER_LEN];
         return std::fs::File::open(spec).and_then(|mut f| f.read_exact(&mut head)).is_ok()
@@ -78,7 +101,17 @@ enum Source {
     Text { parser: SparseParser<Box<dyn BufRead>>, rows: Option<u64> },
 }
 
-fn open(spec: &str, format: Option<TextFormat>, seed: u64, count: bool, patience: &Patience) -> anyhow::Result<(Source, String)> {
+fn open(spec: &str, format: Option<TextFormat>, h: &Hashing, count: bool, patience: &Patience) -> anyhow::Result<(Source, String)> {
+    let seed = h.seed;
+    let parser = |reader: Box<dyn BufRead>, name: &str, format: TextFormat| -> anyhow::Result<SparseParser<Box<dyn BufRead>>> {
+        Ok(match format {
+            TextFormat::Csv => {
+                ensure!(!h.categorical.is_empty(), "{name}: a CSV is read as sparse rows with --categorical COLUMNS");
+                SparseParser::csv(reader, name, seed, h.label.as_ref(), &h.categorical)?
+            }
+            _ => SparseParser::new(reader, name, format, seed)?,
+        })
+    };
     if spec.ends_with(".ssgd") {
         return Ok((Source::Mapped(SparseDataset::open(spec)?), spec.to_string()));
     }
@@ -88,7 +121,7 @@ fn open(spec: &str, format: Option<TextFormat>, seed: u64, count: bool, patience
             std::net::TcpStream::connect_timeout(&a, Duration::from_secs(10)).with_context(|| format!("{spec}: cannot connect"))
         })?;
         let reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 20, LiveReader::new(sock, patience.clone())));
-        let mut parser = SparseParser::new(reader, spec, format, seed)?;
+        let mut parser = parser(reader, spec, format)?;
         parser.require_newline();
         return Ok((Source::Text { parser, rows: None }, spec.to_string()));
     }
@@ -96,7 +129,7 @@ fn open(spec: &str, format: Option<TextFormat>, seed: u64, count: bool, patience
     let format = resolve_format(path, format)?;
     let rows = if count { Some(count_rows(path, format)?) } else { None };
     let name = source_name(path);
-    let parser = SparseParser::new(open_input(path, patience)?, name.clone(), format, seed)?;
+    let parser = parser(open_input(path, patience)?, &name, format)?;
     Ok((Source::Text { parser, rows }, name))
 }
 
@@ -114,7 +147,7 @@ fn refuse_dense_only(a: &TrainArgs) -> anyhow::Result<()> {
         ("--window-rows/--window-time/--on-drift", f.window_rows.is_some() || f.window_time.is_some() || f.on_drift.is_some()),
         ("--shuffle-seed", a.shuffle_seed.is_some()),
         ("--hgrm", a.hgrm.is_some()),
-        ("--label/--timestamp-col", a.text.label.is_some() || a.text.timestamp_col.is_some()),
+        ("--timestamp-col", a.text.timestamp_col.is_some()),
     ];
     let named: Vec<&str> = used.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
     ensure!(
@@ -133,7 +166,7 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     ensure!((1..=MAX_BITS).contains(&bits), "--bits {bits} must be from 1 to {MAX_BITS}");
     let mut learner = a.model.learner(true)?;
     if a.model.optimizer.is_none() {
-        learner.optim = OptimConfig { kind: Kind::Adagrad, lr: a.model.lr.unwrap_or(DEFAULT_LR), ..learner.optim };
+        learner.optim = OptimConfig { kind: Kind::Normalized, lr: a.model.lr.unwrap_or(DEFAULT_LR), ..learner.optim };
     }
     let threads = a.shards.threads.unwrap_or_else(cores);
     ensure!(threads >= 1, "--threads must be at least 1");
@@ -150,7 +183,12 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
         passes: a.passes,
         stop: Some(stop.flag()),
     };
-    let (mut source, name) = open(&a.data, a.text.format, a.sparse.hash_seed, a.holdout.is_some(), &patience)?;
+    let hashing = Hashing {
+        seed: a.sparse.hash_seed,
+        categorical: a.sparse.categorical.clone(),
+        label: a.text.label.as_deref().map(LabelColumn::parse),
+    };
+    let (mut source, name) = open(&a.data, a.text.format, &hashing, a.holdout.is_some(), &patience)?;
     let keep = |rows: u64| rows - ((rows as f64 * a.holdout.unwrap_or(0.0)).round() as u64).min(rows);
     if a.passes > 1 {
         ensure!(matches!(source, Source::Mapped(_)), "--passes replays a .ssgd file: convert {name} first");
@@ -160,7 +198,7 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
         ds.verify()?;
     }
     // The test set is opened now, not after training.
-    let test = a.test.as_deref().map(|t| open(t, a.text.format, a.sparse.hash_seed, false, &Patience::default())).transpose()?;
+    let test = a.test.as_deref().map(|t| open(t, a.text.format, &hashing, false, &Patience::default())).transpose()?;
     let outcome = match &mut source {
         Source::Mapped(ds) => {
             // Hashed ids (32 bits) fold by design; small ids (LibSVM indices) are worth a note.
@@ -193,7 +231,16 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
         let why = report.first_rejected.as_ref().map(|w| format!("; the first rejected: {w}")).unwrap_or_default();
         bail!("nothing was learned, so no model is saved: {name} has no rows to learn ({} rejected){why}", report.rows_rejected);
     }
-    let meta = SparseMeta { bits, hash_seed: a.sparse.hash_seed, interactions: a.sparse.interactions.clone() };
+    let meta = SparseMeta {
+        bits,
+        hash_seed: a.sparse.hash_seed,
+        interactions: a.sparse.interactions.clone(),
+        categorical: a.sparse.categorical.clone(),
+        label: match &source {
+            Source::Text { parser, .. } => parser.label_name().map(str::to_string),
+            Source::Mapped(_) => None,
+        },
+    };
     if let Some(p) = &a.save {
         to_file(&model, cfg.optim, &meta)?.save(p)?;
     }
@@ -212,6 +259,14 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     } else {
         print_report(&report, wall, &cfg, test.as_ref());
     }
+    let mut advice = vec![format!("try another learning rate (--lr, now {})", cfg.optim.lr)];
+    if cfg.optim.kind != Kind::Normalized {
+        advice.push("the normalized update for numeric features of different scales (--optimizer normalized)".into());
+    }
+    if cfg.interactions.is_empty() {
+        advice.push("crosses of namespaces (--interactions)".into());
+    }
+    warn_unlearned(test.as_ref().map(|t| &t.1), report.holdout.as_ref(), (report.progressive_loss, report.progressive_baseline), &advice);
     let kept = match &a.save {
         Some(p) => format!("the model of the {} rows before it is saved in {}", report.rows_learned, p.display()),
         None => format!("the model of the {} rows before it is reported above (--save keeps it)", report.rows_learned),
@@ -271,6 +326,13 @@ fn to_file(m: &SparseModel, optim: OptimConfig, meta: &SparseMeta) -> anyhow::Re
     Ok(ModelFile { model: LinearModel { loss: m.loss, weights }, optimizer, extra })
 }
 
+/// How a saved model's input is hashed; a CSV's label column is the model's, if the data has it
+/// (`--label` overrides).
+fn hashing_of(meta: &SparseMeta, label: Option<&str>) -> Hashing {
+    let label = label.map(LabelColumn::parse).or_else(|| meta.label.clone().map(LabelColumn::IfPresent));
+    Hashing { seed: meta.hash_seed, categorical: meta.categorical.clone(), label }
+}
+
 fn sparse_meta(file: &ModelFile) -> anyhow::Result<Option<SparseMeta>> {
     let v: serde_json::Value = serde_json::from_str(&file.extra).context("the model's extra section is not JSON")?;
     v.get("sparse").map(|s| serde_json::from_value(s.clone()).context("the model's sparse section")).transpose()
@@ -314,7 +376,7 @@ fn read_all(src: Source) -> anyhow::Result<SparseRows> {
 pub fn predict(a: &PredictArgs, file: &ModelFile) -> anyhow::Result<bool> {
     let Some(meta) = sparse_meta(file)? else { return Ok(false) };
     let model = from_file(file, &meta)?;
-    let (source, _) = open(&a.data, a.text.format, meta.hash_seed, false, &Patience::default())?;
+    let (source, _) = open(&a.data, a.text.format, &hashing_of(&meta, a.text.label.as_deref()), false, &Patience::default())?;
     let optim = file.optimizer.cfg;
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -386,7 +448,7 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     let meta =
         sparse_meta(&file)?.with_context(|| format!("{}: a dense model: its weights are its columns, in order", a.model.display()))?;
     let model = from_file(&file, &meta)?;
-    let (source, name) = open(&a.data, a.text.format, meta.hash_seed, false, &Patience::default())?;
+    let (source, name) = open(&a.data, a.text.format, &hashing_of(&meta, a.text.label.as_deref()), false, &Patience::default())?;
     let Source::Text { mut parser, .. } = source else {
         bail!("{name}: inspect reads feature names from VW or LibSVM text, not a .ssgd file")
     };
