@@ -206,3 +206,18 @@ fn census_categories_from_csv_reach_logistic_regression() {
     let (ok, _, err) = streamsgd(&["train", csv, "--categorical", "workclass"]);
     assert!(!ok && err.contains("adult.csv:2: field education") && err.contains("--categorical education"), "{err}");
 }
+
+#[test]
+fn bench_runs_on_a_sparse_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    assert!(streamsgd(&["gen", "--task", "ctr", "--rows", "20000", "-o", &p("c.ssgd")]).0);
+    let (ok, out, err) =
+        streamsgd(&["bench", "--data", &p("c.ssgd"), "--thread-counts", "1,2", "--repeat", "1", "--interactions", "cd", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r["rows_per_sec"].as_f64().unwrap() > 0.0 && r["holdout_loss"].as_f64().unwrap() < 0.7));
+    assert!(v["peak_rss_bytes"].as_u64().unwrap() > 0);
+}

@@ -3,7 +3,7 @@
 # --with-flink) on the same generated data, same train/holdout split (last 10 % held out).
 #
 #   scripts/peers/run.sh [--rows N] [--features D] [--quick] [--repeat R] [--with-flink]
-#   scripts/peers/run.sh --sparse [--rows N] [--repeat R]   # hashed click logs (gen --task ctr)
+#   scripts/peers/run.sh --sparse [--eat-rate] [--rows N] [--repeat R]   # gen --task ctr (or eat-rate)
 #
 # Sets up its own Python virtual environment under target/peers-venv (PyPI: vowpalwabbit 9.x,
 # scikit-learn, river, numpy, matplotlib), builds streamsgd, generates the data once per task
@@ -11,7 +11,7 @@
 # target/peers/<rows>/results.{md,json} and chart.{svg,png}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-rows=1000000; features=32; repeat=3; flink=0; sparse=0
+rows=1000000; features=32; repeat=3; flink=0; sparse=0; stask=ctr; cross=cd
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) rows="$2"; shift 2 ;;
@@ -20,6 +20,7 @@ while [ $# -gt 0 ]; do
     --repeat) repeat="$2"; shift 2 ;;
     --with-flink) flink=1; shift ;;
     --sparse) sparse=1; shift ;;
+    --eat-rate) stask=eat-rate; cross=AB; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -31,13 +32,13 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import vowpalwabbit, 
 fi
 if [ "$sparse" = 1 ]; then
   "$venv/bin/python" -c "import scipy" 2>/dev/null || "$venv/bin/pip" install -q scipy
-  dir="target/peers/sparse-$rows"; mkdir -p "$dir"
+  dir="target/peers/sparse-$stask-$rows"; mkdir -p "$dir"
   if [ ! -f "$dir/done" ]; then
-    target/release/streamsgd gen --task ctr --rows "$rows" --seed 7 -o "$dir/all.vw" --truth "$dir/truth.json"
+    target/release/streamsgd gen --task "$stask" --rows "$rows" --seed 7 -o "$dir/all.vw" --truth "$dir/truth.json"
     target/release/streamsgd convert "$dir/all.vw" -o "$dir/all.ssgd"
     touch "$dir/done"
   fi
-  exec "$venv/bin/python" scripts/peers/sparse.py --dir "$dir" --streamsgd target/release/streamsgd --repeat "$repeat"
+  exec "$venv/bin/python" scripts/peers/sparse.py --dir "$dir" --streamsgd target/release/streamsgd --repeat "$repeat" --task "$stask" --cross "$cross"
 fi
 out="target/peers/$rows"
 mkdir -p "$out"

@@ -122,6 +122,8 @@ def main():
     ap.add_argument("--streamsgd", required=True)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--river-rows", type=int, default=1_000_000, help="River learns at most this many rows (it is slow)")
+    ap.add_argument("--cross", default="cd", help="the namespaces whose cross the label needs (ctr: cd, eat-rate: AB)")
+    ap.add_argument("--task", default="ctr")
     a = ap.parse_args()
     d = a.dir
     truth = json.load(open(os.path.join(d, "truth.json")))
@@ -141,26 +143,26 @@ def main():
         print(f"{name:<44} {rows / t['median'] / 1e6:8.3f} M rows/s  log loss {s['log_loss']:.4f}  accuracy {s['accuracy']:.4f}", flush=True)
 
     n_train = len(train_lines)
-    for cross in ("", "cd"):
+    for cross in ("", a.cross):
         for threads in (1, 2):
             t, s = run_streamsgd(a.streamsgd, ssgd, threads, cross, a.repeat)
-            add(f"streamsgd {threads} thread(s) {'--interactions cd' if cross else ''}", cross, t, s, n_train)
+            add(f"streamsgd {threads} thread(s) {'--interactions ' + cross if cross else ''}", cross, t, s, n_train)
         for bits in (18, 24):
             t, s = run_vw(d, bits, cross, a.repeat, y_hold)
-            add(f"Vowpal Wabbit -b {bits} {'-q cd' if cross else ''} (cache)", cross, t, s, n_train)
+            add(f"Vowpal Wabbit -b {bits} {'-q ' + cross if cross else ''} (cache)", cross, t, s, n_train)
         rows_train = [vw_tokens(l, cross) for l in train_lines]
         rows_hold = [vw_tokens(l, cross) for l in hold_lines]
         y_train = np.array([y for _, y in rows_train])
         t, s = run_sklearn(csr(rows_train, 18), csr(rows_hold, 18), y_train, y_hold, a.repeat)
-        add(f"scikit-learn SGDClassifier, CSR 2^18 {'+ c×d' if cross else ''}", cross, t, s, n_train)
+        add(f"scikit-learn SGDClassifier, CSR 2^18 {'+ cross ' + cross if cross else ''}", cross, t, s, n_train)
         k = min(a.river_rows, n_train)
         t, s = run_river(rows_train[:k], rows_hold, y_hold)
-        add(f"River LogisticRegression (AdaGrad) {'+ c×d' if cross else ''}" + (f", first {k} rows" if k < n_train else ""), cross, t, s, k)
+        add(f"River LogisticRegression (AdaGrad) {'+ cross ' + cross if cross else ''}" + (f", first {k} rows" if k < n_train else ""), cross, t, s, k)
     oracle = truth["oracle_holdout_log_loss"]
     env = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}
     json.dump({"rows": len(lines), "oracle_holdout_log_loss": oracle, "env": env, "results": results}, open(os.path.join(d, "sparse.json"), "w"), indent=1)
     with open(os.path.join(d, "sparse.md"), "w") as f:
-        f.write(f"`gen --task ctr`, {len(lines)} rows: {n_train} learned in one pass, the last {n_hold} held out. "
+        f.write(f"`gen --task {a.task}`, {len(lines)} rows: {n_train} learned in one pass, the last {n_hold} held out. "
                 f"The hidden model's holdout log loss: {oracle:.4f}. {env['cores']} cores.\n\n")
         f.write("| learner | rows/s (median) | min–max s | holdout log loss | accuracy |\n|---|---|---|---|---|\n")
         for r in results:

@@ -12,8 +12,8 @@ use streamsgd::source::TextFormat;
 #[derive(Args, Debug)]
 pub struct GenArgs {
     /// classification (labels 0/1, logistic link), regression (linear + Gaussian noise), or
-    /// ctr (sparse click logs: Zipf categorical fields and a hidden cross; .vw, .libsvm or
-    /// sparse .ssgd).
+    /// ctr (sparse click logs: Zipf categorical fields and a hidden cross) or eat-rate (only a
+    /// cross carries the label); these two write .vw, .libsvm or sparse .ssgd.
     #[arg(long, value_enum, default_value = "classification")]
     task: GenTask,
     /// Rows to generate.
@@ -58,18 +58,26 @@ enum GenTask {
     Regression,
     /// Sparse click logs (see `streamsgd::source::ctr`).
     Ctr,
+    /// Sparse: does an animal eat a food? Only their cross carries the label.
+    #[value(name = "eat-rate")]
+    EatRate,
 }
 
-/// `gen --task ctr`: writes rows in the format the extension names and reports the hidden
-/// model's log loss (the oracle's: no model can do better in expectation).
-fn gen_ctr(a: &GenArgs) -> anyhow::Result<()> {
+/// `gen --task ctr|eat-rate`: writes rows in the format the extension names and reports the
+/// hidden model's log loss (the oracle's: no model can do better in expectation).
+fn gen_sparse(a: &GenArgs, task: streamsgd::source::ctr::SparseTask) -> anyhow::Result<()> {
     use std::io::Write;
     use streamsgd::source::ctr::CtrGenerator;
     let start = Instant::now();
     let stop = super::signals::install()?;
-    let mut g = CtrGenerator::new(a.seed, 0);
+    let mut g = CtrGenerator::new(task, a.seed, 0);
     let ext = a.output.extension().and_then(|e| e.to_str()).unwrap_or("");
-    anyhow::ensure!(matches!(ext, "vw" | "libsvm" | "ssgd"), "{}: ctr rows are sparse: write .vw, .libsvm or .ssgd", a.output.display());
+    anyhow::ensure!(
+        matches!(ext, "vw" | "libsvm" | "ssgd"),
+        "{}: {} rows are sparse: write .vw, .libsvm or .ssgd",
+        a.output.display(),
+        task.name()
+    );
     let mut sparse = (ext == "ssgd").then(|| streamsgd::dataset::SparseWriter::create(&a.output, a.block_rows)).transpose()?;
     let mut text = if sparse.is_none() {
         Some(std::io::BufWriter::with_capacity(
@@ -99,7 +107,7 @@ fn gen_ctr(a: &GenArgs) -> anyhow::Result<()> {
             (None, Some(out)) => {
                 line.clear();
                 if ext == "vw" {
-                    CtrGenerator::push_vw(&row, &mut line);
+                    g.push_vw(&row, &mut line);
                 } else {
                     g.push_libsvm(&row, &mut line, &mut scratch);
                 }
@@ -121,7 +129,7 @@ fn gen_ctr(a: &GenArgs) -> anyhow::Result<()> {
     }
     let held = a.rows - holdout_from;
     let v = serde_json::json!({
-        "task": "ctr",
+        "task": task.name(),
         "rows": a.rows,
         "oracle_log_loss": oracle / a.rows.max(1) as f64,
         "oracle_holdout_log_loss": oracle_held / held.max(1) as f64,
@@ -131,8 +139,9 @@ fn gen_ctr(a: &GenArgs) -> anyhow::Result<()> {
         std::fs::write(p, serde_json::to_string_pretty(&v)?).with_context(|| format!("writing {}", p.display()))?;
     }
     println!(
-        "wrote {} ctr rows to {} in {:.2} s; the hidden model's log loss: {:.4} on all rows, {:.4} on the last 10 %",
+        "wrote {} {} rows to {} in {:.2} s; the hidden model's log loss: {:.4} on all rows, {:.4} on the last 10 %",
         a.rows,
+        task.name(),
         a.output.display(),
         start.elapsed().as_secs_f64(),
         v["oracle_log_loss"].as_f64().unwrap_or(f64::NAN),
@@ -143,7 +152,8 @@ fn gen_ctr(a: &GenArgs) -> anyhow::Result<()> {
 
 pub fn gen(a: GenArgs) -> anyhow::Result<()> {
     let task = match a.task {
-        GenTask::Ctr => return gen_ctr(&a),
+        GenTask::Ctr => return gen_sparse(&a, streamsgd::source::ctr::SparseTask::Ctr),
+        GenTask::EatRate => return gen_sparse(&a, streamsgd::source::ctr::SparseTask::EatRate),
         GenTask::Classification => Task::Classification,
         GenTask::Regression => Task::Regression,
     };

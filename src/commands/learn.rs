@@ -877,6 +877,8 @@ pub struct BenchArgs {
     shards: ShardArgs,
     #[command(flatten)]
     features_stage: FeatureArgs,
+    #[command(flatten)]
+    sparse: sparse::SparseArgs,
     /// Print JSON instead of a table.
     #[arg(help_heading = "Run and output", long)]
     json: bool,
@@ -918,6 +920,9 @@ fn bandwidth(bytes: &[u8], threads: usize) -> f64 {
 
 pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     ensure!(a.repeat >= 1 && !a.thread_counts.is_empty(), "--repeat and --thread-counts must be non-empty");
+    if let Some(p) = a.data.as_deref().filter(|p| sparse::is_sparse(&p.to_string_lossy(), None, None, &a.sparse)) {
+        return sparse::bench(p, &a.thread_counts, a.repeat, a.holdout, &a.model, &a.sparse, a.json);
+    }
     let path = match &a.data {
         Some(p) => p.clone(),
         None => {

@@ -1,12 +1,16 @@
-//! Synthetic click logs (`gen --task ctr`): categorical fields with Zipf-distributed values,
-//! two numeric fields, and a click drawn from a hidden sparse logistic model that includes one
-//! pairwise cross — so a model without that cross cannot reach the oracle's log loss.
+//! Synthetic sparse streams with a hidden logistic model (`gen --task ctr|eat-rate`):
 //!
-//! Fields are VW namespaces `a`..`h` (cardinalities 10^6, 10^5, 10^4, 10^3, 300, 100, 30, 10;
-//! values `v{rank}` drawn from Zipf(n, 1.1)) and `n` (`x` and `y`, standard normal). The
-//! hidden weight of each value is a normal draw keyed by a hash of (seed, field, value), so no
-//! table is stored; the cross is of fields `c` and `d` (10^7 possible pairs). Deterministic:
-//! the same seed gives the same rows. No `unsafe` here.
+//! - **ctr** (click logs): VW namespaces `a`..`h` with cardinalities 10^6, 10^5, 10^4, 10^3,
+//!   300, 100, 30, 10 and values `v{rank}` drawn from Zipf(n, 1.1), two numeric features `x`, `y`
+//!   in namespace `n`; every value has a hidden weight, and the cross of `c` and `d` (10^7
+//!   possible pairs) one more — so a model without that cross cannot reach the oracle's loss.
+//! - **eat-rate** (in the spirit of fwumious_wabbit's benchmark): does animal `A` (1000,
+//!   uniform) eat food `B` (100, uniform)? Ten more namespaces `C`..`L` (1000 values each) are
+//!   noise. The label depends on the pair only (a hidden bit per pair: probability 0.9 or 0.1),
+//!   so without `--interactions AB` nothing can be learned.
+//!
+//! Hidden weights are normal draws keyed by a hash of (seed, field, value): no table is stored.
+//! Deterministic: the same seed gives the same rows. No `unsafe` here.
 
 use crate::source::hash::{feature_id, fmix64, namespace_hash};
 use crate::sparse::SparseRows;
@@ -14,33 +18,89 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal, Zipf};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-/// The categorical fields: namespace name and cardinality.
-pub const FIELDS: [(&str, u32); 8] =
-    [("a", 1_000_000), ("b", 100_000), ("c", 10_000), ("d", 1_000), ("e", 300), ("f", 100), ("g", 30), ("h", 10)];
-/// The crossed fields (indices into [`FIELDS`]).
-pub const CROSSED: (usize, usize) = (2, 3);
-const NUMERIC_NS: &str = "n";
-/// Spread of the hidden weights: per field, of the cross, of the numeric fields.
-const FIELD_SD: f32 = 0.5;
-const CROSS_SD: f32 = 1.0;
-const NUMERIC_W: [f32; 2] = [0.4, -0.3];
-const BIAS: f32 = -1.2;
+/// Which stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SparseTask {
+    /// Click logs: Zipf fields, numeric features, a hidden cross.
+    Ctr,
+    /// Animals and foods: only their cross carries the label.
+    EatRate,
+}
 
-/// One generated row: its field values (ranks), numeric values, label and true probability.
-#[derive(Clone, Copy, Debug, PartialEq)]
+impl SparseTask {
+    /// The name `gen --task` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            SparseTask::Ctr => "ctr",
+            SparseTask::EatRate => "eat-rate",
+        }
+    }
+}
+
+/// A task's shape: its categorical fields (namespace, cardinality), whether values are Zipf
+/// (else uniform), the spread of per-value weights, the crossed fields, and numeric features.
+struct Spec {
+    fields: &'static [(&'static str, u32)],
+    zipf: bool,
+    field_sd: f32,
+    crossed: (usize, usize),
+    numeric: bool,
+    bias: f32,
+}
+
+const CTR: Spec = Spec {
+    fields: &[("a", 1_000_000), ("b", 100_000), ("c", 10_000), ("d", 1_000), ("e", 300), ("f", 100), ("g", 30), ("h", 10)],
+    zipf: true,
+    field_sd: 0.5,
+    crossed: (2, 3),
+    numeric: true,
+    bias: -1.2,
+};
+
+const EAT_RATE: Spec = Spec {
+    fields: &[
+        ("A", 1000),
+        ("B", 100),
+        ("C", 1000),
+        ("D", 1000),
+        ("E", 1000),
+        ("F", 1000),
+        ("G", 1000),
+        ("H", 1000),
+        ("I", 1000),
+        ("J", 1000),
+        ("K", 1000),
+        ("L", 1000),
+    ],
+    zipf: false,
+    field_sd: 0.0,
+    crossed: (0, 1),
+    numeric: false,
+    bias: 0.0,
+};
+
+const NUMERIC_NS: &str = "n";
+const NUMERIC_W: [f32; 2] = [0.4, -0.3];
+/// ctr: spread of the cross's weights; eat-rate: the margin of an eaten (or not) pair.
+const CROSS_SD: f32 = 1.0;
+const EAT_MARGIN: f32 = 2.197; // ln 9: probability 0.9 or 0.1
+
+/// One generated row: its field values (1-based), numeric values, label and true probability.
+#[derive(Clone, Debug, PartialEq)]
 pub struct CtrRow {
-    /// Rank of each categorical field's value (1 = the most frequent).
-    pub values: [u32; FIELDS.len()],
-    /// The numeric fields.
-    pub numeric: [f32; 2],
-    /// Clicked (1) or not (0).
+    /// Each categorical field's value (ctr: its rank, 1 = the most frequent).
+    pub values: Vec<u32>,
+    /// The numeric features (ctr), else empty.
+    pub numeric: Vec<f32>,
+    /// Positive (1) or not (0).
     pub label: f32,
-    /// The hidden model's click probability.
+    /// The hidden model's probability of a positive.
     pub p: f32,
 }
 
 /// The generator.
 pub struct CtrGenerator {
+    spec: &'static Spec,
     seed: u64,
     rng: Xoshiro256PlusPlus,
     zipf: Vec<Zipf<f64>>,
@@ -54,15 +114,21 @@ fn keyed_normal(key: u64) -> f32 {
 }
 
 impl CtrGenerator {
-    /// A generator with `seed`; feature ids are hashed with `hash_seed` (as `train` hashes VW).
-    pub fn new(seed: u64, hash_seed: u64) -> Self {
-        let zipf = FIELDS.iter().map(|&(_, n)| Zipf::new(n as f64, 1.1).expect("valid Zipf")).collect();
-        let ns = FIELDS
+    /// A generator of `task` with `seed`; feature ids are hashed with `hash_seed` (as `train`
+    /// hashes VW).
+    pub fn new(task: SparseTask, seed: u64, hash_seed: u64) -> Self {
+        let spec = match task {
+            SparseTask::Ctr => &CTR,
+            SparseTask::EatRate => &EAT_RATE,
+        };
+        let zipf = spec.fields.iter().map(|&(_, n)| Zipf::new(n as f64, 1.1).expect("valid Zipf")).collect();
+        let ns = spec
+            .fields
             .iter()
             .map(|(name, _)| namespace_hash(name.as_bytes(), hash_seed))
             .chain([namespace_hash(NUMERIC_NS.as_bytes(), hash_seed)])
             .collect();
-        CtrGenerator { seed, rng: Xoshiro256PlusPlus::seed_from_u64(seed), zipf, ns }
+        CtrGenerator { spec, seed, rng: Xoshiro256PlusPlus::seed_from_u64(seed), zipf, ns }
     }
 
     fn weight(&self, field: u64, value: u64) -> f32 {
@@ -71,16 +137,24 @@ impl CtrGenerator {
 
     /// The next row.
     pub fn next_row(&mut self) -> CtrRow {
-        let mut values = [0u32; FIELDS.len()];
-        let mut margin = BIAS;
-        for (k, v) in values.iter_mut().enumerate() {
-            *v = self.zipf[k].sample(&mut self.rng) as u32;
-            margin += FIELD_SD * self.weight(k as u64, *v as u64);
+        let spec = self.spec;
+        let mut margin = spec.bias;
+        let mut values = Vec::with_capacity(spec.fields.len());
+        for (k, &(_, n)) in spec.fields.iter().enumerate() {
+            let v = if spec.zipf { self.zipf[k].sample(&mut self.rng) as u32 } else { self.rng.random_range(1..=n) };
+            if spec.field_sd > 0.0 {
+                margin += spec.field_sd * self.weight(k as u64, v as u64);
+            }
+            values.push(v);
         }
-        let (i, j) = CROSSED;
-        margin += CROSS_SD * self.weight(100, (values[i] as u64) << 32 | values[j] as u64);
-        let numeric = [self.rng.sample::<f32, _>(StandardNormal), self.rng.sample::<f32, _>(StandardNormal)];
-        margin += NUMERIC_W[0] * numeric[0] + NUMERIC_W[1] * numeric[1];
+        let (i, j) = spec.crossed;
+        let pair = self.weight(100, (values[i] as u64) << 32 | values[j] as u64);
+        margin += if spec.zipf { CROSS_SD * pair } else { EAT_MARGIN * pair.signum() };
+        let mut numeric = Vec::new();
+        if spec.numeric {
+            numeric = vec![self.rng.sample::<f32, _>(StandardNormal), self.rng.sample::<f32, _>(StandardNormal)];
+            margin += NUMERIC_W[0] * numeric[0] + NUMERIC_W[1] * numeric[1];
+        }
         let p = 1.0 / (1.0 + (-margin).exp());
         let label = if self.rng.random::<f32>() < p { 1.0 } else { 0.0 };
         CtrRow { values, numeric, label, p }
@@ -89,31 +163,35 @@ impl CtrGenerator {
     /// Appends `row` as sparse features (ids as `train` hashes the VW line) to `out`.
     pub fn push_sparse(&self, row: &CtrRow, out: &mut SparseRows) {
         let mut name = itoa::Buffer::new();
+        let fields = self.spec.fields;
         for (k, &v) in row.values.iter().enumerate() {
             let text = [b"v", name.format(v).as_bytes()].concat();
-            out.push_feature(feature_id(self.ns[k], &text), 1.0, FIELDS[k].0.as_bytes()[0]);
+            out.push_feature(feature_id(self.ns[k], &text), 1.0, fields[k].0.as_bytes()[0]);
         }
-        let n = self.ns[FIELDS.len()];
-        out.push_feature(feature_id(n, b"x"), row.numeric[0], b'n');
-        out.push_feature(feature_id(n, b"y"), row.numeric[1], b'n');
+        let n = self.ns[fields.len()];
+        for (name, &x) in [&b"x"[..], b"y"].iter().zip(&row.numeric) {
+            out.push_feature(feature_id(n, name), x, b'n');
+        }
         out.end_row(row.label, 1.0);
     }
 
     /// Appends `row` as a VW line (labels −1/+1).
-    pub fn push_vw(row: &CtrRow, out: &mut Vec<u8>) {
+    pub fn push_vw(&self, row: &CtrRow, out: &mut Vec<u8>) {
         let mut num = ryu::Buffer::new();
         let mut int = itoa::Buffer::new();
         out.extend_from_slice(if row.label > 0.0 { b"1" } else { b"-1" });
         for (k, &v) in row.values.iter().enumerate() {
             out.extend_from_slice(b" |");
-            out.extend_from_slice(FIELDS[k].0.as_bytes());
+            out.extend_from_slice(self.spec.fields[k].0.as_bytes());
             out.extend_from_slice(b" v");
             out.extend_from_slice(int.format(v).as_bytes());
         }
-        out.extend_from_slice(b" |n x:");
-        out.extend_from_slice(num.format(row.numeric[0]).as_bytes());
-        out.extend_from_slice(b" y:");
-        out.extend_from_slice(num.format(row.numeric[1]).as_bytes());
+        if let [x, y] = row.numeric[..] {
+            out.extend_from_slice(b" |n x:");
+            out.extend_from_slice(num.format(x).as_bytes());
+            out.extend_from_slice(b" y:");
+            out.extend_from_slice(num.format(y).as_bytes());
+        }
         out.push(b'\n');
     }
 
@@ -143,7 +221,7 @@ mod tests {
 
     #[test]
     fn deterministic_zipf_and_clicks() {
-        let (mut a, mut b) = (CtrGenerator::new(7, 0), CtrGenerator::new(7, 0));
+        let (mut a, mut b) = (CtrGenerator::new(SparseTask::Ctr, 7, 0), CtrGenerator::new(SparseTask::Ctr, 7, 0));
         let rows: Vec<CtrRow> = (0..20_000).map(|_| a.next_row()).collect();
         assert!(rows.iter().all(|r| r == &b.next_row()));
         // Zipf: the top value of the largest field is common, and most values are rare.
@@ -153,7 +231,7 @@ mod tests {
         assert!((0.15..0.45).contains(&rate), "{rate}");
         // The same row as VW text parses to the same sparse features.
         let mut line = Vec::new();
-        CtrGenerator::push_vw(&rows[0], &mut line);
+        a.push_vw(&rows[0], &mut line);
         let mut parsed = SparseRows::new();
         let mut p = crate::sparse::SparseParser::new(&line[..], "t", crate::source::TextFormat::Vw, 0).unwrap();
         assert!(p.next_row(&mut parsed).unwrap());
@@ -161,5 +239,16 @@ mod tests {
         a.push_sparse(&rows[0], &mut direct);
         parsed.labels[0] = parsed.labels[0].max(0.0);
         assert_eq!(parsed, direct);
+    }
+
+    #[test]
+    fn eat_rate_labels_come_from_the_pair_alone() {
+        let mut g = CtrGenerator::new(SparseTask::EatRate, 3, 0);
+        let rows: Vec<CtrRow> = (0..5000).map(|_| g.next_row()).collect();
+        assert!(rows.iter().all(|r| r.values.len() == 12 && r.numeric.is_empty()));
+        assert!(rows.iter().all(|r| (r.p - 0.9).abs() < 1e-3 || (r.p - 0.1).abs() < 1e-3));
+        // The same pair, the same probability, whatever the noise namespaces.
+        let same: Vec<&CtrRow> = rows.iter().filter(|r| r.values[..2] == rows[0].values[..2]).collect();
+        assert!(same.iter().all(|r| r.p == rows[0].p));
     }
 }

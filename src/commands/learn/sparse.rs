@@ -133,6 +133,98 @@ fn open(spec: &str, format: Option<TextFormat>, h: &Hashing, count: bool, patien
     Ok((Source::Text { parser, rows }, name))
 }
 
+/// The run's settings from the model and sparse flags, with `threads` shards.
+fn config(m: &super::ModelArgs, s: &SparseArgs, threads: usize) -> anyhow::Result<SparseConfig> {
+    let bits = s.bits.unwrap_or(DEFAULT_BITS);
+    ensure!((1..=MAX_BITS).contains(&bits), "--bits {bits} must be from 1 to {MAX_BITS}");
+    let mut learner = m.learner(true)?;
+    if m.optimizer.is_none() {
+        learner.optim = OptimConfig { kind: Kind::Normalized, lr: m.lr.unwrap_or(DEFAULT_LR), ..learner.optim };
+    }
+    Ok(SparseConfig {
+        loss: learner.loss,
+        optim: learner.optim,
+        bits,
+        interactions: interactions(&s.interactions)?,
+        threads,
+        bad_rows: learner.bad_rows,
+        passes: 1,
+        stop: None,
+    })
+}
+
+/// `bench` on a sparse `.ssgd` file: per thread count, the median (min, max) of `repeat` runs.
+pub fn bench(
+    path: &Path,
+    thread_counts: &[usize],
+    repeat: usize,
+    holdout: f64,
+    m: &super::ModelArgs,
+    s: &SparseArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    ensure!((0.0..1.0).contains(&holdout), "--holdout {holdout} must be in [0, 1)");
+    let ds = SparseDataset::open(path)?;
+    let train_rows = ds.rows() - (ds.rows() as f64 * holdout).round() as u64;
+    let mut table = Vec::new();
+    for &threads in thread_counts {
+        ensure!(threads >= 1, "--thread-counts: at least 1 thread");
+        let cfg = config(m, s, threads)?;
+        let mut runs: Vec<streamsgd::sparse::SparseReport> = (0..repeat)
+            .map(|_| run::<Box<dyn BufRead>>(&cfg, SparseInput::Mapped { dataset: &ds, train_rows }).map(|o| o.report))
+            .collect::<anyhow::Result<_>>()?;
+        runs.sort_by(|a, b| a.rows_per_sec.total_cmp(&b.rows_per_sec));
+        let (lo, mid, hi) = (&runs[0], &runs[runs.len() / 2], &runs[runs.len() - 1]);
+        table.push(serde_json::json!({
+            "threads": threads, "rows_per_sec": mid.rows_per_sec, "rows_per_sec_min": lo.rows_per_sec,
+            "rows_per_sec_max": hi.rows_per_sec, "features_per_sec": mid.features_per_sec,
+            "holdout_loss": mid.holdout.as_ref().map(|h| h.loss), "table_bytes": Table::bytes(cfg.bits, cfg.optim.kind),
+        }));
+    }
+    let base = table[0]["rows_per_sec"].as_f64().unwrap_or(f64::NAN);
+    let rss = peak_rss();
+    if json {
+        println!("{}", serde_json::json!({ "data": path.display().to_string(), "rows": ds.rows(), "peak_rss_bytes": rss, "runs": table }));
+        return Ok(());
+    }
+    println!(
+        "{} ({} sparse rows, {:.1} MB mapped), {repeat} run(s) each, median (min–max):",
+        path.display(),
+        ds.rows(),
+        std::fs::metadata(path)?.len() as f64 / 1e6
+    );
+    println!("{:>7} {:>22} {:>12} {:>8} {:>12}", "threads", "M rows/s", "M features/s", "speedup", "holdout loss");
+    for r in &table {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{:>7} {:>8.2} ({:.2}–{:.2}) {:>12.1} {:>7.2}× {:>12.4}",
+            r["threads"],
+            f("rows_per_sec") / 1e6,
+            f("rows_per_sec_min") / 1e6,
+            f("rows_per_sec_max") / 1e6,
+            f("features_per_sec") / 1e6,
+            f("rows_per_sec") / base,
+            f("holdout_loss")
+        );
+    }
+    if let Some(b) = rss {
+        println!(
+            "peak memory (RSS) {:.1} MB: the table is {:.1} MB, the file {:.1} MB (mapped)",
+            b as f64 / 1e6,
+            table[0]["table_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+            std::fs::metadata(path)?.len() as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+/// The process's peak resident memory (Linux: VmHWM), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Flags of the dense path that sparse runs do not take yet: an error naming them.
 fn refuse_dense_only(a: &TrainArgs) -> anyhow::Result<()> {
     let f = &a.features_stage;
@@ -162,27 +254,13 @@ fn refuse_dense_only(a: &TrainArgs) -> anyhow::Result<()> {
 /// `train` on sparse input.
 pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     refuse_dense_only(&a)?;
-    let bits = a.sparse.bits.unwrap_or(DEFAULT_BITS);
-    ensure!((1..=MAX_BITS).contains(&bits), "--bits {bits} must be from 1 to {MAX_BITS}");
-    let mut learner = a.model.learner(true)?;
-    if a.model.optimizer.is_none() {
-        learner.optim = OptimConfig { kind: Kind::Normalized, lr: a.model.lr.unwrap_or(DEFAULT_LR), ..learner.optim };
-    }
     let threads = a.shards.threads.unwrap_or_else(cores);
     ensure!(threads >= 1, "--threads must be at least 1");
     super::warn_oversubscribed(threads);
     let stop = crate::commands::signals::install()?;
     let patience = Patience { idle: a.idle_timeout, stop: Some(stop.flag()) };
-    let cfg = SparseConfig {
-        loss: learner.loss,
-        optim: learner.optim,
-        bits,
-        interactions: interactions(&a.sparse.interactions)?,
-        threads,
-        bad_rows: learner.bad_rows,
-        passes: a.passes,
-        stop: Some(stop.flag()),
-    };
+    let cfg = SparseConfig { passes: a.passes, stop: Some(stop.flag()), ..config(&a.model, &a.sparse, threads)? };
+    let (learner, bits) = (a.model.learner(true)?, cfg.bits);
     let hashing = Hashing {
         seed: a.sparse.hash_seed,
         categorical: a.sparse.categorical.clone(),
