@@ -12,8 +12,9 @@ use streamsgd::source::TextFormat;
 #[derive(Args, Debug)]
 pub struct GenArgs {
     /// classification (labels 0/1, logistic link), regression (linear + Gaussian noise), or
-    /// ctr (sparse click logs: Zipf categorical fields and a hidden cross) or eat-rate (only a
-    /// cross carries the label); these two write .vw, .libsvm or sparse .ssgd.
+    /// ctr (sparse click logs: Zipf categorical fields and a hidden cross), eat-rate (only a
+    /// cross carries the label) or text (bags of Zipf words); these write .vw, .libsvm or
+    /// sparse .ssgd.
     #[arg(long, value_enum, default_value = "classification")]
     task: GenTask,
     /// Rows to generate.
@@ -61,6 +62,8 @@ enum GenTask {
     /// Sparse: does an animal eat a food? Only their cross carries the label.
     #[value(name = "eat-rate")]
     EatRate,
+    /// Sparse: bags of Zipf words.
+    Text,
 }
 
 /// `gen --task ctr|eat-rate`: writes rows in the format the extension names and reports the
@@ -154,6 +157,7 @@ pub fn gen(a: GenArgs) -> anyhow::Result<()> {
     let task = match a.task {
         GenTask::Ctr => return gen_sparse(&a, streamsgd::source::ctr::SparseTask::Ctr),
         GenTask::EatRate => return gen_sparse(&a, streamsgd::source::ctr::SparseTask::EatRate),
+        GenTask::Text => return gen_sparse(&a, streamsgd::source::ctr::SparseTask::Text),
         GenTask::Classification => Task::Classification,
         GenTask::Regression => Task::Regression,
     };

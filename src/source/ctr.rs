@@ -8,6 +8,8 @@
 //!   uniform) eat food `B` (100, uniform)? Ten more namespaces `C`..`L` (1000 values each) are
 //!   noise. The label depends on the pair only (a hidden bit per pair: probability 0.9 or 0.1),
 //!   so without `--interactions AB` nothing can be learned.
+//! - **text** (bags of words): 10 to 60 words per row from a vocabulary of 10^5 drawn from
+//!   Zipf(n, 1.05), namespace `w`, each word with a hidden weight (spam, sentiment).
 //!
 //! Hidden weights are normal draws keyed by a hash of (seed, field, value): no table is stored.
 //! Deterministic: the same seed gives the same rows. No `unsafe` here.
@@ -25,6 +27,8 @@ pub enum SparseTask {
     Ctr,
     /// Animals and foods: only their cross carries the label.
     EatRate,
+    /// Bags of Zipf words.
+    Text,
 }
 
 impl SparseTask {
@@ -33,6 +37,7 @@ impl SparseTask {
         match self {
             SparseTask::Ctr => "ctr",
             SparseTask::EatRate => "eat-rate",
+            SparseTask::Text => "text",
         }
     }
 }
@@ -43,18 +48,21 @@ struct Spec {
     fields: &'static [(&'static str, u32)],
     zipf: bool,
     field_sd: f32,
-    crossed: (usize, usize),
+    crossed: Option<(usize, usize)>,
     numeric: bool,
     bias: f32,
+    /// A bag: this many values (a range) of the first field per row, instead of one per field.
+    bag: Option<(u32, u32)>,
 }
 
 const CTR: Spec = Spec {
     fields: &[("a", 1_000_000), ("b", 100_000), ("c", 10_000), ("d", 1_000), ("e", 300), ("f", 100), ("g", 30), ("h", 10)],
     zipf: true,
     field_sd: 0.5,
-    crossed: (2, 3),
+    crossed: Some((2, 3)),
     numeric: true,
     bias: -1.2,
+    bag: None,
 };
 
 const EAT_RATE: Spec = Spec {
@@ -74,10 +82,14 @@ const EAT_RATE: Spec = Spec {
     ],
     zipf: false,
     field_sd: 0.0,
-    crossed: (0, 1),
+    crossed: Some((0, 1)),
     numeric: false,
     bias: 0.0,
+    bag: None,
 };
+
+const TEXT: Spec =
+    Spec { fields: &[("w", 100_000)], zipf: true, field_sd: 0.4, crossed: None, numeric: false, bias: -0.3, bag: Some((10, 60)) };
 
 const NUMERIC_NS: &str = "n";
 const NUMERIC_W: [f32; 2] = [0.4, -0.3];
@@ -88,8 +100,9 @@ const EAT_MARGIN: f32 = 2.197; // ln 9: probability 0.9 or 0.1
 /// One generated row: its field values (1-based), numeric values, label and true probability.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CtrRow {
-    /// Each categorical field's value (ctr: its rank, 1 = the most frequent).
-    pub values: Vec<u32>,
+    /// (field, value) pairs: one per field, or a bag of the first field's (ctr, text: the
+    /// value's rank, 1 = the most frequent).
+    pub values: Vec<(usize, u32)>,
     /// The numeric features (ctr), else empty.
     pub numeric: Vec<f32>,
     /// Positive (1) or not (0).
@@ -120,6 +133,7 @@ impl CtrGenerator {
         let spec = match task {
             SparseTask::Ctr => &CTR,
             SparseTask::EatRate => &EAT_RATE,
+            SparseTask::Text => &TEXT,
         };
         let zipf = spec.fields.iter().map(|&(_, n)| Zipf::new(n as f64, 1.1).expect("valid Zipf")).collect();
         let ns = spec
@@ -140,16 +154,35 @@ impl CtrGenerator {
         let spec = self.spec;
         let mut margin = spec.bias;
         let mut values = Vec::with_capacity(spec.fields.len());
-        for (k, &(_, n)) in spec.fields.iter().enumerate() {
-            let v = if spec.zipf { self.zipf[k].sample(&mut self.rng) as u32 } else { self.rng.random_range(1..=n) };
-            if spec.field_sd > 0.0 {
-                margin += spec.field_sd * self.weight(k as u64, v as u64);
+        let draw = |g: &mut Self, k: usize| {
+            if spec.zipf {
+                g.zipf[k].sample(&mut g.rng) as u32
+            } else {
+                g.rng.random_range(1..=spec.fields[k].1)
             }
-            values.push(v);
+        };
+        match spec.bag {
+            Some((lo, hi)) => {
+                let n = self.rng.random_range(lo..=hi);
+                for _ in 0..n {
+                    let v = draw(self, 0);
+                    values.push((0, v));
+                }
+            }
+            None => {
+                for k in 0..spec.fields.len() {
+                    let v = draw(self, k);
+                    values.push((k, v));
+                }
+            }
         }
-        let (i, j) = spec.crossed;
-        let pair = self.weight(100, (values[i] as u64) << 32 | values[j] as u64);
-        margin += if spec.zipf { CROSS_SD * pair } else { EAT_MARGIN * pair.signum() };
+        if spec.field_sd > 0.0 {
+            margin += values.iter().map(|&(k, v)| spec.field_sd * self.weight(k as u64, v as u64)).sum::<f32>();
+        }
+        if let Some((i, j)) = spec.crossed {
+            let pair = self.weight(100, (values[i].1 as u64) << 32 | values[j].1 as u64);
+            margin += if spec.zipf { CROSS_SD * pair } else { EAT_MARGIN * pair.signum() };
+        }
         let mut numeric = Vec::new();
         if spec.numeric {
             numeric = vec![self.rng.sample::<f32, _>(StandardNormal), self.rng.sample::<f32, _>(StandardNormal)];
@@ -164,7 +197,7 @@ impl CtrGenerator {
     pub fn push_sparse(&self, row: &CtrRow, out: &mut SparseRows) {
         let mut name = itoa::Buffer::new();
         let fields = self.spec.fields;
-        for (k, &v) in row.values.iter().enumerate() {
+        for &(k, v) in &row.values {
             let text = [b"v", name.format(v).as_bytes()].concat();
             out.push_feature(feature_id(self.ns[k], &text), 1.0, fields[k].0.as_bytes()[0]);
         }
@@ -180,9 +213,13 @@ impl CtrGenerator {
         let mut num = ryu::Buffer::new();
         let mut int = itoa::Buffer::new();
         out.extend_from_slice(if row.label > 0.0 { b"1" } else { b"-1" });
-        for (k, &v) in row.values.iter().enumerate() {
-            out.extend_from_slice(b" |");
-            out.extend_from_slice(self.spec.fields[k].0.as_bytes());
+        let mut last = usize::MAX;
+        for &(k, v) in &row.values {
+            if k != last {
+                out.extend_from_slice(b" |");
+                out.extend_from_slice(self.spec.fields[k].0.as_bytes());
+                last = k;
+            }
             out.extend_from_slice(b" v");
             out.extend_from_slice(int.format(v).as_bytes());
         }
@@ -203,9 +240,16 @@ impl CtrGenerator {
         let mut int = itoa::Buffer::new();
         out.extend_from_slice(if row.label > 0.0 { b"1" } else { b"0" });
         let mut feats: Vec<(u32, f32)> = scratch.ids.iter().copied().zip(scratch.values.iter().copied()).collect();
+        // LibSVM names an index once: a word twice in a bag is one index of value 2.
         feats.sort_unstable_by_key(|f| f.0);
-        feats.dedup_by_key(|f| f.0);
+        let mut merged: Vec<(u32, f32)> = Vec::with_capacity(feats.len());
         for (id, v) in feats {
+            match merged.last_mut() {
+                Some(last) if last.0 == id => last.1 += v,
+                _ => merged.push((id, v)),
+            }
+        }
+        for (id, v) in merged {
             out.push(b' ');
             out.extend_from_slice(int.format(id).as_bytes());
             out.push(b':');
@@ -225,7 +269,7 @@ mod tests {
         let rows: Vec<CtrRow> = (0..20_000).map(|_| a.next_row()).collect();
         assert!(rows.iter().all(|r| r == &b.next_row()));
         // Zipf: the top value of the largest field is common, and most values are rare.
-        let top = rows.iter().filter(|r| r.values[0] == 1).count();
+        let top = rows.iter().filter(|r| r.values[0].1 == 1).count();
         assert!((1_000..6_000).contains(&top), "{top}");
         let rate = rows.iter().map(|r| r.label).sum::<f32>() / rows.len() as f32;
         assert!((0.15..0.45).contains(&rate), "{rate}");
@@ -237,6 +281,25 @@ mod tests {
         assert!(p.next_row(&mut parsed).unwrap());
         let mut direct = SparseRows::new();
         a.push_sparse(&rows[0], &mut direct);
+        parsed.labels[0] = parsed.labels[0].max(0.0);
+        assert_eq!(parsed, direct);
+    }
+
+    #[test]
+    fn text_rows_are_bags_of_zipf_words() {
+        let mut g = CtrGenerator::new(SparseTask::Text, 5, 0);
+        let rows: Vec<CtrRow> = (0..2000).map(|_| g.next_row()).collect();
+        assert!(rows.iter().all(|r| (10..=60).contains(&r.values.len()) && r.values.iter().all(|&(k, _)| k == 0)));
+        let the = rows.iter().flat_map(|r| &r.values).filter(|&&(_, v)| v == 1).count();
+        assert!(the > 2000, "the commonest word is in most rows: {the}");
+        // VW text of a bag parses to the same features (a word twice is two features).
+        let mut line = Vec::new();
+        g.push_vw(&rows[0], &mut line);
+        let mut parsed = SparseRows::new();
+        let mut p = crate::sparse::SparseParser::new(&line[..], "t", crate::source::TextFormat::Vw, 0).unwrap();
+        assert!(p.next_row(&mut parsed).unwrap());
+        let mut direct = SparseRows::new();
+        g.push_sparse(&rows[0], &mut direct);
         parsed.labels[0] = parsed.labels[0].max(0.0);
         assert_eq!(parsed, direct);
     }
