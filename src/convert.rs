@@ -81,6 +81,18 @@ pub struct ConvertSummary {
 }
 
 impl ConvertSummary {
+    /// Counts a bad line when `skip_bad` allows it (and keeps the first few), else the error.
+    fn skip(&mut self, e: ParseError, skip_bad: bool) -> Result<(), ConvertError> {
+        if !skip_bad || e.fatal {
+            return Err(e.into());
+        }
+        self.skipped += 1;
+        if self.skipped_examples.len() < SKIP_EXAMPLES {
+            self.skipped_examples.push((e.line, e.to_string()));
+        }
+        Ok(())
+    }
+
     /// Parse speed in MB/s (10^6 bytes).
     pub fn mb_per_sec(&self) -> f64 {
         self.bytes as f64 / 1e6 / self.seconds.max(1e-9)
@@ -175,22 +187,11 @@ pub fn convert_text(input: &Path, output: &Path, opts: &ConvertOptions, progress
         match parser.next_row(&mut row) {
             Ok(Some(r)) => {
                 writer.push(&row, r.label, r.weight)?;
-                if writer.rows() % 65_536 == 0 {
-                    progress.set_position(parser.bytes());
-                    if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
-                        // Dropping the writer removes its temporary file.
-                        return Err(ConvertError::Stopped(output.into()));
-                    }
-                }
+                // Dropping the writer on a stop removes its temporary file.
+                now_and_then(writer.rows(), parser.bytes(), opts, output, progress)?;
             }
             Ok(None) => break,
-            Err(e) if opts.skip_bad && !e.fatal => {
-                summary.skipped += 1;
-                if summary.skipped_examples.len() < SKIP_EXAMPLES {
-                    summary.skipped_examples.push((e.line, e.to_string()));
-                }
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => summary.skip(e, opts.skip_bad)?,
         }
     }
     summary.rows = writer.finish()?;
@@ -199,6 +200,18 @@ pub fn convert_text(input: &Path, output: &Path, opts: &ConvertOptions, progress
     summary.seconds = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
     Ok(summary)
+}
+
+/// Every 65 536 rows written: the progress bar, and a stop (`Stopped`: the caller's writer,
+/// dropped, removes its temporary file).
+fn now_and_then(rows: u64, bytes: u64, opts: &ConvertOptions, output: &Path, progress: &ProgressBar) -> Result<(), ConvertError> {
+    if rows % 65_536 == 0 {
+        progress.set_position(bytes);
+        if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
+            return Err(ConvertError::Stopped(output.into()));
+        }
+    }
+    Ok(())
 }
 
 /// Converts VW or LibSVM text, or a CSV with `categorical` columns, into a sparse `.ssgd` file
@@ -228,21 +241,10 @@ pub fn convert_sparse(
             Ok(true) => {
                 writer.push(&rows.as_ref(), 0)?;
                 summary.features += rows.nnz();
-                if writer.rows() % 65_536 == 0 {
-                    progress.set_position(parser.bytes());
-                    if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
-                        return Err(ConvertError::Stopped(output.into()));
-                    }
-                }
+                now_and_then(writer.rows(), parser.bytes(), opts, output, progress)?;
             }
             Ok(false) => break,
-            Err(e) if opts.skip_bad && !e.fatal => {
-                summary.skipped += 1;
-                if summary.skipped_examples.len() < SKIP_EXAMPLES {
-                    summary.skipped_examples.push((e.line, e.to_string()));
-                }
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => summary.skip(e, opts.skip_bad)?,
         }
     }
     summary.rows = writer.finish()?;

@@ -209,7 +209,9 @@ mod tests {
     #[test]
     fn slow_sides_are_woken_not_timed_out() {
         // Ping-pong through a ring of 1: each hand-off needs a wake-up. With only the 20 ms
-        // timeout, 2000 hand-offs would take ≥ 40 s; woken explicitly they take milliseconds.
+        // timeout, 2000 hand-offs would take ≥ 40 s; woken explicitly they take some 0.25 s.
+        // The bound leaves room for a loaded machine (CI, tests in parallel) and still fails
+        // if a quarter of the hand-offs wait for the timeout.
         let ring = Arc::new(Ring::new(1));
         let r = ring.clone();
         let t = std::time::Instant::now();
@@ -226,7 +228,7 @@ mod tests {
         }
         ring.close();
         assert_eq!(consumer.join().unwrap(), 2000);
-        assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
 
     #[test]

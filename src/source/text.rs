@@ -191,6 +191,29 @@ pub(crate) fn too_long() -> String {
     format!("a line longer than {} MiB: not text rows (a binary file, or a stream without line breaks?)", MAX_LINE >> 20)
 }
 
+/// Reads the next record (line `line_no` of `source`) into `line`: its length, 0 at the end. A
+/// line over [`MAX_LINE`] and a read failure are fatal errors; with `require_newline` (sockets)
+/// a last line without its newline is a non-fatal one (with --skip-bad it is counted, and the
+/// next call ends the stream).
+pub(crate) fn read_record<R: BufRead>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    source: &str,
+    line_no: u64,
+    require_newline: bool,
+) -> Result<usize, ParseError> {
+    let err = |what: String, fatal: bool| ParseError { source: source.to_string(), line: line_no, field: None, what, fatal };
+    line.clear();
+    let n = reader.take(MAX_LINE as u64 + 1).read_until(b'\n', line).map_err(|e| err(format!("read failed: {e}"), true))?;
+    if n > MAX_LINE {
+        return Err(err(too_long(), true));
+    }
+    if n > 0 && require_newline && line.last() != Some(&b'\n') {
+        return Err(err(format!("stream closed in the middle of a record ({n} bytes without a newline)"), false));
+    }
+    Ok(n)
+}
+
 /// A CSV header: its column names, the label's position (`usize::MAX`: no label column) and
 /// the bytes it took.
 pub(crate) struct CsvHeader {
@@ -507,30 +530,8 @@ impl<R: BufRead> TextParser<R> {
     /// the following line, so callers can count and skip bad lines.
     pub fn next_row(&mut self, feats: &mut [f32]) -> Result<Option<ParsedRow>, ParseError> {
         loop {
-            self.line.clear();
-            let n = (&mut self.reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut self.line).map_err(|e| ParseError {
-                source: self.source.clone(),
-                line: self.line_no + 1,
-                field: None,
-                what: format!("read failed: {e}"),
-                fatal: true,
-            })?;
-            if n == 0 {
+            if read_record(&mut self.reader, &mut self.line, &self.source, self.line_no + 1, self.require_newline)? == 0 {
                 return Ok(None);
-            }
-            if n > MAX_LINE {
-                return Err(ParseError { source: self.source.clone(), line: self.line_no + 1, field: None, what: too_long(), fatal: true });
-            }
-            if self.require_newline && self.line.last() != Some(&b'\n') {
-                return Err(ParseError {
-                    source: self.source.clone(),
-                    line: self.line_no + 1,
-                    field: None,
-                    what: format!("stream closed in the middle of a record ({n} bytes without a newline)"),
-                    // The stream has ended: with --skip-bad the record is counted, and the
-                    // next call ends the stream.
-                    fatal: false,
-                });
             }
             let line = std::mem::take(&mut self.line);
             let result = self.parse_record(&line, feats);

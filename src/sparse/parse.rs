@@ -14,7 +14,7 @@
 
 use super::rows::SparseRows;
 use crate::source::hash::{feature_id, namespace_hash};
-use crate::source::text::{csv_cells, cut, number, read_csv_header, split_ws, too_long, trim, LabelColumn, MAX_LINE};
+use crate::source::text::{csv_cells, cut, number, read_csv_header, read_record, split_ws, trim, LabelColumn};
 use crate::source::{ParseError, TextFormat};
 use std::io::BufRead;
 
@@ -158,29 +158,8 @@ impl<R: BufRead> SparseParser<R> {
     /// `#` comments are skipped.
     pub fn next_row(&mut self, out: &mut SparseRows) -> Result<bool, ParseError> {
         loop {
-            self.line.clear();
-            let n =
-                std::io::Read::take(&mut self.reader, MAX_LINE as u64 + 1).read_until(b'\n', &mut self.line).map_err(|e| ParseError {
-                    source: self.source.clone(),
-                    line: self.line_no + 1,
-                    field: None,
-                    what: format!("read failed: {e}"),
-                    fatal: true,
-                })?;
-            if n == 0 {
+            if read_record(&mut self.reader, &mut self.line, &self.source, self.line_no + 1, self.require_newline)? == 0 {
                 return Ok(false);
-            }
-            if n > MAX_LINE {
-                return Err(ParseError { source: self.source.clone(), line: self.line_no + 1, field: None, what: too_long(), fatal: true });
-            }
-            if self.require_newline && self.line.last() != Some(&b'\n') {
-                return Err(ParseError {
-                    source: self.source.clone(),
-                    line: self.line_no + 1,
-                    field: None,
-                    what: format!("stream closed in the middle of a record ({n} bytes without a newline)"),
-                    fatal: false,
-                });
             }
             let line = std::mem::take(&mut self.line);
             let result = self.parse_record(&line, out);
