@@ -263,6 +263,19 @@ impl CtrGenerator {
 mod tests {
     use super::*;
 
+    /// `row` written as VW text and parsed gives the features `push_sparse` writes.
+    fn vw_text_parses_to_the_same_row(g: &CtrGenerator, row: &CtrRow) {
+        let mut line = Vec::new();
+        g.push_vw(row, &mut line);
+        let mut parsed = SparseRows::new();
+        let mut p = crate::sparse::SparseParser::new(&line[..], "t", crate::source::TextFormat::Vw, 0).unwrap();
+        assert!(p.next_row(&mut parsed).unwrap());
+        let mut direct = SparseRows::new();
+        g.push_sparse(row, &mut direct);
+        parsed.labels[0] = parsed.labels[0].max(0.0);
+        assert_eq!(parsed, direct);
+    }
+
     #[test]
     fn deterministic_zipf_and_clicks() {
         let (mut a, mut b) = (CtrGenerator::new(SparseTask::Ctr, 7, 0), CtrGenerator::new(SparseTask::Ctr, 7, 0));
@@ -274,15 +287,7 @@ mod tests {
         let rate = rows.iter().map(|r| r.label).sum::<f32>() / rows.len() as f32;
         assert!((0.15..0.45).contains(&rate), "{rate}");
         // The same row as VW text parses to the same sparse features.
-        let mut line = Vec::new();
-        a.push_vw(&rows[0], &mut line);
-        let mut parsed = SparseRows::new();
-        let mut p = crate::sparse::SparseParser::new(&line[..], "t", crate::source::TextFormat::Vw, 0).unwrap();
-        assert!(p.next_row(&mut parsed).unwrap());
-        let mut direct = SparseRows::new();
-        a.push_sparse(&rows[0], &mut direct);
-        parsed.labels[0] = parsed.labels[0].max(0.0);
-        assert_eq!(parsed, direct);
+        vw_text_parses_to_the_same_row(&a, &rows[0]);
     }
 
     #[test]
@@ -293,15 +298,7 @@ mod tests {
         let the = rows.iter().flat_map(|r| &r.values).filter(|&&(_, v)| v == 1).count();
         assert!(the > 2000, "the commonest word is in most rows: {the}");
         // VW text of a bag parses to the same features (a word twice is two features).
-        let mut line = Vec::new();
-        g.push_vw(&rows[0], &mut line);
-        let mut parsed = SparseRows::new();
-        let mut p = crate::sparse::SparseParser::new(&line[..], "t", crate::source::TextFormat::Vw, 0).unwrap();
-        assert!(p.next_row(&mut parsed).unwrap());
-        let mut direct = SparseRows::new();
-        g.push_sparse(&rows[0], &mut direct);
-        parsed.labels[0] = parsed.labels[0].max(0.0);
-        assert_eq!(parsed, direct);
+        vw_text_parses_to_the_same_row(&g, &rows[0]);
     }
 
     #[test]
