@@ -1,35 +1,7 @@
-//! Any bytes through the vw text parser — Vowpal Wabbit text: hashed into a fixed dimension, and with names discovered by a scan: every call returns a row or an error
-//! (never a panic), and a row fills exactly the parser's features.
+//! Any bytes through the vw text parser (Vowpal Wabbit text — hashed into a fixed dimension, or names discovered by a scan): see common/dense_text.rs.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use streamsgd::source::text::LabelColumn;
-use streamsgd::source::{TextFormat, TextOptions, TextParser};
+#[path = "common/dense_text.rs"]
+mod dense_text;
 
-fn parse_all(data: &[u8], opts: &TextOptions) {
-    let Ok(mut p) = TextParser::new(data, "fuzz", TextFormat::Vw, opts) else { return };
-    let mut row = vec![0.0f32; p.features()];
-    for _ in 0..100_000 {
-        match p.next_row(&mut row) {
-            Ok(None) => break,
-            Ok(Some(r)) => assert!(r.line >= 1),
-            Err(e) if e.fatal => break,
-            Err(_) => {}
-        }
-    }
-    assert_eq!(row.len(), p.features());
-}
-
-fuzz_target!(|data: &[u8]| {
-    let plain = TextOptions::default();
-    parse_all(data, &plain);
-    parse_all(data, &TextOptions { features: Some(8), ..plain.clone() });
-    parse_all(
-        data,
-        &TextOptions {
-            label: Some(LabelColumn::IfPresent("y".into())),
-            feature_order: Some(vec!["a".into(), "b".into()]),
-            ..plain.clone()
-        },
-    );
-    parse_all(data, &TextOptions { vw_names: Some(vec!["a".into(), "n^b".into()]), ..plain });
-});
+fuzz_target!(|data: &[u8]| dense_text::fuzz(streamsgd::source::TextFormat::Vw, data));

@@ -295,8 +295,7 @@ pub struct InfoArgs {
 }
 
 /// `info` on a sparse file: every block checked, counted and verified.
-fn info_sparse(a: &InfoArgs) -> anyhow::Result<()> {
-    let ds = streamsgd::dataset::SparseDataset::open(&a.file)?;
+fn info_sparse(a: &InfoArgs, ds: streamsgd::dataset::SparseDataset) -> anyhow::Result<()> {
     ds.verify()?;
     let (mut nnz, mut max_row, mut pos, mut stored_values) = (0u64, 0usize, 0u64, 0u64);
     let mut tags = std::collections::BTreeSet::new();
@@ -330,8 +329,8 @@ fn info_sparse(a: &InfoArgs) -> anyhow::Result<()> {
 }
 
 pub fn info(a: InfoArgs) -> anyhow::Result<()> {
-    if streamsgd::dataset::SparseDataset::open(&a.file).is_ok() {
-        return info_sparse(&a);
+    if streamsgd::dataset::sparse::is_sparse_file(&a.file) {
+        return info_sparse(&a, streamsgd::dataset::SparseDataset::open(&a.file)?);
     }
     let ds = Dataset::open(&a.file)?;
     let checked = ds.verify()?;

@@ -359,11 +359,7 @@ fn open_data(
     ensure!(!spec.starts_with("kafka://"), "{spec}: Kafka topics are a source for train only");
     if let Some(addr) = spec.strip_prefix("tcp://") {
         let format = format.context("a socket source needs --format csv|libsvm|vw")?;
-        let sock = addr.parse::<std::net::SocketAddr>().with_context(|| format!("{spec}: not a HOST:PORT address")).and_then(|a| {
-            std::net::TcpStream::connect_timeout(&a, Duration::from_secs(10)).with_context(|| format!("{spec}: cannot connect"))
-        })?;
-        let reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 20, LiveReader::new(sock, patience.clone())));
-        let mut parser = TextParser::new(reader, spec.to_string(), format, text)?;
+        let mut parser = TextParser::new(connect(spec, addr, patience)?, spec.to_string(), format, text)?;
         parser.require_newline();
         return Ok((Data::Text { parser, rows: None }, spec.to_string()));
     }
@@ -374,6 +370,14 @@ fn open_data(
     let format = resolve_format(path, format)?;
     let rows = if count && spec != "-" { Some(count_rows(path, format)?) } else { None };
     Ok((Data::Text { parser: open_parser(path, format, text, patience)?, rows }, source_name(path)))
+}
+
+/// A buffered reader of the socket `addr` (`spec` names it in errors), read as `patience` says.
+fn connect(spec: &str, addr: &str, patience: &Patience) -> anyhow::Result<Box<dyn BufRead>> {
+    let sock = addr.parse::<std::net::SocketAddr>().with_context(|| format!("{spec}: not a HOST:PORT address")).and_then(|a| {
+        std::net::TcpStream::connect_timeout(&a, Duration::from_secs(10)).with_context(|| format!("{spec}: cannot connect"))
+    })?;
+    Ok(Box::new(BufReader::with_capacity(1 << 20, LiveReader::new(sock, patience.clone()))))
 }
 
 fn input_of(data: &mut Data, holdout: Option<f64>, skip_bad: bool) -> anyhow::Result<Input<'_>> {

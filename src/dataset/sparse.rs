@@ -53,6 +53,14 @@ impl Layout {
     }
 }
 
+/// Whether `path` starts with a valid header of a sparse file (its first 64 bytes only: a
+/// dense file is not mapped and read to find out).
+pub fn is_sparse_file(path: &Path) -> bool {
+    let mut head = [0u8; HEADER_LEN];
+    File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head)).is_ok()
+        && Header::decode(&head).is_ok_and(|h| h.is_sparse())
+}
+
 /// A memory-mapped sparse `.ssgd` file.
 #[derive(Debug)]
 pub struct SparseDataset {

@@ -4,18 +4,17 @@
 use super::{cores, eval_line, warn_unlearned, PredictArgs, TrainArgs};
 use anyhow::{bail, ensure, Context};
 use clap::Args;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use streamsgd::convert::{count_rows, open_input, resolve_format, source_name};
-use streamsgd::dataset::header::HEADER_LEN;
-use streamsgd::dataset::{Header, SparseDataset};
+use streamsgd::dataset::SparseDataset;
 use streamsgd::kernel::sparse::{Table, MAX_BITS};
 use streamsgd::learner::BadRows;
 use streamsgd::metrics::Evaluation;
 use streamsgd::model::{LinearModel, ModelFile};
 use streamsgd::optim::{Kind, OptimConfig, Optimizer};
-use streamsgd::source::live::{LiveReader, Patience};
+use streamsgd::source::live::Patience;
 use streamsgd::source::text::LabelColumn;
 use streamsgd::source::TextFormat;
 use streamsgd::sparse::train::{evaluate_rows, predict_rows, SparseError};
@@ -78,9 +77,7 @@ pub fn is_sparse(spec: &str, format: Option<TextFormat>, features: Option<usize>
     }
     let bits = s.bits;
     if spec.ends_with(".ssgd") {
-        let mut head = [0u8; HEADER_LEN];
-        return std::fs::File::open(spec).and_then(|mut f| f.read_exact(&mut head)).is_ok()
-            && Header::decode(&head).is_ok_and(|h| h.is_sparse());
+        return streamsgd::dataset::sparse::is_sparse_file(Path::new(spec));
     }
     let format = format.or_else(|| TextFormat::from_path(Path::new(spec)));
     bits.is_some() || (matches!(format, Some(TextFormat::Vw | TextFormat::Libsvm)) && features.is_none())
@@ -117,11 +114,7 @@ fn open(spec: &str, format: Option<TextFormat>, h: &Hashing, count: bool, patien
     }
     if let Some(addr) = spec.strip_prefix("tcp://") {
         let format = format.context("a socket source needs --format libsvm|vw")?;
-        let sock = addr.parse::<std::net::SocketAddr>().with_context(|| format!("{spec}: not a HOST:PORT address")).and_then(|a| {
-            std::net::TcpStream::connect_timeout(&a, Duration::from_secs(10)).with_context(|| format!("{spec}: cannot connect"))
-        })?;
-        let reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 20, LiveReader::new(sock, patience.clone())));
-        let mut parser = parser(reader, spec, format)?;
+        let mut parser = parser(super::connect(spec, addr, patience)?, spec, format)?;
         parser.require_newline();
         return Ok((Source::Text { parser, rows: None }, spec.to_string()));
     }
