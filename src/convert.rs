@@ -4,7 +4,7 @@
 use crate::dataset::{DatasetWriter, FormatError};
 use crate::source::gen::{Generator, Task, CHUNK_ROWS};
 use crate::source::live::{LiveReader, Patience};
-use crate::source::text::{csv_header, format_row};
+use crate::source::text::{csv_header, format_row, is_record, trim};
 use crate::source::{ParseError, TextFormat, TextOptions, TextParser};
 use indicatif::ProgressBar;
 use std::fs::File;
@@ -366,11 +366,7 @@ pub fn count_rows(path: &Path, format: TextFormat) -> Result<u64, ConvertError> 
         if r.read_until(b'\n', &mut line).map_err(|source| ConvertError::Io { path: path.into(), source })? == 0 {
             break;
         }
-        let t = line.trim_ascii();
-        let comment = format != TextFormat::Csv && t.first() == Some(&b'#');
-        if !t.is_empty() && !comment {
-            rows += 1;
-        }
+        rows += u64::from(is_record(trim(&line), format));
     }
     Ok(if format == TextFormat::Csv { rows.saturating_sub(1) } else { rows })
 }

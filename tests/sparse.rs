@@ -221,3 +221,83 @@ fn bench_runs_on_a_sparse_file() {
     assert!(runs.iter().all(|r| r["rows_per_sec"].as_f64().unwrap() > 0.0 && r["holdout_loss"].as_f64().unwrap() < 0.7));
     assert!(v["peak_rss_bytes"].as_u64().unwrap() > 0);
 }
+
+/// VW lines with awkward ones (blank, comment, CRLF, bad values, a last line without its
+/// newline) among good ones.
+fn awkward_vw(lines: usize) -> String {
+    let mut s = String::new();
+    let mut x = 12345u64;
+    for i in 0..lines {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let (a, b) = ((x >> 33) % 50, (x >> 45) % 30);
+        match i % 97 {
+            13 => s.push('\n'),
+            29 => s.push_str("# a comment\n"),
+            41 => s.push_str(&format!("1 |a f{a}:oops |b g{b}\n")),
+            _ if i % 211 == 7 => s.push_str(&format!("maybe |a f{a}\n")),
+            _ => s.push_str(&format!(
+                "{} |a f{a} |b g{b}:0.5{}",
+                if (a + b) % 3 == 0 { 1 } else { -1 },
+                if i % 5 == 0 { "\r\n" } else { "\n" }
+            )),
+        }
+    }
+    s.push_str("1 |a last");
+    s
+}
+
+#[test]
+fn shards_parsing_their_own_ranges_learn_what_one_reader_learns() {
+    use streamsgd::loss::Loss;
+    use streamsgd::optim::{Kind, OptimConfig};
+    use streamsgd::source::split::SplitText;
+    use streamsgd::source::TextFormat;
+    use streamsgd::sparse::{train, SparseConfig, SparseInput, SparseParser};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.vw");
+    let text = awkward_vw(3000);
+    std::fs::write(&path, &text).unwrap();
+    let cfg = |threads| SparseConfig {
+        loss: Loss::Logistic,
+        optim: OptimConfig::new(Kind::Adagrad),
+        bits: 12,
+        interactions: vec![b"ab".to_vec()],
+        threads,
+        bad_rows: streamsgd::learner::BadRows::Skip,
+        passes: 1,
+        stop: None,
+    };
+    let parser = || SparseParser::new(std::io::Cursor::new(text.as_bytes()), "a.vw", TextFormat::Vw, 0).unwrap();
+    let split = |range| SplitText::open(&path, 0, 0, 0.0, TextFormat::Vw).unwrap().with_range_bytes(range);
+    let run = |threads, skip_bad, range: Option<usize>| {
+        let mut p = parser();
+        match range {
+            None => train(&cfg(threads), SparseInput::Stream { parser: &mut p, train_rows: None, skip_bad }),
+            Some(r) => train(&cfg(threads), SparseInput::Split { text: &split(r), parser: &mut p, skip_bad }),
+        }
+    };
+    let one = run(1, true, None).unwrap();
+    assert!(
+        one.report.rows_rejected > 20 && one.report.first_rejected.as_deref().is_some_and(|w| w.starts_with("row 8: a.vw:8: field label")),
+        "{:?}",
+        one.report
+    );
+    for range in [1, 37, 100, 4096, 1 << 20] {
+        // One shard reads the ranges in order: the very same model.
+        let same = run(1, true, Some(range)).unwrap();
+        assert_eq!(same.model.table.weights(), one.model.table.weights(), "ranges of {range} bytes");
+        assert_eq!(same.model.bias.to_bits(), one.model.bias.to_bits());
+        for threads in [1, 2, 3] {
+            let r = run(threads, true, Some(range)).unwrap().report;
+            let want = (one.report.rows_learned, one.report.rows_rejected, one.report.features, &one.report.first_rejected);
+            assert_eq!(
+                (r.rows_learned, r.rows_rejected, r.features, &r.first_rejected),
+                want,
+                "{threads} threads, ranges of {range} bytes"
+            );
+            // Without --skip-bad the first bad line stops the run, named as one reader names it.
+            let e = run(threads, false, Some(range)).err().map(|e| e.to_string());
+            assert_eq!(e, run(1, false, None).err().map(|e| e.to_string()));
+        }
+    }
+}

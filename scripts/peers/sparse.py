@@ -150,13 +150,15 @@ def main():
         for bits in (18, 24):
             t, s = run_vw(d, bits, cross, a.repeat, y_hold)
             add(f"Vowpal Wabbit -b {bits} {'-q ' + cross if cross else ''} (cache)", cross, t, s, n_train)
-        rows_train = [vw_tokens(l, cross) for l in train_lines]
+        # Training rows become dicts one at a time (10^7 of them at once would not fit in memory).
         rows_hold = [vw_tokens(l, cross) for l in hold_lines]
-        y_train = np.array([y for _, y in rows_train])
-        t, s = run_sklearn(csr(rows_train, 18), csr(rows_hold, 18), y_train, y_hold, a.repeat)
+        y_train = np.array([1.0 if l.split(maxsplit=1)[0] == "1" else 0.0 for l in train_lines])
+        x_train = csr((vw_tokens(l, cross) for l in train_lines), 18)
+        t, s = run_sklearn(x_train, csr(rows_hold, 18), y_train, y_hold, a.repeat)
+        del x_train
         add(f"scikit-learn SGDClassifier, CSR 2^18 {'+ cross ' + cross if cross else ''}", cross, t, s, n_train)
         k = min(a.river_rows, n_train)
-        t, s = run_river(rows_train[:k], rows_hold, y_hold)
+        t, s = run_river([vw_tokens(l, cross) for l in train_lines[:k]], rows_hold, y_hold)
         add(f"River LogisticRegression (AdaGrad) {'+ cross ' + cross if cross else ''}" + (f", first {k} rows" if k < n_train else ""), cross, t, s, k)
     oracle = truth["oracle_holdout_log_loss"]
     env = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}

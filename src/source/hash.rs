@@ -50,21 +50,47 @@ pub fn namespace_hash(ns: &[u8], seed: u64) -> u64 {
     fmix64(fnv1a_after(&seed.to_le_bytes(), ns))
 }
 
-/// FNV-1a of `head` followed by `tail` (no separator).
+/// FNV-1a's offset basis: the state before any byte.
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a from state `h` over `bytes`.
 #[inline]
-fn fnv1a_after(head: &[u8; 8], tail: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in head.iter().chain(tail) {
+fn fnv1a_from(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100_0000_01b3);
     }
     h
 }
 
+/// FNV-1a of `head` followed by `tail` (no separator).
+fn fnv1a_after(head: &[u8; 8], tail: &[u8]) -> u64 {
+    fnv1a_from(fnv1a_from(FNV_BASIS, head), tail)
+}
+
+/// A namespace ready to hash its features' names: FNV-1a's state after the 8 bytes of its
+/// [`namespace_hash`], which every id in it starts from (parsers keep one per namespace, so a
+/// feature costs the hash of its name only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamespaceKey(u64);
+
+impl NamespaceKey {
+    /// The key of the namespace whose [`namespace_hash`] is `ns`.
+    pub fn new(ns: u64) -> Self {
+        NamespaceKey(fnv1a_from(FNV_BASIS, &ns.to_le_bytes()))
+    }
+
+    /// The id of feature `name` in this namespace: [`feature_id`]`(ns, name)`.
+    #[inline]
+    pub fn feature_id(self, name: &[u8]) -> u32 {
+        fmix64(fnv1a_from(self.0, name)) as u32
+    }
+}
+
 /// The 32-bit id of feature `name` in the namespace whose [`namespace_hash`] is `ns`.
 #[inline]
 pub fn feature_id(ns: u64, name: &[u8]) -> u32 {
-    fmix64(fnv1a_after(&ns.to_le_bytes(), name)) as u32
+    NamespaceKey::new(ns).feature_id(name)
 }
 
 /// The id of the cross of features `a` and `b` (learned, never stored).
@@ -93,6 +119,7 @@ mod tests {
         key.extend_from_slice(b"id=42");
         assert_eq!(feature_id(ns, b"id=42"), fmix64(fnv1a(&[&key])) as u32);
         assert_ne!(feature_id(ns, b"id=42"), feature_id(namespace_hash(b"user", 1), b"id=42"));
+        assert_eq!(NamespaceKey::new(ns).feature_id(b"id=42"), feature_id(ns, b"id=42"));
         assert_ne!(cross(1, 2), cross(2, 1));
     }
 

@@ -8,6 +8,7 @@ pub mod hash;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod live;
+pub mod split;
 pub mod text;
 
 pub use text::{ParseError, ParsedRow, TextFormat, TextOptions, TextParser};

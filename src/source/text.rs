@@ -183,6 +183,12 @@ pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// Whether a line (trimmed) is a record of `format`: not blank, and not a `#` comment outside
+/// CSV.
+pub fn is_record(body: &[u8], format: TextFormat) -> bool {
+    !body.is_empty() && (format == TextFormat::Csv || body[0] != b'#')
+}
+
 /// The longest line read (64 MiB): a longer one is an error, not a buffer that grows with
 /// whatever is read (`/dev/zero`, a binary file), and no record of rows is that long.
 pub const MAX_LINE: usize = 64 << 20;
@@ -548,7 +554,7 @@ impl<R: BufRead> TextParser<R> {
         self.bytes += line.len() as u64;
         self.line_no += 1;
         let body = trim(line);
-        if body.is_empty() || (self.format != TextFormat::Csv && body[0] == b'#') {
+        if !is_record(body, self.format) {
             return Ok(None);
         }
         self.parse_line(body, feats).map(Some)

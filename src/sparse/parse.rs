@@ -13,8 +13,8 @@
 //! No `unsafe` here.
 
 use super::rows::SparseRows;
-use crate::source::hash::{feature_id, namespace_hash};
-use crate::source::text::{csv_cells, cut, number, read_csv_header, read_record, split_ws, trim, LabelColumn};
+use crate::source::hash::{namespace_hash, NamespaceKey};
+use crate::source::text::{csv_cells, cut, is_record, number, read_csv_header, read_record, split_ws, trim, LabelColumn};
 use crate::source::{ParseError, TextFormat};
 use std::io::BufRead;
 
@@ -33,8 +33,8 @@ pub struct SparseParser<R> {
     require_newline: bool,
     /// The largest LibSVM index seen.
     pub max_index: u64,
-    /// Cached namespace (name, hash): lines repeat the same few namespaces.
-    ns_cache: Vec<(Vec<u8>, u64)>,
+    /// Cached namespaces (name, key): lines repeat the same few namespaces.
+    ns_cache: Vec<(Vec<u8>, NamespaceKey)>,
     /// With [`SparseParser::keep_names`]: the last row's feature names (`ns^name`, LibSVM: the
     /// index), in feature order.
     names: Option<Vec<String>>,
@@ -43,9 +43,10 @@ pub struct SparseParser<R> {
 }
 
 /// How a CSV's columns become sparse features.
+#[derive(Clone)]
 struct CsvColumns {
-    /// Per column: its name, namespace hash and tag, and whether it is categorical.
-    columns: Vec<(String, u64, u8, bool)>,
+    /// Per column: its name, namespace key and tag, and whether it is categorical.
+    columns: Vec<(String, NamespaceKey, u8, bool)>,
     /// The label's column (`usize::MAX`: none).
     label: usize,
 }
@@ -103,7 +104,10 @@ impl<R: BufRead> SparseParser<R> {
         let columns = head
             .columns
             .iter()
-            .map(|n| (n.clone(), namespace_hash(n.as_bytes(), seed), n.bytes().next().unwrap_or(DEFAULT_NS), categorical.contains(n)))
+            .map(|n| {
+                let key = NamespaceKey::new(namespace_hash(n.as_bytes(), seed));
+                (n.clone(), key, n.bytes().next().unwrap_or(DEFAULT_NS), categorical.contains(n))
+            })
             .collect();
         let mut p = SparseParser::new(reader, source, TextFormat::Vw, seed)?;
         p.format = TextFormat::Csv;
@@ -111,6 +115,31 @@ impl<R: BufRead> SparseParser<R> {
         p.bytes = head.bytes;
         p.csv = Some(CsvColumns { columns, label: head.label });
         Ok(p)
+    }
+
+    /// A parser of the same text (format, seed, CSV columns) for lines handed to
+    /// [`parse_record`](Self::parse_record), numbering them from 1: what a shard parsing its
+    /// own ranges of a file uses.
+    pub fn detached(&self) -> SparseParser<std::io::Empty> {
+        SparseParser {
+            reader: std::io::empty(),
+            source: self.source.clone(),
+            format: self.format,
+            seed: self.seed,
+            line: Vec::new(),
+            line_no: 0,
+            bytes: 0,
+            require_newline: false,
+            max_index: 0,
+            ns_cache: Vec::new(),
+            names: None,
+            csv: self.csv.clone(),
+        }
+    }
+
+    /// Numbers the lines that follow from 1 again (a new range of a file).
+    pub fn restart_lines(&mut self) {
+        self.line_no = 0;
     }
 
     /// A record must end with a newline (sockets: a sender that closes mid-line loses it).
@@ -179,7 +208,7 @@ impl<R: BufRead> SparseParser<R> {
             n.clear();
         }
         let body = trim(line);
-        if body.is_empty() || (body[0] == b'#' && self.format != TextFormat::Csv) {
+        if !is_record(body, self.format) {
             return Ok(false);
         }
         let result = match self.format {
@@ -261,7 +290,7 @@ impl<R: BufRead> SparseParser<R> {
                 continue;
             }
             if *categorical {
-                out.push_feature(feature_id(*ns, cell), 1.0, *tag);
+                out.push_feature(ns.feature_id(cell), 1.0, *tag);
                 if let Some(n) = &mut self.names {
                     n.push(format!("{name}^{}", String::from_utf8_lossy(cell)));
                 }
@@ -273,7 +302,7 @@ impl<R: BufRead> SparseParser<R> {
                 Err(e) => return Err(self.bad(Some(name.as_bytes()), format!("{e} (a text column is read with --categorical {name})"))),
             };
             if x != 0.0 {
-                out.push_feature(feature_id(*ns, b""), x, *tag);
+                out.push_feature(ns.feature_id(b""), x, *tag);
                 if let Some(n) = &mut self.names {
                     n.push(format!("{name}^"));
                 }
@@ -283,15 +312,17 @@ impl<R: BufRead> SparseParser<R> {
         Ok(())
     }
 
-    fn namespace(&mut self, name: &[u8]) -> u64 {
-        if let Some((_, h)) = self.ns_cache.iter().find(|(n, _)| n == name) {
-            return *h;
+    fn namespace(&mut self, name: &[u8]) -> NamespaceKey {
+        // Compared byte by byte: names are a few bytes, shorter than a `memcmp` call costs.
+        let same = |n: &[u8]| n.len() == name.len() && n.iter().zip(name).all(|(a, b)| a == b);
+        if let Some((_, key)) = self.ns_cache.iter().find(|(n, _)| same(n)) {
+            return *key;
         }
-        let h = namespace_hash(name, self.seed);
+        let key = NamespaceKey::new(namespace_hash(name, self.seed));
         if self.ns_cache.len() < 64 {
-            self.ns_cache.push((name.to_vec(), h));
+            self.ns_cache.push((name.to_vec(), key));
         }
-        h
+        key
     }
 
     fn parse_vw(&mut self, body: &[u8], out: &mut SparseRows) -> Result<(), ParseError> {
@@ -330,12 +361,13 @@ impl<R: BufRead> SparseParser<R> {
             let tag = ns.first().copied().unwrap_or(DEFAULT_NS);
             let h = self.namespace(ns);
             for tok in split_ws(rest) {
-                let (name, x) = match memchr::memrchr(b':', tok) {
+                // Tokens are short: a plain scan beats `memrchr`'s call.
+                let (name, x) = match tok.iter().rposition(|&c| c == b':') {
                     Some(c) => (&tok[..c], self.value(tok, &tok[c + 1..])? * scale),
                     None => (tok, scale),
                 };
                 if x != 0.0 {
-                    out.push_feature(feature_id(h, name), x, tag);
+                    out.push_feature(h.feature_id(name), x, tag);
                     if let Some(n) = &mut self.names {
                         n.push(format!("{}^{}", String::from_utf8_lossy(ns), String::from_utf8_lossy(name)));
                     }
@@ -370,6 +402,7 @@ fn check_duplicates(out: &SparseRows) -> Result<(), u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::hash::feature_id;
 
     fn parse(format: TextFormat, text: &str) -> (SparseRows, Vec<Result<bool, ParseError>>) {
         let mut p = SparseParser::new(text.as_bytes(), "t", format, 0).unwrap();

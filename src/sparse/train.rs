@@ -1,10 +1,12 @@
 //! Sparse training, wired: a source of sparse rows → shards learning Hogwild-style into one
 //! shared table ([`Table`]) → the model, progressive metrics and the holdout's.
 //!
-//! Text (a file, stdin, a socket) is parsed by the calling thread into pooled batches of
-//! [`BATCH_ROWS`] rows that any idle shard takes (a bounded channel; the buffers come back
-//! through another, so the steady state allocates nothing). A mapped sparse `.ssgd` file needs
-//! no producer: each shard claims the next block itself and reads it in place. Nothing is
+//! A text file is mapped and cut into ranges of lines ([`SplitText`]): each shard claims the
+//! next range and parses it itself, so parsing scales with the shards. A stream (stdin, a
+//! socket) is parsed by the calling thread into pooled batches of [`BATCH_ROWS`] rows that any
+//! idle shard takes (a bounded channel; the buffers come back through another, so the steady
+//! state allocates nothing). A mapped sparse `.ssgd` file needs no producer either: each shard
+//! claims the next block itself and reads it in place. Nothing is
 //! merged: the table is shared, and each shard's bias is averaged at the end, weighted by the
 //! rows it learned. No `unsafe` here.
 
@@ -17,6 +19,7 @@ use crate::learner::{BadRows, LearnError, BLOWUP, BLOWUP_BATCHES};
 use crate::loss::Loss;
 use crate::metrics::{evaluate, Evaluation, Progressive};
 use crate::optim::OptimConfig;
+use crate::source::split::{lines, position, Numbering, SplitText};
 use crate::source::ParseError;
 use crossbeam::channel;
 use std::io::BufRead;
@@ -76,6 +79,16 @@ pub enum SparseInput<'a, R> {
         parser: &'a mut SparseParser<R>,
         /// Rows used for training (`None`: all).
         train_rows: Option<u64>,
+        /// Count and skip malformed lines.
+        skip_bad: bool,
+    },
+    /// A text file, mapped and cut into ranges of lines that the shards parse themselves
+    /// (its held-out lines are the holdout).
+    Split {
+        /// The file.
+        text: &'a SplitText,
+        /// The parser that read its header: each shard parses with a copy.
+        parser: &'a mut SparseParser<R>,
         /// Count and skip malformed lines.
         skip_bad: bool,
     },
@@ -252,11 +265,12 @@ pub fn train<R: BufRead>(cfg: &SparseConfig, input: SparseInput<'_, R>) -> Resul
     let started = Instant::now();
     let mapped_holdout = match &input {
         SparseInput::Mapped { dataset, train_rows } => Some((*dataset, *train_rows)),
-        SparseInput::Stream { .. } => None,
+        SparseInput::Stream { .. } | SparseInput::Split { .. } => None,
     };
     let (tallies, held, source_error) = match input {
         SparseInput::Stream { parser, train_rows, skip_bad } => stream(&table, &sh, threads, parser, train_rows, skip_bad)?,
         SparseInput::Mapped { dataset, train_rows } => mapped(&table, &sh, threads, dataset, train_rows),
+        SparseInput::Split { text, parser, skip_bad } => split(&table, &sh, threads, text, parser, skip_bad)?,
     };
     let seconds = started.elapsed().as_secs_f64();
     if let Some(e) = sh.failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -480,4 +494,161 @@ fn mapped(table: &Table, sh: &Shared<'_>, threads: usize, ds: &SparseDataset, tr
         shards.into_iter().map(|h| h.join().expect("a shard panicked")).collect()
     });
     (tallies, None, None)
+}
+
+/// What a shard of [`split`] leaves: its tallies, per range it did `(range, rows, lines)`, the
+/// first line it rejected (position, range, error) and the parse error that stopped it.
+#[derive(Default)]
+struct SplitShard {
+    tally: Tally,
+    counts: Vec<(u64, u64, u64)>,
+    rejected: Option<(u64, u64, ParseError)>,
+    failed: Option<(u64, ParseError)>,
+    max_index: u64,
+}
+
+/// A mapped text file: each shard claims the next range of lines, parses it with its own copy
+/// of `parser` and learns it in batches. Rows are numbered within ranges while learning (see
+/// [`position`]) and in the stream once every range is done. After a failure or a stop a
+/// shard still parses the rest of its range, unlearned, so that numbering is exact.
+fn split<R: BufRead>(
+    table: &Table,
+    sh: &Shared<'_>,
+    threads: usize,
+    text: &SplitText,
+    parser: &mut SparseParser<R>,
+    skip_bad: bool,
+) -> Result<Learned, SparseError> {
+    let (next, ranges) = (AtomicU64::new(0), text.ranges());
+    let template = &parser.detached();
+    let shards: Vec<SplitShard> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let next = &next;
+                s.spawn(move || {
+                    let mut k = SparseKernel::new(table, sh.cfg.loss, sh.cfg.optim, &sh.cfg.interactions, threads);
+                    let (mut out, mut p, mut rows) = (SplitShard::default(), template.detached(), SparseRows::new());
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= ranges || sh.stopping() {
+                            break;
+                        }
+                        p.restart_lines();
+                        let (mut row, mut first) = (0u64, 0u64);
+                        for line in lines(text.range(i)) {
+                            match p.parse_record(line, &mut rows) {
+                                Ok(true) => row += 1,
+                                Ok(false) => {}
+                                Err(e) if skip_bad && !e.fatal => {
+                                    out.tally.rejected += 1;
+                                    out.rejected.get_or_insert((position(i, row), i, e));
+                                }
+                                Err(e) => {
+                                    out.failed = Some((i, e));
+                                    sh.halt.store(true, Ordering::Relaxed);
+                                    break;
+                                }
+                            }
+                            if rows.len() == BATCH_ROWS {
+                                learn_split(&mut k, &mut rows, position(i, first), &mut out.tally, sh);
+                                first = row;
+                            }
+                        }
+                        learn_split(&mut k, &mut rows, position(i, first), &mut out.tally, sh);
+                        if out.failed.is_some() {
+                            break;
+                        }
+                        out.counts.push((i, row, p.line_no()));
+                    }
+                    out.tally.bias_sum = f64::from(k.bias()) * out.tally.learned as f64;
+                    out.max_index = p.max_index;
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a shard panicked")).collect()
+    });
+    let counts = shards.iter().flat_map(|o| o.counts.iter().copied());
+    let numbering = Numbering::new(ranges, counts, text.header_lines());
+    let line = |range: u64, mut e: ParseError| {
+        e.line = numbering.line(range, e.line);
+        e
+    };
+    // Learning errors name rows by position until now; a parse error stops the run first.
+    renumber(&sh.failed, &numbering);
+    if let Some((i, e)) = shards.iter().filter_map(|o| o.failed.clone()).min_by_key(|(i, e)| (*i, e.line)) {
+        sh.fail(SparseError::Parse(line(i, e)));
+    }
+    let mut tallies = Vec::with_capacity(shards.len());
+    let mut rejected: Option<(u64, String)> = None;
+    for o in shards {
+        parser.max_index = parser.max_index.max(o.max_index);
+        let mut t = o.tally;
+        if let Some((pos, what)) = t.first_rejected.take() {
+            t.first_rejected = Some((numbering.row(pos), what));
+        }
+        if let Some((pos, range, e)) = o.rejected {
+            let row = numbering.row(pos);
+            if rejected.as_ref().is_none_or(|(r, _)| row < *r) {
+                rejected = Some((row, line(range, e).to_string()));
+            }
+        }
+        tallies.push(t);
+    }
+    // A parse rejection names its line; one before the first learning rejection is reported.
+    if let Some((row, what)) = rejected {
+        let t = &mut tallies[0];
+        if t.first_rejected.as_ref().is_none_or(|(r, _)| row <= *r) {
+            t.first_rejected = Some((row, what));
+        }
+    }
+    let held = held_out(text, parser, skip_bad, &mut tallies[0])?;
+    Ok((tallies, held, None))
+}
+
+/// Learns the rows `rows` holds (their first at `first`), unless the run is stopping, and
+/// empties it.
+fn learn_split(k: &mut SparseKernel<'_>, rows: &mut SparseRows, first: u64, tally: &mut Tally, sh: &Shared<'_>) {
+    if !rows.is_empty() && !sh.stopping() {
+        if let Err(e) = learn_rows(k, &rows.as_ref(), first, tally, sh) {
+            sh.fail(e.into());
+        }
+    }
+    rows.clear();
+}
+
+/// Turns the positions of a learning error into stream rows.
+fn renumber(failed: &Mutex<Option<SparseError>>, numbering: &Numbering) {
+    let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(SparseError::Learn(
+        LearnError::BadRow { row, .. } | LearnError::Diverged { row, .. } | LearnError::LossExploded { row, .. },
+    )) = f.as_mut()
+    {
+        *row = numbering.row(*row);
+    }
+}
+
+/// The held-out lines of a split file, parsed (`None` without any).
+fn held_out<R: BufRead>(
+    text: &SplitText,
+    parser: &SparseParser<R>,
+    skip_bad: bool,
+    t: &mut Tally,
+) -> Result<Option<SparseRows>, SparseError> {
+    let bytes = text.holdout();
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let (mut p, mut held) = (parser.detached(), SparseRows::new());
+    for line in lines(bytes) {
+        match p.parse_record(line, &mut held) {
+            Ok(_) => {}
+            Err(e) if skip_bad && !e.fatal => t.rejected += 1,
+            Err(mut e) => {
+                e.line += text.lines_before_holdout();
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(Some(held))
 }

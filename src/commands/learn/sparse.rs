@@ -7,7 +7,7 @@ use clap::Args;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
-use streamsgd::convert::{count_rows, open_input, resolve_format, source_name};
+use streamsgd::convert::{count_rows, is_regular_file, open_input, resolve_format, source_name};
 use streamsgd::dataset::SparseDataset;
 use streamsgd::kernel::sparse::{Table, MAX_BITS};
 use streamsgd::learner::BadRows;
@@ -15,6 +15,7 @@ use streamsgd::metrics::Evaluation;
 use streamsgd::model::{LinearModel, ModelFile};
 use streamsgd::optim::{Kind, OptimConfig, Optimizer};
 use streamsgd::source::live::Patience;
+use streamsgd::source::split::SplitText;
 use streamsgd::source::text::LabelColumn;
 use streamsgd::source::TextFormat;
 use streamsgd::sparse::train::{evaluate_rows, predict_rows, SparseError};
@@ -259,7 +260,17 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
         categorical: a.sparse.categorical.clone(),
         label: a.text.label.as_deref().map(LabelColumn::parse),
     };
-    let (mut source, name) = open(&a.data, a.text.format, &hashing, a.holdout.is_some(), &patience)?;
+    // A text file is mapped and split among the shards; a stream is read by one thread.
+    let path = Path::new(&a.data);
+    let splittable = !a.data.ends_with(".ssgd") && is_regular_file(path);
+    let (mut source, name) = open(&a.data, a.text.format, &hashing, a.holdout.is_some() && !splittable, &patience)?;
+    let split = match &source {
+        Source::Text { parser, .. } if splittable => Some(
+            SplitText::open(path, parser.bytes(), parser.line_no(), a.holdout.unwrap_or(0.0), resolve_format(path, a.text.format)?)
+                .with_context(|| format!("{name}: cannot map the file"))?,
+        ),
+        _ => None,
+    };
     let keep = |rows: u64| rows - ((rows as f64 * a.holdout.unwrap_or(0.0)).round() as u64).min(rows);
     if a.passes > 1 {
         ensure!(matches!(source, Source::Mapped(_)), "--passes replays a .ssgd file: convert {name} first");
@@ -280,8 +291,11 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
             run::<Box<dyn BufRead>>(&cfg, SparseInput::Mapped { dataset: ds, train_rows })?
         }
         Source::Text { parser, rows } => {
-            let train_rows = rows.map(keep);
-            run(&cfg, SparseInput::Stream { parser, train_rows, skip_bad: learner.bad_rows == BadRows::Skip })?
+            let skip_bad = learner.bad_rows == BadRows::Skip;
+            match &split {
+                Some(text) => run(&cfg, SparseInput::Split { text, parser, skip_bad })?,
+                None => run(&cfg, SparseInput::Stream { parser, train_rows: rows.map(keep), skip_bad })?,
+            }
         }
     };
     if let Source::Text { parser, .. } = &source {
