@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod convert;
 pub mod dataset;
 pub mod dedup;
+pub mod feed;
 pub mod kernel;
 pub mod latency;
 pub mod learner;

@@ -3,6 +3,9 @@
 //! batches where shards keep their own duplicate windows); N shard threads learn and merge;
 //! at the end the merged model is evaluated on the holdout and everything is reported.
 //!
+//! A text file split among the shards ([`Input::Split`]) needs no producer: each shard parses
+//! its own ranges ([`crate::feed`]) and the calling thread only waits for them.
+//!
 //! Sources: a mapped `.ssgd` file (what travels is a block reference, never a copy), or a row
 //! stream (a text file, stdin, a socket, a Kafka topic) parsed into pooled columnar buffers that
 //! come back through a return ring — so the steady state allocates nothing. Shards publish how
@@ -14,6 +17,7 @@
 use crate::batch::{own_window_fits, Batch, OwnedBatch, Payload, Segment, BATCH_ROWS, MAX_BACK, MAX_SEGMENTS};
 use crate::dataset::Dataset;
 use crate::dedup::Dedup;
+use crate::feed::{FeedTally, SplitFeed, SplitRun};
 use crate::kernel::{self, Columns};
 use crate::latency::{Percentiles, StageLatency};
 use crate::learner::{BadRows, LearnError, Learner, LearnerConfig};
@@ -21,8 +25,9 @@ use crate::merge::{MergeMode, Merger};
 use crate::metrics::{evaluate, Evaluation, Progressive};
 use crate::model::{ModelFile, SharedModel};
 use crate::ring::Ring;
-use crate::shard::{self, ShardContext};
-use crate::source::{ParseError, Pull, RowSource};
+use crate::shard::{self, ShardContext, ShardReport};
+use crate::source::split::{line_count, lines, Numbering, SplitText};
+use crate::source::{ParseError, Pull, RowSource, TextParser};
 use crate::transform::{Scaling, Transform, TransformConfig, TransformCounts};
 use crate::turns::InOrder;
 use crate::window::{BatchStat, EventClock, WindowKind, WindowSlot, WindowTag, Windows};
@@ -136,6 +141,16 @@ pub enum Input<'a> {
         parser: &'a mut dyn RowSource,
         /// Rows used for training (`None`: all).
         train_rows: Option<u64>,
+        /// Count and skip malformed lines.
+        skip_bad: bool,
+    },
+    /// A text file split among the shards, each parsing its own ranges (no producer); its
+    /// held-out rows are the holdout.
+    Split {
+        /// The file.
+        text: &'a SplitText,
+        /// A parser of its text (its header read), copied by every shard.
+        parser: TextParser<std::io::Empty>,
         /// Count and skip malformed lines.
         skip_bad: bool,
     },
@@ -440,6 +455,7 @@ pub fn train(
     let d = match input {
         Input::Mapped { dataset, .. } => dataset.features(),
         Input::Stream { parser, .. } => parser.features(),
+        Input::Split { parser, .. } => parser.features(),
     };
     let n = cfg.threads.max(1);
     let transform = match initial.as_ref().map(|f| saved_transform(&f.extra)).transpose()?.flatten() {
@@ -489,10 +505,42 @@ pub fn train(
         }
     }
     let failed = AtomicBool::new(false);
+    // A split file: the shards parse their own ranges into two buffers each.
+    let split = match input {
+        Input::Split { text, parser, skip_bad } => {
+            if cfg.dedup_window > 0 || cfg.windows.is_some() || cfg.rate.is_some() || cfg.passes > 1 {
+                return Err(PipelineError::Config(
+                    "duplicate windows, windows, --rate and --passes read a text file as one stream, not split among the shards".into(),
+                ));
+            }
+            let every = cfg.checkpoint.is_some().then_some(cfg.checkpoint_every.max(1));
+            let parser = parser.detached(std::io::empty(), 0);
+            Some(SplitRun::new(text, parser, *skip_bad, n, cfg.merge_every, cfg.stop.as_deref(), &failed, every))
+        }
+        _ => None,
+    };
+    let own_pools: Vec<Ring<Box<OwnedBatch>>> = match &split {
+        Some(_) => {
+            crate::batch::check_memory(2 * n as u64 * (d as u64 + 2) * BATCH_ROWS as u64 * 4, || {
+                format!("{d} features: 2 text batches of {BATCH_ROWS} rows per shard ({n} shards)")
+            })
+            .map_err(PipelineError::Config)?;
+            (0..n)
+                .map(|_| {
+                    let r = Ring::new(2);
+                    for _ in 0..2 {
+                        let _ = r.push(Box::new(OwnedBatch::new(d, BATCH_ROWS)));
+                    }
+                    r
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
     let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let dataset = match input {
         Input::Mapped { dataset, .. } => Some(*dataset),
-        Input::Stream { .. } => None,
+        Input::Stream { .. } | Input::Split { .. } => None,
     };
     let learned: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
     // Duplicate windows: one per shard where each can see the rows before its batches (one
@@ -502,7 +550,7 @@ pub fn train(
     let own_windows = cfg.dedup_window > 0
         && match input {
             Input::Mapped { dataset, .. } => n == 1 || own_window_fits(cfg.dedup_window, dataset.header().block_rows as usize),
-            Input::Stream { .. } => n == 1,
+            Input::Stream { .. } | Input::Split { .. } => n == 1,
         };
     let own = (0..n).map(|_| own_windows.then(|| window(cfg.dedup_window)).transpose()).collect::<Result<Vec<_>, _>>()?;
     let shared = cfg.dedup_window > 0 && !own_windows;
@@ -566,7 +614,7 @@ pub fn train(
     }
     let mut source_rejected = 0u64;
     let mut first_source_reject: Option<String> = None;
-    let (mut reports, produced, window_io) = std::thread::scope(|s| {
+    let (mut reports, mut produced, window_io) = std::thread::scope(|s| {
         let handles: Vec<_> = learners
             .into_iter()
             .zip(own)
@@ -575,7 +623,7 @@ pub fn train(
                 let ctx = ShardContext {
                     id,
                     input: &rings[id],
-                    pool: &pool,
+                    pool: own_pools.get(id).unwrap_or(&pool),
                     dataset,
                     merger: &merger,
                     failed: &failed,
@@ -586,6 +634,7 @@ pub fn train(
                     learned: &learned[id],
                     dedup: dedup.as_ref(),
                     own_window,
+                    feed: split.as_ref().map(|run| SplitFeed::new(run, id, &own_pools[id])),
                 };
                 let t = transform.clone();
                 s.spawn(move || shard::run(ctx, learner, t))
@@ -606,7 +655,9 @@ pub fn train(
             _ => None,
         };
         let produced = produce(cfg, input, &mut producer, &pool, &mut source_rejected, &mut first_source_reject);
-        producer.merge(cfg.checkpoint.is_some());
+        if split.is_none() {
+            producer.merge(cfg.checkpoint.is_some());
+        }
         for r in &rings {
             r.close();
         }
@@ -622,6 +673,16 @@ pub fn train(
     });
     let seconds = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
+    let mut split_rows = 0;
+    if let Input::Split { text, parser, .. } = input {
+        let tally = split_tally(text, parser, &mut reports);
+        split_rows = tally.rows;
+        source_rejected += tally.rejected;
+        first_source_reject = tally.first_rejected;
+        if let Some(e) = tally.failure {
+            produced = Err(PipelineError::Parse(e));
+        }
+    }
     // A source that fails (a broken line without --skip-bad, a stream cut mid-line) ends the
     // run: what was read before it is learned, reported and returned with the error.
     let source_error = match produced {
@@ -661,7 +722,7 @@ pub fn train(
             first_rejected = r.learner.first_rejected.as_ref().map(|(row, what)| format!("row {}: {what}", row + 1));
         }
     }
-    let rows = producer.sent_rows + source_rejected;
+    let rows = producer.sent_rows + split_rows + source_rejected;
     if learned + rejected + counts.dropped_missing + duplicates != rows {
         return Err(PipelineError::Accounting(format!(
             "{rows} rows in, {learned} learned + {rejected} rejected + {} dropped as missing + {duplicates} dropped as duplicates",
@@ -776,6 +837,8 @@ fn produce(
             }
             Ok(())
         }
+        // The shards read it themselves.
+        Input::Split { .. } => Ok(()),
         Input::Stream { parser, train_rows, skip_bad } => {
             if cfg.passes > 1 {
                 return Err(PipelineError::Config("--passes > 1 needs a .ssgd file (convert the text first)".into()));
@@ -877,6 +940,7 @@ pub fn evaluate_holdout(
     let have = match input {
         Input::Mapped { dataset, .. } => dataset.features(),
         Input::Stream { parser, .. } => parser.features(),
+        Input::Split { parser, .. } => parser.features(),
     };
     if have != inputs {
         return Err(PipelineError::Config(format!("the model has {inputs} input features, the data {have}")));
@@ -952,18 +1016,95 @@ pub fn evaluate_holdout(
                 return Ok(None);
             }
             let mut row = vec![0.0f32; parser.features()];
-            loop {
-                match parser.pull(&mut row, true) {
-                    Ok(Pull::Row(r)) => check(keep(margin(&row), r.label, r.weight))?,
-                    Ok(Pull::Idle) => {}
-                    Ok(Pull::End) => break,
-                    Err(e) if *skip_bad && !e.fatal => {}
-                    Err(e) => return Err(e.into()),
-                }
+            while let Some((label, weight)) = next_held(*parser, &mut row, *skip_bad)? {
+                check(keep(margin(&row), label, weight))?;
+            }
+        }
+        Input::Split { text, parser, skip_bad } => {
+            let mut held = parser.detached(text.holdout(), text.lines_before_holdout());
+            let mut row = vec![0.0f32; parser.features()];
+            while let Some((label, weight)) = next_held(&mut held, &mut row, *skip_bad)? {
+                check(keep(margin(&row), label, weight))?;
             }
         }
     }
     Ok((!p.is_empty()).then(|| evaluate(&loss, &p, &y, Some(&w))))
+}
+
+/// The next held-out row of `source` into `row` (its label and weight), malformed ones skipped
+/// with `skip_bad`; `None` at the end.
+fn next_held(source: &mut dyn RowSource, row: &mut [f32], skip_bad: bool) -> Result<Option<(f32, f32)>, PipelineError> {
+    loop {
+        match source.pull(row, true) {
+            Ok(Pull::Row(r)) => return Ok(Some((r.label, r.weight))),
+            Ok(Pull::Idle) => {}
+            Ok(Pull::End) => return Ok(None),
+            Err(e) if skip_bad && !e.fatal => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// What the shards' feeds of a split file saw, summed, with every row and line numbered in
+/// the stream: the rows parsed and the lines rejected, the first of them and the malformed
+/// line that stopped the run (the earliest), as one reader would report them.
+struct SplitSummary {
+    rows: u64,
+    rejected: u64,
+    first_rejected: Option<String>,
+    failure: Option<ParseError>,
+}
+
+/// Sums the feeds of `reports` and numbers the rows their learners name (the first rejected,
+/// a learning error) in the stream.
+fn split_tally(text: &SplitText, parser: &TextParser<std::io::Empty>, reports: &mut [ShardReport]) -> SplitSummary {
+    let feeds: Vec<FeedTally> = reports.iter_mut().filter_map(|r| r.feed.take()).collect();
+    // A run that stopped early left ranges unparsed: those before a position to number are
+    // counted now (by one thread: at most a round's ranges).
+    let range_of = |pos: u64| pos >> 32;
+    let positions = reports.iter().flat_map(|r| {
+        let learned = r.learner.first_rejected.as_ref().map(|(row, _)| range_of(*row));
+        let error = match &r.error {
+            Some(LearnError::BadRow { row, .. } | LearnError::Diverged { row, .. } | LearnError::LossExploded { row, .. }) => {
+                Some(range_of(*row))
+            }
+            None => None,
+        };
+        learned.into_iter().chain(error)
+    });
+    let parsed =
+        feeds.iter().flat_map(|f| f.first_rejected.iter().map(|(_, range, _)| *range).chain(f.failure.iter().map(|(range, _)| *range)));
+    let need = positions.chain(parsed).max().unwrap_or(0);
+    let mut counts: Vec<(u64, u64, u64)> = feeds.iter().flat_map(|f| f.counts.iter().copied()).collect();
+    let mut done = vec![false; need as usize];
+    counts.iter().filter(|c| c.0 < need).for_each(|c| done[c.0 as usize] = true);
+    let mut p = parser.detached(std::io::empty(), 0);
+    let mut row = vec![0.0f32; parser.features()];
+    for i in (0..need).filter(|&i| !done[i as usize]) {
+        let bytes = text.range(i);
+        let rows = lines(bytes).filter(|l| matches!(p.parse_record(l, &mut row), Ok(Some(_)))).count() as u64;
+        counts.push((i, rows, line_count(bytes)));
+    }
+    let numbering = Numbering::new(text.ranges(), counts, text.header_lines());
+    for r in reports.iter_mut() {
+        if let Some((row, _)) = r.learner.first_rejected.as_mut() {
+            *row = numbering.row(*row);
+        }
+        if let Some(LearnError::BadRow { row, .. } | LearnError::Diverged { row, .. } | LearnError::LossExploded { row, .. }) =
+            r.error.as_mut()
+        {
+            *row = numbering.row(*row);
+        }
+    }
+    let line = |range: u64, e: &ParseError| ParseError { line: numbering.line(range, e.line), ..e.clone() };
+    let first = feeds.iter().filter_map(|f| f.first_rejected.as_ref()).min_by_key(|(pos, _, _)| *pos);
+    let failure = feeds.iter().filter_map(|f| f.failure.as_ref()).min_by_key(|(range, e)| (*range, e.line));
+    SplitSummary {
+        rows: feeds.iter().map(|f| f.rows).sum(),
+        rejected: feeds.iter().map(|f| f.rejected).sum(),
+        first_rejected: first.map(|(_, range, e)| line(*range, e).to_string()),
+        failure: failure.map(|(range, e)| line(*range, e)),
+    }
 }
 
 /// Cuts this thread's timer slack to 1 µs so paced sleeps wake on time (Linux; elsewhere the

@@ -290,3 +290,71 @@ fn sigkill_mid_checkpoint_leaves_a_usable_checkpoint_and_resume_continues() {
     assert!(v["holdout"]["loss"].as_f64().unwrap() < 0.5, "{v}");
     assert!(before.optimizer.t > 0.0);
 }
+
+/// A CSV with what trips a splitter: a BOM, CRLF lines, quoted cells, blank lines, malformed
+/// lines and NaN cells (rejected by the learner), a last line without its newline.
+fn awkward_csv(rows: usize) -> String {
+    let mut s = String::from("\u{feff}a,\"b\",label\r\n");
+    let mut x = 7u64;
+    for i in 0..rows {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let (a, b) = ((x >> 40) as f32 / 16777216.0, (x >> 16 & 0xffff) as f32 / 65536.0);
+        let y = u8::from(a + b > 1.0);
+        match i % 113 {
+            5 => s.push_str("\r\n"),
+            17 => s.push_str("1,2,3,4\n"),
+            29 => s.push_str(&format!("{a},NaN,{y}\n")),
+            41 => s.push_str(&format!("\"{a}\",\"{b}\",{y}\r\n")),
+            _ => s.push_str(&format!("{a},{b},{y}\n")),
+        }
+    }
+    s.push_str("0.5,0.5,1");
+    s
+}
+
+#[test]
+fn shards_parsing_their_own_ranges_count_and_report_as_one_reader() {
+    use streamsgd::source::split::SplitText;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.csv");
+    std::fs::write(&path, awkward_csv(20_000)).unwrap();
+    let parser = || open_parser(&path, TextFormat::Csv, &TextOptions::default(), &Default::default()).unwrap();
+    let stream = |c: &PipelineConfig, skip_bad| {
+        let mut p = parser();
+        train(c, &mut Input::Stream { parser: &mut p, train_rows: None, skip_bad }, "a.csv", None, shared(), &ProgressBar::hidden())
+    };
+    let split = |c: &PipelineConfig, skip_bad, range: usize| {
+        let p = parser();
+        let text = SplitText::open(&path, p.bytes(), p.line_no(), 0.0, TextFormat::Csv).unwrap().with_range_bytes(range);
+        let mut input = Input::Split { text: &text, parser: p.detached(std::io::empty(), 0), skip_bad };
+        train(c, &mut input, "a.csv", None, shared(), &ProgressBar::hidden())
+    };
+    let mut c = cfg(1, MergeMode::Sync);
+    c.learner.bad_rows = BadRows::Skip;
+    let one = stream(&c, true).unwrap().report;
+    assert!(one.rows_rejected > 300 && one.first_rejected.as_deref().is_some_and(|w| w.contains("a.csv:19:")), "{one:?}");
+    for range in [1, 333, 4096, 1 << 20] {
+        for threads in [1, 2, 3] {
+            for mode in [MergeMode::Sync, MergeMode::Async] {
+                let c = PipelineConfig { threads, merge: mode, ..c.clone() };
+                let r = split(&c, true, range).unwrap().report;
+                let want = (one.rows, one.rows_learned, one.rows_rejected, &one.first_rejected);
+                assert_eq!((r.rows, r.rows_learned, r.rows_rejected, &r.first_rejected), want, "{threads} threads, {range}-byte ranges");
+                // Ranges of hundreds of rows learn as one reader does (tiny ones are tiny batches).
+                // One range holds the whole file: one shard learns it as one reader does.
+                if range == 1 << 20 {
+                    assert_eq!(r.progressive_loss.to_bits(), one.progressive_loss.to_bits());
+                }
+                // Without --skip-bad the first malformed line stops the run, named alike.
+                let e = |r: Result<TrainOutcome, streamsgd::pipeline::PipelineError>| {
+                    r.map(|o| o.source_error.map(|e| e.to_string())).map_err(|e| e.to_string())
+                };
+                assert_eq!(
+                    e(split(&c, false, range)),
+                    e(stream(&cfg(1, MergeMode::Sync), false)),
+                    "{threads} threads, {range}-byte ranges, {mode:?}"
+                );
+            }
+        }
+    }
+}

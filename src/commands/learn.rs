@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use streamsgd::convert::{count_rows, open_parser, resolve_format, source_name, write_generated};
+use streamsgd::convert::{count_rows, is_regular_file, open_parser, resolve_format, source_name, write_generated};
 use streamsgd::dataset::Dataset;
 use streamsgd::kernel::Columns;
 use streamsgd::latency::{Latency, Percentiles};
@@ -19,6 +19,7 @@ use streamsgd::optim::{Kind, OptimConfig, Schedule};
 use streamsgd::pipeline::{self, Input, OnDrift, PipelineConfig, TrainOutcome, TrainReport, WindowConfig};
 use streamsgd::source::gen::{GenConfig, Generator, Task};
 use streamsgd::source::live::{LiveReader, Patience};
+use streamsgd::source::split::SplitText;
 use streamsgd::source::text::LabelColumn;
 use streamsgd::source::{TextFormat, TextOptions, TextParser};
 use streamsgd::transform::{Missing, Scaling, TransformConfig};
@@ -380,6 +381,11 @@ fn connect(spec: &str, addr: &str, patience: &Patience) -> anyhow::Result<Box<dy
     Ok(Box::new(BufReader::with_capacity(1 << 20, LiveReader::new(sock, patience.clone()))))
 }
 
+/// Whether `spec` names a regular text file (one the shards can split among them).
+fn is_text_file(spec: &str) -> bool {
+    !spec.ends_with(".ssgd") && is_regular_file(Path::new(spec))
+}
+
 fn input_of(data: &mut Data, holdout: Option<f64>, skip_bad: bool) -> anyhow::Result<Input<'_>> {
     let keep = |rows: u64| rows - ((rows as f64 * holdout.unwrap_or(0.0)).round() as u64).min(rows);
     Ok(match data {
@@ -429,7 +435,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             let name = source.name().to_string();
             (Data::Kafka(Box::new(source)), name)
         }
-        () => open_data(&a.data, a.text.format, &text, a.holdout.is_some(), &patience)?,
+        () => open_data(&a.data, a.text.format, &text, a.holdout.is_some() && !is_text_file(&a.data), &patience)?,
     };
     if a.verify {
         let Data::Mapped(ds) = &data else {
@@ -459,6 +465,25 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             cfg.learner.loss
         );
     }
+    // A text file is split among the shards, which parse their own ranges; what needs the
+    // rows in one stream (duplicate and event windows, pacing, passes) reads it with one thread.
+    let split = match &mut data {
+        Data::Text { parser, rows } if is_text_file(&a.data) => {
+            let one_stream = cfg.dedup_window > 0 || cfg.windows.is_some() || cfg.rate.is_some() || cfg.passes > 1;
+            if one_stream || parser.has_timestamps() {
+                if a.holdout.is_some() {
+                    *rows = Some(count_rows(Path::new(&a.data), resolve_format(Path::new(&a.data), a.text.format)?)?);
+                }
+                None
+            } else {
+                let format = resolve_format(Path::new(&a.data), a.text.format)?;
+                let text = SplitText::open(Path::new(&a.data), parser.bytes(), parser.line_no(), a.holdout.unwrap_or(0.0), format)
+                    .with_context(|| format!("{name}: cannot map the file"))?;
+                Some(text.with_rows_per_range(streamsgd::batch::BATCH_ROWS))
+            }
+        }
+        _ => None,
+    };
     let schema = data_schema(&data);
     if let (None, Some(l)) = (&text.label, &schema.label) {
         if !matches!(l.as_str(), "label" | "target" | "y") {
@@ -478,7 +503,12 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     }
     let bar = super::progress(total.unwrap_or(0), "rows");
     let shared = Arc::new(SharedModel::new(streamsgd::model::LinearModel::zeros(cfg.learner.loss, 1)));
-    let mut input = input_of(&mut data, a.holdout, a.model.skip_bad)?;
+    let mut input = match (&data, &split) {
+        (Data::Text { parser, .. }, Some(text)) => {
+            Input::Split { text, parser: parser.detached(std::io::empty(), 0), skip_bad: a.model.skip_bad }
+        }
+        _ => input_of(&mut data, a.holdout, a.model.skip_bad)?,
+    };
     let mut out = pipeline::train(&cfg, &mut input, &name, initial, shared, &bar)?;
     out.model.set_schema(&schema);
     // From the command's start: opening (and prefaulting) the input included.

@@ -55,6 +55,16 @@ impl SplitText {
         Ok(s)
     }
 
+    /// The same file cut into ranges of about `rows` lines each, as its first 64 KiB of lines
+    /// measure them (4 KiB to 4 MiB): where the shards merge every so many ranges, a range is
+    /// about a batch.
+    pub fn with_rows_per_range(self, rows: usize) -> Self {
+        let sample = &self.bytes()[self.start..self.end.min(self.start + (64 << 10))];
+        let per_line = sample.len() as f64 / line_count(sample).max(1) as f64;
+        let bytes = (per_line * rows as f64) as usize;
+        self.with_range_bytes(bytes.clamp(4 << 10, 4 << 20))
+    }
+
     /// The same file cut into ranges of `bytes` (at least 1) instead of [`RANGE_BYTES`].
     pub fn with_range_bytes(mut self, bytes: usize) -> Self {
         self.range = bytes.max(1);

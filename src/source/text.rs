@@ -133,6 +133,7 @@ pub struct ParsedRow {
     pub time: f64,
 }
 
+#[derive(Clone)]
 enum Layout {
     Csv {
         columns: Vec<String>,
@@ -500,6 +501,34 @@ impl<R: BufRead> TextParser<R> {
             }
             _ => None,
         }
+    }
+
+    /// A parser of the same text (format, columns, feature order) over `reader`, numbering
+    /// lines from `line` + 1: a shard parsing its own ranges of a file, or the held-out lines.
+    pub fn detached<R2>(&self, reader: R2, line: u64) -> TextParser<R2> {
+        TextParser {
+            reader,
+            source: self.source.clone(),
+            format: self.format,
+            layout: self.layout.clone(),
+            d: self.d,
+            line_no: line,
+            line: Vec::new(),
+            nan_cells: 0,
+            bytes: 0,
+            require_newline: false,
+            indices: Vec::new(),
+        }
+    }
+
+    /// Numbers the lines that follow from `line` + 1.
+    pub fn restart_lines(&mut self, line: u64) {
+        self.line_no = line;
+    }
+
+    /// Lines read so far.
+    pub fn line_no(&self) -> u64 {
+        self.line_no
     }
 
     /// Makes a last line without a newline an error (for sockets: a peer that closes

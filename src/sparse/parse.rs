@@ -117,17 +117,16 @@ impl<R: BufRead> SparseParser<R> {
         Ok(p)
     }
 
-    /// A parser of the same text (format, seed, CSV columns) for lines handed to
-    /// [`parse_record`](Self::parse_record), numbering them from 1: what a shard parsing its
-    /// own ranges of a file uses.
-    pub fn detached(&self) -> SparseParser<std::io::Empty> {
+    /// A parser of the same text (format, seed, CSV columns) over `reader`, numbering lines
+    /// from `line` + 1: a shard parsing its own ranges of a file, or the held-out lines.
+    pub fn detached<R2>(&self, reader: R2, line: u64) -> SparseParser<R2> {
         SparseParser {
-            reader: std::io::empty(),
+            reader,
             source: self.source.clone(),
             format: self.format,
             seed: self.seed,
             line: Vec::new(),
-            line_no: 0,
+            line_no: line,
             bytes: 0,
             require_newline: false,
             max_index: 0,
@@ -137,9 +136,9 @@ impl<R: BufRead> SparseParser<R> {
         }
     }
 
-    /// Numbers the lines that follow from 1 again (a new range of a file).
-    pub fn restart_lines(&mut self) {
-        self.line_no = 0;
+    /// Numbers the lines that follow from `line` + 1.
+    pub fn restart_lines(&mut self, line: u64) {
+        self.line_no = line;
     }
 
     /// A record must end with a newline (sockets: a sender that closes mid-line loses it).

@@ -520,20 +520,20 @@ fn split<R: BufRead>(
     skip_bad: bool,
 ) -> Result<Learned, SparseError> {
     let (next, ranges) = (AtomicU64::new(0), text.ranges());
-    let template = &parser.detached();
+    let template = &parser.detached(std::io::empty(), 0);
     let shards: Vec<SplitShard> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let next = &next;
                 s.spawn(move || {
                     let mut k = SparseKernel::new(table, sh.cfg.loss, sh.cfg.optim, &sh.cfg.interactions, threads);
-                    let (mut out, mut p, mut rows) = (SplitShard::default(), template.detached(), SparseRows::new());
+                    let (mut out, mut p, mut rows) = (SplitShard::default(), template.detached(std::io::empty(), 0), SparseRows::new());
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= ranges || sh.stopping() {
                             break;
                         }
-                        p.restart_lines();
+                        p.restart_lines(0);
                         let (mut row, mut first) = (0u64, 0u64);
                         for line in lines(text.range(i)) {
                             match p.parse_record(line, &mut rows) {
@@ -639,15 +639,12 @@ fn held_out<R: BufRead>(
     if bytes.is_empty() {
         return Ok(None);
     }
-    let (mut p, mut held) = (parser.detached(), SparseRows::new());
+    let (mut p, mut held) = (parser.detached(std::io::empty(), text.lines_before_holdout()), SparseRows::new());
     for line in lines(bytes) {
         match p.parse_record(line, &mut held) {
             Ok(_) => {}
             Err(e) if skip_bad && !e.fatal => t.rejected += 1,
-            Err(mut e) => {
-                e.line += text.lines_before_holdout();
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(Some(held))
