@@ -3,6 +3,7 @@
 //! hash used for VW names.
 
 pub mod ctr;
+pub mod float;
 pub mod gen;
 pub mod hash;
 #[cfg(feature = "kafka")]

@@ -350,7 +350,7 @@ fn list(names: &[&str]) -> String {
 
 /// Parses a finite f32 (NaN comes back as NaN; ±inf and overflow are errors).
 pub(crate) fn number(cell: &[u8]) -> Result<f32, String> {
-    match fast_float2::parse::<f32, _>(cell) {
+    match super::float::parse_f32(cell).ok_or(()) {
         Ok(x) if x.is_infinite() => Err(format!("'{}' is infinite or out of f32 range", cut(&String::from_utf8_lossy(cell)))),
         Ok(x) => Ok(x),
         Err(_) if cell.len() > 60 => Err(format!("'{}…' ({} bytes) is not a number", cut(&String::from_utf8_lossy(cell)), cell.len())),
