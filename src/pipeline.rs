@@ -841,7 +841,9 @@ fn produce(
         Input::Split { .. } => Ok(()),
         Input::Stream { parser, train_rows, skip_bad } => {
             if cfg.passes > 1 {
-                return Err(PipelineError::Config("--passes > 1 needs a .ssgd file (convert the text first)".into()));
+                return Err(PipelineError::Config(
+                    "--passes replays a file: a stream cannot be read twice (save it to a file first)".into(),
+                ));
             }
             let limit = train_rows.unwrap_or(u64::MAX);
             let mut row = vec![0.0f32; parser.features()];

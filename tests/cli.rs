@@ -159,3 +159,39 @@ fn inputs_too_big_for_memory_are_errors_not_aborts() {
         assert!(!ok && err.contains("16000000 features") && err.contains("GB, more than half"), "{cmd:?}: {err}");
     }
 }
+
+#[test]
+fn passes_over_text_replay_a_cache_rebuilt_when_the_text_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    for f in ["a.csv", "a.ssgd"] {
+        assert!(streamsgd(&["gen", "--rows", "20000", "--features", "4", "--seed", "5", "-o", &p(f)]).0);
+    }
+    let train = |data: &str, extra: &[&str]| {
+        let mut args = vec!["train", data, "--passes", "3", "--holdout", "0.2", "--threads", "1", "--json"];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = streamsgd(&args);
+        assert!(ok, "{err}");
+        (serde_json::from_str::<serde_json::Value>(&out).unwrap(), err)
+    };
+    // The passes over the text learn what the passes over its converted file learn.
+    let (mapped, _) = train(&p("a.ssgd"), &[]);
+    let (text, err) = train(&p("a.csv"), &["--cache", &p("c.ssgd")]);
+    assert!(err.contains("parsed") && err.contains("c.ssgd"), "{err}");
+    assert_eq!(text["rows"], 48_000);
+    assert_eq!(text["holdout"]["loss"], mapped["holdout"]["loss"]);
+    let (again, err) = train(&p("a.csv"), &["--cache", &p("c.ssgd")]);
+    assert!(err.contains("replaying the cache"), "{err}");
+    assert_eq!(again["holdout"]["loss"], text["holdout"]["loss"]);
+    // Other options, or another text, rebuild it.
+    let (_, err) = train(&p("a.csv"), &["--cache", &p("c.ssgd"), "--skip-bad"]);
+    assert!(err.contains("parsed"), "{err}");
+    assert!(streamsgd(&["gen", "--rows", "10000", "--features", "4", "--seed", "6", "-o", &p("a.csv")]).0);
+    let (changed, err) = train(&p("a.csv"), &["--cache", &p("c.ssgd")]);
+    assert!(err.contains("parsed"), "{err}");
+    assert_eq!(changed["rows"], 24_000);
+    // Without --cache the cache is temporary: nothing is left beside the text.
+    train(&p("a.csv"), &[]);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(left.iter().all(|n| !n.contains("streamsgd-cache")), "{left:?}");
+}

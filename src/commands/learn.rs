@@ -6,7 +6,9 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use streamsgd::convert::{count_rows, is_regular_file, open_parser, resolve_format, source_name, write_generated};
+use streamsgd::convert::{
+    convert_text, count_rows, is_regular_file, open_parser, resolve_format, source_name, write_generated, ConvertOptions,
+};
 use streamsgd::dataset::Dataset;
 use streamsgd::kernel::Columns;
 use streamsgd::latency::{Latency, Percentiles};
@@ -25,6 +27,7 @@ use streamsgd::source::{TextFormat, TextOptions, TextParser};
 use streamsgd::transform::{Missing, Scaling, TransformConfig};
 use streamsgd::window::{EventTime, WindowKind};
 
+mod cache;
 mod sparse;
 pub use sparse::{inspect, InspectArgs};
 
@@ -301,9 +304,14 @@ pub struct TrainArgs {
     /// of the file: about 10 GB/s).
     #[arg(long)]
     verify: bool,
-    /// Passes over a .ssgd file.
+    /// Passes over the data (a text file is parsed once into a .ssgd cache that the passes
+    /// replay).
     #[arg(help_heading = "Run and output", long, default_value_t = 1)]
     passes: usize,
+    /// With --passes over a text file: keep its .ssgd cache here, and replay it next time
+    /// while the text and options are unchanged (default: a temporary file, removed).
+    #[arg(help_heading = "Run and output", long)]
+    cache: Option<PathBuf>,
     /// Shuffle the block order of a .ssgd file each pass, with this seed.
     #[arg(help_heading = "Run and output", long)]
     shuffle_seed: Option<u64>,
@@ -437,6 +445,29 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         }
         () => open_data(&a.data, a.text.format, &text, a.holdout.is_some() && !is_text_file(&a.data), &patience)?,
     };
+    // --passes over a text file: parsed once into a .ssgd cache the passes replay, its schema
+    // (CSV names, the label) taken from the text.
+    let mut text_schema = None;
+    let cache = match &data {
+        Data::Text { .. } if a.passes > 1 && is_text_file(&a.data) => {
+            text_schema = Some(data_schema(&data));
+            let opts = ConvertOptions {
+                format: a.text.format,
+                text: text.clone(),
+                skip_bad: a.model.skip_bad,
+                block_rows: streamsgd::dataset::writer::DEFAULT_BLOCK_ROWS,
+                stop: Some(stop.flag()),
+            };
+            let fingerprint = format!("dense {:?} {:?} {}", opts.format, opts.text, opts.skip_bad);
+            let c = cache::TextCache::prepare(Path::new(&a.data), a.cache.as_deref(), &fingerprint, |out| {
+                Ok(convert_text(Path::new(&a.data), out, &opts, &indicatif::ProgressBar::hidden())?)
+            })?;
+            data = Data::Mapped(Dataset::open(c.path())?);
+            Some(c)
+        }
+        _ => None,
+    };
+    ensure!(a.cache.is_none() || cache.is_some(), "--cache keeps the .ssgd cache of a text file read with --passes 2 or more");
     if a.verify {
         let Data::Mapped(ds) = &data else {
             bail!("{name}: --verify checks a .ssgd file's block checksums; text and live sources have none");
@@ -484,7 +515,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let schema = data_schema(&data);
+    let schema = text_schema.unwrap_or_else(|| data_schema(&data));
     if let (None, Some(l)) = (&text.label, &schema.label) {
         if !matches!(l.as_str(), "label" | "target" | "y") {
             eprintln!("note: the label is the last column, '{l}' (no column is named label, target or y; --label NAME picks another)");

@@ -7,7 +7,8 @@ use clap::Args;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
-use streamsgd::convert::{count_rows, is_regular_file, open_input, resolve_format, source_name};
+use streamsgd::convert::{convert_sparse, count_rows, is_regular_file, open_input, resolve_format, source_name, ConvertOptions};
+use streamsgd::dataset::writer::DEFAULT_BLOCK_ROWS;
 use streamsgd::dataset::SparseDataset;
 use streamsgd::kernel::sparse::{Table, MAX_BITS};
 use streamsgd::learner::BadRows;
@@ -17,7 +18,7 @@ use streamsgd::optim::{Kind, OptimConfig, Optimizer};
 use streamsgd::source::live::Patience;
 use streamsgd::source::split::SplitText;
 use streamsgd::source::text::LabelColumn;
-use streamsgd::source::TextFormat;
+use streamsgd::source::{TextFormat, TextOptions};
 use streamsgd::sparse::train::{evaluate_rows, predict_rows, SparseError};
 use streamsgd::sparse::{SparseConfig, SparseInput, SparseModel, SparseOutcome, SparseParser, SparseRows};
 
@@ -264,6 +265,31 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     let path = Path::new(&a.data);
     let splittable = !a.data.ends_with(".ssgd") && is_regular_file(path);
     let (mut source, name) = open(&a.data, a.text.format, &hashing, a.holdout.is_some() && !splittable, &patience)?;
+    // --passes over a text file: parsed once into a .ssgd cache the passes replay.
+    let label = match &source {
+        Source::Text { parser, .. } => parser.label_name().map(str::to_string),
+        Source::Mapped(_) => None,
+    };
+    let cache = match &source {
+        Source::Text { .. } if a.passes > 1 && splittable => {
+            let opts = ConvertOptions {
+                format: a.text.format,
+                text: TextOptions { label: hashing.label.clone(), ..TextOptions::default() },
+                skip_bad: a.model.skip_bad,
+                block_rows: DEFAULT_BLOCK_ROWS,
+                stop: Some(stop.flag()),
+            };
+            let fingerprint =
+                format!("sparse {:?} {:?} {} {:?} {}", opts.format, hashing.label, hashing.seed, hashing.categorical, opts.skip_bad);
+            let c = super::cache::TextCache::prepare(path, a.cache.as_deref(), &fingerprint, |out| {
+                Ok(convert_sparse(path, out, &opts, hashing.seed, &hashing.categorical, &indicatif::ProgressBar::hidden())?)
+            })?;
+            source = Source::Mapped(SparseDataset::open(c.path())?);
+            Some(c)
+        }
+        _ => None,
+    };
+    ensure!(a.cache.is_none() || cache.is_some(), "--cache keeps the .ssgd cache of a text file read with --passes 2 or more");
     let split = match &source {
         Source::Text { parser, .. } if splittable => Some(
             SplitText::open(path, parser.bytes(), parser.line_no(), a.holdout.unwrap_or(0.0), resolve_format(path, a.text.format)?)
@@ -273,7 +299,7 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     };
     let keep = |rows: u64| rows - ((rows as f64 * a.holdout.unwrap_or(0.0)).round() as u64).min(rows);
     if a.passes > 1 {
-        ensure!(matches!(source, Source::Mapped(_)), "--passes replays a .ssgd file: convert {name} first");
+        ensure!(matches!(source, Source::Mapped(_)), "--passes replays a file: {name} is a stream (save it to a file first)");
     }
     if a.verify {
         let Source::Mapped(ds) = &source else { bail!("{name}: --verify checks a .ssgd file's block checksums; text has none") };
@@ -321,10 +347,7 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
         hash_seed: a.sparse.hash_seed,
         interactions: a.sparse.interactions.clone(),
         categorical: a.sparse.categorical.clone(),
-        label: match &source {
-            Source::Text { parser, .. } => parser.label_name().map(str::to_string),
-            Source::Mapped(_) => None,
-        },
+        label,
     };
     if let Some(p) = &a.save {
         to_file(&model, cfg.optim, &meta)?.save(p)?;
