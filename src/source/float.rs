@@ -1,5 +1,5 @@
-//! Decimal text to `f32`, correctly rounded: the fast path for the plain decimals data files
-//! hold (`-12.345`, `6.02e23` with at most 19 digits and a power of ten up to 22), the
+//! Decimal text to `f32`, correctly rounded: the fast path (digits 8 at a time) for the plain
+//! decimals data files hold (`-12.345`, `6.02e23` with at most 19 digits and a power of ten up to 22), the
 //! `fast-float2` crate for everything else (and as the reference the tests hold it to).
 //!
 //! The fast path is Clinger's: the digits as an exact integer m < 2^53 and 10^|e| ≤ 10^22 are
@@ -15,49 +15,84 @@ const POW10: [f64; 23] =
 /// finds no number spanning all of `s`.
 #[inline]
 pub fn parse_f32(s: &[u8]) -> Option<f32> {
-    fast_path(s).or_else(|| fast_float2::parse::<f32, _>(s).ok())
+    match plain_prefix(s) {
+        Some((x, n)) if n == s.len() => Some(x),
+        _ => fast_float2::parse::<f32, _>(s).ok(),
+    }
 }
 
-/// The plain decimals: `[+-]digits[.digits][(e|E)[+-]digits]`, at least one digit in the
-/// mantissa, at most 19 in all (leading zeros included), |exponent − fraction digits| ≤ 22.
+/// The plain decimal `s` starts with and the bytes it takes, when it is one the fast path
+/// reads (`None` otherwise: the caller takes the general path). A number the bytes after it
+/// would have continued (a digit, `.`, `e`) is not cut short: it is then `None`.
 #[inline]
-fn fast_path(s: &[u8]) -> Option<f32> {
-    let (neg, mut i) = match s.first() {
-        Some(b'-') => (true, 1),
-        Some(b'+') => (false, 1),
-        _ => (false, 0),
-    };
-    let (mut m, mut digits) = (0u64, 0u32);
+pub fn plain_prefix(s: &[u8]) -> Option<(f32, usize)> {
+    fast_path(s)
+}
+
+/// The value of 8 ASCII digits (little-endian in `v`), or `None` if one is not a digit.
+#[inline]
+fn eight_digits(v: u64) -> Option<u64> {
+    let digits = (v & 0xf0f0_f0f0_f0f0_f0f0) == 0x3030_3030_3030_3030
+        && (v.wrapping_add(0x0606_0606_0606_0606) & 0xf0f0_f0f0_f0f0_f0f0) == 0x3030_3030_3030_3030;
+    if !digits {
+        return None;
+    }
+    let v = v - 0x3030_3030_3030_3030;
+    let v = v.wrapping_mul(10) + (v >> 8);
+    let hi = (v & 0x0000_00ff_0000_00ff).wrapping_mul(100 + (1_000_000 << 32));
+    let lo = ((v >> 16) & 0x0000_00ff_0000_00ff).wrapping_mul(1 + (10_000 << 32));
+    Some(hi.wrapping_add(lo) >> 32)
+}
+
+/// Adds the digits of `s` from `i` on to `m` (8 at a time where 8 follow): the index after
+/// them, and how many there were (`None` past 19 in all, counting `digits` so far).
+#[inline]
+fn digits(s: &[u8], mut i: usize, m: &mut u64, mut digits: u32) -> Option<(usize, u32)> {
+    let start = digits;
+    while let Some(chunk) = s.get(i..i + 8) {
+        let Some(v) = eight_digits(u64::from_le_bytes(chunk.try_into().ok()?)) else { break };
+        if digits + 8 > 19 {
+            return None;
+        }
+        *m = *m * 100_000_000 + v;
+        digits += 8;
+        i += 8;
+    }
     while let Some(&c) = s.get(i) {
         let d = c.wrapping_sub(b'0');
         if d > 9 {
             break;
         }
-        m = m * 10 + u64::from(d);
-        digits += 1;
-        i += 1;
-        if digits > 19 {
+        if digits == 19 {
             return None;
         }
+        *m = *m * 10 + u64::from(d);
+        digits += 1;
+        i += 1;
     }
+    Some((i, digits - start))
+}
+
+/// The plain decimals: `[+-]digits[.digits][(e|E)[+-]digits]`, at least one digit in the
+/// mantissa, at most 19 in all (leading zeros included), |exponent − fraction digits| ≤ 22;
+/// the value and the bytes read.
+#[inline]
+fn fast_path(s: &[u8]) -> Option<(f32, usize)> {
+    let (neg, mut i) = match s.first() {
+        Some(b'-') => (true, 1),
+        Some(b'+') => (false, 1),
+        _ => (false, 0),
+    };
+    let mut m = 0u64;
+    let (at, int) = self::digits(s, i, &mut m, 0)?;
+    i = at;
     let mut frac = 0i32;
     if s.get(i) == Some(&b'.') {
-        i += 1;
-        while let Some(&c) = s.get(i) {
-            let d = c.wrapping_sub(b'0');
-            if d > 9 {
-                break;
-            }
-            m = m * 10 + u64::from(d);
-            digits += 1;
-            frac += 1;
-            i += 1;
-            if digits > 19 {
-                return None;
-            }
-        }
+        let (at, n) = self::digits(s, i + 1, &mut m, int)?;
+        i = at;
+        frac = n as i32;
     }
-    if digits == 0 {
+    if int + frac as u32 == 0 {
         return None;
     }
     let mut exp = 0i32;
@@ -90,7 +125,7 @@ fn fast_path(s: &[u8]) -> Option<f32> {
             exp = -exp;
         }
     }
-    if i != s.len() || m > 1 << 53 {
+    if m > 1 << 53 {
         return None;
     }
     let e = exp - frac;
@@ -104,7 +139,7 @@ fn fast_path(s: &[u8]) -> Option<f32> {
         return None;
     }
     let f = d as f32;
-    Some(if neg { -f } else { f })
+    Some((if neg { -f } else { f }, i))
 }
 
 #[cfg(test)]
@@ -157,6 +192,25 @@ mod tests {
         for c in cases {
             assert_eq!(parse_f32(c.as_bytes()).map(f32::to_bits), reference(c), "{c:?}");
         }
+    }
+
+    #[test]
+    fn prefixes_stop_where_the_number_does() {
+        assert_eq!(plain_prefix(b"1.5,2"), Some((1.5, 3)));
+        assert_eq!(plain_prefix(b"-12345678.125e1,x"), Some((-123456781.25, 15)));
+        assert_eq!(plain_prefix(b"1.5 "), Some((1.5, 3)));
+        assert_eq!(plain_prefix(b",1"), None);
+        assert_eq!(plain_prefix(b"1e,"), None);
+        assert_eq!(plain_prefix(b"12345678901234567890,"), None);
+    }
+
+    #[test]
+    fn eight_digits_at_once() {
+        assert_eq!(eight_digits(u64::from_le_bytes(*b"12345678")), Some(12_345_678));
+        assert_eq!(eight_digits(u64::from_le_bytes(*b"00000009")), Some(9));
+        assert_eq!(eight_digits(u64::from_le_bytes(*b"1234567.")), None);
+        assert_eq!(eight_digits(u64::from_le_bytes(*b"1234567:")), None);
+        assert_eq!(eight_digits(u64::from_le_bytes(*b"/1234567")), None);
     }
 
     proptest! {

@@ -322,6 +322,15 @@ pub(crate) fn csv_cells(line: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     }
 }
 
+/// The plain (unquoted) cell of `body` that starts at `at`, which moves to the next one
+/// (`None` after the last).
+fn next_cell<'b>(body: &'b [u8], at: &mut Option<usize>) -> Option<&'b [u8]> {
+    let start = (*at)?;
+    let end = memchr::memchr(b',', &body[start..]).map_or(body.len(), |c| start + c);
+    *at = (end < body.len()).then_some(end + 1);
+    Some(&body[start..end])
+}
+
 /// The CSV layout's column-to-feature map, to take out and put back around a row's parse.
 fn slot_of(layout: &mut Layout) -> &mut Vec<usize> {
     match layout {
@@ -641,10 +650,24 @@ impl<R: BufRead> TextParser<R> {
         let cells = if quoted { csv_cells(body).map_err(|e| self.bad(None, e)) } else { Ok(Vec::new()) };
         let result = (|| {
             let cells = cells?;
-            let mut plain = body.split(|&c| c == b',');
-            let mut next = |i: usize| if quoted { cells.get(i).map(|c| &c[..]) } else { plain.next() };
-            while let Some(cell) = next(count) {
+            // Plain cells: where the next comma-separated cell starts (`None` after the last).
+            let mut at = Some(0);
+            loop {
                 let i = count;
+                // A feature cell that is a plain decimal ending at its comma: read in place (the
+                // general path below would read the same number, after a split and a trim).
+                if let Some(start) = at.filter(|_| !quoted && i < ncol && i != label_col && i != ts_col) {
+                    if let Some((x, n)) = super::float::plain_prefix(&body[start..]) {
+                        let end = start + n;
+                        if end == body.len() || body[end] == b',' {
+                            feats[slot[i]] = x;
+                            count += 1;
+                            at = (end < body.len()).then_some(end + 1);
+                            continue;
+                        }
+                    }
+                }
+                let Some(cell) = (if quoted { cells.get(i).map(|c| &c[..]) } else { next_cell(body, &mut at) }) else { break };
                 count += 1;
                 if i >= ncol {
                     continue;
