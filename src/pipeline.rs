@@ -813,6 +813,9 @@ fn produce(
         Input::Mapped { dataset, train_rows } => {
             let mut segments = segments(dataset, *train_rows);
             for pass in 0..cfg.passes.max(1) {
+                // A file too large to prefault is read ahead of the batches sent and dropped
+                // behind them (in file order only: shuffled blocks are read where they fall).
+                let mut streaming = dataset.streaming().filter(|_| cfg.shuffle_seed.is_none());
                 if let Some(seed) = cfg.shuffle_seed {
                     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed ^ (pass as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                     for i in (1..segments.len()).rev() {
@@ -833,6 +836,9 @@ fn produce(
                         return Ok(());
                     }
                     p.look_back.push(bundle);
+                    if let (Some(st), Some(last)) = (streaming.as_mut(), bundle.last()) {
+                        st.at(dataset.block_offset(last.block));
+                    }
                 }
             }
             Ok(())

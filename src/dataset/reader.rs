@@ -5,9 +5,12 @@
 //! A file truncated *by another process while mapped* can still fault (SIGBUS) as with any mmap;
 //! `.ssgd` files are written to a temporary name and renamed, so a writer never does that.
 //!
-//! The mapping is prefaulted (`MAP_POPULATE`): page-table work happens once at open instead of
-//! as minor faults inside the learning loop (measured: it trims the latency median under
-//! `--rate`). A file larger than memory is then read through once at open.
+//! A file that fits in half of this machine's memory is prefaulted (`MAP_POPULATE`): page-table
+//! work happens once at open instead of as minor faults inside the learning loop (measured: it
+//! trims the latency median under `--rate`). A larger one is not (prefaulting it would read it
+//! all before learning, evicting its own beginning): it is read as it is learned, with
+//! read-ahead and drop-behind ([`Streaming`]), so memory stays bounded and the page cache
+//! usable.
 
 use super::header::{Header, HeaderError, ALIGN, HEADER_LEN};
 use super::FormatError;
@@ -21,6 +24,10 @@ pub struct Dataset {
     path: PathBuf,
     header: Header,
     map: Mmap,
+    /// The open file (drop-behind tells the kernel through it).
+    file: File,
+    /// Prefaulted at open (it fits in memory).
+    populated: bool,
     /// Bytes of one full block.
     full_block_bytes: usize,
 }
@@ -75,10 +82,15 @@ impl Dataset {
         if len < HEADER_LEN as u64 {
             return Err(FormatError::Invalid { path, what: format!("truncated: {len} bytes, shorter than the {HEADER_LEN}-byte header") });
         }
+        let populated = crate::batch::physical_memory().is_none_or(|m| len <= m / 2);
+        let mut options = memmap2::MmapOptions::new();
+        if populated {
+            options.populate();
+        }
         // SAFETY: the mapping is read-only; the bytes are validated
         // below before any typed view exists. Concurrent truncation by another process is the
         // documented trust boundary (module docs).
-        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|e| io("mmap", e))?;
+        let map = unsafe { options.map(&file) }.map_err(|e| io("mmap", e))?;
         let header = Header::decode(&map).map_err(|e| match e {
             HeaderError::Invalid(what) => FormatError::Invalid { path: path.clone(), what },
             HeaderError::Unsupported(what) => FormatError::Unsupported { path: path.clone(), what },
@@ -105,7 +117,18 @@ impl Dataset {
         let full_block_bytes = usize::try_from(header.block_bytes(header.block_rows as u64).expect("validated"))
             .map_err(|_| FormatError::Invalid { path: path.clone(), what: "block too large for this platform".into() })?;
         let _ = map.advise(memmap2::Advice::Sequential);
-        Ok(Dataset { path, header, map, full_block_bytes })
+        Ok(Dataset { path, header, map, file, populated, full_block_bytes })
+    }
+
+    /// Read-ahead and drop-behind for reading the file front to back, when it was too large
+    /// to prefault (`None` otherwise: it is all in memory already).
+    pub fn streaming(&self) -> Option<Streaming<'_>> {
+        (!self.populated).then_some(Streaming { ds: self, ahead: AHEAD, behind: BEHIND, step: DROP_STEP, ahead_to: 0, dropped_to: 0 })
+    }
+
+    /// The file offset where block `i` starts.
+    pub fn block_offset(&self, i: u64) -> usize {
+        HEADER_LEN + i as usize * self.full_block_bytes
     }
 
     /// Checks every block against its CRC-32 in the file's table: a flipped bit anywhere in
@@ -188,5 +211,93 @@ impl Dataset {
     /// All blocks in file order.
     pub fn iter(&self) -> impl Iterator<Item = Block<'_>> + '_ {
         (0..self.blocks()).map(move |i| self.block(i))
+    }
+}
+
+/// Bytes read ahead of the reading position (asked of the kernel in steps of half of it).
+const AHEAD: usize = 256 << 20;
+/// Bytes kept behind the reading position (batches still being learned read them; a page
+/// dropped too early is only read again, never wrong).
+const BEHIND: usize = 256 << 20;
+/// Bytes dropped at a time.
+const DROP_STEP: usize = 64 << 20;
+
+/// A large mapped file read front to back: the next [`AHEAD`] bytes are asked for ahead of
+/// time, and what lies more than [`BEHIND`] bytes back is unmapped and dropped from the page
+/// cache, so a file larger than memory streams at the disk's speed in bounded memory.
+#[derive(Debug)]
+pub struct Streaming<'a> {
+    ds: &'a Dataset,
+    ahead: usize,
+    behind: usize,
+    step: usize,
+    ahead_to: usize,
+    dropped_to: usize,
+}
+
+impl Streaming<'_> {
+    /// The reader has reached file offset `at`.
+    pub fn at(&mut self, at: usize) {
+        let len = self.ds.map.len();
+        if at + self.ahead / 2 > self.ahead_to && self.ahead_to < len {
+            let to = (at + self.ahead).min(len);
+            let from = self.ahead_to.max(at);
+            let _ = self.ds.map.advise_range(memmap2::Advice::WillNeed, from, to - from);
+            self.ahead_to = to;
+        }
+        let behind = at.saturating_sub(self.behind) / self.step * self.step;
+        if behind > self.dropped_to {
+            let (from, n) = (self.dropped_to, behind - self.dropped_to);
+            // SAFETY: the mapping is read-only and file-backed: unmapping its pages loses
+            // nothing, and a later read faults them in from the file again.
+            let _ = unsafe { self.ds.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, n) };
+            drop_cached(&self.ds.file, from, n);
+            self.dropped_to = behind;
+        }
+    }
+}
+
+/// Asks the kernel to drop `n` bytes of `file` from `from` out of the page cache (clean pages:
+/// nothing is lost).
+fn drop_cached(file: &File, from: usize, n: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), from as libc::off_t, n as libc::off_t, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from, n);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_read_after_their_pages_were_dropped_read_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.ssgd");
+        let mut w = crate::dataset::DatasetWriter::create(&path, 3, 64, false).unwrap();
+        for r in 0..20_000u32 {
+            w.push(&[r as f32, (r % 7) as f32, 1.5], (r % 2) as f32, 1.0).unwrap();
+        }
+        w.finish().unwrap();
+        let ds = Dataset::open(&path).unwrap();
+        let sums = |ds: &Dataset| ds.iter().map(|b| b.data.iter().map(|&x| f64::from(x)).sum::<f64>()).collect::<Vec<_>>();
+        let want = sums(&ds);
+        // Windows of a page or two: every block is read after the pages behind it were dropped.
+        let mut st = Streaming { ds: &ds, ahead: 8192, behind: 4096, step: 4096, ahead_to: 0, dropped_to: 0 };
+        let got: Vec<f64> = (0..ds.blocks())
+            .map(|i| {
+                st.at(ds.block_offset(i));
+                ds.block(i).data.iter().map(|&x| f64::from(x)).sum()
+            })
+            .collect();
+        assert!(st.dropped_to > 0);
+        assert_eq!(got, want);
+        assert_eq!(sums(&ds), want);
     }
 }

@@ -82,10 +82,16 @@ impl SparseDataset {
         if len < HEADER_LEN as u64 {
             return Err(inv(format!("truncated: {len} bytes, shorter than the {HEADER_LEN}-byte header")));
         }
+        // Prefaulted only when it fits in half of memory (as `reader` explains); a larger file
+        // is read as the shards claim its blocks, sequentially advised.
+        let mut options = memmap2::MmapOptions::new();
+        if crate::batch::physical_memory().is_none_or(|m| len <= m / 2) {
+            options.populate();
+        }
         // SAFETY: the mapping is read-only; every byte is validated before a typed view of it
         // exists. A file shrunk by another process while mapped is the trust boundary
         // documented in `reader`.
-        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|e| io("mmap", e))?;
+        let map = unsafe { options.map(&file) }.map_err(|e| io("mmap", e))?;
         let header = Header::decode(&map).map_err(|e| match e {
             HeaderError::Invalid(what) => inv(what),
             HeaderError::Unsupported(what) => FormatError::Unsupported { path: path.clone(), what },
