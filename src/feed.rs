@@ -32,6 +32,8 @@ pub struct SplitRun<'a> {
     last_round: AtomicU64,
     /// The first range with a malformed line that stops the run: later ones are not started.
     failed_at: AtomicU64,
+    /// Rows parsed so far, all shards (for the progress bar).
+    parsed: AtomicU64,
     stop: Option<&'a AtomicBool>,
     failed: &'a AtomicBool,
     checkpoint_rows: Option<u64>,
@@ -63,10 +65,16 @@ impl<'a> SplitRun<'a> {
             rounds,
             last_round: AtomicU64::new(u64::MAX),
             failed_at: AtomicU64::new(u64::MAX),
+            parsed: AtomicU64::new(0),
             stop,
             failed,
             checkpoint_rows,
         }
+    }
+
+    /// Rows parsed so far by all shards.
+    pub fn parsed(&self) -> u64 {
+        self.parsed.load(Ordering::Relaxed)
     }
 
     fn stopping(&self) -> bool {
@@ -236,6 +244,7 @@ impl<'a> SplitFeed<'a> {
             return None;
         }
         self.tally.rows += rows;
+        self.run.parsed.fetch_add(rows, Ordering::Relaxed);
         self.since_checkpoint += rows;
         let seq = self.seq;
         self.seq += 1;

@@ -655,8 +655,15 @@ pub fn train(
             _ => None,
         };
         let produced = produce(cfg, input, &mut producer, &pool, &mut source_rejected, &mut first_source_reject);
-        if split.is_none() {
-            producer.merge(cfg.checkpoint.is_some());
+        match &split {
+            None => producer.merge(cfg.checkpoint.is_some()),
+            // The shards read the file: this thread shows how far they are.
+            Some(run) => {
+                while !handles.iter().all(|h| h.is_finished()) {
+                    progress.set_position(run.parsed());
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
         }
         for r in &rings {
             r.close();
