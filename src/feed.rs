@@ -203,7 +203,12 @@ impl<'a> SplitFeed<'a> {
     /// Parses up to a batch of the current range; `None` when it held no more rows.
     fn parse(&mut self) -> Option<Batch> {
         let ingest = Instant::now();
-        let mut buf = self.pool.pop()?;
+        let Some(mut buf) = self.pool.pop() else {
+            // The pool closes only when this shard panics: nothing more to read.
+            self.current = None;
+            self.done = true;
+            return None;
+        };
         buf.clear();
         let cur = self.current.as_mut()?;
         let first = position(cur.range, cur.rows);

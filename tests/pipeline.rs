@@ -358,3 +358,30 @@ fn shards_parsing_their_own_ranges_count_and_report_as_one_reader() {
         }
     }
 }
+
+#[test]
+fn a_stop_ends_shards_parsing_their_own_ranges_after_the_same_merge() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use streamsgd::source::split::SplitText;
+    let dir = tempfile::tempdir().unwrap();
+    let path = gen_file(dir.path(), "s.csv", Task::Classification, 300_000, 0.0);
+    for (threads, mode, after_ms) in [(3, MergeMode::Sync, 0), (3, MergeMode::Sync, 30), (2, MergeMode::Async, 30), (3, MergeMode::Sync, 5)]
+    {
+        let stop = Arc::new(AtomicBool::new(after_ms == 0));
+        let c = PipelineConfig { stop: Some(stop.clone()), merge_every: 2, ..cfg(threads, mode) };
+        let p = open_parser(&path, TextFormat::Csv, &TextOptions::default(), &Default::default()).unwrap();
+        let text = SplitText::open(&path, p.bytes(), p.line_no(), 0.0, TextFormat::Csv).unwrap().with_range_bytes(16 << 10);
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(after_ms));
+            stop.store(true, Ordering::Release);
+        });
+        let mut input = Input::Split { text: &text, parser: p.detached(std::io::empty(), 0), skip_bad: false };
+        let r = train(&c, &mut input, "s.csv", None, shared(), &ProgressBar::hidden()).unwrap().report;
+        setter.join().unwrap();
+        assert!(r.stopped, "{threads} shards, stop after {after_ms} ms");
+        assert!(r.rows < 300_000 && r.rows_learned == r.rows, "{threads} shards, stop after {after_ms} ms: {} rows", r.rows);
+        if after_ms == 0 {
+            assert_eq!(r.rows, 0);
+        }
+    }
+}
