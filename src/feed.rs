@@ -17,12 +17,67 @@ use crate::ring::Ring;
 use crate::source::split::{lines, position, SplitText};
 use crate::source::{ParseError, TextParser};
 use crate::window::WindowTag;
+use crossbeam::channel::Receiver;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
+
+/// Where a split run's ranges come from.
+#[derive(Clone, Copy)]
+pub enum Ranges<'a> {
+    /// A mapped text file.
+    File(&'a SplitText),
+    /// A stream (stdin, a socket) cut into chunks of lines by one reader: chunk `i` goes to
+    /// shard `i mod n` through its channel.
+    Stream(&'a Chunks),
+}
+
+/// A chunk of whole lines of a stream.
+pub struct Chunk {
+    /// Its number in the stream (0, 1, 2, …).
+    pub index: u64,
+    /// Its lines.
+    pub bytes: Vec<u8>,
+    /// Its last line is the stream's, cut short (no newline) where records must end with
+    /// one (a socket closed mid-record): that line is an error, not a row.
+    pub unterminated: bool,
+}
+
+/// How far a stream's reader has got: chunks sent, and whether the stream has ended. A shard
+/// deciding whether the next round starts waits until the round's first chunk is known to
+/// exist or not, so every shard decides alike.
+#[derive(Default)]
+pub struct Chunks {
+    state: Mutex<(u64, bool)>,
+    grew: Condvar,
+}
+
+impl Chunks {
+    /// Chunk `sent - 1` has been handed to its shard.
+    pub fn sent(&self, sent: u64) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0 = sent;
+        self.grew.notify_all();
+    }
+
+    /// The stream has ended (or stopped): no more chunks.
+    pub fn end(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.grew.notify_all();
+    }
+
+    /// Whether chunk `i` exists (waits until that is known).
+    fn exists(&self, i: u64) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while st.0 <= i && !st.1 {
+            st = self.grew.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st.0 > i
+    }
+}
 
 /// What the shards of one split run share.
 pub struct SplitRun<'a> {
-    text: &'a SplitText,
+    ranges: Ranges<'a>,
     parser: TextParser<std::io::Empty>,
     skip_bad: bool,
     shards: u64,
@@ -45,7 +100,7 @@ impl<'a> SplitRun<'a> {
     /// `checkpoint_rows`, about every that many rows a merge asks for a checkpoint.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        text: &'a SplitText,
+        ranges: Ranges<'a>,
         parser: TextParser<std::io::Empty>,
         skip_bad: bool,
         shards: usize,
@@ -55,9 +110,12 @@ impl<'a> SplitRun<'a> {
         checkpoint_rows: Option<u64>,
     ) -> Self {
         let (shards, per_round) = (shards.max(1) as u64, merge_every.max(1) as u64);
-        let rounds = text.ranges().div_ceil(shards * per_round).max(1);
+        let rounds = match ranges {
+            Ranges::File(text) => text.ranges().div_ceil(shards * per_round).max(1),
+            Ranges::Stream(_) => u64::MAX,
+        };
         SplitRun {
-            text,
+            ranges,
             parser,
             skip_bad,
             shards,
@@ -83,7 +141,12 @@ impl<'a> SplitRun<'a> {
 
     /// Whether round `r` starts (read after round `r - 1`'s merge).
     fn starts(&self, r: u64) -> bool {
-        r < self.rounds && r < self.last_round.load(Ordering::Acquire)
+        r < self.rounds
+            && r < self.last_round.load(Ordering::Acquire)
+            && match self.ranges {
+                Ranges::File(_) => true,
+                Ranges::Stream(chunks) => chunks.exists(r * self.per_round * self.shards),
+            }
     }
 }
 
@@ -102,11 +165,28 @@ pub struct FeedTally {
     pub failure: Option<(u64, ParseError)>,
 }
 
-/// The range being parsed.
+/// The range being parsed: its bytes from `at` on are left.
 struct Current<'t> {
     range: u64,
-    rest: &'t [u8],
+    bytes: Bytes<'t>,
+    at: usize,
     rows: u64,
+    unterminated: bool,
+}
+
+/// A range's bytes: in the mapped file, or a chunk of a stream.
+enum Bytes<'t> {
+    Mapped(&'t [u8]),
+    Chunk(Vec<u8>),
+}
+
+impl Bytes<'_> {
+    fn get(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(b) => b,
+            Bytes::Chunk(v) => v,
+        }
+    }
 }
 
 /// One shard's feed: its ranges, parsed, then merge markers.
@@ -116,6 +196,8 @@ pub struct SplitFeed<'a> {
     parser: TextParser<std::io::Empty>,
     /// The shard's two buffers: one being learned, one being filled.
     pool: &'a Ring<Box<OwnedBatch>>,
+    /// Its chunks, when the ranges are a stream's.
+    chunks: Option<Receiver<Chunk>>,
     row: Vec<f32>,
     round: u64,
     /// Ranges of this round claimed so far.
@@ -133,12 +215,13 @@ pub struct SplitFeed<'a> {
 impl<'a> SplitFeed<'a> {
     /// The feed of shard `id`; `pool` holds its buffers (the shard returns each after
     /// learning it).
-    pub fn new(run: &'a SplitRun<'a>, id: usize, pool: &'a Ring<Box<OwnedBatch>>) -> Self {
+    pub fn new(run: &'a SplitRun<'a>, id: usize, pool: &'a Ring<Box<OwnedBatch>>, chunks: Option<Receiver<Chunk>>) -> Self {
         SplitFeed {
             run,
             id: id as u64,
             parser: run.parser.detached(std::io::empty(), 0),
             pool,
+            chunks,
             row: vec![0.0; run.parser.features()],
             round: 0,
             taken: 0,
@@ -189,9 +272,20 @@ impl<'a> SplitFeed<'a> {
                 // Nobody starts the next round; this one's other ranges are left.
                 run.last_round.fetch_min(self.round + 1, Ordering::AcqRel);
                 self.taken = run.per_round;
-            } else if range < run.text.ranges() && range < run.failed_at.load(Ordering::Acquire) {
+                continue;
+            }
+            let bytes = match (run.ranges, &self.chunks) {
+                (Ranges::File(text), _) => (range < text.ranges()).then(|| (Bytes::Mapped(text.range(range)), false)),
+                // Chunks come in order: the next one is this range's, or there is none.
+                (Ranges::Stream(_), Some(rx)) => rx.recv().ok().map(|c| {
+                    debug_assert_eq!(c.index, range, "chunks are dealt round-robin");
+                    (Bytes::Chunk(c.bytes), c.unterminated)
+                }),
+                (Ranges::Stream(_), None) => None,
+            };
+            if let Some((bytes, unterminated)) = bytes.filter(|_| range < run.failed_at.load(Ordering::Acquire)) {
                 self.parser.restart_lines(0);
-                self.current = Some(Current { range, rest: run.text.range(range), rows: 0 });
+                self.current = Some(Current { range, bytes, at: 0, rows: 0, unterminated });
             }
         }
     }
@@ -212,11 +306,26 @@ impl<'a> SplitFeed<'a> {
         buf.clear();
         let cur = self.current.as_mut()?;
         let first = position(cur.range, cur.rows);
-        let mut it = lines(cur.rest);
-        while !buf.is_full() {
-            let Some(line) = it.next() else { break };
-            cur.rest = &cur.rest[line.len()..];
-            match self.parser.parse_record(line, &mut self.row) {
+        let len = cur.bytes.get().len();
+        while !buf.is_full() && cur.at < len {
+            let bytes = cur.bytes.get();
+            let line = lines(&bytes[cur.at..]).next().unwrap_or_default();
+            cur.at += line.len();
+            let parsed = if cur.unterminated && cur.at == len && line.last() != Some(&b'\n') {
+                // The stream's last line, cut short: counted as a line, an error not a row.
+                let line_no = self.parser.line_no() + 1;
+                self.parser.restart_lines(line_no);
+                Err(ParseError {
+                    source: self.run.parser.source_name().to_string(),
+                    line: line_no,
+                    field: None,
+                    what: format!("stream closed in the middle of a record ({} bytes without a newline)", line.len()),
+                    fatal: false,
+                })
+            } else {
+                self.parser.parse_record(line, &mut self.row)
+            };
+            match parsed {
                 Ok(Some(r)) => {
                     buf.push(&self.row, r.label, r.weight);
                     cur.rows += 1;
@@ -232,13 +341,13 @@ impl<'a> SplitFeed<'a> {
                     self.tally.failure.get_or_insert((cur.range, e));
                     self.run.failed_at.fetch_min(cur.range, Ordering::AcqRel);
                     self.run.last_round.fetch_min(self.round + 1, Ordering::AcqRel);
-                    cur.rest = &[];
+                    cur.at = len;
                     break;
                 }
             }
         }
         let rows = buf.rows as u64;
-        if cur.rest.is_empty() {
+        if cur.at == len {
             if self.tally.failure.is_none() {
                 self.tally.counts.push((cur.range, cur.rows, self.parser.line_no()));
             }

@@ -17,7 +17,7 @@
 use crate::batch::{own_window_fits, Batch, OwnedBatch, Payload, Segment, BATCH_ROWS, MAX_BACK, MAX_SEGMENTS};
 use crate::dataset::Dataset;
 use crate::dedup::Dedup;
-use crate::feed::{FeedTally, SplitFeed, SplitRun};
+use crate::feed::{Chunk, Chunks, FeedTally, Ranges, SplitFeed, SplitRun};
 use crate::kernel::{self, Columns};
 use crate::latency::{Percentiles, StageLatency};
 use crate::learner::{BadRows, LearnError, Learner, LearnerConfig};
@@ -144,6 +144,20 @@ pub enum Input<'a> {
         /// Count and skip malformed lines.
         skip_bad: bool,
     },
+    /// A stream (stdin, a socket) that the calling thread cuts into chunks of lines, dealt
+    /// round-robin to the shards, which parse them: parsing scales with the shards.
+    Chunked {
+        /// The stream, after its header.
+        reader: &'a mut dyn std::io::BufRead,
+        /// A parser of its text (its header read), copied by every shard.
+        parser: TextParser<std::io::Empty>,
+        /// Lines before the chunks (a CSV header).
+        header_lines: u64,
+        /// A last line without its newline is an error (a socket closed mid-record).
+        require_newline: bool,
+        /// Count and skip malformed lines.
+        skip_bad: bool,
+    },
     /// A text file split among the shards, each parsing its own ranges (no producer); its
     /// held-out rows are the holdout.
     Split {
@@ -154,6 +168,17 @@ pub enum Input<'a> {
         /// Count and skip malformed lines.
         skip_bad: bool,
     },
+}
+
+/// (See [`Input::Chunked`].)
+impl Input<'_> {
+    /// The parser the shards copy, where they parse (a split file, a chunked stream).
+    fn template(&self) -> Option<&TextParser<std::io::Empty>> {
+        match self {
+            Input::Split { parser, .. } | Input::Chunked { parser, .. } => Some(parser),
+            _ => None,
+        }
+    }
 }
 
 /// Why a run failed.
@@ -455,7 +480,7 @@ pub fn train(
     let d = match input {
         Input::Mapped { dataset, .. } => dataset.features(),
         Input::Stream { parser, .. } => parser.features(),
-        Input::Split { parser, .. } => parser.features(),
+        Input::Split { parser, .. } | Input::Chunked { parser, .. } => parser.features(),
     };
     let n = cfg.threads.max(1);
     let transform = match initial.as_ref().map(|f| saved_transform(&f.extra)).transpose()?.flatten() {
@@ -505,17 +530,33 @@ pub fn train(
         }
     }
     let failed = AtomicBool::new(false);
-    // A split file: the shards parse their own ranges into two buffers each.
+    // A split file or a chunked stream: the shards parse their own ranges into two buffers
+    // each.
+    let chunks = Chunks::default();
+    let (mut senders, mut receivers) = (Vec::new(), Vec::new());
+    if let Input::Chunked { .. } = input {
+        for _ in 0..n {
+            let (tx, rx) = crossbeam::channel::bounded::<Chunk>(2);
+            senders.push(tx);
+            receivers.push(Some(rx));
+        }
+    }
     let split = match input {
-        Input::Split { text, parser, skip_bad } => {
+        Input::Split { .. } | Input::Chunked { .. } => {
+            let ranges = match input {
+                Input::Split { text, .. } => Ranges::File(text),
+                _ => Ranges::Stream(&chunks),
+            };
+            let (Input::Split { skip_bad, .. } | Input::Chunked { skip_bad, .. }) = input else { unreachable!("split or chunked") };
+            let skip_bad = *skip_bad;
+            let parser = input.template().expect("split or chunked").detached(std::io::empty(), 0);
             if cfg.dedup_window > 0 || cfg.windows.is_some() || cfg.rate.is_some() || cfg.passes > 1 {
                 return Err(PipelineError::Config(
                     "duplicate windows, windows, --rate and --passes read a text file as one stream, not split among the shards".into(),
                 ));
             }
             let every = cfg.checkpoint.is_some().then_some(cfg.checkpoint_every.max(1));
-            let parser = parser.detached(std::io::empty(), 0);
-            Some(SplitRun::new(text, parser, *skip_bad, n, cfg.merge_every, cfg.stop.as_deref(), &failed, every))
+            Some(SplitRun::new(ranges, parser, skip_bad, n, cfg.merge_every, cfg.stop.as_deref(), &failed, every))
         }
         _ => None,
     };
@@ -540,7 +581,7 @@ pub fn train(
     let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let dataset = match input {
         Input::Mapped { dataset, .. } => Some(*dataset),
-        Input::Stream { .. } | Input::Split { .. } => None,
+        Input::Stream { .. } | Input::Split { .. } | Input::Chunked { .. } => None,
     };
     let learned: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
     // Duplicate windows: one per shard where each can see the rows before its batches (one
@@ -550,7 +591,7 @@ pub fn train(
     let own_windows = cfg.dedup_window > 0
         && match input {
             Input::Mapped { dataset, .. } => n == 1 || own_window_fits(cfg.dedup_window, dataset.header().block_rows as usize),
-            Input::Stream { .. } | Input::Split { .. } => n == 1,
+            Input::Stream { .. } | Input::Split { .. } | Input::Chunked { .. } => n == 1,
         };
     let own = (0..n).map(|_| own_windows.then(|| window(cfg.dedup_window)).transpose()).collect::<Result<Vec<_>, _>>()?;
     let shared = cfg.dedup_window > 0 && !own_windows;
@@ -634,7 +675,7 @@ pub fn train(
                     learned: &learned[id],
                     dedup: dedup.as_ref(),
                     own_window,
-                    feed: split.as_ref().map(|run| SplitFeed::new(run, id, &own_pools[id])),
+                    feed: split.as_ref().map(|run| SplitFeed::new(run, id, &own_pools[id], receivers.get_mut(id).and_then(Option::take))),
                 };
                 let t = transform.clone();
                 s.spawn(move || shard::run(ctx, learner, t))
@@ -654,7 +695,12 @@ pub fn train(
             }
             _ => None,
         };
-        let produced = produce(cfg, input, &mut producer, &pool, &mut source_rejected, &mut first_source_reject);
+        let produced = match input {
+            Input::Chunked { reader, require_newline, .. } => {
+                deal(&mut **reader, std::mem::take(&mut senders), &chunks, cfg.stop.as_deref(), &failed, *require_newline)
+            }
+            _ => produce(cfg, input, &mut producer, &pool, &mut source_rejected, &mut first_source_reject),
+        };
         match &split {
             None => producer.merge(cfg.checkpoint.is_some()),
             // The shards read the file: this thread shows how far they are.
@@ -681,8 +727,17 @@ pub fn train(
     let seconds = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
     let mut split_rows = 0;
-    if let Input::Split { text, parser, .. } = input {
-        let tally = split_tally(text, parser, &mut reports);
+    let header_lines = match input {
+        Input::Split { text, .. } => Some(text.header_lines()),
+        Input::Chunked { header_lines, .. } => Some(*header_lines),
+        _ => None,
+    };
+    if let (Some(parser), Some(header_lines)) = (input.template(), header_lines) {
+        let text = match &*input {
+            Input::Split { text, .. } => Some(*text),
+            _ => None,
+        };
+        let tally = split_tally(text, header_lines, parser, &mut reports);
         split_rows = tally.rows;
         source_rejected += tally.rejected;
         first_source_reject = tally.first_rejected;
@@ -850,8 +905,8 @@ fn produce(
             }
             Ok(())
         }
-        // The shards read it themselves.
-        Input::Split { .. } => Ok(()),
+        // The shards read it themselves (a chunked stream is dealt by `deal`).
+        Input::Split { .. } | Input::Chunked { .. } => Ok(()),
         Input::Stream { parser, train_rows, skip_bad } => {
             if cfg.passes > 1 {
                 return Err(PipelineError::Config(
@@ -955,7 +1010,7 @@ pub fn evaluate_holdout(
     let have = match input {
         Input::Mapped { dataset, .. } => dataset.features(),
         Input::Stream { parser, .. } => parser.features(),
-        Input::Split { parser, .. } => parser.features(),
+        Input::Split { parser, .. } | Input::Chunked { parser, .. } => parser.features(),
     };
     if have != inputs {
         return Err(PipelineError::Config(format!("the model has {inputs} input features, the data {have}")));
@@ -1035,6 +1090,8 @@ pub fn evaluate_holdout(
                 check(keep(margin(&row), label, weight))?;
             }
         }
+        // A chunked stream has no holdout (its rows are not counted ahead).
+        Input::Chunked { .. } => {}
         Input::Split { text, parser, skip_bad } => {
             let mut held = parser.detached(text.holdout(), text.lines_before_holdout());
             let mut row = vec![0.0f32; parser.features()];
@@ -1044,6 +1101,71 @@ pub fn evaluate_holdout(
         }
     }
     Ok((!p.is_empty()).then(|| evaluate(&loss, &p, &y, Some(&w))))
+}
+
+/// Cuts `reader` into chunks of whole lines (about a batch of them each, measured on the first
+/// lines read) dealt round-robin to the shards' channels, until the stream ends, a stop is
+/// asked for, or a shard is gone. A last line without its newline is flagged where
+/// `require_newline` makes it an error.
+fn deal(
+    reader: &mut dyn std::io::BufRead,
+    senders: Vec<crossbeam::channel::Sender<Chunk>>,
+    chunks: &Chunks,
+    stop: Option<&AtomicBool>,
+    failed: &AtomicBool,
+    require_newline: bool,
+) -> Result<(), PipelineError> {
+    let n = senders.len().max(1) as u64;
+    let (mut index, mut pending, mut target) = (0u64, Vec::new(), 0usize);
+    let send = |index: &mut u64, bytes: Vec<u8>, unterminated: bool| {
+        let ok = senders[(*index % n) as usize].send(Chunk { index: *index, bytes, unterminated }).is_ok();
+        *index += 1;
+        chunks.sent(*index);
+        ok
+    };
+    let result = loop {
+        if stop.is_some_and(|s| s.load(Ordering::Acquire)) || failed.load(Ordering::Acquire) {
+            break Ok(());
+        }
+        let buf = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) => break Err(e),
+        };
+        if buf.is_empty() {
+            if !pending.is_empty() {
+                let unterminated = require_newline && pending.last() != Some(&b'\n');
+                send(&mut index, std::mem::take(&mut pending), unterminated);
+            }
+            break Ok(());
+        }
+        let took = buf.len();
+        pending.extend_from_slice(buf);
+        reader.consume(took);
+        if target == 0 {
+            let lines = line_count(&pending);
+            if lines > 1 {
+                target = (pending.len() / lines as usize * BATCH_ROWS).clamp(4 << 10, 4 << 20);
+            }
+        }
+        if pending.len() >= target.max(4 << 10) {
+            match memchr::memrchr(b'\n', &pending) {
+                Some(p) => {
+                    let rest = pending.split_off(p + 1);
+                    if !send(&mut index, std::mem::replace(&mut pending, rest), false) {
+                        break Ok(());
+                    }
+                }
+                None if pending.len() > crate::source::text::MAX_LINE => {
+                    break Err(std::io::Error::other(crate::source::text::too_long()));
+                }
+                None => {}
+            }
+        }
+    };
+    chunks.end();
+    result.map_err(|e| {
+        PipelineError::Parse(ParseError { source: "input".into(), line: 0, field: None, what: format!("read failed: {e}"), fatal: true })
+    })
 }
 
 /// The next held-out row of `source` into `row` (its label and weight), malformed ones skipped
@@ -1072,7 +1194,12 @@ struct SplitSummary {
 
 /// Sums the feeds of `reports` and numbers the rows their learners name (the first rejected,
 /// a learning error) in the stream.
-fn split_tally(text: &SplitText, parser: &TextParser<std::io::Empty>, reports: &mut [ShardReport]) -> SplitSummary {
+fn split_tally(
+    text: Option<&SplitText>,
+    header_lines: u64,
+    parser: &TextParser<std::io::Empty>,
+    reports: &mut [ShardReport],
+) -> SplitSummary {
     let feeds: Vec<FeedTally> = reports.iter_mut().filter_map(|r| r.feed.take()).collect();
     // A run that stopped early left ranges unparsed: those before a position to number are
     // counted now (by one thread: at most a round's ranges).
@@ -1095,12 +1222,14 @@ fn split_tally(text: &SplitText, parser: &TextParser<std::io::Empty>, reports: &
     counts.iter().filter(|c| c.0 < need).for_each(|c| done[c.0 as usize] = true);
     let mut p = parser.detached(std::io::empty(), 0);
     let mut row = vec![0.0f32; parser.features()];
-    for i in (0..need).filter(|&i| !done[i as usize]) {
-        let bytes = text.range(i);
+    // (A stream's chunks are gone: its stopped runs number what they parsed.)
+    for i in (0..need).filter(|&i| !done[i as usize] && text.is_some()) {
+        let bytes = text.map_or(&[][..], |t| t.range(i));
         let rows = lines(bytes).filter(|l| matches!(p.parse_record(l, &mut row), Ok(Some(_)))).count() as u64;
         counts.push((i, rows, line_count(bytes)));
     }
-    let numbering = Numbering::new(text.ranges(), counts, text.header_lines());
+    let ranges = counts.iter().map(|c| c.0 + 1).max().unwrap_or(0).max(need);
+    let numbering = Numbering::new(ranges, counts, header_lines);
     for r in reports.iter_mut() {
         if let Some((row, _)) = r.learner.first_rejected.as_mut() {
             *row = numbering.row(*row);

@@ -385,3 +385,43 @@ fn a_stop_ends_shards_parsing_their_own_ranges_after_the_same_merge() {
         }
     }
 }
+
+#[test]
+fn a_stream_dealt_to_the_shards_in_chunks_counts_and_reports_as_one_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.csv");
+    // Long enough for several chunks (4 KiB at least each).
+    let text = awkward_csv(60_000);
+    std::fs::write(&path, &text).unwrap();
+    let mut c = cfg(1, MergeMode::Sync);
+    c.learner.bad_rows = BadRows::Skip;
+    let open = || open_parser(&path, TextFormat::Csv, &TextOptions::default(), &Default::default()).unwrap();
+    let one_reader = |c: &PipelineConfig, skip_bad| {
+        let mut p = open();
+        train(c, &mut Input::Stream { parser: &mut p, train_rows: None, skip_bad }, "a.csv", None, shared(), &ProgressBar::hidden())
+    };
+    let chunked = |c: &PipelineConfig, skip_bad, require_newline| {
+        let mut p = open();
+        let template = p.detached(std::io::empty(), 0);
+        let header_lines = p.line_no();
+        let mut input = Input::Chunked { reader: p.reader_mut(), parser: template, header_lines, require_newline, skip_bad };
+        train(c, &mut input, "a.csv", None, shared(), &ProgressBar::hidden())
+    };
+    let one = one_reader(&c, true).unwrap().report;
+    for threads in [2, 3] {
+        for mode in [MergeMode::Sync, MergeMode::Async] {
+            let c = PipelineConfig { threads, merge: mode, merge_every: 2, ..c.clone() };
+            let r = chunked(&c, true, false).unwrap().report;
+            let want = (one.rows, one.rows_learned, one.rows_rejected, &one.first_rejected);
+            assert_eq!((r.rows, r.rows_learned, r.rows_rejected, &r.first_rejected), want, "{threads} shards, {mode:?}");
+            let e = |r: Result<TrainOutcome, streamsgd::pipeline::PipelineError>| {
+                r.map(|o| o.source_error.map(|e| e.to_string())).map_err(|e| e.to_string())
+            };
+            assert_eq!(e(chunked(&c, false, false)), e(one_reader(&cfg(1, MergeMode::Sync), false)), "{threads} shards, {mode:?}");
+            // Where records must end with a newline (a socket), the last line cut short is an
+            // error on its line, counted with --skip-bad.
+            let r = chunked(&c, true, true).unwrap().report;
+            assert_eq!((r.rows, r.rows_rejected), (one.rows, one.rows_rejected + 1), "{threads} shards, {mode:?}");
+        }
+    }
+}

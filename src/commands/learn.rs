@@ -534,9 +534,24 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     }
     let bar = super::progress(total.unwrap_or(0), "rows");
     let shared = Arc::new(SharedModel::new(streamsgd::model::LinearModel::zeros(cfg.learner.loss, 1)));
-    let mut input = match (&data, &split) {
+    // A stream with more than one shard: this thread deals its lines out in chunks, and the
+    // shards parse them (unless the run needs one stream, or counts rows for a holdout).
+    let one_stream = cfg.dedup_window > 0 || cfg.windows.is_some() || cfg.rate.is_some() || cfg.passes > 1;
+    let chunked = matches!(&data, Data::Text { parser, .. } if !parser.has_timestamps())
+        && split.is_none()
+        && !is_text_file(&a.data)
+        && threads > 1
+        && !one_stream
+        && a.holdout.is_none();
+    let mut input = match (&mut data, &split) {
         (Data::Text { parser, .. }, Some(text)) => {
             Input::Split { text, parser: parser.detached(std::io::empty(), 0), skip_bad: a.model.skip_bad }
+        }
+        (Data::Text { parser, .. }, None) if chunked => {
+            let template = parser.detached(std::io::empty(), 0);
+            let (header_lines, require_newline) = (parser.line_no(), parser.requires_newline());
+            let reader: &mut dyn BufRead = &mut **parser.reader_mut();
+            Input::Chunked { reader, parser: template, header_lines, require_newline, skip_bad: a.model.skip_bad }
         }
         _ => input_of(&mut data, a.holdout, a.model.skip_bad)?,
     };

@@ -540,6 +540,22 @@ impl<R: BufRead> TextParser<R> {
         self.line_no
     }
 
+    /// The source's name in errors.
+    pub fn source_name(&self) -> &str {
+        &self.source
+    }
+
+    /// The reader, positioned after what was parsed (a CSV header): for a reader thread that
+    /// deals the rest out in chunks of lines.
+    pub fn reader_mut(&mut self) -> &mut R {
+        &mut self.reader
+    }
+
+    /// Whether a last line without its newline is an error ([`require_newline`](Self::require_newline)).
+    pub fn requires_newline(&self) -> bool {
+        self.require_newline
+    }
+
     /// Makes a last line without a newline an error (for sockets: a peer that closes
     /// mid-record must not yield a silently truncated number).
     pub fn require_newline(&mut self) {
