@@ -1,13 +1,16 @@
-//! A shard's own input when a text file is split among the shards ([`SplitText`]): the shard
-//! parses its ranges into its own columnar batches and learns them — no producer thread and
-//! no ring in between.
+//! A shard's own input when a text file is split among the shards ([`SplitText`]), or a
+//! stream is dealt to them in chunks of lines ([`Chunks`]): the shard parses its ranges into
+//! its own columnar batches and learns them — no producer thread (for a file) and no ring in
+//! between.
 //!
 //! Ranges are dealt round-robin (range `i` to shard `i mod n`) in rounds of `merge_every`
 //! ranges per shard; every shard merges at the end of each round, and once more at the end,
 //! so sync merges meet at their barrier whatever each shard's share. A stop (a signal, a
 //! shard's failure, a parse error) ends the run at the end of the round it is noticed in: the
 //! shard that notices lowers the last round before arriving at that round's barrier, so every
-//! shard reads the same last round after it.
+//! shard reads the same last round after it. A stream's length is not known ahead: a shard
+//! starts the next round only once its first chunk is known to exist (or the stream to have
+//! ended), which every shard learns alike.
 //!
 //! Rows are numbered by their position within a range ([`position`]) until the run ends and
 //! every range's counts give the stream's numbers ([`Numbering`](crate::source::split::Numbering)). No `unsafe` here.

@@ -222,9 +222,9 @@ const BEHIND: usize = 256 << 20;
 /// Bytes dropped at a time.
 const DROP_STEP: usize = 64 << 20;
 
-/// A large mapped file read front to back: the next [`AHEAD`] bytes are asked for ahead of
-/// time, and what lies more than [`BEHIND`] bytes back is unmapped and dropped from the page
-/// cache, so a file larger than memory streams at the disk's speed in bounded memory.
+/// A large mapped file read front to back: the next 256 MB are asked for ahead of time, and
+/// what lies more than 256 MB back is unmapped and dropped from the page cache, so a file
+/// larger than memory streams at the disk's speed in bounded memory.
 #[derive(Debug)]
 pub struct Streaming<'a> {
     ds: &'a Dataset,
