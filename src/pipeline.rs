@@ -248,6 +248,8 @@ pub struct TrainReport {
     pub first_rejected: Option<String>,
     /// Wall time of training, seconds.
     pub seconds: f64,
+    /// Seconds from the start of training to the first batch learned (`None`: none was).
+    pub first_batch_seconds: Option<f64>,
     /// Training throughput.
     pub rows_per_sec: f64,
     /// Shards.
@@ -823,6 +825,7 @@ pub fn train(
         drift_alarms,
         first_rejected,
         seconds,
+        first_batch_seconds: reports.iter().filter_map(|r| r.first_learned).min().map(|t| t.duration_since(start).as_secs_f64()),
         rows_per_sec: rows as f64 / seconds.max(1e-9),
         threads: n,
         merges: merger.merges(),

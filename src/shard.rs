@@ -60,6 +60,8 @@ pub struct ShardReport {
     pub checkpoint_error: Option<String>,
     /// What its feed saw, when it parsed its own ranges.
     pub feed: Option<FeedTally>,
+    /// When it had learned its first batch.
+    pub first_learned: Option<Instant>,
 }
 
 /// Everything a shard borrows from the pipeline.
@@ -444,7 +446,7 @@ pub fn run(mut ctx: ShardContext<'_>, learner: Learner, transform: Transform) ->
     }
     let mut latency = StageLatency::default();
     let mut merge_state = ctx.merger.shard_state(&learner.model().weights);
-    let (mut batches, mut checkpoint_error) = (0u64, None);
+    let (mut batches, mut checkpoint_error, mut first_learned) = (0u64, None, None);
     let mut w = Work {
         learner,
         transform,
@@ -513,6 +515,7 @@ pub fn run(mut ctx: ShardContext<'_>, learner: Learner, transform: Transform) ->
             ctx.learned.store(batch.seq + 1, Ordering::Release);
         }
         let done = Instant::now();
+        first_learned.get_or_insert(done);
         merge_state.since += rows as f64;
         batches += 1;
         latency.queue.record(dequeued.saturating_duration_since(batch.ingest).as_nanos() as u64);
@@ -533,6 +536,7 @@ pub fn run(mut ctx: ShardContext<'_>, learner: Learner, transform: Transform) ->
         error: w.error,
         checkpoint_error,
         feed: feed.map(SplitFeed::finish),
+        first_learned,
     }
 }
 

@@ -555,6 +555,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         }
         _ => input_of(&mut data, a.holdout, a.model.skip_bad)?,
     };
+    let opened = started.elapsed().as_secs_f64();
     let mut out = pipeline::train(&cfg, &mut input, &name, initial, shared, &bar)?;
     out.model.set_schema(&schema);
     // From the command's start: opening (and prefaulting) the input included.
@@ -610,7 +611,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    report(&out, wall, test.as_ref(), source, a.json)?;
+    report(&out, (wall, opened), test.as_ref(), source, a.json)?;
     warn_if_unlearned(&out.report, test.as_ref(), &cfg);
     let kept = match (&a.save, &a.checkpoint) {
         (Some(p), _) => format!("the model of the {} rows before it is saved in {}", out.report.rows, p.display()),
@@ -727,11 +728,11 @@ fn eval_line(e: &Evaluation) -> String {
     s
 }
 
-/// Prints the report; `wall`: seconds from the command's start (opening the input included);
-/// `source` is a line and a JSON value on what a live source did.
+/// Prints the report; `wall`: seconds from the command's start (opening the input included),
+/// and to the input opened; `source` is a line and a JSON value on what a live source did.
 fn report(
     out: &TrainOutcome,
-    wall: f64,
+    (wall, opened): (f64, f64),
     test: Option<&Evaluation>,
     source: Option<(String, serde_json::Value)>,
     json: bool,
@@ -740,6 +741,7 @@ fn report(
     if json {
         let mut v = serde_json::to_value(r)?;
         v["wall_seconds"] = wall.into();
+        v["first_batch_wall_seconds"] = r.first_batch_seconds.map(|f| opened + f).into();
         v["test"] = serde_json::to_value(test)?;
         if let Some((_, s)) = &source {
             v["source"] = s.clone();
@@ -764,6 +766,9 @@ fn report(
         if r.batch_grows { " (growing from 1)" } else { "" },
         r.isa
     );
+    if let Some(f) = r.first_batch_seconds {
+        println!("first batch learned {:.3} s after the command started (the input opened in {opened:.3} s)", opened + f);
+    }
     if let Some(why) = &r.first_rejected {
         println!("first rejected: {why}");
     }
