@@ -698,8 +698,11 @@ pub fn train(
             _ => None,
         };
         let produced = match input {
-            Input::Chunked { reader, require_newline, .. } => {
-                deal(&mut **reader, std::mem::take(&mut senders), &chunks, cfg.stop.as_deref(), &failed, *require_newline)
+            Input::Chunked { reader, parser, require_newline, .. } => {
+                let dealt = deal(&mut **reader, std::mem::take(&mut senders), &chunks, cfg.stop.as_deref(), &failed, *require_newline);
+                dealt.map_err(|what| {
+                    PipelineError::Parse(ParseError { source: parser.source_name().to_string(), line: 0, field: None, what, fatal: true })
+                })
             }
             _ => produce(cfg, input, &mut producer, &pool, &mut source_rejected, &mut first_source_reject),
         };
@@ -1117,7 +1120,7 @@ fn deal(
     stop: Option<&AtomicBool>,
     failed: &AtomicBool,
     require_newline: bool,
-) -> Result<(), PipelineError> {
+) -> Result<(), String> {
     let n = senders.len().max(1) as u64;
     let (mut index, mut pending, mut target) = (0u64, Vec::new(), 0usize);
     let send = |index: &mut u64, bytes: Vec<u8>, unterminated: bool| {
@@ -1166,9 +1169,7 @@ fn deal(
         }
     };
     chunks.end();
-    result.map_err(|e| {
-        PipelineError::Parse(ParseError { source: "input".into(), line: 0, field: None, what: format!("read failed: {e}"), fatal: true })
-    })
+    result.map_err(|e| format!("read failed: {e}"))
 }
 
 /// The next held-out row of `source` into `row` (its label and weight), malformed ones skipped
