@@ -322,7 +322,7 @@ impl<'a> SplitFeed<'a> {
                     source: self.run.parser.source_name().to_string(),
                     line: line_no,
                     field: None,
-                    what: format!("stream closed in the middle of a record ({} bytes without a newline)", line.len()),
+                    what: crate::source::text::cut_short(line.len()),
                     fatal: false,
                 })
             } else {

@@ -93,6 +93,23 @@ pub enum LearnError {
     },
 }
 
+impl LearnError {
+    /// The row it names (a shard parsing its own ranges first names it by position, then
+    /// renumbers it in the stream).
+    pub fn row_mut(&mut self) -> &mut u64 {
+        match self {
+            LearnError::BadRow { row, .. } | LearnError::Diverged { row, .. } | LearnError::LossExploded { row, .. } => row,
+        }
+    }
+
+    /// The row it names.
+    pub fn row(&self) -> u64 {
+        match self {
+            LearnError::BadRow { row, .. } | LearnError::Diverged { row, .. } | LearnError::LossExploded { row, .. } => *row,
+        }
+    }
+}
+
 /// Batches whose mean losses must all exceed [`BLOWUP`] × the constant prediction's for a
 /// run to be stopped as diverged (one batch with an outlier label does not stop it).
 pub const BLOWUP_BATCHES: usize = 4;

@@ -76,6 +76,13 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
+    /// Whether the run needs a text source's rows in one stream, read by one thread: duplicate
+    /// windows, tumbling windows, pacing and passes do (a file is otherwise split among the
+    /// shards, a stream dealt to them).
+    pub fn needs_one_stream(&self) -> bool {
+        self.dedup_window > 0 || self.windows.is_some() || self.rate.is_some() || self.passes > 1
+    }
+
     /// Defaults around `learner`: `threads` shards, sync merges every 32 batches, rings of 8,
     /// one pass in file order, no pacing, pinning, checkpoints, feature stage or windows.
     pub fn new(learner: LearnerConfig, threads: usize) -> Self {
@@ -552,7 +559,7 @@ pub fn train(
             let (Input::Split { skip_bad, .. } | Input::Chunked { skip_bad, .. }) = input else { unreachable!("split or chunked") };
             let skip_bad = *skip_bad;
             let parser = input.template().expect("split or chunked").detached(std::io::empty(), 0);
-            if cfg.dedup_window > 0 || cfg.windows.is_some() || cfg.rate.is_some() || cfg.passes > 1 {
+            if cfg.needs_one_stream() {
                 return Err(PipelineError::Config(
                     "duplicate windows, windows, --rate and --passes read a text file as one stream, not split among the shards".into(),
                 ));
@@ -1210,13 +1217,7 @@ fn split_tally(
     let range_of = |pos: u64| pos >> 32;
     let positions = reports.iter().flat_map(|r| {
         let learned = r.learner.first_rejected.as_ref().map(|(row, _)| range_of(*row));
-        let error = match &r.error {
-            Some(LearnError::BadRow { row, .. } | LearnError::Diverged { row, .. } | LearnError::LossExploded { row, .. }) => {
-                Some(range_of(*row))
-            }
-            None => None,
-        };
-        learned.into_iter().chain(error)
+        learned.into_iter().chain(r.error.as_ref().map(|e| range_of(e.row())))
     });
     let parsed =
         feeds.iter().flat_map(|f| f.first_rejected.iter().map(|(_, range, _)| *range).chain(f.failure.iter().map(|(range, _)| *range)));
@@ -1238,10 +1239,8 @@ fn split_tally(
         if let Some((row, _)) = r.learner.first_rejected.as_mut() {
             *row = numbering.row(*row);
         }
-        if let Some(LearnError::BadRow { row, .. } | LearnError::Diverged { row, .. } | LearnError::LossExploded { row, .. }) =
-            r.error.as_mut()
-        {
-            *row = numbering.row(*row);
+        if let Some(e) = r.error.as_mut() {
+            *e.row_mut() = numbering.row(e.row());
         }
     }
     let line = |range: u64, e: &ParseError| ParseError { line: numbering.line(range, e.line), ..e.clone() };

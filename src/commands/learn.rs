@@ -500,15 +500,14 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     // rows in one stream (duplicate and event windows, pacing, passes) reads it with one thread.
     let split = match &mut data {
         Data::Text { parser, rows } if is_text_file(&a.data) => {
-            let one_stream = cfg.dedup_window > 0 || cfg.windows.is_some() || cfg.rate.is_some() || cfg.passes > 1;
-            if one_stream || parser.has_timestamps() {
+            let (path, format) = (Path::new(&a.data), resolve_format(Path::new(&a.data), a.text.format)?);
+            if cfg.needs_one_stream() || parser.has_timestamps() {
                 if a.holdout.is_some() {
-                    *rows = Some(count_rows(Path::new(&a.data), resolve_format(Path::new(&a.data), a.text.format)?)?);
+                    *rows = Some(count_rows(path, format)?);
                 }
                 None
             } else {
-                let format = resolve_format(Path::new(&a.data), a.text.format)?;
-                let text = SplitText::open(Path::new(&a.data), parser.bytes(), parser.line_no(), a.holdout.unwrap_or(0.0), format)
+                let text = SplitText::open(path, parser.bytes(), parser.line_no(), a.holdout.unwrap_or(0.0), format)
                     .with_context(|| format!("{name}: cannot map the file"))?;
                 Some(text.with_rows_per_range(streamsgd::batch::BATCH_ROWS))
             }
@@ -536,12 +535,11 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let shared = Arc::new(SharedModel::new(streamsgd::model::LinearModel::zeros(cfg.learner.loss, 1)));
     // A stream with more than one shard: this thread deals its lines out in chunks, and the
     // shards parse them (unless the run needs one stream, or counts rows for a holdout).
-    let one_stream = cfg.dedup_window > 0 || cfg.windows.is_some() || cfg.rate.is_some() || cfg.passes > 1;
     let chunked = matches!(&data, Data::Text { parser, .. } if !parser.has_timestamps())
         && split.is_none()
         && !is_text_file(&a.data)
         && threads > 1
-        && !one_stream
+        && !cfg.needs_one_stream()
         && a.holdout.is_none();
     let mut input = match (&mut data, &split) {
         (Data::Text { parser, .. }, Some(text)) => {

@@ -194,6 +194,11 @@ pub fn is_record(body: &[u8], format: TextFormat) -> bool {
 /// whatever is read (`/dev/zero`, a binary file), and no record of rows is that long.
 pub const MAX_LINE: usize = 64 << 20;
 
+/// The error of a stream's last record cut short (`n` bytes without a newline).
+pub(crate) fn cut_short(n: usize) -> String {
+    format!("stream closed in the middle of a record ({n} bytes without a newline)")
+}
+
 pub(crate) fn too_long() -> String {
     format!("a line longer than {} MiB: not text rows (a binary file, or a stream without line breaks?)", MAX_LINE >> 20)
 }
@@ -216,7 +221,7 @@ pub(crate) fn read_record<R: BufRead>(
         return Err(err(too_long(), true));
     }
     if n > 0 && require_newline && line.last() != Some(&b'\n') {
-        return Err(err(format!("stream closed in the middle of a record ({n} bytes without a newline)"), false));
+        return Err(err(cut_short(n), false));
     }
     Ok(n)
 }

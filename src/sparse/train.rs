@@ -190,9 +190,7 @@ impl Shared<'_> {
     fn fail(&self, e: SparseError) {
         // The earliest row's error wins (shards learn rows out of order).
         let row = |e: &SparseError| match e {
-            SparseError::Learn(
-                LearnError::BadRow { row, .. } | LearnError::Diverged { row, .. } | LearnError::LossExploded { row, .. },
-            ) => *row,
+            SparseError::Learn(l) => l.row(),
             _ => 0,
         };
         let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
@@ -620,11 +618,8 @@ fn learn_split(k: &mut SparseKernel<'_>, rows: &mut SparseRows, first: u64, tall
 /// Turns the positions of a learning error into stream rows.
 fn renumber(failed: &Mutex<Option<SparseError>>, numbering: &Numbering) {
     let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(SparseError::Learn(
-        LearnError::BadRow { row, .. } | LearnError::Diverged { row, .. } | LearnError::LossExploded { row, .. },
-    )) = f.as_mut()
-    {
-        *row = numbering.row(*row);
+    if let Some(SparseError::Learn(e)) = f.as_mut() {
+        *e.row_mut() = numbering.row(e.row());
     }
 }
 
