@@ -17,7 +17,7 @@
 use crate::batch::{own_window_fits, Batch, OwnedBatch, Payload, Segment, BATCH_ROWS, MAX_BACK, MAX_SEGMENTS};
 use crate::dataset::Dataset;
 use crate::dedup::Dedup;
-use crate::feed::{Chunk, Chunks, FeedTally, Ranges, SplitFeed, SplitRun};
+use crate::feed::{Chunk, Chunks, Feed, FeedTally, OwnFeed, OwnRun, Ranges, SplitFeed, SplitRun};
 use crate::kernel::{self, Columns};
 use crate::latency::{Percentiles, StageLatency};
 use crate::learner::{BadRows, LearnError, Learner, LearnerConfig};
@@ -165,6 +165,14 @@ pub enum Input<'a> {
         /// Count and skip malformed lines.
         skip_bad: bool,
     },
+    /// A source per shard (the members of one Kafka consumer group), each shard pulling from
+    /// its own (no producer); no holdout.
+    Owned {
+        /// One per shard: the run has as many shards.
+        sources: Vec<&'a mut (dyn RowSource + Send)>,
+        /// Count and skip malformed records.
+        skip_bad: bool,
+    },
     /// A text file split among the shards, each parsing its own ranges (no producer); its
     /// held-out rows are the holdout.
     Split {
@@ -184,6 +192,16 @@ impl Input<'_> {
         match self {
             Input::Split { parser, .. } | Input::Chunked { parser, .. } => Some(parser),
             _ => None,
+        }
+    }
+
+    /// Feature columns of its rows.
+    fn features(&self) -> usize {
+        match self {
+            Input::Mapped { dataset, .. } => dataset.features(),
+            Input::Stream { parser, .. } => parser.features(),
+            Input::Split { parser, .. } | Input::Chunked { parser, .. } => parser.features(),
+            Input::Owned { sources, .. } => sources.first().map_or(0, |s| s.features()),
         }
     }
 }
@@ -486,12 +504,11 @@ pub fn train(
     shared: Arc<SharedModel>,
     progress: &ProgressBar,
 ) -> Result<TrainOutcome, PipelineError> {
-    let d = match input {
-        Input::Mapped { dataset, .. } => dataset.features(),
-        Input::Stream { parser, .. } => parser.features(),
-        Input::Split { parser, .. } | Input::Chunked { parser, .. } => parser.features(),
+    let d = input.features();
+    let n = match input {
+        Input::Owned { sources, .. } => sources.len().max(1),
+        _ => cfg.threads.max(1),
     };
-    let n = cfg.threads.max(1);
     let transform = match initial.as_ref().map(|f| saved_transform(&f.extra)).transpose()?.flatten() {
         Some(t) if t.cfg != cfg.transform || t.d != d => {
             return Err(PipelineError::Config(format!(
@@ -569,8 +586,25 @@ pub fn train(
         }
         _ => None,
     };
-    let own_pools: Vec<Ring<Box<OwnedBatch>>> = match &split {
-        Some(_) => {
+    // A source per shard: each shard pulls from its own.
+    let mut own_sources: Vec<Option<&mut (dyn RowSource + Send)>> = Vec::new();
+    let own_run = match input {
+        Input::Owned { sources, skip_bad } => {
+            if cfg.needs_one_stream() {
+                return Err(PipelineError::Config(
+                    "duplicate windows, windows, --rate and --passes need one stream, not a source per shard".into(),
+                ));
+            }
+            let skip_bad = *skip_bad;
+            own_sources = std::mem::take(sources).into_iter().map(Some).collect();
+            let every = cfg.checkpoint.is_some().then_some(cfg.checkpoint_every.max(1));
+            let sync = cfg.merge == MergeMode::Sync;
+            Some(OwnRun::new(n, cfg.merge_every, sync, skip_bad, cfg.stop.as_deref(), &failed, every))
+        }
+        _ => None,
+    };
+    let own_pools: Vec<Ring<Box<OwnedBatch>>> = match split.is_some() || own_run.is_some() {
+        true => {
             crate::batch::check_memory(2 * n as u64 * (d as u64 + 2) * BATCH_ROWS as u64 * 4, || {
                 format!("{d} features: 2 text batches of {BATCH_ROWS} rows per shard ({n} shards)")
             })
@@ -585,12 +619,12 @@ pub fn train(
                 })
                 .collect()
         }
-        None => Vec::new(),
+        false => Vec::new(),
     };
     let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let dataset = match input {
         Input::Mapped { dataset, .. } => Some(*dataset),
-        Input::Stream { .. } | Input::Split { .. } | Input::Chunked { .. } => None,
+        Input::Stream { .. } | Input::Split { .. } | Input::Chunked { .. } | Input::Owned { .. } => None,
     };
     let learned: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
     // Duplicate windows: one per shard where each can see the rows before its batches (one
@@ -600,7 +634,7 @@ pub fn train(
     let own_windows = cfg.dedup_window > 0
         && match input {
             Input::Mapped { dataset, .. } => n == 1 || own_window_fits(cfg.dedup_window, dataset.header().block_rows as usize),
-            Input::Stream { .. } | Input::Split { .. } | Input::Chunked { .. } => n == 1,
+            Input::Stream { .. } | Input::Split { .. } | Input::Chunked { .. } | Input::Owned { .. } => n == 1,
         };
     let own = (0..n).map(|_| own_windows.then(|| window(cfg.dedup_window)).transpose()).collect::<Result<Vec<_>, _>>()?;
     let shared = cfg.dedup_window > 0 && !own_windows;
@@ -684,7 +718,18 @@ pub fn train(
                     learned: &learned[id],
                     dedup: dedup.as_ref(),
                     own_window,
-                    feed: split.as_ref().map(|run| SplitFeed::new(run, id, &own_pools[id], receivers.get_mut(id).and_then(Option::take))),
+                    feed: match (&split, &own_run) {
+                        (Some(run), _) => Some(Feed::Split(Box::new(SplitFeed::new(
+                            run,
+                            id,
+                            &own_pools[id],
+                            receivers.get_mut(id).and_then(Option::take),
+                        )))),
+                        (None, Some(run)) => {
+                            own_sources[id].take().map(|source| Feed::Own(Box::new(OwnFeed::new(run, id, source, &own_pools[id]))))
+                        }
+                        (None, None) => None,
+                    },
                 };
                 let t = transform.clone();
                 s.spawn(move || shard::run(ctx, learner, t))
@@ -713,14 +758,13 @@ pub fn train(
             }
             _ => produce(cfg, input, &mut producer, &pool, &mut source_rejected, &mut first_source_reject),
         };
-        match &split {
-            None => producer.merge(cfg.checkpoint.is_some()),
-            // The shards read the file: this thread shows how far they are.
-            Some(run) => {
-                while !handles.iter().all(|h| h.is_finished()) {
-                    progress.set_position(run.parsed());
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+        if split.is_none() && own_run.is_none() {
+            producer.merge(cfg.checkpoint.is_some());
+        } else {
+            // The shards read their input: this thread shows how far they are.
+            while !handles.iter().all(|h| h.is_finished()) {
+                progress.set_position(split.as_ref().map_or(0, SplitRun::parsed) + own_run.as_ref().map_or(0, OwnRun::parsed));
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
         for r in &rings {
@@ -744,12 +788,16 @@ pub fn train(
         Input::Chunked { header_lines, .. } => Some(*header_lines),
         _ => None,
     };
-    if let (Some(parser), Some(header_lines)) = (input.template(), header_lines) {
+    let tally = if let (Some(parser), Some(header_lines)) = (input.template(), header_lines) {
         let text = match &*input {
             Input::Split { text, .. } => Some(*text),
             _ => None,
         };
-        let tally = split_tally(text, header_lines, parser, &mut reports);
+        Some(split_tally(text, header_lines, parser, &mut reports))
+    } else {
+        own_run.is_some().then(|| own_tally(&mut reports))
+    };
+    if let Some(tally) = tally {
         split_rows = tally.rows;
         source_rejected += tally.rejected;
         first_source_reject = tally.first_rejected;
@@ -919,7 +967,7 @@ fn produce(
             Ok(())
         }
         // The shards read it themselves (a chunked stream is dealt by `deal`).
-        Input::Split { .. } | Input::Chunked { .. } => Ok(()),
+        Input::Split { .. } | Input::Chunked { .. } | Input::Owned { .. } => Ok(()),
         Input::Stream { parser, train_rows, skip_bad } => {
             if cfg.passes > 1 {
                 return Err(PipelineError::Config(
@@ -1020,11 +1068,12 @@ pub fn evaluate_holdout(
 ) -> Result<Option<Evaluation>, PipelineError> {
     let loss = model.loss;
     let inputs = transform.map_or(model.features(), |t| t.d);
-    let have = match input {
-        Input::Mapped { dataset, .. } => dataset.features(),
-        Input::Stream { parser, .. } => parser.features(),
-        Input::Split { parser, .. } | Input::Chunked { parser, .. } => parser.features(),
-    };
+    // A chunked stream and sources of their own have no holdout (their rows are not counted
+    // ahead).
+    if matches!(input, Input::Chunked { .. } | Input::Owned { .. }) {
+        return Ok(None);
+    }
+    let have = input.features();
     if have != inputs {
         return Err(PipelineError::Config(format!("the model has {inputs} input features, the data {have}")));
     }
@@ -1103,8 +1152,7 @@ pub fn evaluate_holdout(
                 check(keep(margin(&row), label, weight))?;
             }
         }
-        // A chunked stream has no holdout (its rows are not counted ahead).
-        Input::Chunked { .. } => {}
+        Input::Chunked { .. } | Input::Owned { .. } => {}
         Input::Split { text, parser, skip_bad } => {
             let mut held = parser.detached(text.holdout(), text.lines_before_holdout());
             let mut row = vec![0.0f32; parser.features()];
@@ -1201,6 +1249,19 @@ struct SplitSummary {
     rejected: u64,
     first_rejected: Option<String>,
     failure: Option<ParseError>,
+}
+
+/// Sums the feeds of sources of their own: rows are numbered as the shards took them, and
+/// errors name their record.
+fn own_tally(reports: &mut [ShardReport]) -> SplitSummary {
+    let feeds: Vec<FeedTally> = reports.iter_mut().filter_map(|r| r.feed.take()).collect();
+    let first = feeds.iter().filter_map(|f| f.first_rejected.as_ref()).min_by_key(|(pos, _, _)| *pos);
+    SplitSummary {
+        rows: feeds.iter().map(|f| f.rows).sum(),
+        rejected: feeds.iter().map(|f| f.rejected).sum(),
+        first_rejected: first.map(|(_, _, e)| e.to_string()),
+        failure: feeds.into_iter().find_map(|f| f.failure).map(|(_, e)| e),
+    }
 }
 
 /// Sums the feeds of `reports` and numbers the rows their learners name (the first rejected,

@@ -1,5 +1,5 @@
 //! A shard: one worker thread with its own model replica. It pops batches from its ring (or
-//! parses its own ranges of a split text file: [`SplitFeed`]), runs
+//! reads its own input: [`Feed`]), runs
 //! the feature stage (folded into the learner's kernels, or into its own scratch columns) and
 //! the duplicate window when `--dedup-window` is on, learns, returns pooled buffers, takes part
 //! in merges, reports per-batch outcomes to the window reporter, and records its latency
@@ -24,7 +24,7 @@
 use crate::batch::{skipped, skipped_rows, Batch, OwnedBatch, Payload, Segment, SkipMask, BATCH_ROWS, MAX_SEGMENTS};
 use crate::dataset::Dataset;
 use crate::dedup::Dedup;
-use crate::feed::{FeedTally, SplitFeed};
+use crate::feed::{Feed, FeedTally};
 use crate::kernel::{self, predict_scan, scan, ColumnSums, Columns, Moments, Predictor};
 use crate::latency::StageLatency;
 use crate::learner::{LearnError, Learner};
@@ -58,7 +58,7 @@ pub struct ShardReport {
     pub error: Option<LearnError>,
     /// A checkpoint that could not be written, if any.
     pub checkpoint_error: Option<String>,
-    /// What its feed saw, when it parsed its own ranges.
+    /// What its feed saw, when it read its own input.
     pub feed: Option<FeedTally>,
     /// When it had learned its first batch.
     pub first_learned: Option<Instant>,
@@ -96,9 +96,9 @@ pub struct ShardContext<'a> {
     /// rows of the stream other shards learn (a mapped batch's look-back segments) — the same
     /// rows dropped as by one window over the stream, without turns.
     pub own_window: Option<Dedup>,
-    /// Its own ranges of a split text file, parsed by the shard itself (instead of `input`;
-    /// its buffers come and go through `pool`).
-    pub feed: Option<SplitFeed<'a>>,
+    /// Its own input (ranges of a split text file, chunks of a stream, a source of its own),
+    /// read by the shard itself instead of `input`; its buffers come and go through `pool`.
+    pub feed: Option<Feed<'a>>,
 }
 
 /// The duplicate window a shard consults.
@@ -464,7 +464,7 @@ pub fn run(mut ctx: ShardContext<'_>, learner: Learner, transform: Transform) ->
         },
     };
     let mut epoch = ctx.reset_epoch.load(Ordering::Acquire);
-    while let Some(batch) = feed.as_mut().map_or_else(|| ctx.input.pop(), SplitFeed::next_batch) {
+    while let Some(batch) = feed.as_mut().map_or_else(|| ctx.input.pop(), Feed::next_batch) {
         let dequeued = Instant::now();
         // Rows are numbered as the source numbers them (0-based data rows of the stream).
         w.learner.set_position(batch.first_row);
@@ -535,7 +535,7 @@ pub fn run(mut ctx: ShardContext<'_>, learner: Learner, transform: Transform) ->
         batches,
         error: w.error,
         checkpoint_error,
-        feed: feed.map(SplitFeed::finish),
+        feed: feed.map(Feed::finish),
         first_learned,
     }
 }

@@ -157,6 +157,45 @@ fn native_rows_train_commit_and_resume_where_the_group_stopped() {
 }
 
 #[test]
+fn a_consumer_per_shard_reads_every_partition_once_records_of_several_rows() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = gen(dir.path(), "a.ssgd", 30_000, 3);
+    let topic = broker.topic("many");
+    // 4285 records of 7 rows and one of 5, over 3 partitions.
+    let produced = json(&ok(&["produce", &data, &topic, "--partitions", "3", "--rows-per-record", "7", "--json"]));
+    assert_eq!(produced["records"], 4_286);
+    let learn = ["--encoding", "row", "--features", "8", "--group", "g", "--until-end", "--threads", "3", "--json"];
+    let mut args = vec!["train", &topic];
+    args.extend(learn);
+    args.extend(["--test", &data]);
+    let r = json(&ok(&args));
+    assert_eq!((r["rows"].as_u64(), r["rows_learned"].as_u64()), (Some(30_000), Some(30_000)), "{r}");
+    assert_eq!(r["threads"], 3);
+    assert_eq!(r["source"]["records"], 4_286, "{r}");
+    assert_eq!(r["source"]["rows"], 30_000);
+    assert_eq!(r["source"]["committed"].as_object().unwrap().len(), 3, "every partition read and committed: {r}");
+    assert_eq!(committed_total(&[&r]), 4_286, "every record learned is committed: {r}");
+    let f = json(&ok(&["train", &data, "--threads", "3", "--json", "--test", &data]));
+    let (acc_k, acc_f) = (r["test"]["accuracy"].as_f64().unwrap(), f["test"]["accuracy"].as_f64().unwrap());
+    assert!(acc_k > acc_f - 0.02, "kafka-trained accuracy {acc_k} vs file-trained {acc_f}");
+
+    // Committed: the group has nothing more to read, with one member or with two.
+    for threads in ["1", "2"] {
+        let again =
+            ["train", &topic, "--encoding", "row", "--features", "8", "--group", "g", "--until-end", "--threads", threads, "--json"];
+        let (good, out, err) = run(&again, Duration::from_secs(120));
+        assert!(good, "{err}");
+        assert_eq!(json(&out)["rows"], 0, "{out}");
+    }
+
+    // Records that are not whole rows: an error naming the record.
+    let wrong = ["train", &topic, "--encoding", "row", "--features", "6", "--group", "h", "--until-end", "--threads", "2"];
+    let (good, _, err) = run(&wrong, Duration::from_secs(120));
+    assert!(!good && err.contains("offset 0") && err.contains("is not whole rows: a row of 6 features takes 32"), "{err}");
+}
+
+#[test]
 fn csv_records_with_a_bad_one_fail_naming_it_and_replay_it() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();

@@ -425,3 +425,143 @@ fn a_stream_dealt_to_the_shards_in_chunks_counts_and_reports_as_one_reader() {
         }
     }
 }
+
+/// A source of its own for one shard: `rows` rows (label = row number mod 2), idle every
+/// `idle_every` pulls, failing at row `fail_at`; it records what the shard tells it.
+struct Own {
+    rows: u64,
+    at: u64,
+    pulls: u64,
+    idle_every: u64,
+    fail_at: Option<u64>,
+    sent: u64,
+    learned: Vec<u64>,
+}
+
+impl Own {
+    fn new(rows: u64, idle_every: u64, fail_at: Option<u64>) -> Self {
+        Own { rows, at: 0, pulls: 0, idle_every, fail_at, sent: 0, learned: Vec::new() }
+    }
+}
+
+impl streamsgd::source::RowSource for Own {
+    fn features(&self) -> usize {
+        4
+    }
+
+    fn has_timestamps(&self) -> bool {
+        false
+    }
+
+    fn pull(&mut self, feats: &mut [f32], _wait: bool) -> Result<streamsgd::source::Pull, streamsgd::source::ParseError> {
+        use streamsgd::source::{ParsedRow, Pull};
+        self.pulls += 1;
+        if self.pulls % self.idle_every == 0 {
+            return Ok(Pull::Idle);
+        }
+        if self.at == self.rows {
+            return Ok(Pull::End);
+        }
+        self.at += 1;
+        if self.fail_at == Some(self.at) {
+            return Err(streamsgd::source::ParseError {
+                source: "own".into(),
+                line: self.at,
+                field: None,
+                what: "bad".into(),
+                fatal: false,
+            });
+        }
+        let y = (self.at % 2) as f32;
+        feats.copy_from_slice(&[y, 1.0 - y, 0.5, (self.at % 7) as f32]);
+        Ok(Pull::Row(ParsedRow { label: y, weight: 1.0, line: self.at, time: f64::NAN }))
+    }
+
+    fn sent(&mut self, seq: u64, held_back: bool) {
+        assert!(!held_back && seq == self.sent, "batches are numbered in order");
+        self.sent += 1;
+    }
+
+    fn learned(&mut self, seq: u64) -> Result<(), streamsgd::source::ParseError> {
+        assert!(seq == u64::MAX || seq <= self.sent, "learned {seq} of {} sent", self.sent);
+        assert!(self.learned.last().is_none_or(|&l| l != u64::MAX), "nothing after the final commit");
+        self.learned.push(seq);
+        Ok(())
+    }
+}
+
+#[test]
+fn shards_reading_sources_of_their_own_learn_every_row_and_tell_each_source() {
+    for mode in [MergeMode::Sync, MergeMode::Async] {
+        // Unequal shares, one empty, idle gaps: every shard still meets the others' merges.
+        let mut sources = [Own::new(50_000, 97, None), Own::new(0, 5, None), Own::new(7_321, 3, None)];
+        let mut refs: Vec<&mut (dyn streamsgd::source::RowSource + Send)> = Vec::new();
+        for s in sources.iter_mut() {
+            refs.push(s);
+        }
+        let c = cfg(3, mode);
+        let out = train(&c, &mut Input::Owned { sources: refs, skip_bad: false }, "own", None, shared(), &ProgressBar::hidden()).unwrap();
+        let r = out.report;
+        assert!(out.source_error.is_none());
+        assert_eq!((r.rows, r.rows_learned, r.threads), (57_321, 57_321, 3), "{mode:?}");
+        assert!(r.merges >= 2);
+        assert!(r.progressive_accuracy.unwrap() > 0.9, "{mode:?}: {r:?}");
+        for s in &sources {
+            // Every batch made was learned, and the last word is the final commit.
+            assert_eq!(s.learned.last(), Some(&u64::MAX), "{mode:?}");
+            assert!(s.learned.windows(2).all(|w| w[0] <= w[1]));
+        }
+        assert!(sources[0].sent > 0 && sources[1].sent == 0);
+    }
+}
+
+#[test]
+fn a_failing_source_of_its_own_ends_the_run_and_commits_nothing_past_it() {
+    let mut sources = [Own::new(40_000, 50, Some(30_000)), Own::new(40_000, 50, None)];
+    let mut refs: Vec<&mut (dyn streamsgd::source::RowSource + Send)> = Vec::new();
+    for s in sources.iter_mut() {
+        refs.push(s);
+    }
+    let out = train(
+        &cfg(2, MergeMode::Sync),
+        &mut Input::Owned { sources: refs, skip_bad: false },
+        "own",
+        None,
+        shared(),
+        &ProgressBar::hidden(),
+    )
+    .unwrap();
+    let e = out.source_error.expect("the bad row ends the run").to_string();
+    assert!(e.contains("own:30000") && e.contains("bad"), "{e}");
+    // The rows before it were learned; the failing source hears no final commit.
+    assert!(out.report.rows_learned >= 29_999 && out.report.rows == out.report.rows_learned, "{:?}", out.report);
+    assert!(!sources[0].learned.contains(&u64::MAX));
+    assert_eq!(sources[1].learned.last(), Some(&u64::MAX));
+    // With --skip-bad it is counted and the run goes on.
+    let mut sources = [Own::new(40_000, 50, Some(30_000))];
+    let refs: Vec<&mut (dyn streamsgd::source::RowSource + Send)> = sources.iter_mut().map(|s| s as _).collect();
+    let out =
+        train(&cfg(1, MergeMode::Sync), &mut Input::Owned { sources: refs, skip_bad: true }, "own", None, shared(), &ProgressBar::hidden())
+            .unwrap();
+    assert_eq!((out.report.rows, out.report.rows_rejected, out.report.rows_learned), (40_000, 1, 39_999));
+    assert!(out.report.first_rejected.unwrap().contains("own:30000"));
+}
+
+#[test]
+fn a_stop_ends_shards_reading_endless_sources_of_their_own_and_commits_what_they_learned() {
+    let mut sources = [Own::new(u64::MAX, 1000, None), Own::new(u64::MAX, 2, None)];
+    let refs: Vec<&mut (dyn streamsgd::source::RowSource + Send)> = sources.iter_mut().map(|s| s as _).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut c = cfg(2, MergeMode::Sync);
+    c.stop = Some(stop.clone());
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Release);
+    });
+    let out = train(&c, &mut Input::Owned { sources: refs, skip_bad: false }, "own", None, shared(), &ProgressBar::hidden()).unwrap();
+    stopper.join().unwrap();
+    assert!(out.report.stopped && out.report.rows > 0 && out.report.rows == out.report.rows_learned, "{:?}", out.report);
+    for s in &sources {
+        assert_eq!(s.learned.last(), Some(&u64::MAX), "a stop is a good end: what was learned is committed");
+    }
+}

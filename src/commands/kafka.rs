@@ -69,6 +69,37 @@ pub fn open(spec: &str, a: &KafkaArgs, format: Option<TextFormat>, text: &TextOp
     Ok(KafkaSource::open(spec, opts)?)
 }
 
+/// What the members of the group did, together.
+pub fn stats(members: &[KafkaSource]) -> ConsumerStats {
+    let mut all = ConsumerStats::default();
+    for s in members.iter().map(KafkaSource::stats) {
+        all.records += s.records;
+        all.rows += s.rows;
+        all.bytes += s.bytes;
+        all.commits += s.commits;
+        all.commit_failures += s.commit_failures;
+        all.span = match (all.span, s.span) {
+            (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
+            (a, b) => a.or(b),
+        };
+        all.active_seconds = all.span.map_or(0.0, |(first, last)| (last - first).as_secs_f64());
+        for (p, o) in s.committed {
+            let at = all.committed.entry(p).or_insert(o);
+            *at = (*at).max(o);
+        }
+    }
+    all
+}
+
+/// Leaves the group, every member at once (each waits for the brokers' answer).
+pub fn close(members: Vec<KafkaSource>) {
+    std::thread::scope(|s| {
+        for m in members {
+            s.spawn(move || drop(m));
+        }
+    });
+}
+
 /// One line on what the consumer did.
 pub fn summary(s: &ConsumerStats) -> String {
     let committed: Vec<String> = s.committed.iter().map(|(p, o)| format!("{p}:{o}")).collect();
@@ -98,7 +129,7 @@ pub struct ProduceArgs {
     /// The text format (text input: default from the extension; .ssgd input with --encoding text).
     #[arg(long, value_enum)]
     format: Option<TextFormat>,
-    /// Rows (records) per second, paced open-loop (default: as fast as the brokers take them).
+    /// Rows per second, paced open-loop (default: as fast as the brokers take them).
     #[arg(long)]
     rate: Option<f64>,
     /// Create the topic with this many partitions when it does not exist.
@@ -107,6 +138,9 @@ pub struct ProduceArgs {
     /// Stop after this many rows.
     #[arg(long)]
     limit: Option<u64>,
+    /// Rows per record (.ssgd input): native rows one after another, or text lines.
+    #[arg(long, default_value_t = 1)]
+    rows_per_record: usize,
     /// Records per produce batch at most (1: every record its own batch, so a consumer may
     /// start at any offset even on brokers that serve fetches from batch boundaries only).
     #[arg(long, default_value_t = 10_000)]
@@ -122,15 +156,26 @@ pub struct ProduceArgs {
     json: bool,
 }
 
+/// Sends the rows in `buf` as one record (text lines without the last newline) and empties it.
+fn send_record(w: &mut KafkaWriter, buf: &mut Vec<u8>, text: bool) -> anyhow::Result<()> {
+    if text {
+        buf.pop();
+    }
+    w.send(buf)?;
+    buf.clear();
+    Ok(())
+}
+
 pub fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     if let Some(r) = a.rate {
         ensure!(r.is_finite() && r > 0.0, "--rate {r} must be > 0 rows/s");
     }
     ensure!(a.partitions.is_none_or(|p| p >= 1), "--partitions must be at least 1");
     ensure!(a.max_batch >= 1, "--max-batch must be at least 1");
+    ensure!(a.rows_per_record >= 1, "--rows-per-record must be at least 1");
     let opts = ProducerOptions {
         partitions: a.partitions,
-        rate: a.rate,
+        rate: a.rate.map(|r| r / a.rows_per_record as f64),
         flush_timeout: a.flush_timeout,
         max_batch: a.max_batch,
         config: a.options.clone(),
@@ -157,20 +202,22 @@ pub fn produce(a: ProduceArgs) -> anyhow::Result<()> {
                     break 'blocks;
                 }
                 b.row_into(r, &mut row);
-                buf.clear();
                 match format {
                     None => encode_row(&row, b.labels[r], b.weight(r), &mut buf),
-                    Some(f) => {
-                        format_row(f, &row, b.labels[r], classification, &mut buf);
-                        buf.pop();
-                    }
+                    Some(f) => format_row(f, &row, b.labels[r], classification, &mut buf),
                 }
-                w.send(&buf)?;
                 sent += 1;
+                if sent % a.rows_per_record as u64 == 0 {
+                    send_record(&mut w, &mut buf, format.is_some())?;
+                }
             }
+        }
+        if !buf.is_empty() {
+            send_record(&mut w, &mut buf, format.is_some())?;
         }
     } else {
         ensure!(a.encoding == Encoding::Text || a.format.is_none(), "text input is sent as text lines (--encoding row is for .ssgd)");
+        ensure!(a.rows_per_record == 1, "--rows-per-record groups the rows of a .ssgd file: text input is sent a line per record");
         let format = if a.data == Path::new("-") { a.format.unwrap_or(TextFormat::Csv) } else { resolve_format(&a.data, a.format)? };
         let reader: Box<dyn BufRead> = if a.data == Path::new("-") {
             Box::new(std::io::stdin().lock())
@@ -201,7 +248,7 @@ pub fn produce(a: ProduceArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "produced {} records ({:.1} MB) to {name} in {:.3} s: {:.0} records/s, every one acknowledged",
+            "produced {sent} rows in {} records ({:.1} MB) to {name} in {:.3} s: {:.0} records/s, every one acknowledged",
             r.records,
             r.bytes as f64 / 1e6,
             r.seconds,

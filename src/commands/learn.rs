@@ -348,8 +348,12 @@ enum Data {
         parser: TextParser<Box<dyn BufRead>>,
         rows: Option<u64>,
     },
+    /// A consumer, or its shards (`per_shard`: each shard reads one, with no producer).
     #[cfg(feature = "kafka")]
-    Kafka(Box<streamsgd::source::kafka::KafkaSource>),
+    Kafka {
+        sources: Vec<streamsgd::source::kafka::KafkaSource>,
+        per_shard: bool,
+    },
 }
 
 /// Opens `spec`; a socket or stdin ends early as `patience` says; `count`: count a text file's
@@ -410,9 +414,14 @@ fn input_of(data: &mut Data, holdout: Option<f64>, skip_bad: bool) -> anyhow::Re
             Input::Stream { parser, train_rows, skip_bad }
         }
         #[cfg(feature = "kafka")]
-        Data::Kafka(source) => {
+        Data::Kafka { sources, per_shard } => {
             ensure!(holdout.is_none(), "--holdout needs a file: a Kafka stream has no end to hold out (use --test FILE)");
-            Input::Stream { parser: source.as_mut(), train_rows: None, skip_bad }
+            if *per_shard {
+                let sources = sources.iter_mut().map(|s| s as &mut (dyn streamsgd::source::RowSource + Send)).collect();
+                Input::Owned { sources, skip_bad }
+            } else {
+                Input::Stream { parser: &mut sources[0], train_rows: None, skip_bad }
+            }
         }
     })
 }
@@ -441,7 +450,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             ensure!(a.shards.rate.is_none(), "--rate paces replay from files: a Kafka source arrives at its own pace");
             let source = super::kafka::open(&a.data, &a.kafka, a.text.format, &text, &patience)?;
             let name = source.name().to_string();
-            (Data::Kafka(Box::new(source)), name)
+            (Data::Kafka { sources: vec![source], per_shard: false }, name)
         }
         () => open_data(&a.data, a.text.format, &text, a.holdout.is_some() && !is_text_file(&a.data), &patience)?,
     };
@@ -478,11 +487,19 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         Data::Mapped(ds) => Some(ds.rows() * a.passes as u64),
         Data::Text { rows, .. } => *rows,
         #[cfg(feature = "kafka")]
-        Data::Kafka(_) => None,
+        Data::Kafka { .. } => None,
     };
     let threads = a.shards.threads.unwrap_or_else(|| default_threads(total, a.shards.merge_every));
     warn_oversubscribed(threads);
     let mut cfg = pipeline_config(&a.model, &a.shards, &a.features_stage, threads)?;
+    // A topic's partitions are dealt to the shards, each reading its own, unless the run needs
+    // one stream.
+    #[cfg(feature = "kafka")]
+    if let (Data::Kafka { sources, per_shard }, false) = (&mut data, cfg.needs_one_stream()) {
+        let consumer = sources.pop().expect("a consumer was opened");
+        *sources = consumer.into_shards(threads)?;
+        *per_shard = true;
+    }
     cfg.passes = a.passes;
     cfg.shuffle_seed = a.shuffle_seed;
     cfg.checkpoint = a.checkpoint.clone();
@@ -566,7 +583,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         let r = &out.report;
         let why = match &data {
             #[cfg(feature = "kafka")]
-            Data::Kafka(_) => {
+            Data::Kafka { .. } => {
                 // A topic with nothing new for the group is not a mistake: said, and no model.
                 eprintln!(
                     "warning: nothing was learned, so no model is saved: no record came from {name}; consumer group '{}' had committed offsets at the topic's end (another --group learns the topic again)",
@@ -603,13 +620,17 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     }
     let source = match &data {
         #[cfg(feature = "kafka")]
-        Data::Kafka(k) => {
-            let s = k.stats();
+        Data::Kafka { sources, .. } => {
+            let s = super::kafka::stats(sources);
             Some((super::kafka::summary(&s), serde_json::to_value(&s)?))
         }
         _ => None,
     };
     report(&out, (wall, opened), test.as_ref(), source, a.json)?;
+    #[cfg(feature = "kafka")]
+    if let Data::Kafka { sources, .. } = data {
+        super::kafka::close(sources);
+    }
     warn_if_unlearned(&out.report, test.as_ref(), &cfg);
     let kept = match (&a.save, &a.checkpoint) {
         (Some(p), _) => format!("the model of the {} rows before it is saved in {}", out.report.rows, p.display()),
@@ -678,7 +699,7 @@ fn evaluate_file(
         Data::Mapped(dataset) => Input::Mapped { dataset, train_rows: 0 },
         Data::Text { parser, .. } => Input::Stream { parser, train_rows: Some(0), skip_bad: bad == BadRows::Skip },
         #[cfg(feature = "kafka")]
-        Data::Kafka(source) => bail!("{}: the test set must be a file", source.name()),
+        Data::Kafka { sources, .. } => bail!("{}: the test set must be a file", sources[0].name()),
     };
     let transform = pipeline::saved_transform(&model.extra)?;
     pipeline::evaluate_holdout(&mut input, &model.model, transform.as_ref(), bad)?.with_context(|| format!("{spec}: no rows to evaluate"))
@@ -690,7 +711,7 @@ fn data_schema(data: &Data) -> Schema {
         Data::Mapped(ds) => Schema { features: ds.features(), names: None, label: None },
         Data::Text { parser, .. } => Schema { features: parser.features(), names: parser.feature_names(), label: parser.label_name() },
         #[cfg(feature = "kafka")]
-        Data::Kafka(k) => Schema { features: streamsgd::source::RowSource::features(k.as_ref()), names: None, label: None },
+        Data::Kafka { sources, .. } => Schema { features: streamsgd::source::RowSource::features(&sources[0]), names: None, label: None },
     }
 }
 
@@ -915,7 +936,7 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
             }
         }
         #[cfg(feature = "kafka")]
-        Data::Kafka(source) => bail!("{}: predict reads files, stdin and sockets", source.name()),
+        Data::Kafka { sources, .. } => bail!("{}: predict reads files, stdin and sockets", sources[0].name()),
     }
     out.flush()?;
     let secs = start.elapsed().as_secs_f64();

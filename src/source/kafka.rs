@@ -1,8 +1,8 @@
 //! A Kafka topic as a row source, and the writer behind `streamsgd produce` (librdkafka through
 //! the `rdkafka` crate, built from its bundled sources).
 //!
-//! A record holds one or more text lines (CSV without its header, LibSVM, VW), or one row in
-//! the native encoding ([`encode_row`]). The consumer joins a consumer group with automatic
+//! A record holds one or more text lines (CSV without its header, LibSVM, VW), or one or more
+//! rows in the native encoding ([`encode_row`]). The consumer joins a consumer group with automatic
 //! commits off: offsets are committed only once every batch holding a record's rows has been
 //! learned (at-least-once). A crash replays the records after the last commit; those learned
 //! after the last checkpoint are learned again by the restarted run. A record's timestamp is the
@@ -15,13 +15,13 @@ use super::{ParseError, ParsedRow, Pull, RowSource, TextFormat, TextOptions, Tex
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, Timestamp};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,7 +90,8 @@ impl std::fmt::Display for KafkaUrl {
 pub enum Encoding {
     /// Text lines in one of the text formats (one or more per record).
     Text,
-    /// One row per record: little-endian f32 label, f32 importance weight, then the features.
+    /// Rows, one or more per record, each a little-endian f32 label, f32 importance weight,
+    /// then the features.
     Row,
 }
 
@@ -106,7 +107,7 @@ pub fn encode_row(feats: &[f32], label: f32, weight: f32, out: &mut Vec<u8>) {
 fn decode_row(bytes: &[u8], feats: &mut [f32]) -> Result<(f32, f32), String> {
     let want = 4 * (feats.len() + 2);
     if bytes.len() != want {
-        return Err(format!("a native row of {} bytes; {} features take {want}", bytes.len(), feats.len()));
+        return Err(format!("a native record of {} bytes is not whole rows: a row of {} features takes {want}", bytes.len(), feats.len()));
     }
     let mut words = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
     let (label, weight) = (words.next().unwrap_or(f32::NAN), words.next().unwrap_or(f32::NAN));
@@ -195,6 +196,9 @@ pub struct ConsumerStats {
     /// Seconds from the first record to the last (what `rows / active_seconds` measures is
     /// the stream, not the group join before it).
     pub active_seconds: f64,
+    /// When the first record came, and the last (the span of several members together).
+    #[serde(skip)]
+    pub span: Option<(Instant, Instant)>,
     /// The committed position (next offset to read) per partition.
     pub committed: BTreeMap<i32, i64>,
 }
@@ -202,17 +206,48 @@ pub struct ConsumerStats {
 /// Set to librdkafka debug contexts (`cgrp,fetch`, `all`) to have the client log to stderr.
 pub const DEBUG_ENV: &str = "STREAMSGD_KAFKA_DEBUG";
 
-/// The client context: remembers the brokers' last error.
+/// What the clients of one source share: the brokers' last error, and the group member's
+/// assignment (which the shards' readers follow).
 #[derive(Default)]
-struct Watch {
+struct Shared {
     error: Mutex<Option<(Instant, String)>>,
+    /// `error` holds one (checked without the lock on every record).
+    erred: AtomicBool,
+    /// The member's partitions, and how many times they changed.
+    assigned: Mutex<Vec<i32>>,
+    generation: AtomicU64,
+    /// Readers of their own fetch the partitions: the member pauses its own fetching.
+    readers: AtomicBool,
+}
+
+impl Shared {
+    /// The brokers report `what` (the first report since they last answered is kept).
+    fn report(&self, what: String) {
+        if let Ok(mut e) = self.error.lock() {
+            e.get_or_insert_with(|| (Instant::now(), what));
+            self.erred.store(true, Ordering::Release);
+        }
+    }
+
+    /// The brokers answered: their last error is over.
+    fn clear(&self) {
+        if self.erred.swap(false, Ordering::AcqRel) {
+            if let Ok(mut e) = self.error.lock() {
+                *e = None;
+            }
+        }
+    }
+}
+
+/// The client context: remembers the brokers' last error and the member's assignment.
+#[derive(Clone, Default)]
+struct Watch {
+    shared: Arc<Shared>,
 }
 
 impl ClientContext for Watch {
     fn error(&self, error: KafkaError, reason: &str) {
-        if let Ok(mut e) = self.error.lock() {
-            e.get_or_insert_with(|| (Instant::now(), format!("{error}: {reason}")));
-        }
+        self.shared.report(format!("{error}: {reason}"));
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
@@ -222,14 +257,101 @@ impl ClientContext for Watch {
     }
 }
 
-impl ConsumerContext for Watch {}
+impl ConsumerContext for Watch {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let (Rebalance::Assign(new), true) = (rebalance, self.shared.readers.load(Ordering::Acquire)) {
+            // The shards' readers fetch these (a failed pause only costs records fetched twice).
+            let _ = consumer.pause(new);
+        }
+        let partitions = consumer.assignment().map_or_else(|_| Vec::new(), |a| a.elements().iter().map(|e| e.partition()).collect());
+        if let Ok(mut a) = self.shared.assigned.lock() {
+            *a = partitions;
+            self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Where a source's records come from.
+enum Reader {
+    /// The group member's own queue: every partition assigned to it.
+    Member,
+    /// A client of its own (not a group member) fetching shard `shard`'s share of the member's
+    /// partitions, from their committed offsets; the first shard also serves the member's events.
+    Own { client: BaseConsumer<Watch>, shard: usize, shards: usize, generation: u64, events: u64 },
+}
+
+/// What came out of a queue.
+enum Event {
+    /// A record, copied into the source's record buffer.
+    Record(i32, i64, Timestamp),
+    Eof(i32),
+    Error(KafkaError),
+}
+
+/// Copies a polled message into `record`.
+fn event(polled: Option<rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>>, record: &mut Vec<u8>) -> Option<Event> {
+    Some(match polled? {
+        Ok(m) => {
+            record.clear();
+            record.extend_from_slice(m.payload().unwrap_or_default());
+            Event::Record(m.partition(), m.offset(), m.timestamp())
+        }
+        Err(KafkaError::PartitionEOF(p)) => Event::Eof(p),
+        Err(e) => Event::Error(e),
+    })
+}
+
+/// A consumer client of `url` as `opts` say, with `watch` as its context.
+fn client(url: &KafkaUrl, opts: &ConsumerOptions, watch: &Watch) -> Result<BaseConsumer<Watch>, KafkaSourceError> {
+    let mut config = ClientConfig::new();
+    if let Some(debug) = std::env::var_os(DEBUG_ENV) {
+        config.set("debug", debug.to_string_lossy());
+    }
+    config
+        .set("bootstrap.servers", &url.brokers)
+        .set("group.id", &opts.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", if opts.start == StartFrom::Earliest { "earliest" } else { "latest" })
+        .set("client.id", "streamsgd")
+        // A member that died without leaving holds its partitions until these expire.
+        .set("session.timeout.ms", "6000")
+        .set("max.poll.interval.ms", "10000")
+        // A fetch returns after at most 10 ms even with nothing new: low latency at the cost of
+        // more idle fetches (tansu 0.6 waits this long on every fetch: 500 ms, the default, cut
+        // its throughput ten times).
+        .set("fetch.wait.max.ms", "10");
+    for (k, v) in &opts.config {
+        config.set(k, v);
+    }
+    config.create_with_context(watch.clone()).map_err(|error| KafkaSourceError::Kafka {
+        url: url.to_string(),
+        what: "creating the consumer",
+        error,
+    })
+}
+
+/// Drops `client` on a thread of its own, waited for 10 s at most: leaving a group waits for
+/// the brokers, and a broker that does not answer must not hang the process.
+fn close<T: Send + 'static>(client: T) {
+    let (done, wait) = std::sync::mpsc::channel();
+    let closing = std::thread::spawn(move || {
+        drop(client);
+        let _ = done.send(());
+    });
+    if wait.recv_timeout(Duration::from_secs(10)).is_ok() {
+        let _ = closing.join();
+    }
+}
 
 /// Rows from a Kafka topic: a consumer-group member with at-least-once offset commits.
 pub struct KafkaSource {
     url: KafkaUrl,
     name: String,
-    /// Always `Some` until the source is dropped.
-    consumer: Option<BaseConsumer<Watch>>,
+    /// The group member: always `Some` until the source is dropped; shared by the shards.
+    consumer: Option<Arc<BaseConsumer<Watch>>>,
+    reader: Reader,
     opts: ConsumerOptions,
     parser: Option<TextParser<Cursor<Vec<u8>>>>,
     d: usize,
@@ -252,7 +374,8 @@ pub struct KafkaSource {
     /// Learned positions not yet committed.
     learned: BTreeMap<i32, i64>,
     last_commit: Instant,
-    at_eof: BTreeMap<i32, bool>,
+    /// The partitions read to their end (`stop_at_end`), by any of the consumer's shards.
+    ends: Arc<Mutex<BTreeSet<i32>>>,
     last_record: Instant,
     first_record: Option<Instant>,
     stats: ConsumerStats,
@@ -264,13 +387,13 @@ impl KafkaSource {
         let url = KafkaUrl::parse(spec)?;
         let name = url.to_string();
         let config_err = |what: String| KafkaSourceError::Config { url: name.clone(), what };
-        let (parser, d) = match opts.encoding {
+        let parser = match opts.encoding {
             Encoding::Row => {
-                let d = opts.text.features.ok_or_else(|| config_err("native rows need --features D".into()))?;
+                opts.text.features.ok_or_else(|| config_err("native rows need --features D".into()))?;
                 if opts.format.is_some_and(|f| f != TextFormat::Csv) || opts.columns.is_some() {
                     return Err(config_err("--format and --columns are for text records, not --encoding row".into()));
                 }
-                (None, d)
+                None
             }
             Encoding::Text => {
                 let format = opts.format.ok_or_else(|| config_err("text records need --format csv|libsvm|vw".into()))?;
@@ -285,44 +408,30 @@ impl KafkaSource {
                     }
                     (_, None) => Vec::new(),
                 };
-                let p = TextParser::new(Cursor::new(header), name.clone(), format, &opts.text).map_err(|e| config_err(e.what))?;
-                let d = p.features();
-                (Some(p), d)
+                Some(TextParser::new(Cursor::new(header), name.clone(), format, &opts.text).map_err(|e| config_err(e.what))?)
             }
         };
-        let mut config = ClientConfig::new();
-        if let Some(debug) = std::env::var_os(DEBUG_ENV) {
-            config.set("debug", debug.to_string_lossy());
-        }
-        config
-            .set("bootstrap.servers", &url.brokers)
-            .set("group.id", &opts.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", if opts.start == StartFrom::Earliest { "earliest" } else { "latest" })
-            .set("client.id", "streamsgd")
-            // A member that died without leaving holds its partitions until these expire.
-            .set("session.timeout.ms", "6000")
-            .set("max.poll.interval.ms", "10000")
-            // A fetch returns after at most 10 ms even with nothing new: low latency at the cost
-            // of more idle fetches (tansu 0.6 waits this long on every fetch: 500 ms, the
-            // default, cut its throughput ten times).
-            .set("fetch.wait.max.ms", "10");
-        for (k, v) in &opts.config {
-            config.set(k, v);
-        }
-        let consumer: BaseConsumer<Watch> = config.create_with_context(Watch::default()).map_err(|error| KafkaSourceError::Kafka {
-            url: name.clone(),
-            what: "creating the consumer",
-            error,
-        })?;
+        let consumer = client(&url, &opts, &Watch::default())?;
         consumer.subscribe(&[&url.topic]).map_err(|error| KafkaSourceError::Kafka { url: name.clone(), what: "subscribing", error })?;
+        Ok(KafkaSource::reading(url, Arc::new(consumer), Reader::Member, opts, parser, Arc::default()))
+    }
+
+    /// A source reading `consumer`'s records (or its share of them) with `reader`.
+    fn reading(
+        url: KafkaUrl,
+        consumer: Arc<BaseConsumer<Watch>>,
+        reader: Reader,
+        opts: ConsumerOptions,
+        parser: Option<TextParser<Cursor<Vec<u8>>>>,
+        ends: Arc<Mutex<BTreeSet<i32>>>,
+    ) -> Self {
         let now = Instant::now();
-        Ok(KafkaSource {
+        let d = parser.as_ref().map_or(opts.text.features.unwrap_or(0), TextParser::features);
+        KafkaSource {
+            name: url.to_string(),
             url,
-            name,
             consumer: Some(consumer),
+            reader,
             opts,
             parser,
             d,
@@ -339,11 +448,78 @@ impl KafkaSource {
             pending: VecDeque::new(),
             learned: BTreeMap::new(),
             last_commit: now,
-            at_eof: BTreeMap::new(),
+            ends,
             last_record: now,
             first_record: None,
             stats: ConsumerStats::default(),
-        })
+        }
+    }
+
+    /// The source read by `n` shards (before anything is read): each has a client of its own
+    /// that fetches its share of the partitions assigned to the group member (dealt in turn),
+    /// from the group's committed offsets, and follows the member's rebalances; the member
+    /// fetches nothing itself, and commits what every shard has learned. `self` with `n` 1.
+    pub fn into_shards(mut self, n: usize) -> Result<Vec<KafkaSource>, KafkaSourceError> {
+        if n <= 1 {
+            return Ok(vec![self]);
+        }
+        let member = self.consumer.clone().expect("the consumer lives until the source is dropped");
+        member.context().shared.readers.store(true, Ordering::Release);
+        let mut readers = Vec::with_capacity(n);
+        for shard in 0..n {
+            readers.push(Reader::Own {
+                client: client(&self.url, &self.opts, member.context())?,
+                shard,
+                shards: n,
+                generation: 0,
+                events: 0,
+            });
+        }
+        let first = readers.remove(0);
+        let mut out: Vec<KafkaSource> = readers.into_iter().map(|r| self.shard(r)).collect();
+        self.reader = first;
+        out.insert(0, self);
+        Ok(out)
+    }
+
+    /// Another shard of this source, reading with `reader`.
+    fn shard(&self, reader: Reader) -> KafkaSource {
+        let consumer = self.consumer.clone().expect("the consumer lives until the source is dropped");
+        let parser = self.parser.as_ref().map(|p| p.detached(Cursor::new(Vec::new()), 0));
+        KafkaSource::reading(self.url.clone(), consumer, reader, self.opts.clone(), parser, self.ends.clone())
+    }
+
+    /// The next message or event, waiting up to 10 ms with `wait`.
+    fn next_event(&mut self, wait: bool) -> Option<Event> {
+        let member = self.consumer.as_ref().expect("the consumer lives until the source is dropped");
+        let timeout = if wait { Duration::from_millis(10) } else { Duration::ZERO };
+        let Reader::Own { client, shard, shards, generation, events } = &mut self.reader else {
+            return event(member.poll(timeout), &mut self.record);
+        };
+        *events += 1;
+        if *shard == 0 && (*events % 64 == 0 || wait) {
+            // Rebalances and the group's errors (served at least every 10 ms while idle). A record here was fetched before the member
+            // paused its partition: dropped, and read by its shard from the committed offset.
+            if let Some(Err(e)) = member.poll(Duration::ZERO) {
+                if !matches!(e, KafkaError::PartitionEOF(_)) {
+                    return Some(Event::Error(e));
+                }
+            }
+        }
+        let shared = &member.context().shared;
+        let now = shared.generation.load(Ordering::Acquire);
+        if now != *generation {
+            *generation = now;
+            let assigned = shared.assigned.lock().map(|a| a.clone()).unwrap_or_default();
+            let mut tpl = TopicPartitionList::new();
+            for &p in assigned.iter().skip(*shard).step_by(*shards) {
+                let _ = tpl.add_partition_offset(&self.url.topic, p, Offset::Stored);
+            }
+            if let Err(e) = client.assign(&tpl) {
+                return Some(Event::Error(e));
+            }
+        }
+        event(client.poll(timeout), &mut self.record)
     }
 
     fn consumer(&self) -> &BaseConsumer<Watch> {
@@ -360,7 +536,11 @@ impl KafkaSource {
             _ => None,
         };
         // Where this run got to; having read nothing, where the group's commit left it.
-        let at = offset_in(self.consumer().position()).or_else(|| offset_in(self.consumer().committed(timeout))).unwrap_or(low);
+        let position = match &self.reader {
+            Reader::Own { client, .. } => client.position(),
+            Reader::Member => self.consumer().position(),
+        };
+        let at = offset_in(position).or_else(|| offset_in(self.consumer().committed(timeout))).unwrap_or(low);
         at >= high
     }
 
@@ -389,9 +569,12 @@ impl KafkaSource {
     /// Parses the next line (or native row) of the current record.
     fn next_in_record(&mut self, feats: &mut [f32]) -> Result<Option<ParsedRow>, ParseError> {
         let rest = &self.record[self.pos..];
-        let (len, next) = match (&self.parser, memchr::memchr(b'\n', rest)) {
-            (Some(_), Some(i)) => (i, i + 1),
-            _ => (rest.len(), rest.len()),
+        let row_bytes = 4 * (self.d + 2);
+        let (len, next) = match &self.parser {
+            Some(_) => memchr::memchr(b'\n', rest).map_or((rest.len(), rest.len()), |i| (i, i + 1)),
+            // Native rows, one or more to a record; a record of another length is one error.
+            None if self.record.len() % row_bytes == 0 => (row_bytes, row_bytes),
+            None => (rest.len(), rest.len()),
         };
         let start = self.pos;
         self.pos += next;
@@ -423,7 +606,7 @@ impl KafkaSource {
     /// An error once the brokers have reported one, and no record has come, for
     /// `--broker-timeout`.
     fn check_brokers(&self) -> Result<(), ParseError> {
-        let stuck = self.consumer().context().error.lock().ok().and_then(|e| e.clone());
+        let stuck = self.consumer().context().shared.error.lock().ok().and_then(|e| e.clone());
         match stuck {
             Some((since, what))
                 if since.elapsed() >= self.opts.broker_timeout && self.last_record.elapsed() >= self.opts.broker_timeout =>
@@ -436,34 +619,32 @@ impl KafkaSource {
 
     /// The brokers answered: their last error is over.
     fn clear_broker_error(&self) {
-        if let Ok(mut e) = self.consumer().context().error.lock() {
-            *e = None;
-        }
+        self.consumer().context().shared.clear();
     }
 
     /// Takes in the record just copied into `self.record`.
     fn take(&mut self, partition: i32, offset: i64, ts: Timestamp) {
         (self.pos, self.line, self.partition, self.offset) = (0, 0, partition, offset);
-        let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
-        self.origin_ns = ts.to_millis().map_or(now_ns, |ms| i128::from(ms) * 1_000_000);
+        let now_ns = || SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+        self.origin_ns = ts.to_millis().map_or_else(now_ns, |ms| i128::from(ms) * 1_000_000);
         self.time = self.origin_ns as f64 / 1e9;
         self.stats.records += 1;
         self.stats.bytes += self.record.len() as u64;
-        self.at_eof.insert(partition, false);
         self.last_record = Instant::now();
         let first = *self.first_record.get_or_insert(self.last_record);
         self.stats.active_seconds = (self.last_record - first).as_secs_f64();
+        self.stats.span = Some((first, self.last_record));
         if self.record.is_empty() {
             self.consumed.insert(partition, offset + 1);
         }
     }
 
-    /// True once every assigned partition has been read to its end.
+    /// True once every partition assigned to the consumer has been read to its end (by this
+    /// shard or another of the consumer's).
     fn all_at_end(&self) -> bool {
+        let Ok(read) = self.ends.lock() else { return false };
         match self.consumer().assignment() {
-            Ok(a) if a.count() > 0 => {
-                a.elements().iter().all(|e| self.at_eof.get(&e.partition()) == Some(&true) && self.read_to_end(e.partition()))
-            }
+            Ok(a) if a.count() > 0 => a.elements().iter().all(|e| read.contains(&e.partition())),
             _ => false,
         }
     }
@@ -497,19 +678,15 @@ impl KafkaSource {
     }
 }
 
-/// Leaving the group waits for the brokers; a broker that does not answer must not hang the
-/// process, so the consumer closes on its own thread, waited for 10 s at most.
+/// The clients close on threads of their own, waited for 10 s at most.
 impl Drop for KafkaSource {
     fn drop(&mut self) {
-        if let Some(consumer) = self.consumer.take() {
-            let (done, wait) = std::sync::mpsc::channel();
-            let closing = std::thread::spawn(move || {
-                drop(consumer);
-                let _ = done.send(());
-            });
-            if wait.recv_timeout(Duration::from_secs(10)).is_ok() {
-                let _ = closing.join();
-            }
+        if let Reader::Own { client: c, .. } = std::mem::replace(&mut self.reader, Reader::Member) {
+            close(c);
+        }
+        // The last of the shards closes the member (leaving the group).
+        if let Some(member) = self.consumer.take().and_then(Arc::into_inner) {
+            close(member);
         }
     }
 }
@@ -535,32 +712,33 @@ impl RowSource for KafkaSource {
             {
                 return Ok(Pull::End);
             }
-            let timeout = if wait { Duration::from_millis(100) } else { Duration::ZERO };
-            let consumer = self.consumer.as_ref().expect("the consumer lives until the source is dropped");
-            match consumer.poll(timeout) {
+            // Short, so that a shard with nothing to read still meets the others' merges.
+            match self.next_event(wait) {
                 None => {
                     self.check_brokers()?;
+                    // Another shard may have read the last partition (or this one holds none).
+                    if self.opts.stop_at_end && self.all_at_end() {
+                        return Ok(Pull::End);
+                    }
                     return Ok(Pull::Idle);
                 }
-                Some(Ok(m)) => {
-                    self.record.clear();
-                    self.record.extend_from_slice(m.payload().unwrap_or_default());
-                    let (p, o, ts) = (m.partition(), m.offset(), m.timestamp());
-                    drop(m);
+                Some(Event::Record(p, o, ts)) => {
                     self.take(p, o, ts);
                     self.clear_broker_error();
                 }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    self.at_eof.insert(p, true);
+                Some(Event::Eof(p)) => {
                     self.clear_broker_error();
+                    if self.opts.stop_at_end && self.read_to_end(p) {
+                        if let Ok(mut read) = self.ends.lock() {
+                            read.insert(p);
+                        }
+                    }
                     if self.opts.stop_at_end && self.all_at_end() {
                         return Ok(Pull::End);
                     }
                 }
-                Some(Err(e)) => {
-                    if let Ok(mut slot) = self.consumer().context().error.lock() {
-                        slot.get_or_insert_with(|| (Instant::now(), e.to_string()));
-                    }
+                Some(Event::Error(e)) => {
+                    self.consumer().context().shared.report(e.to_string());
                     self.check_brokers()?;
                 }
             }
@@ -775,7 +953,9 @@ mod tests {
         let mut x = [0.0f32; 3];
         assert_eq!(decode_row(&buf, &mut x), Ok((1.0, 0.5)));
         assert_eq!(x, [1.5, -2.0, 0.0]);
-        assert!(decode_row(&buf[..buf.len() - 1], &mut x).unwrap_err().contains("19 bytes; 3 features take 20"));
+        assert!(decode_row(&buf[..buf.len() - 1], &mut x)
+            .unwrap_err()
+            .contains("19 bytes is not whole rows: a row of 3 features takes 20"));
         let mut nan = Vec::new();
         encode_row(&[1.0, 1.0, 1.0], f32::NAN, 1.0, &mut nan);
         assert!(decode_row(&nan, &mut x).unwrap_err().contains("label"));

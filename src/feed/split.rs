@@ -1,20 +1,15 @@
-//! A shard's own input when a text file is split among the shards ([`SplitText`]), or a
-//! stream is dealt to them in chunks of lines ([`Chunks`]): the shard parses its ranges into
-//! its own columnar batches and learns them — no producer thread (for a file) and no ring in
-//! between.
+//! A text file split among the shards ([`SplitText`]), or a stream dealt to them in chunks of
+//! lines ([`Chunks`]): each shard parses its ranges into its own columnar batches.
 //!
 //! Ranges are dealt round-robin (range `i` to shard `i mod n`) in rounds of `merge_every`
-//! ranges per shard; every shard merges at the end of each round, and once more at the end,
-//! so sync merges meet at their barrier whatever each shard's share. A stop (a signal, a
-//! shard's failure, a parse error) ends the run at the end of the round it is noticed in: the
-//! shard that notices lowers the last round before arriving at that round's barrier, so every
-//! shard reads the same last round after it. A stream's length is not known ahead: a shard
-//! starts the next round only once its first chunk is known to exist (or the stream to have
-//! ended), which every shard learns alike.
+//! ranges per shard. A stream's length is not known ahead: a shard starts the next round only
+//! once its first chunk is known to exist (or the stream to have ended), which every shard
+//! learns alike.
 //!
 //! Rows are numbered by their position within a range ([`position`]) until the run ends and
 //! every range's counts give the stream's numbers ([`Numbering`](crate::source::split::Numbering)). No `unsafe` here.
 
+use super::{FeedTally, Rounds};
 use crate::batch::{Batch, OwnedBatch, Payload};
 use crate::ring::Ring;
 use crate::source::split::{lines, position, SplitText};
@@ -85,15 +80,13 @@ pub struct SplitRun<'a> {
     skip_bad: bool,
     shards: u64,
     per_round: u64,
-    rounds: u64,
-    /// No round at or after this one starts.
-    last_round: AtomicU64,
+    /// Rounds in the file (streams: unbounded).
+    round_count: u64,
+    rounds: Rounds<'a>,
     /// The first range with a malformed line that stops the run: later ones are not started.
     failed_at: AtomicU64,
     /// Rows parsed so far, all shards (for the progress bar).
     parsed: AtomicU64,
-    stop: Option<&'a AtomicBool>,
-    failed: &'a AtomicBool,
     checkpoint_rows: Option<u64>,
 }
 
@@ -123,12 +116,10 @@ impl<'a> SplitRun<'a> {
             skip_bad,
             shards,
             per_round,
-            rounds,
-            last_round: AtomicU64::new(u64::MAX),
+            round_count: rounds,
+            rounds: Rounds::new(stop, failed),
             failed_at: AtomicU64::new(u64::MAX),
             parsed: AtomicU64::new(0),
-            stop,
-            failed,
             checkpoint_rows,
         }
     }
@@ -138,34 +129,15 @@ impl<'a> SplitRun<'a> {
         self.parsed.load(Ordering::Relaxed)
     }
 
-    fn stopping(&self) -> bool {
-        self.failed.load(Ordering::Acquire) || self.stop.is_some_and(|s| s.load(Ordering::Acquire))
-    }
-
     /// Whether round `r` starts (read after round `r - 1`'s merge).
     fn starts(&self, r: u64) -> bool {
-        r < self.rounds
-            && r < self.last_round.load(Ordering::Acquire)
+        r < self.round_count
+            && self.rounds.open(r)
             && match self.ranges {
                 Ranges::File(_) => true,
                 Ranges::Stream(chunks) => chunks.exists(r * self.per_round * self.shards),
             }
     }
-}
-
-/// What a shard's feed saw, for the run's report once every shard is done.
-#[derive(Debug, Default)]
-pub struct FeedTally {
-    /// Rows parsed into batches.
-    pub rows: u64,
-    /// Per range parsed to its end: `(range, rows, lines)`.
-    pub counts: Vec<(u64, u64, u64)>,
-    /// Malformed lines skipped (`--skip-bad`).
-    pub rejected: u64,
-    /// The first of them: its position, range and error (line numbered within the range).
-    pub first_rejected: Option<(u64, u64, ParseError)>,
-    /// The malformed line that stopped the run (without `--skip-bad`): its range and error.
-    pub failure: Option<(u64, ParseError)>,
 }
 
 /// The range being parsed: its bytes from `at` on are left.
@@ -257,7 +229,7 @@ impl<'a> SplitFeed<'a> {
                 self.taken = 0;
                 if !run.starts(self.round) {
                     self.done = true;
-                    return Some(self.marker(run.checkpoint_rows.is_some()));
+                    return Some(super::marker(self.seq, run.checkpoint_rows.is_some()));
                 }
                 continue;
             }
@@ -267,13 +239,13 @@ impl<'a> SplitFeed<'a> {
                 if due {
                     self.since_checkpoint = 0;
                 }
-                return Some(self.marker(due));
+                return Some(super::marker(self.seq, due));
             }
             let range = (self.round * run.per_round + self.taken) * run.shards + self.id;
             self.taken += 1;
-            if run.stopping() {
+            if run.rounds.stopping() {
                 // Nobody starts the next round; this one's other ranges are left.
-                run.last_round.fetch_min(self.round + 1, Ordering::AcqRel);
+                run.rounds.end_after(self.round);
                 self.taken = run.per_round;
                 continue;
             }
@@ -291,10 +263,6 @@ impl<'a> SplitFeed<'a> {
                 self.current = Some(Current { range, bytes, at: 0, rows: 0, unterminated });
             }
         }
-    }
-
-    fn marker(&self, checkpoint: bool) -> Batch {
-        Batch { payload: Payload::Merge { checkpoint }, ingest: Instant::now(), seq: self.seq, first_row: 0, window: WindowTag::default() }
     }
 
     /// Parses up to a batch of the current range; `None` when it held no more rows.
@@ -343,7 +311,7 @@ impl<'a> SplitFeed<'a> {
                     // later range is started.
                     self.tally.failure.get_or_insert((cur.range, e));
                     self.run.failed_at.fetch_min(cur.range, Ordering::AcqRel);
-                    self.run.last_round.fetch_min(self.round + 1, Ordering::AcqRel);
+                    self.run.rounds.end_after(self.round);
                     cur.at = len;
                     break;
                 }
