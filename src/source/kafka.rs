@@ -206,9 +206,8 @@ pub struct ConsumerStats {
 /// Set to librdkafka debug contexts (`cgrp,fetch`, `all`) to have the client log to stderr.
 pub const DEBUG_ENV: &str = "STREAMSGD_KAFKA_DEBUG";
 
-/// What the clients of one source share: the brokers' last error, and the group member's
-/// assignment (which the shards' readers follow).
-#[derive(Default)]
+/// What the clients of one source share: the brokers' last error, the group member's
+/// assignment (which the shards' readers follow), and when any shard last had a record.
 struct Shared {
     error: Mutex<Option<(Instant, String)>>,
     /// `error` holds one (checked without the lock on every record).
@@ -218,9 +217,37 @@ struct Shared {
     generation: AtomicU64,
     /// Readers of their own fetch the partitions: the member pauses its own fetching.
     readers: AtomicBool,
+    /// Nanoseconds from `opened` to the last record any shard took (an idle timeout is the
+    /// whole source's, not one shard's).
+    last_record: AtomicU64,
+    opened: Instant,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            error: Mutex::default(),
+            erred: AtomicBool::default(),
+            assigned: Mutex::default(),
+            generation: AtomicU64::default(),
+            readers: AtomicBool::default(),
+            last_record: AtomicU64::default(),
+            opened: Instant::now(),
+        }
+    }
 }
 
 impl Shared {
+    /// A shard took a record at `at`.
+    fn took(&self, at: Instant) {
+        self.last_record.fetch_max(at.duration_since(self.opened).as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since any shard took a record (or since the source opened).
+    fn quiet(&self) -> Duration {
+        self.opened.elapsed().saturating_sub(Duration::from_nanos(self.last_record.load(Ordering::Relaxed)))
+    }
+
     /// The brokers report `what` (the first report since they last answered is kept).
     fn report(&self, what: String) {
         if let Ok(mut e) = self.error.lock() {
@@ -609,7 +636,7 @@ impl KafkaSource {
         let stuck = self.consumer().context().shared.error.lock().ok().and_then(|e| e.clone());
         match stuck {
             Some((since, what))
-                if since.elapsed() >= self.opts.broker_timeout && self.last_record.elapsed() >= self.opts.broker_timeout =>
+                if since.elapsed() >= self.opts.broker_timeout && self.consumer().context().shared.quiet() >= self.opts.broker_timeout =>
             {
                 Err(self.fatal(format!("no record for {:.1} s and the brokers report: {what}", self.opts.broker_timeout.as_secs_f64())))
             }
@@ -631,6 +658,7 @@ impl KafkaSource {
         self.stats.records += 1;
         self.stats.bytes += self.record.len() as u64;
         self.last_record = Instant::now();
+        self.consumer().context().shared.took(self.last_record);
         let first = *self.first_record.get_or_insert(self.last_record);
         self.stats.active_seconds = (self.last_record - first).as_secs_f64();
         self.stats.span = Some((first, self.last_record));
@@ -708,7 +736,7 @@ impl RowSource for KafkaSource {
                 }
             }
             if self.opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire))
-                || self.opts.idle_timeout.is_some_and(|t| self.last_record.elapsed() >= t)
+                || self.opts.idle_timeout.is_some_and(|t| self.consumer().context().shared.quiet() >= t)
             {
                 return Ok(Pull::End);
             }
@@ -944,6 +972,19 @@ mod tests {
         for bad in ["kafka://a:9092", "kafka:///t", "kafka://a/", "kafka://a/t/u", "tcp://a/t"] {
             assert!(KafkaUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_record_on_any_shard_keeps_the_whole_source_from_being_idle() {
+        let shared = Shared::default();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(shared.quiet() >= Duration::from_millis(30), "quiet since it opened");
+        // Another shard's record: the source as a whole is not idle.
+        shared.took(Instant::now());
+        assert!(shared.quiet() < Duration::from_millis(20));
+        // An older record (a shard behind another) does not move the time back.
+        shared.took(shared.opened);
+        assert!(shared.quiet() < Duration::from_millis(20));
     }
 
     #[test]
