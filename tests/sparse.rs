@@ -272,8 +272,8 @@ fn shards_parsing_their_own_ranges_learn_what_one_reader_learns() {
     let run = |threads, skip_bad, range: Option<usize>| {
         let mut p = parser();
         match range {
-            None => train(&cfg(threads), SparseInput::Stream { parser: &mut p, train_rows: None, skip_bad }),
-            Some(r) => train(&cfg(threads), SparseInput::Split { text: &split(r), parser: &mut p, skip_bad }),
+            None => train(&cfg(threads), SparseInput::Stream { parser: &mut p, train_rows: None, skip_bad }, None, None),
+            Some(r) => train(&cfg(threads), SparseInput::Split { text: &split(r), parser: &mut p, skip_bad }, None, None),
         }
     };
     let one = run(1, true, None).unwrap();
@@ -300,4 +300,76 @@ fn shards_parsing_their_own_ranges_learn_what_one_reader_learns() {
             assert_eq!(e, run(1, false, None).err().map(|e| e.to_string()));
         }
     }
+}
+
+#[test]
+fn resuming_a_hashed_model_equals_one_continuous_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let (ok, _, err) = streamsgd(&["gen", "--task", "ctr", "--rows", "40000", "--seed", "5", "-o", &p("all.vw")]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(p("all.vw")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(p("a.vw"), lines[..25_000].join("\n") + "\n").unwrap();
+    std::fs::write(p("b.vw"), lines[25_000..].join("\n") + "\n").unwrap();
+    // Every optimizer's state (and SGD's lazy L2 clock) survives the model file: the same bytes.
+    for opt in
+        [&["--optimizer", "normalized"][..], &["--optimizer", "adagrad"], &["--optimizer", "ftrl"], &["--optimizer", "sgd", "--l2", "1e-5"]]
+    {
+        let run = |data: &str, extra: &[&str], save: &str| {
+            let mut args = vec![data, "--threads", "1", "--bits", "16", "--save", save];
+            args.extend_from_slice(opt);
+            args.extend_from_slice(extra);
+            train_json(&args)
+        };
+        run(&p("all.vw"), &["--interactions", "cd"], &p("whole.model"));
+        run(&p("a.vw"), &["--interactions", "cd"], &p("a.model"));
+        // The model's --bits and --interactions are taken from it.
+        let mut args = vec![p("b.vw"), "--threads".into(), "1".into(), "--resume".into(), p("a.model"), "--save".into(), p("ab.model")];
+        args.extend(opt.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = train_json(&args);
+        assert_eq!(r["rows_learned"], 15_000);
+        assert_eq!(std::fs::read(p("whole.model")).unwrap(), std::fs::read(p("ab.model")).unwrap(), "{opt:?}: resumed ≠ continuous");
+    }
+    // A model is continued only as it was trained.
+    let (ok, _, err) = streamsgd(&["train", &p("b.vw"), "--resume", &p("a.model"), "--bits", "18", "--optimizer", "sgd"]);
+    assert!(!ok && err.contains("--resume") && err.contains("--bits 16, this run asks for 18"), "{err}");
+    let (ok, _, err) = streamsgd(&["train", &p("b.vw"), "--resume", &p("a.model"), "--optimizer", "ftrl"]);
+    assert!(!ok && err.contains("optimizer state is Sgd's"), "{err}");
+    let (ok, _, err) = streamsgd(&["gen", "--rows", "100", "--features", "3", "-o", &p("d.csv")]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = streamsgd(&["train", &p("d.csv"), "--save", &p("dense.model")]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = streamsgd(&["train", &p("b.vw"), "--resume", &p("dense.model")]);
+    assert!(!ok && err.contains("a dense model"), "{err}");
+}
+
+#[test]
+fn checkpoints_of_a_hashed_model_are_written_while_learning_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let (ok, _, err) = streamsgd(&["gen", "--task", "ctr", "--rows", "60000", "--seed", "6", "-o", &p("c.ssgd")]);
+    assert!(ok, "{err}");
+    let r = train_json(&[&p("c.ssgd"), "--threads", "2", "--bits", "20", "--checkpoint", &p("c.model"), "--checkpoint-every", "10000"]);
+    assert!(r["checkpoints"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["checkpoint_seconds_max"].as_f64().unwrap() > 0.0);
+    // The checkpoint is a model of what was learned by then: its predictions beat a constant.
+    let (ok, out, err) = streamsgd(&["predict", &p("c.ssgd"), "--model", &p("c.model")]);
+    assert!(ok, "{err}");
+    let probs: Vec<f64> = out.lines().map(|l| l.parse().unwrap()).collect();
+    let ds = SparseDataset::open(p("c.ssgd")).unwrap();
+    let labels: Vec<f64> =
+        (0..ds.blocks()).flat_map(|k| ds.block(k).unwrap().labels.iter().map(|&y| f64::from(y)).collect::<Vec<_>>()).collect();
+    assert_eq!(probs.len(), labels.len());
+    let n = labels.len() as f64;
+    let mean = labels.iter().sum::<f64>() / n;
+    let log_loss =
+        |q: &dyn Fn(usize) -> f64| -labels.iter().enumerate().map(|(i, &y)| y * q(i).ln() + (1.0 - y) * (1.0 - q(i)).ln()).sum::<f64>() / n;
+    let (model, constant) = (log_loss(&|i| probs[i].clamp(1e-6, 1.0 - 1e-6)), log_loss(&|_| mean));
+    assert!(model < constant - 0.02, "checkpoint {model} vs a constant {constant}");
+    // A run continues from it.
+    let again = train_json(&[&p("c.ssgd"), "--threads", "1", "--resume", &p("c.model")]);
+    assert_eq!(again["rows_learned"], 60_000);
+    assert!(again["progressive_loss"].as_f64().unwrap() < r["progressive_loss"].as_f64().unwrap(), "{again} vs {r}");
 }

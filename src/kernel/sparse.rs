@@ -119,6 +119,44 @@ impl Table {
         }
     }
 
+    /// Every slot's weight, in slot order, as of `examples` learned with `cfg`: SGD with L2
+    /// applies the decay each slot has pending (its lazy regularisation) first.
+    pub fn settled_weights(&self, cfg: &OptimConfig, examples: u64) -> Vec<f32> {
+        if self.kind != Kind::Sgd || cfg.l2 <= 0.0 {
+            return self.weights();
+        }
+        let now = examples as u32;
+        let decay = 1.0 - sgd_rate(cfg, examples as f64) * cfg.l2;
+        (0..self.len() as u32)
+            .map(|s| {
+                let missed = now.wrapping_sub(self.get(s, 1).to_bits()).min(1 << 20);
+                self.get(s, 0) * decay.powi(missed as i32)
+            })
+            .collect()
+    }
+
+    /// Takes the optimizer state from `opt`'s per-coordinate arrays (what
+    /// [`Table::export_state`] wrote); SGD's slots count as touched at step `examples`.
+    pub fn import_state(&self, opt: &Optimizer, examples: u64) {
+        let col = |k: usize, from: &[f32]| {
+            for (s, &v) in from.iter().enumerate().take(self.len()) {
+                self.set(s as u32, k, v);
+            }
+        };
+        match self.kind {
+            Kind::Sgd => (0..self.len() as u32).for_each(|s| self.set(s, 1, f32::from_bits(examples as u32))),
+            Kind::Adagrad => col(1, &opt.sum_sq),
+            Kind::Normalized => {
+                col(1, &opt.sum_sq);
+                col(2, &opt.scale);
+            }
+            Kind::Ftrl => {
+                col(1, &opt.z);
+                col(2, &opt.sum_sq);
+            }
+        }
+    }
+
     /// Copies the optimizer state into `opt`'s per-coordinate arrays (the dense optimizer's
     /// layout, d = [`Table::len`]; the bias's entries are left as they are).
     pub fn export_state(&self, opt: &mut Optimizer) {
@@ -208,6 +246,19 @@ impl<'t> SparseKernel<'t> {
     /// Sets the bias (its optimizer state starts fresh).
     pub fn set_bias(&mut self, b: f32) {
         self.bias = Bias { w: b, ..Bias::default() };
+    }
+
+    /// The bias's optimizer state: (Σg² or FTRL's n, FTRL's z).
+    pub fn bias_state(&self) -> (f32, f32) {
+        (self.bias.sum_sq, self.bias.z)
+    }
+
+    /// Continues a saved model: its bias `b` with optimizer state `state` (see
+    /// [`SparseKernel::bias_state`]), after `examples` rows learned by all its shards (the
+    /// schedules' clock).
+    pub fn resume(&mut self, b: f32, state: (f32, f32), examples: u64) {
+        self.bias = Bias { w: b, sum_sq: state.0, z: state.1 };
+        self.steps = examples / self.shards;
     }
 
     /// Features (crosses included) of the last row predicted or learned.

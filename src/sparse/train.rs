@@ -60,9 +60,44 @@ pub struct SparseModel {
     pub bias: f32,
     /// Namespace crosses.
     pub interactions: Vec<Vec<u8>>,
+    /// The bias's optimizer state (see [`SparseKernel::bias_state`]).
+    pub bias_state: (f32, f32),
+    /// Rows learned into it, all runs (the schedules' clock).
+    pub examples: u64,
+}
+
+/// A model as a checkpoint or a model file holds it: the table (live, during a run), the bias
+/// with its optimizer state, and the rows learned.
+pub struct SparseState<'a> {
+    /// The weights and optimizer state.
+    pub table: &'a Table,
+    /// The bias.
+    pub bias: f32,
+    /// The bias's optimizer state.
+    pub bias_state: (f32, f32),
+    /// Rows learned into it, all runs.
+    pub examples: u64,
+}
+
+/// Saves a checkpoint (a model file, atomically), or says why it could not.
+pub type SaveCheckpoint<'a> = &'a (dyn Fn(&SparseState<'_>) -> Result<(), String> + Sync);
+
+/// Checkpoints during a run: about every `every` rows learned, `save` is called with the live
+/// table (read while the shards go on learning: a Hogwild snapshot).
+#[derive(Clone, Copy)]
+pub struct Checkpoints<'a> {
+    /// Rows between checkpoints.
+    pub every: u64,
+    /// Writes one.
+    pub save: SaveCheckpoint<'a>,
 }
 
 impl SparseModel {
+    /// What a model file saves of it.
+    pub fn state(&self) -> SparseState<'_> {
+        SparseState { table: &self.table, bias: self.bias, bias_state: self.bias_state, examples: self.examples }
+    }
+
     /// A kernel that predicts with this model (one per predicting thread).
     pub fn kernel(&self, optim: OptimConfig) -> SparseKernel<'_> {
         let mut k = SparseKernel::new(&self.table, self.loss, optim, &self.interactions, 1);
@@ -132,6 +167,10 @@ pub struct SparseReport {
     pub holdout: Option<Evaluation>,
     /// The run was stopped early through [`SparseConfig::stop`].
     pub stopped: bool,
+    /// Checkpoints written during the run.
+    pub checkpoints: u64,
+    /// The longest a checkpoint took to write, seconds (the shards go on learning meanwhile).
+    pub checkpoint_seconds_max: f64,
 }
 
 /// A run's model and report, and the source's failure if one ended it early (the rows before
@@ -160,11 +199,21 @@ pub enum SparseError {
     /// A damaged block of a mapped file.
     #[error(transparent)]
     Format(#[from] crate::dataset::FormatError),
+    /// A checkpoint that could not be written.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// A model to continue that does not fit the run.
+    #[error("--resume: {0}")]
+    Resume(String),
 }
 
 /// One shard's tallies.
 #[derive(Default)]
 struct Tally {
+    /// The shard.
+    id: usize,
+    /// Its bias's optimizer state at the end.
+    bias_state: (f32, f32),
     progress: Progressive,
     learned: u64,
     rejected: u64,
@@ -180,9 +229,31 @@ struct Shared<'c> {
     cfg: &'c SparseConfig,
     failed: Mutex<Option<SparseError>>,
     halt: AtomicBool,
+    /// The saved model the run continues.
+    start: Option<BiasClock>,
+    /// With checkpoints: each shard's, as of its last batch.
+    live: Option<Vec<Mutex<BiasClock>>>,
+}
+
+/// A learner's bias with its optimizer state, and the rows learned: a shard's, or a saved
+/// model's.
+#[derive(Clone, Copy, Default)]
+struct BiasClock {
+    bias: f32,
+    state: (f32, f32),
+    rows: u64,
 }
 
 impl Shared<'_> {
+    /// Shard `id`'s kernel over `table`, continuing the saved model if there is one.
+    fn kernel<'t>(&self, table: &'t Table, id: usize, threads: usize) -> (SparseKernel<'t>, Tally) {
+        let mut k = SparseKernel::new(table, self.cfg.loss, self.cfg.optim, &self.cfg.interactions, threads);
+        if let Some(s) = self.start {
+            k.resume(s.bias, s.state, s.rows);
+        }
+        (k, Tally { id, ..Tally::default() })
+    }
+
     fn stopping(&self) -> bool {
         self.halt.load(Ordering::Relaxed) || self.cfg.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
     }
@@ -250,26 +321,100 @@ fn learn_rows(k: &mut SparseKernel<'_>, rows: &RowsRef<'_>, first: u64, tally: &
     } else {
         tally.blowups = 0;
     }
+    if let Some(live) = &sh.live {
+        *live[tally.id].lock().unwrap_or_else(|p| p.into_inner()) =
+            BiasClock { bias: k.bias(), state: k.bias_state(), rows: tally.learned };
+    }
     Ok(())
 }
 
+impl Tally {
+    /// The shard is done with kernel `k`: its bias, weighted by the rows it learned.
+    fn finish(&mut self, k: &SparseKernel<'_>) {
+        self.bias_sum = f64::from(k.bias()) * self.learned as f64;
+        self.bias_state = k.bias_state();
+    }
+}
+
+/// Writes a checkpoint about every `c.every` rows the shards learn, until `done`: the live
+/// table, the bias averaged over the shards (weighted by their rows) with the first shard's
+/// optimizer state. Returns how many were written and the longest write, or the first error.
+fn checkpointer(table: &Table, sh: &Shared<'_>, c: &Checkpoints<'_>, done: &AtomicBool) -> Result<(u64, f64), String> {
+    let (mut written, mut longest, mut next) = (0u64, 0.0f64, c.every.max(1));
+    let live = sh.live.as_ref().expect("checkpoints publish the shards' state");
+    let start = sh.start.unwrap_or_default();
+    while !done.load(Ordering::Acquire) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let now: Vec<BiasClock> = live.iter().map(|m| *m.lock().unwrap_or_else(|p| p.into_inner())).collect();
+        let learned: u64 = now.iter().map(|s| s.rows).sum();
+        if learned < next {
+            continue;
+        }
+        next = learned + c.every.max(1);
+        let weighted = now.iter().map(|s| f64::from(s.bias) * s.rows as f64).sum::<f64>();
+        let bias = if learned > 0 { (weighted / learned as f64) as f32 } else { start.bias };
+        let state = SparseState { table, bias, bias_state: now[0].state, examples: start.rows + learned };
+        let t = Instant::now();
+        (c.save)(&state)?;
+        longest = longest.max(t.elapsed().as_secs_f64());
+        written += 1;
+    }
+    Ok((written, longest))
+}
+
 /// Trains on `input`; the holdout (if any) is evaluated with the final model.
-pub fn train<R: BufRead>(cfg: &SparseConfig, input: SparseInput<'_, R>) -> Result<SparseOutcome, SparseError> {
-    let bytes = Table::bytes(cfg.bits, cfg.optim.kind);
-    crate::batch::check_memory(bytes, || format!("--bits {}: a table of 2^{} slots", cfg.bits, cfg.bits)).map_err(SparseError::Memory)?;
-    let table = Table::new(cfg.bits, cfg.optim.kind);
-    let sh = Shared { cfg, failed: Mutex::new(None), halt: AtomicBool::new(false) };
+///
+/// `start`: a saved model to continue (its table, bias and their optimizer state, and its
+/// clock), laid out as `cfg` asks; `checkpoints`: write some during the run.
+pub fn train<R: BufRead>(
+    cfg: &SparseConfig,
+    input: SparseInput<'_, R>,
+    start: Option<SparseModel>,
+    checkpoints: Option<Checkpoints<'_>>,
+) -> Result<SparseOutcome, SparseError> {
+    let table = match start.as_ref() {
+        Some(m) if m.table.len() != 1 << cfg.bits || m.table.kind() != cfg.optim.kind => {
+            return Err(SparseError::Resume(format!(
+                "the model to continue has 2^{} slots for {:?}, this run asks for 2^{} for {:?}",
+                m.table.len().ilog2(),
+                m.table.kind(),
+                cfg.bits,
+                cfg.optim.kind
+            )))
+        }
+        Some(_) => None,
+        None => {
+            let bytes = Table::bytes(cfg.bits, cfg.optim.kind);
+            crate::batch::check_memory(bytes, || format!("--bits {}: a table of 2^{} slots", cfg.bits, cfg.bits))
+                .map_err(SparseError::Memory)?;
+            Some(Table::new(cfg.bits, cfg.optim.kind))
+        }
+    };
+    let (table, begun) = match start {
+        Some(m) => (m.table, Some(BiasClock { bias: m.bias, state: m.bias_state, rows: m.examples })),
+        None => (table.expect("a new table"), None),
+    };
     let threads = cfg.threads.max(1);
+    let live = checkpoints.as_ref().map(|_| (0..threads).map(|_| Mutex::default()).collect());
+    let sh = Shared { cfg, failed: Mutex::new(None), halt: AtomicBool::new(false), start: begun, live };
     let started = Instant::now();
     let mapped_holdout = match &input {
         SparseInput::Mapped { dataset, train_rows } => Some((*dataset, *train_rows)),
         SparseInput::Stream { .. } | SparseInput::Split { .. } => None,
     };
-    let (tallies, held, source_error) = match input {
-        SparseInput::Stream { parser, train_rows, skip_bad } => stream(&table, &sh, threads, parser, train_rows, skip_bad)?,
-        SparseInput::Mapped { dataset, train_rows } => mapped(&table, &sh, threads, dataset, train_rows),
-        SparseInput::Split { text, parser, skip_bad } => split(&table, &sh, threads, text, parser, skip_bad)?,
-    };
+    let done = AtomicBool::new(false);
+    let (learned, written) = std::thread::scope(|s| {
+        let writer = checkpoints.as_ref().map(|c| s.spawn(|| checkpointer(&table, &sh, c, &done)));
+        let learned = match input {
+            SparseInput::Stream { parser, train_rows, skip_bad } => stream(&table, &sh, threads, parser, train_rows, skip_bad),
+            SparseInput::Mapped { dataset, train_rows } => Ok(mapped(&table, &sh, threads, dataset, train_rows)),
+            SparseInput::Split { text, parser, skip_bad } => split(&table, &sh, threads, text, parser, skip_bad),
+        };
+        done.store(true, Ordering::Release);
+        (learned, writer.map(|w| w.join().expect("the checkpoint writer panicked")))
+    });
+    let (tallies, held, source_error) = learned?;
+    let (checkpoints, checkpoint_seconds_max) = written.transpose().map_err(SparseError::Checkpoint)?.unwrap_or_default();
     let seconds = started.elapsed().as_secs_f64();
     if let Some(e) = sh.failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
@@ -287,8 +432,16 @@ pub fn train<R: BufRead>(cfg: &SparseConfig, input: SparseInput<'_, R>) -> Resul
             }
         }
     }
-    let bias = if t.learned > 0 { (t.bias_sum / t.learned as f64) as f32 } else { 0.0 };
-    let model = SparseModel { loss: cfg.loss, table, bias, interactions: cfg.interactions.clone() };
+    let start = sh.start.unwrap_or_default();
+    let bias = if t.learned > 0 { (t.bias_sum / t.learned as f64) as f32 } else { start.bias };
+    let model = SparseModel {
+        loss: cfg.loss,
+        table,
+        bias,
+        interactions: cfg.interactions.clone(),
+        bias_state: tallies.first().map_or((0.0, 0.0), |t| t.bias_state),
+        examples: start.rows + t.learned,
+    };
     let holdout = match (held, mapped_holdout) {
         (Some(h), _) if !h.is_empty() => Some(evaluate_rows(&model, cfg.optim, &h.as_ref())),
         (_, Some((ds, from))) if from < ds.rows() => Some(evaluate_mapped(&model, cfg.optim, ds, from)?),
@@ -310,6 +463,8 @@ pub fn train<R: BufRead>(cfg: &SparseConfig, input: SparseInput<'_, R>) -> Resul
         progressive_accuracy: cls.then(|| t.progress.correct / t.progress.weight_sum),
         holdout,
         stopped: cfg.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)),
+        checkpoints,
+        checkpoint_seconds_max,
     };
     Ok(SparseOutcome { model, report, source_error })
 }
@@ -386,11 +541,10 @@ fn stream<R: BufRead>(
     let mut parse_rejected = (0u64, None::<(u64, String)>);
     let tallies = std::thread::scope(|s| -> Result<Vec<Tally>, SparseError> {
         let shards: Vec<_> = (0..threads)
-            .map(|_| {
+            .map(|id| {
                 let (rx, back) = (full_rx.clone(), empty_tx.clone());
                 s.spawn(move || {
-                    let mut k = SparseKernel::new(table, sh.cfg.loss, sh.cfg.optim, &sh.cfg.interactions, threads);
-                    let mut t = Tally::default();
+                    let (mut k, mut t) = sh.kernel(table, id, threads);
                     for work in rx {
                         if !sh.halt.load(Ordering::Relaxed) {
                             if let Err(e) = learn_rows(&mut k, &work.rows.as_ref(), work.first, &mut t, sh) {
@@ -401,7 +555,7 @@ fn stream<R: BufRead>(
                         rows.clear();
                         let _ = back.try_send(rows);
                     }
-                    t.bias_sum = f64::from(k.bias()) * t.learned as f64;
+                    t.finish(&k);
                     t
                 })
             })
@@ -460,11 +614,10 @@ fn mapped(table: &Table, sh: &Shared<'_>, threads: usize, ds: &SparseDataset, tr
     let total = train_blocks * sh.cfg.passes as u64;
     let tallies = std::thread::scope(|s| {
         let shards: Vec<_> = (0..threads)
-            .map(|_| {
+            .map(|id| {
                 let next = &next;
                 s.spawn(move || {
-                    let mut k = SparseKernel::new(table, sh.cfg.loss, sh.cfg.optim, &sh.cfg.interactions, threads);
-                    let mut t = Tally::default();
+                    let (mut k, mut t) = sh.kernel(table, id, threads);
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= total || sh.stopping() {
@@ -484,7 +637,7 @@ fn mapped(table: &Table, sh: &Shared<'_>, threads: usize, ds: &SparseDataset, tr
                             break;
                         }
                     }
-                    t.bias_sum = f64::from(k.bias()) * t.learned as f64;
+                    t.finish(&k);
                     t
                 })
             })
@@ -521,11 +674,12 @@ fn split<R: BufRead>(
     let template = &parser.detached(std::io::empty(), 0);
     let shards: Vec<SplitShard> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
-            .map(|_| {
+            .map(|id| {
                 let next = &next;
                 s.spawn(move || {
-                    let mut k = SparseKernel::new(table, sh.cfg.loss, sh.cfg.optim, &sh.cfg.interactions, threads);
-                    let (mut out, mut p, mut rows) = (SplitShard::default(), template.detached(std::io::empty(), 0), SparseRows::new());
+                    let (mut k, tally) = sh.kernel(table, id, threads);
+                    let mut out = SplitShard { tally, ..SplitShard::default() };
+                    let (mut p, mut rows) = (template.detached(std::io::empty(), 0), SparseRows::new());
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= ranges || sh.stopping() {
@@ -558,7 +712,7 @@ fn split<R: BufRead>(
                         }
                         out.counts.push((i, row, p.line_no()));
                     }
-                    out.tally.bias_sum = f64::from(k.bias()) * out.tally.learned as f64;
+                    out.tally.finish(&k);
                     out.max_index = p.max_index;
                     out
                 })

@@ -12,6 +12,7 @@ use streamsgd::dataset::writer::DEFAULT_BLOCK_ROWS;
 use streamsgd::dataset::SparseDataset;
 use streamsgd::kernel::sparse::{Table, MAX_BITS};
 use streamsgd::learner::BadRows;
+use streamsgd::loss::Loss;
 use streamsgd::metrics::Evaluation;
 use streamsgd::model::{LinearModel, ModelFile};
 use streamsgd::optim::{Kind, OptimConfig, Optimizer};
@@ -19,7 +20,7 @@ use streamsgd::source::live::Patience;
 use streamsgd::source::split::SplitText;
 use streamsgd::source::text::LabelColumn;
 use streamsgd::source::{TextFormat, TextOptions};
-use streamsgd::sparse::train::{evaluate_rows, predict_rows, SparseError};
+use streamsgd::sparse::train::{evaluate_rows, predict_rows, Checkpoints, SparseError, SparseState};
 use streamsgd::sparse::{SparseConfig, SparseInput, SparseModel, SparseOutcome, SparseParser, SparseRows};
 
 /// How sparse features reach the weights.
@@ -166,7 +167,7 @@ pub fn bench(
         ensure!(threads >= 1, "--thread-counts: at least 1 thread");
         let cfg = config(m, s, threads)?;
         let mut runs: Vec<streamsgd::sparse::SparseReport> = (0..repeat)
-            .map(|_| run::<Box<dyn BufRead>>(&cfg, SparseInput::Mapped { dataset: &ds, train_rows }).map(|o| o.report))
+            .map(|_| run::<Box<dyn BufRead>>(&cfg, SparseInput::Mapped { dataset: &ds, train_rows }, None, None).map(|o| o.report))
             .collect::<anyhow::Result<_>>()?;
         runs.sort_by(|a, b| a.rows_per_sec.total_cmp(&b.rows_per_sec));
         let (lo, mid, hi) = (&runs[0], &runs[runs.len() / 2], &runs[runs.len() - 1]);
@@ -224,8 +225,6 @@ fn peak_rss() -> Option<u64> {
 fn refuse_dense_only(a: &TrainArgs) -> anyhow::Result<()> {
     let f = &a.features_stage;
     let used = [
-        ("--resume", a.resume.is_some()),
-        ("--checkpoint", a.checkpoint.is_some()),
         ("--rate", a.shards.rate.is_some()),
         ("--batch", a.model.batch.is_some()),
         ("--dedup-window", f.dedup_window > 0),
@@ -247,8 +246,9 @@ fn refuse_dense_only(a: &TrainArgs) -> anyhow::Result<()> {
 }
 
 /// `train` on sparse input.
-pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
+pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     refuse_dense_only(&a)?;
+    let resume = a.resume.as_deref().map(|p| resumed(p, &mut a.sparse)).transpose()?;
     let threads = a.shards.threads.unwrap_or_else(cores);
     ensure!(threads >= 1, "--threads must be at least 1");
     super::warn_oversubscribed(threads);
@@ -256,6 +256,24 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     let patience = Patience { idle: a.idle_timeout, stop: Some(stop.flag()) };
     let cfg = SparseConfig { passes: a.passes, stop: Some(stop.flag()), ..config(&a.model, &a.sparse, threads)? };
     let (learner, bits) = (a.model.learner(true)?, cfg.bits);
+    let start = match &resume {
+        Some((file, meta)) => {
+            ensure!(
+                file.model.loss == cfg.loss,
+                "--resume: the model was trained with the {} loss, this run asks for {}",
+                file.model.loss,
+                cfg.loss
+            );
+            ensure!(
+                file.optimizer.cfg.kind == cfg.optim.kind,
+                "--resume: the model's optimizer state is {:?}'s, this run asks for {:?} (--optimizer)",
+                file.optimizer.cfg.kind,
+                cfg.optim.kind
+            );
+            Some(from_file(file, meta)?)
+        }
+        None => None,
+    };
     let hashing = Hashing {
         seed: a.sparse.hash_seed,
         categorical: a.sparse.categorical.clone(),
@@ -268,7 +286,14 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     // --passes over a text file: parsed once into a .ssgd cache the passes replay.
     let label = match &source {
         Source::Text { parser, .. } => parser.label_name().map(str::to_string),
-        Source::Mapped(_) => None,
+        Source::Mapped(_) => resume.as_ref().and_then(|(_, m)| m.label.clone()),
+    };
+    let meta = SparseMeta {
+        bits,
+        hash_seed: a.sparse.hash_seed,
+        interactions: a.sparse.interactions.clone(),
+        categorical: a.sparse.categorical.clone(),
+        label,
     };
     let cache = match &source {
         Source::Text { .. } if a.passes > 1 && splittable => {
@@ -307,6 +332,12 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     }
     // The test set is opened now, not after training.
     let test = a.test.as_deref().map(|t| open(t, a.text.format, &hashing, false, &Patience::default())).transpose()?;
+    let save_checkpoint = |state: &SparseState<'_>| {
+        let path = a.checkpoint.as_deref().expect("checkpoints have a file");
+        to_file(state, cfg.loss, cfg.optim, &meta).save(path).map_err(|e| e.to_string())
+    };
+    let checkpoints = a.checkpoint.as_ref().map(|_| Checkpoints { every: a.checkpoint_every, save: &save_checkpoint });
+    let mut start = start;
     let outcome = match &mut source {
         Source::Mapped(ds) => {
             // Hashed ids (32 bits) fold by design; small ids (LibSVM indices) are worth a note.
@@ -314,13 +345,13 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
                 eprintln!("note: {name}'s ids have {} bits; --bits {b} folds them into 2^{b} slots (id mod 2^{b})", ds.id_bits());
             }
             let train_rows = keep(ds.rows());
-            run::<Box<dyn BufRead>>(&cfg, SparseInput::Mapped { dataset: ds, train_rows })?
+            run::<Box<dyn BufRead>>(&cfg, SparseInput::Mapped { dataset: ds, train_rows }, start.take(), checkpoints)?
         }
         Source::Text { parser, rows } => {
             let skip_bad = learner.bad_rows == BadRows::Skip;
             match &split {
-                Some(text) => run(&cfg, SparseInput::Split { text, parser, skip_bad })?,
-                None => run(&cfg, SparseInput::Stream { parser, train_rows: rows.map(keep), skip_bad })?,
+                Some(text) => run(&cfg, SparseInput::Split { text, parser, skip_bad }, start.take(), checkpoints)?,
+                None => run(&cfg, SparseInput::Stream { parser, train_rows: rows.map(keep), skip_bad }, start.take(), checkpoints)?,
             }
         }
     };
@@ -342,15 +373,12 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
         let why = report.first_rejected.as_ref().map(|w| format!("; the first rejected: {w}")).unwrap_or_default();
         bail!("nothing was learned, so no model is saved: {name} has no rows to learn ({} rejected){why}", report.rows_rejected);
     }
-    let meta = SparseMeta {
-        bits,
-        hash_seed: a.sparse.hash_seed,
-        interactions: a.sparse.interactions.clone(),
-        categorical: a.sparse.categorical.clone(),
-        label,
-    };
     if let Some(p) = &a.save {
-        to_file(&model, cfg.optim, &meta)?.save(p)?;
+        to_file(&model.state(), cfg.loss, cfg.optim, &meta).save(p)?;
+    }
+    // A stop also leaves a checkpoint to resume from, as a run's end does not.
+    if let (true, Some(p)) = (report.stopped, &a.checkpoint) {
+        to_file(&model.state(), cfg.loss, cfg.optim, &meta).save(p)?;
     }
     let test = match test {
         Some((src, test_name)) if !report.stopped => Some((test_name, evaluate_source(&model, cfg.optim, src)?)),
@@ -389,8 +417,13 @@ pub fn train(a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run<R: BufRead>(cfg: &SparseConfig, input: SparseInput<'_, R>) -> anyhow::Result<SparseOutcome> {
-    streamsgd::sparse::train(cfg, input).map_err(|e| match e {
+fn run<R: BufRead>(
+    cfg: &SparseConfig,
+    input: SparseInput<'_, R>,
+    start: Option<SparseModel>,
+    checkpoints: Option<Checkpoints<'_>>,
+) -> anyhow::Result<SparseOutcome> {
+    streamsgd::sparse::train(cfg, input, start, checkpoints).map_err(|e| match e {
         SparseError::Learn(e) => anyhow::Error::new(e),
         e => anyhow::Error::new(e),
     })
@@ -421,17 +454,29 @@ fn print_report(r: &streamsgd::sparse::SparseReport, wall: f64, cfg: &SparseConf
     if let Some(w) = &r.first_rejected {
         println!("first rejected: {w}");
     }
+    if r.checkpoints > 0 {
+        println!("checkpoints  {} written while learning, the longest in {:.3} s", r.checkpoints, r.checkpoint_seconds_max);
+    }
 }
 
 /// The model file of a sparse model: the table's weights and optimizer state in the dense
-/// file's arrays (d = 2^bits, bias last), and how features reach them in the extra JSON.
-fn to_file(m: &SparseModel, optim: OptimConfig, meta: &SparseMeta) -> anyhow::Result<ModelFile> {
-    let mut weights = m.table.weights();
+/// file's arrays (d = 2^bits, the bias and its state last, the rows learned as the optimizer's
+/// `t`), and how features reach them in the extra JSON.
+fn to_file(m: &SparseState<'_>, loss: Loss, optim: OptimConfig, meta: &SparseMeta) -> ModelFile {
+    let d = m.table.len();
+    let mut weights = m.table.settled_weights(&optim, m.examples);
     weights.push(m.bias);
-    let mut optimizer = Optimizer::new(optim, m.table.len());
+    let mut optimizer = Optimizer::new(optim, d);
     m.table.export_state(&mut optimizer);
+    optimizer.t = m.examples as f64;
+    if let Some(b) = optimizer.sum_sq.get_mut(d) {
+        *b = m.bias_state.0;
+    }
+    if let Some(b) = optimizer.z.get_mut(d) {
+        *b = m.bias_state.1;
+    }
     let extra = serde_json::json!({ "sparse": meta }).to_string();
-    Ok(ModelFile { model: LinearModel { loss: m.loss, weights }, optimizer, extra })
+    ModelFile { model: LinearModel { loss, weights }, optimizer, extra }
 }
 
 /// How a saved model's input is hashed; a CSV's label column is the model's, if the data has it
@@ -447,15 +492,52 @@ fn sparse_meta(file: &ModelFile) -> anyhow::Result<Option<SparseMeta>> {
 }
 
 fn from_file(file: &ModelFile, meta: &SparseMeta) -> anyhow::Result<SparseModel> {
-    let table = Table::new(meta.bits, file.optimizer.cfg.kind);
-    ensure!(file.model.weights.len() == table.len() + 1, "the model has {} weights for --bits {}", file.model.weights.len(), meta.bits);
-    table.set_weights(&file.model.weights[..table.len()]);
+    let opt = &file.optimizer;
+    let table = Table::new(meta.bits, opt.cfg.kind);
+    let d = table.len();
+    ensure!(file.model.weights.len() == d + 1, "the model has {} weights for --bits {}", file.model.weights.len(), meta.bits);
+    table.set_weights(&file.model.weights[..d]);
+    let examples = opt.t as u64;
+    table.import_state(opt, examples);
     Ok(SparseModel {
         loss: file.model.loss,
         table,
-        bias: *file.model.weights.last().expect("d + 1 weights"),
+        bias: file.model.weights[d],
         interactions: interactions(&meta.interactions)?,
+        bias_state: (opt.sum_sq.get(d).copied().unwrap_or(0.0), opt.z.get(d).copied().unwrap_or(0.0)),
+        examples,
     })
+}
+
+/// The model `--resume` names, and how its features reach its weights: flags left out take
+/// the model's values, flags that differ are refused.
+fn resumed(path: &Path, s: &mut SparseArgs) -> anyhow::Result<(ModelFile, SparseMeta)> {
+    let file = ModelFile::load(path)?;
+    let at = path.display();
+    let Some(meta) = sparse_meta(&file)? else {
+        bail!("--resume {at}: a dense model (a weight per column, not a hashed table): continue it on dense rows")
+    };
+    let given = |flag: &str, ours: String, theirs: String| {
+        ensure!(ours == theirs, "--resume {at}: the model was trained with {flag} {theirs}, this run asks for {ours}");
+        Ok(())
+    };
+    match s.bits {
+        Some(b) => given("--bits", b.to_string(), meta.bits.to_string())?,
+        None => s.bits = Some(meta.bits),
+    }
+    match s.interactions.is_empty() {
+        false => given("--interactions", s.interactions.join(","), meta.interactions.join(","))?,
+        true => s.interactions = meta.interactions.clone(),
+    }
+    match s.hash_seed {
+        0 => s.hash_seed = meta.hash_seed,
+        seed => given("--hash-seed", seed.to_string(), meta.hash_seed.to_string())?,
+    }
+    match s.categorical.is_empty() {
+        false => given("--categorical", s.categorical.join(","), meta.categorical.join(","))?,
+        true => s.categorical = meta.categorical.clone(),
+    }
+    Ok((file, meta))
 }
 
 fn evaluate_source(model: &SparseModel, optim: OptimConfig, src: Source) -> anyhow::Result<Evaluation> {
