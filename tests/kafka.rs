@@ -249,3 +249,47 @@ fn bad_settings_and_an_unreachable_broker_fail_clearly() {
     assert!(!good && err.contains("brokers report"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(20), "took {:?}", t.elapsed());
 }
+
+#[test]
+fn sparse_vw_records_train_commit_and_name_a_bad_line() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let vw = dir.path().join("c.vw");
+    ok(&["gen", "--task", "ctr", "--rows", "20000", "--seed", "4", "-o", vw.to_str().unwrap()]);
+    let topic = broker.topic("vw");
+    let produced = json(&ok(&["produce", vw.to_str().unwrap(), &topic, "--partitions", "2", "--json"]));
+    assert_eq!(produced["records"], 20_000);
+    let learn = ["--format", "vw", "--interactions", "cd", "--group", "s", "--until-end", "--json"];
+    for threads in ["2", "1"] {
+        let mut args = vec!["train", &topic, "--threads", threads];
+        args.extend(learn);
+        args.extend(["--test", vw.to_str().unwrap()]);
+        if threads == "1" {
+            // The group has read everything: nothing new, said, no model.
+            let (good, out, err) = run(&args, Duration::from_secs(120));
+            assert!(good && out.is_empty() && err.contains("nothing was learned") && err.contains("consumer group 's'"), "{out} {err}");
+            continue;
+        }
+        let r = json(&ok(&args));
+        assert_eq!(r["rows_learned"], 20_000, "{r}");
+        assert_eq!(r["threads"], 2);
+        assert_eq!(r["source"]["rows"], 20_000);
+        assert_eq!(committed_total(&[&r]), 20_000, "every record learned is committed: {r}");
+        let f =
+            json(&ok(&["train", vw.to_str().unwrap(), "--interactions", "cd", "--threads", "2", "--json", "--test", vw.to_str().unwrap()]));
+        let (k, f) = (r["test"]["loss"].as_f64().unwrap(), f["test"]["loss"].as_f64().unwrap());
+        assert!(k < f + 0.01, "kafka-trained log loss {k} vs file-trained {f}");
+    }
+    // A bad line: the error names its partition, offset and line; the next run replays it.
+    let bad = dir.path().join("bad.vw");
+    std::fs::write(&bad, "1 |a x\n-1 |a y:oops\n1 |a z\n").unwrap();
+    let topic = broker.topic("badvw");
+    ok(&["produce", bad.to_str().unwrap(), &topic, "--partitions", "1", "--max-batch", "1"]);
+    let args = ["train", &topic, "--format", "vw", "--group", "b", "--until-end", "--threads", "2"];
+    let (good, _, err) = run(&args, Duration::from_secs(120));
+    assert!(!good && err.contains("partition 0 offset 1") && err.contains("oops"), "{err}");
+    let mut skipping = args.to_vec();
+    skipping.extend(["--skip-bad", "--json"]);
+    let r = json(&ok(&skipping));
+    assert_eq!((r["rows_rejected"].as_u64(), r["rows_learned"].as_u64()), (Some(1), Some(2)), "{r}");
+}

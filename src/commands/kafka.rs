@@ -51,7 +51,15 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 
 /// Joins the consumer group of `spec` with the text settings of the command line.
 /// `patience`: when the consumer stops following (an idle timeout, a stop signal).
-pub fn open(spec: &str, a: &KafkaArgs, format: Option<TextFormat>, text: &TextOptions, patience: &Patience) -> anyhow::Result<KafkaSource> {
+/// `whole_records`: the caller parses the records (sparse rows).
+pub fn open(
+    spec: &str,
+    a: &KafkaArgs,
+    format: Option<TextFormat>,
+    text: &TextOptions,
+    patience: &Patience,
+    whole_records: bool,
+) -> anyhow::Result<KafkaSource> {
     let opts = ConsumerOptions {
         group: a.group.clone(),
         start: a.from,
@@ -65,6 +73,7 @@ pub fn open(spec: &str, a: &KafkaArgs, format: Option<TextFormat>, text: &TextOp
         commit_interval: a.commit_interval,
         stop: patience.stop.clone(),
         config: a.options.clone(),
+        whole_records,
     };
     Ok(KafkaSource::open(spec, opts)?)
 }

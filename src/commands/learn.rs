@@ -448,7 +448,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         #[cfg(feature = "kafka")]
         () if a.data.starts_with("kafka://") => {
             ensure!(a.shards.rate.is_none(), "--rate paces replay from files: a Kafka source arrives at its own pace");
-            let source = super::kafka::open(&a.data, &a.kafka, a.text.format, &text, &patience)?;
+            let source = super::kafka::open(&a.data, &a.kafka, a.text.format, &text, &patience, false)?;
             let name = source.name().to_string();
             (Data::Kafka { sources: vec![source], per_shard: false }, name)
         }

@@ -11,7 +11,7 @@
 //!
 //! Errors name the topic, partition and offset of the record at fault. No `unsafe` here.
 
-use super::{ParseError, ParsedRow, Pull, RowSource, TextFormat, TextOptions, TextParser};
+use super::{Next, ParseError, ParsedRow, Pull, RecordSource, RowSource, TextFormat, TextOptions, TextParser};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -159,6 +159,9 @@ pub struct ConsumerOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// More librdkafka settings (security, fetch sizes), applied last.
     pub config: Vec<(String, String)>,
+    /// The caller takes whole text records and parses them itself ([`RecordSource`]: sparse
+    /// rows): no row parser is made.
+    pub whole_records: bool,
 }
 
 impl Default for ConsumerOptions {
@@ -176,6 +179,7 @@ impl Default for ConsumerOptions {
             commit_interval: Duration::from_millis(200),
             stop: None,
             config: Vec::new(),
+            whole_records: false,
         }
     }
 }
@@ -415,6 +419,8 @@ impl KafkaSource {
         let name = url.to_string();
         let config_err = |what: String| KafkaSourceError::Config { url: name.clone(), what };
         let parser = match opts.encoding {
+            Encoding::Text if opts.whole_records => None,
+            Encoding::Row if opts.whole_records => return Err(config_err("whole records are text lines, not --encoding row".into())),
             Encoding::Row => {
                 opts.text.features.ok_or_else(|| config_err("native rows need --features D".into()))?;
                 if opts.format.is_some_and(|f| f != TextFormat::Csv) || opts.columns.is_some() {
@@ -547,6 +553,49 @@ impl KafkaSource {
             }
         }
         event(client.poll(timeout), &mut self.record)
+    }
+
+    /// Polls until a record is in `self.record` (its position reset), nothing more comes now,
+    /// or the stream ends (a stop, the idle timeout, every partition read with `stop_at_end`).
+    fn fetch(&mut self, wait: bool) -> Result<Next<'_>, ParseError> {
+        loop {
+            if self.opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire))
+                || self.opts.idle_timeout.is_some_and(|t| self.consumer().context().shared.quiet() >= t)
+            {
+                return Ok(Next::End);
+            }
+            // Short, so that a shard with nothing to read still meets the others' merges.
+            match self.next_event(wait) {
+                None => {
+                    self.check_brokers()?;
+                    // Another shard may have read the last partition (or this one holds none).
+                    if self.opts.stop_at_end && self.all_at_end() {
+                        return Ok(Next::End);
+                    }
+                    return Ok(Next::Idle);
+                }
+                Some(Event::Record(p, o, ts)) => {
+                    self.take(p, o, ts);
+                    self.clear_broker_error();
+                    return Ok(Next::Record(&self.record));
+                }
+                Some(Event::Eof(p)) => {
+                    self.clear_broker_error();
+                    if self.opts.stop_at_end && self.read_to_end(p) {
+                        if let Ok(mut read) = self.ends.lock() {
+                            read.insert(p);
+                        }
+                    }
+                    if self.opts.stop_at_end && self.all_at_end() {
+                        return Ok(Next::End);
+                    }
+                }
+                Some(Event::Error(e)) => {
+                    self.consumer().context().shared.report(e.to_string());
+                    self.check_brokers()?;
+                }
+            }
+        }
     }
 
     fn consumer(&self) -> &BaseConsumer<Watch> {
@@ -719,6 +768,37 @@ impl Drop for KafkaSource {
     }
 }
 
+impl RecordSource for KafkaSource {
+    fn next_record(&mut self, wait: bool) -> Result<Next<'_>, ParseError> {
+        match self.fetch(wait)? {
+            Next::Record(_) => {}
+            Next::Idle => return Ok(Next::Idle),
+            Next::End => return Ok(Next::End),
+        }
+        // Taken whole: the caller parses its lines.
+        self.pos = self.record.len();
+        self.consumed.insert(self.partition, self.offset + 1);
+        self.oldest = Some(self.oldest.map_or(self.origin_ns, |o| o.min(self.origin_ns)));
+        Ok(Next::Record(&self.record))
+    }
+
+    fn locate(&self, e: ParseError, line: u64) -> ParseError {
+        ParseError { line, ..self.at_record(e) }
+    }
+
+    fn rows(&mut self, n: u64) {
+        self.stats.rows += n;
+    }
+
+    fn sent(&mut self, seq: u64) {
+        RowSource::sent(self, seq, false);
+    }
+
+    fn learned(&mut self, seq: u64) -> Result<(), ParseError> {
+        RowSource::learned(self, seq)
+    }
+}
+
 impl RowSource for KafkaSource {
     fn features(&self) -> usize {
         self.d
@@ -735,40 +815,10 @@ impl RowSource for KafkaSource {
                     return Ok(Pull::Row(row));
                 }
             }
-            if self.opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire))
-                || self.opts.idle_timeout.is_some_and(|t| self.consumer().context().shared.quiet() >= t)
-            {
-                return Ok(Pull::End);
-            }
-            // Short, so that a shard with nothing to read still meets the others' merges.
-            match self.next_event(wait) {
-                None => {
-                    self.check_brokers()?;
-                    // Another shard may have read the last partition (or this one holds none).
-                    if self.opts.stop_at_end && self.all_at_end() {
-                        return Ok(Pull::End);
-                    }
-                    return Ok(Pull::Idle);
-                }
-                Some(Event::Record(p, o, ts)) => {
-                    self.take(p, o, ts);
-                    self.clear_broker_error();
-                }
-                Some(Event::Eof(p)) => {
-                    self.clear_broker_error();
-                    if self.opts.stop_at_end && self.read_to_end(p) {
-                        if let Ok(mut read) = self.ends.lock() {
-                            read.insert(p);
-                        }
-                    }
-                    if self.opts.stop_at_end && self.all_at_end() {
-                        return Ok(Pull::End);
-                    }
-                }
-                Some(Event::Error(e)) => {
-                    self.consumer().context().shared.report(e.to_string());
-                    self.check_brokers()?;
-                }
+            match self.fetch(wait)? {
+                Next::Record(_) => {}
+                Next::Idle => return Ok(Pull::Idle),
+                Next::End => return Ok(Pull::End),
             }
         }
     }

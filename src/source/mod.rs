@@ -59,6 +59,35 @@ pub trait RowSource {
     }
 }
 
+/// What [`RecordSource::next_record`] found.
+pub enum Next<'a> {
+    /// A record: one or more text lines.
+    Record(&'a [u8]),
+    /// Nothing now (a live source).
+    Idle,
+    /// The end of the stream.
+    End,
+}
+
+/// Records of text lines that the reader parses itself (a shard's share of a Kafka topic, read
+/// as sparse rows), with the same at-least-once hand-shake as [`RowSource`].
+pub trait RecordSource: Send {
+    /// The next record whole; with `wait` a live source may block a short while for one.
+    fn next_record(&mut self, wait: bool) -> Result<Next<'_>, ParseError>;
+
+    /// A parse error of line `line` (1-based) of the last record, named where it is.
+    fn locate(&self, e: ParseError, line: u64) -> ParseError;
+
+    /// `n` rows were parsed from the records (for the source's report).
+    fn rows(&mut self, n: u64);
+
+    /// Every record taken so far travels in batch `seq` or an earlier one.
+    fn sent(&mut self, seq: u64);
+
+    /// Every batch numbered below `seq` has been learned (`u64::MAX`: the run ended well).
+    fn learned(&mut self, seq: u64) -> Result<(), ParseError>;
+}
+
 impl<R: std::io::BufRead> RowSource for TextParser<R> {
     fn features(&self) -> usize {
         TextParser::features(self)

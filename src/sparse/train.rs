@@ -20,7 +20,7 @@ use crate::loss::Loss;
 use crate::metrics::{evaluate, Evaluation, Progressive};
 use crate::optim::OptimConfig;
 use crate::source::split::{lines, position, Numbering, SplitText};
-use crate::source::ParseError;
+use crate::source::{Next, ParseError, RecordSource};
 use crossbeam::channel;
 use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -123,6 +123,16 @@ pub enum SparseInput<'a, R> {
         /// The file.
         text: &'a SplitText,
         /// The parser that read its header: each shard parses with a copy.
+        parser: &'a mut SparseParser<R>,
+        /// Count and skip malformed lines.
+        skip_bad: bool,
+    },
+    /// A source of records per shard (a Kafka topic's shares): each shard parses its records'
+    /// lines itself; no holdout.
+    Records {
+        /// One per shard.
+        sources: Vec<&'a mut dyn RecordSource>,
+        /// The parser of the records' lines: each shard parses with a copy.
         parser: &'a mut SparseParser<R>,
         /// Count and skip malformed lines.
         skip_bad: bool,
@@ -400,7 +410,7 @@ pub fn train<R: BufRead>(
     let started = Instant::now();
     let mapped_holdout = match &input {
         SparseInput::Mapped { dataset, train_rows } => Some((*dataset, *train_rows)),
-        SparseInput::Stream { .. } | SparseInput::Split { .. } => None,
+        SparseInput::Stream { .. } | SparseInput::Split { .. } | SparseInput::Records { .. } => None,
     };
     let done = AtomicBool::new(false);
     let (learned, written) = std::thread::scope(|s| {
@@ -409,6 +419,7 @@ pub fn train<R: BufRead>(
             SparseInput::Stream { parser, train_rows, skip_bad } => stream(&table, &sh, threads, parser, train_rows, skip_bad),
             SparseInput::Mapped { dataset, train_rows } => Ok(mapped(&table, &sh, threads, dataset, train_rows)),
             SparseInput::Split { text, parser, skip_bad } => split(&table, &sh, threads, text, parser, skip_bad),
+            SparseInput::Records { sources, parser, skip_bad } => Ok(records(&table, &sh, sources, parser, skip_bad)),
         };
         done.store(true, Ordering::Release);
         (learned, writer.map(|w| w.join().expect("the checkpoint writer panicked")))
@@ -604,6 +615,102 @@ fn stream<R: BufRead>(
         Ok(tallies)
     })?;
     Ok((tallies, held, source_error))
+}
+
+/// A source of records per shard: each shard parses its records' lines into batches (a
+/// partial one when nothing more comes now), learns them, and then tells its source, which
+/// commits what is learned; once its source ends, the final commit (none after a failure). A
+/// malformed line (without `--skip-bad`) or a failing source ends the run, the rows before it
+/// learned. Rows are numbered in the order the shards take them.
+fn records<R: BufRead>(
+    table: &Table,
+    sh: &Shared<'_>,
+    sources: Vec<&mut dyn RecordSource>,
+    parser: &SparseParser<R>,
+    skip_bad: bool,
+) -> Learned {
+    let (template, taken, threads) = (&parser.detached(std::io::empty(), 0), &AtomicU64::new(0), sources.len());
+    let done: Vec<(Tally, Option<ParseError>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = sources
+            .into_iter()
+            .enumerate()
+            .map(|(id, src)| {
+                s.spawn(move || {
+                    let (mut k, mut t) = sh.kernel(table, id, threads);
+                    let (mut p, mut rows, mut seq, mut failed) = (template.detached(std::io::empty(), 0), SparseRows::new(), 0u64, None);
+                    while !sh.stopping() {
+                        let (mut end, mut idle) = (false, false);
+                        match src.next_record(rows.is_empty()) {
+                            Ok(Next::Record(bytes)) => {
+                                let before = rows.len();
+                                // (Errors are named once the record is no longer borrowed.)
+                                let (mut rejected, mut bad) = (None, None);
+                                p.restart_lines(0);
+                                for (i, line) in lines(bytes).enumerate() {
+                                    match p.parse_record(line, &mut rows) {
+                                        Ok(_) => {}
+                                        Err(e) if skip_bad && !e.fatal => {
+                                            t.rejected += 1;
+                                            let at = taken.load(Ordering::Relaxed) + rows.len() as u64;
+                                            rejected = rejected.or(Some((at, e, i as u64 + 1)));
+                                        }
+                                        Err(e) => {
+                                            bad = Some((e, i as u64 + 1));
+                                            break;
+                                        }
+                                    }
+                                }
+                                if let (Some((at, e, line)), None) = (rejected, &t.first_rejected) {
+                                    t.first_rejected = Some((at, src.locate(e, line).to_string()));
+                                }
+                                if let Some((e, line)) = bad {
+                                    failed = Some(src.locate(e, line));
+                                    end = true;
+                                }
+                                src.rows((rows.len() - before) as u64);
+                            }
+                            Ok(Next::Idle) => idle = true,
+                            Ok(Next::End) => end = true,
+                            Err(e) => {
+                                failed = Some(e);
+                                end = true;
+                            }
+                        }
+                        if !rows.is_empty() && (end || idle || rows.len() >= BATCH_ROWS) {
+                            let first = taken.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                            src.sent(seq);
+                            seq += 1;
+                            if let Err(e) = learn_rows(&mut k, &rows.as_ref(), first, &mut t, sh) {
+                                sh.fail(e.into());
+                            } else if failed.is_none() {
+                                failed = src.learned(seq).err();
+                            }
+                            rows.clear();
+                        }
+                        if end || failed.is_some() {
+                            break;
+                        }
+                    }
+                    if failed.is_some() {
+                        // The others end too; what they learned is theirs to commit.
+                        sh.halt.store(true, Ordering::Relaxed);
+                    } else if sh.failed.lock().map_or(true, |f| f.is_none()) {
+                        failed = src.learned(u64::MAX).err();
+                    }
+                    t.finish(&k);
+                    (t, failed)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a shard panicked")).collect()
+    });
+    let mut tallies = Vec::with_capacity(done.len());
+    let mut source_error = None;
+    for (t, failed) in done {
+        tallies.push(t);
+        source_error = source_error.or(failed);
+    }
+    (tallies, None, source_error)
 }
 
 /// A mapped file: each shard claims the next block (pass after pass) and learns it in place.

@@ -72,9 +72,6 @@ struct Hashing {
 
 /// True when `spec` is read as sparse rows.
 pub fn is_sparse(spec: &str, format: Option<TextFormat>, features: Option<usize>, s: &SparseArgs) -> bool {
-    if spec.starts_with("kafka://") {
-        return false;
-    }
     if !s.categorical.is_empty() {
         return true;
     }
@@ -98,10 +95,37 @@ fn interactions(spec: &[String]) -> anyhow::Result<Vec<Vec<u8>>> {
 /// An opened sparse source.
 enum Source {
     Mapped(SparseDataset),
-    Text { parser: SparseParser<Box<dyn BufRead>>, rows: Option<u64> },
+    Text {
+        parser: SparseParser<Box<dyn BufRead>>,
+        rows: Option<u64>,
+    },
+    /// A topic's records of VW or LibSVM lines: the parser of their lines, and the consumer's
+    /// shards.
+    #[cfg(feature = "kafka")]
+    Kafka {
+        parser: SparseParser<Box<dyn BufRead>>,
+        shards: Vec<streamsgd::source::kafka::KafkaSource>,
+    },
+}
+
+/// Joins the consumer group of `a.data` for sparse rows, read by `threads` shards.
+#[cfg(feature = "kafka")]
+fn open_kafka(a: &TrainArgs, h: &Hashing, patience: &Patience, threads: usize) -> anyhow::Result<(Source, String)> {
+    let format = a.text.format.context("a Kafka topic read as sparse rows needs --format vw|libsvm")?;
+    ensure!(
+        format != TextFormat::Csv && h.categorical.is_empty(),
+        "{}: CSV records with --categorical are not read from Kafka yet: send VW or LibSVM lines",
+        a.data
+    );
+    ensure!(a.holdout.is_none(), "--holdout needs a file: a Kafka stream has no end to hold out (use --test FILE)");
+    let consumer = crate::commands::kafka::open(&a.data, &a.kafka, Some(format), &TextOptions::default(), patience, true)?;
+    let name = consumer.name().to_string();
+    let parser = SparseParser::new(Box::new(std::io::empty()) as Box<dyn BufRead>, name.clone(), format, h.seed)?;
+    Ok((Source::Kafka { parser, shards: consumer.into_shards(threads)? }, name))
 }
 
 fn open(spec: &str, format: Option<TextFormat>, h: &Hashing, count: bool, patience: &Patience) -> anyhow::Result<(Source, String)> {
+    ensure!(!spec.starts_with("kafka://"), "{spec}: Kafka topics are a source for train only");
     let seed = h.seed;
     let parser = |reader: Box<dyn BufRead>, name: &str, format: TextFormat| -> anyhow::Result<SparseParser<Box<dyn BufRead>>> {
         Ok(match format {
@@ -282,11 +306,15 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     // A text file is mapped and split among the shards; a stream is read by one thread.
     let path = Path::new(&a.data);
     let splittable = !a.data.ends_with(".ssgd") && is_regular_file(path);
-    let (mut source, name) = open(&a.data, a.text.format, &hashing, a.holdout.is_some() && !splittable, &patience)?;
+    let (mut source, name) = match () {
+        #[cfg(feature = "kafka")]
+        () if a.data.starts_with("kafka://") => open_kafka(&a, &hashing, &patience, threads)?,
+        () => open(&a.data, a.text.format, &hashing, a.holdout.is_some() && !splittable, &patience)?,
+    };
     // --passes over a text file: parsed once into a .ssgd cache the passes replay.
     let label = match &source {
         Source::Text { parser, .. } => parser.label_name().map(str::to_string),
-        Source::Mapped(_) => resume.as_ref().and_then(|(_, m)| m.label.clone()),
+        _ => resume.as_ref().and_then(|(_, m)| m.label.clone()),
     };
     let meta = SparseMeta {
         bits,
@@ -354,6 +382,12 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
                 None => run(&cfg, SparseInput::Stream { parser, train_rows: rows.map(keep), skip_bad }, start.take(), checkpoints)?,
             }
         }
+        #[cfg(feature = "kafka")]
+        Source::Kafka { parser, shards } => {
+            let skip_bad = learner.bad_rows == BadRows::Skip;
+            let sources = shards.iter_mut().map(|s| s as &mut dyn streamsgd::source::RecordSource).collect();
+            run(&cfg, SparseInput::Records { sources, parser, skip_bad }, start.take(), checkpoints)?
+        }
     };
     if let Source::Text { parser, .. } = &source {
         if parser.max_index >> bits != 0 {
@@ -366,9 +400,28 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     }
     let SparseOutcome { model, report, source_error } = outcome;
     let wall = started.elapsed().as_secs_f64();
+    // What the consumer did: its line of the report, `source` in the JSON, and what to say
+    // when nothing came.
+    let consumer: Option<(String, serde_json::Value, String)> = match &source {
+        #[cfg(feature = "kafka")]
+        Source::Kafka { shards, .. } => {
+            let s = crate::commands::kafka::stats(shards);
+            let why = format!(
+                "no record came from {name}; consumer group '{}' had committed offsets at the topic's end (another --group learns the topic again)",
+                a.kafka.group
+            );
+            Some((crate::commands::kafka::summary(&s), serde_json::to_value(&s)?, why))
+        }
+        _ => None,
+    };
     if report.rows_learned == 0 {
         if let Some(e) = source_error {
             return Err(anyhow::Error::new(e).context("nothing was learned before the input failed"));
+        }
+        if let (Some((_, _, why)), 0) = (&consumer, report.rows_rejected) {
+            // A topic with nothing new for the group is not a mistake: said, and no model.
+            eprintln!("warning: nothing was learned, so no model is saved: {why}");
+            return Ok(());
         }
         let why = report.first_rejected.as_ref().map(|w| format!("; the first rejected: {w}")).unwrap_or_default();
         bail!("nothing was learned, so no model is saved: {name} has no rows to learn ({} rejected){why}", report.rows_rejected);
@@ -391,9 +444,19 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
         if let Some((_, e)) = &test {
             v["test"] = serde_json::to_value(e)?;
         }
+        if let Some((_, c, _)) = &consumer {
+            v["source"] = c.clone();
+        }
         println!("{v}");
     } else {
         print_report(&report, wall, &cfg, test.as_ref());
+        if let Some((line, _, _)) = &consumer {
+            println!("{line}");
+        }
+    }
+    #[cfg(feature = "kafka")]
+    if let Source::Kafka { shards, .. } = source {
+        crate::commands::kafka::close(shards);
     }
     let mut advice = vec![format!("try another learning rate (--lr, now {})", cfg.optim.lr)];
     if cfg.optim.kind != Kind::Normalized {
@@ -558,6 +621,8 @@ fn read_all(src: Source) -> anyhow::Result<SparseRows> {
             }
         }
         Source::Text { mut parser, .. } => while parser.next_row(&mut rows)? {},
+        #[cfg(feature = "kafka")]
+        Source::Kafka { .. } => bail!("a test set must be a file"),
     }
     Ok(rows)
 }
@@ -603,6 +668,8 @@ pub fn predict(a: &PredictArgs, file: &ModelFile) -> anyhow::Result<bool> {
                 }
             }
         }
+        #[cfg(feature = "kafka")]
+        Source::Kafka { .. } => bail!("predict reads files, stdin and sockets"),
     }
     out.flush()?;
     Ok(true)
