@@ -1317,7 +1317,7 @@ fn split_tally(
 
 /// Cuts this thread's timer slack to 1 µs so paced sleeps wake on time (Linux; elsewhere the
 /// default slack applies).
-fn precise_sleep() {
+pub(crate) fn precise_sleep() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_TIMERSLACK takes an integer argument and affects only the calling thread.
     unsafe {

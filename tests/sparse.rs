@@ -266,6 +266,7 @@ fn shards_parsing_their_own_ranges_learn_what_one_reader_learns() {
         bad_rows: streamsgd::learner::BadRows::Skip,
         passes: 1,
         stop: None,
+        rate: None,
     };
     let parser = || SparseParser::new(std::io::Cursor::new(text.as_bytes()), "a.vw", TextFormat::Vw, 0).unwrap();
     let split = |range| SplitText::open(&path, 0, 0, 0.0, TextFormat::Vw).unwrap().with_range_bytes(range);
@@ -372,4 +373,25 @@ fn checkpoints_of_a_hashed_model_are_written_while_learning_and_resume() {
     let again = train_json(&[&p("c.ssgd"), "--threads", "1", "--resume", &p("c.model")]);
     assert_eq!(again["rows_learned"], 60_000);
     assert!(again["progressive_loss"].as_f64().unwrap() < r["progressive_loss"].as_f64().unwrap(), "{again} vs {r}");
+}
+
+#[test]
+fn rate_paces_a_sparse_replay_and_reports_its_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    for f in ["c.ssgd", "c.vw"] {
+        let (ok, _, err) = streamsgd(&["gen", "--task", "ctr", "--rows", "40000", "--seed", "7", "-o", &p(f)]);
+        assert!(ok, "{err}");
+    }
+    // 40 000 rows at 100 000 rows/s: about 0.4 s, open loop, each block's latency from its due time.
+    let r = train_json(&[&p("c.ssgd"), "--threads", "2", "--rate", "100000"]);
+    assert_eq!(r["rows_learned"], 40_000);
+    let secs = r["seconds"].as_f64().unwrap();
+    assert!((0.35..5.0).contains(&secs), "paced to about 0.4 s: {secs}");
+    let l = &r["latency_ns"];
+    assert!(l["p50"].as_u64().unwrap() > 0 && l["max"].as_u64().unwrap() >= l["p50"].as_u64().unwrap(), "{r}");
+    // Unpaced: no latency distribution; text is paced only once converted.
+    assert!(train_json(&[&p("c.ssgd"), "--threads", "2"])["latency_ns"].is_null());
+    let (ok, _, err) = streamsgd(&["train", &p("c.vw"), "--rate", "100000"]);
+    assert!(!ok && err.contains("--rate paces the replay of a sparse .ssgd file"), "{err}");
 }

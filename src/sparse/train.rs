@@ -15,6 +15,7 @@ use super::SparseParser;
 use crate::batch::BATCH_ROWS;
 use crate::dataset::SparseDataset;
 use crate::kernel::sparse::{SparseKernel, Table};
+use crate::latency::{Latency, Percentiles};
 use crate::learner::{BadRows, LearnError, BLOWUP, BLOWUP_BATCHES};
 use crate::loss::Loss;
 use crate::metrics::{evaluate, Evaluation, Progressive};
@@ -46,6 +47,9 @@ pub struct SparseConfig {
     pub passes: usize,
     /// Set from outside (a signal handler) to end the run early with what was learned.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Open-loop pacing in rows/s of a mapped file (`None`: flat out): each shard waits for its
+    /// block's intended time, and the latency runs from that time to the block learned.
+    pub rate: Option<f64>,
 }
 
 /// A trained sparse model: the table's weights (slot order), the bias, and how features
@@ -181,6 +185,8 @@ pub struct SparseReport {
     pub checkpoints: u64,
     /// The longest a checkpoint took to write, seconds (the shards go on learning meanwhile).
     pub checkpoint_seconds_max: f64,
+    /// With `--rate`: per block, from its intended time to learned, nanoseconds.
+    pub latency_ns: Option<Percentiles>,
 }
 
 /// A run's model and report, and the source's failure if one ended it early (the rows before
@@ -220,6 +226,8 @@ pub enum SparseError {
 /// One shard's tallies.
 #[derive(Default)]
 struct Tally {
+    /// Paced blocks: from the intended time to learned.
+    latency: Latency,
     /// The shard.
     id: usize,
     /// Its bias's optimizer state at the end.
@@ -432,6 +440,7 @@ pub fn train<R: BufRead>(
     }
     let mut t = Tally::default();
     for s in &tallies {
+        t.latency.merge(&s.latency);
         t.progress.merge(&s.progress);
         t.learned += s.learned;
         t.rejected += s.rejected;
@@ -476,6 +485,7 @@ pub fn train<R: BufRead>(
         stopped: cfg.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)),
         checkpoints,
         checkpoint_seconds_max,
+        latency_ns: cfg.rate.map(|_| t.latency.percentiles()),
     };
     Ok(SparseOutcome { model, report, source_error })
 }
@@ -719,17 +729,30 @@ fn mapped(table: &Table, sh: &Shared<'_>, threads: usize, ds: &SparseDataset, tr
     let train_blocks = train_rows.div_ceil(block_rows);
     let next = AtomicU64::new(0);
     let total = train_blocks * sh.cfg.passes as u64;
+    let start = Instant::now();
     let tallies = std::thread::scope(|s| {
         let shards: Vec<_> = (0..threads)
             .map(|id| {
                 let next = &next;
                 s.spawn(move || {
                     let (mut k, mut t) = sh.kernel(table, id, threads);
+                    if sh.cfg.rate.is_some() {
+                        crate::pipeline::precise_sleep();
+                    }
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= total || sh.stopping() {
                             break;
                         }
+                        // Paced: block i is due when the rows before it are (an open loop: a
+                        // late block's latency counts the wait it would have had).
+                        let due = sh.cfg.rate.map(|r| {
+                            let due = start + std::time::Duration::from_secs_f64((i * block_rows) as f64 / r);
+                            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                            due
+                        });
                         let b = i % train_blocks;
                         let first = b * block_rows;
                         let rows = match ds.block(b) {
@@ -742,6 +765,9 @@ fn mapped(table: &Table, sh: &Shared<'_>, threads: usize, ds: &SparseDataset, tr
                         if let Err(e) = learn_rows(&mut k, &rows, first, &mut t, sh) {
                             sh.fail(e.into());
                             break;
+                        }
+                        if let Some(due) = due {
+                            t.latency.record(Instant::now().saturating_duration_since(due).as_nanos() as u64);
                         }
                     }
                     t.finish(&k);

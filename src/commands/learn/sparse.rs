@@ -170,6 +170,7 @@ fn config(m: &super::ModelArgs, s: &SparseArgs, threads: usize) -> anyhow::Resul
         bad_rows: learner.bad_rows,
         passes: 1,
         stop: None,
+        rate: None,
     })
 }
 
@@ -249,7 +250,6 @@ fn peak_rss() -> Option<u64> {
 fn refuse_dense_only(a: &TrainArgs) -> anyhow::Result<()> {
     let f = &a.features_stage;
     let used = [
-        ("--rate", a.shards.rate.is_some()),
         ("--batch", a.model.batch.is_some()),
         ("--dedup-window", f.dedup_window > 0),
         ("--missing-indicator", f.missing_indicator),
@@ -278,7 +278,10 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     super::warn_oversubscribed(threads);
     let stop = crate::commands::signals::install()?;
     let patience = Patience { idle: a.idle_timeout, stop: Some(stop.flag()) };
-    let cfg = SparseConfig { passes: a.passes, stop: Some(stop.flag()), ..config(&a.model, &a.sparse, threads)? };
+    if let Some(r) = a.shards.rate {
+        ensure!(r.is_finite() && r > 0.0, "--rate {r} must be > 0 rows/s");
+    }
+    let cfg = SparseConfig { passes: a.passes, stop: Some(stop.flag()), rate: a.shards.rate, ..config(&a.model, &a.sparse, threads)? };
     let (learner, bits) = (a.model.learner(true)?, cfg.bits);
     let start = match &resume {
         Some((file, meta)) => {
@@ -354,6 +357,10 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     if a.passes > 1 {
         ensure!(matches!(source, Source::Mapped(_)), "--passes replays a file: {name} is a stream (save it to a file first)");
     }
+    ensure!(
+        cfg.rate.is_none() || matches!(source, Source::Mapped(_)),
+        "--rate paces the replay of a sparse .ssgd file: {name} is text (streamsgd convert writes one)"
+    );
     if a.verify {
         let Source::Mapped(ds) = &source else { bail!("{name}: --verify checks a .ssgd file's block checksums; text has none") };
         ds.verify()?;
@@ -516,6 +523,13 @@ fn print_report(r: &streamsgd::sparse::SparseReport, wall: f64, cfg: &SparseConf
     }
     if let Some(w) = &r.first_rejected {
         println!("first rejected: {w}");
+    }
+    if let Some(l) = &r.latency_ns {
+        println!(
+            "latency per block from its intended time to learned, µs:  {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "p50", "p90", "p99", "p99.9", "max"
+        );
+        println!("{}", super::pct_line("end-to-end", l));
     }
     if r.checkpoints > 0 {
         println!("checkpoints  {} written while learning, the longest in {:.3} s", r.checkpoints, r.checkpoint_seconds_max);
