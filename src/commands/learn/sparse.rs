@@ -525,11 +525,9 @@ fn print_report(r: &streamsgd::sparse::SparseReport, wall: f64, cfg: &SparseConf
         println!("first rejected: {w}");
     }
     if let Some(l) = &r.latency_ns {
-        println!(
-            "latency per block from its intended time to learned, µs:  {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "p50", "p90", "p99", "p99.9", "max"
-        );
-        println!("{}", super::pct_line("end-to-end", l));
+        // Per block, from the time it was due to learned.
+        println!("{:<14} {:>9} {:>9} {:>9} {:>9} {:>9}", "latency µs", "p50", "p90", "p99", "p99.9", "max");
+        println!("{}", super::pct_line("block", l));
     }
     if r.checkpoints > 0 {
         println!("checkpoints  {} written while learning, the longest in {:.3} s", r.checkpoints, r.checkpoint_seconds_max);
