@@ -110,8 +110,8 @@ fn bad_sparse_input_is_an_error_naming_where() {
     std::fs::write(p("big.libsvm"), "1 5000000000:1\n").unwrap();
     let (ok, _, err) = streamsgd(&["train", &p("big.libsvm")]);
     assert!(!ok && err.contains("big.libsvm:1: field 5000000000:1"), "{err}");
-    let (ok, _, err) = streamsgd(&["train", &p("huge.libsvm"), "--dedup-window", "10"]);
-    assert!(!ok && err.contains("does not take --dedup-window"), "{err}");
+    let (ok, _, err) = streamsgd(&["train", &p("huge.libsvm"), "--missing-indicator"]);
+    assert!(!ok && err.contains("does not take --missing-indicator"), "{err}");
     let (ok, _, err) = streamsgd(&["train", &p("huge.libsvm"), "--bits", "31"]);
     assert!(!ok && err.contains("--bits 31"), "{err}");
     let (ok, _, err) = streamsgd(&["train", &p("huge.libsvm"), "--interactions", "abcd"]);
@@ -267,6 +267,7 @@ fn shards_parsing_their_own_ranges_learn_what_one_reader_learns() {
         passes: 1,
         stop: None,
         rate: None,
+        dedup_window: 0,
     };
     let parser = || SparseParser::new(std::io::Cursor::new(text.as_bytes()), "a.vw", TextFormat::Vw, 0).unwrap();
     let split = |range| SplitText::open(&path, 0, 0, 0.0, TextFormat::Vw).unwrap().with_range_bytes(range);
@@ -394,4 +395,41 @@ fn rate_paces_a_sparse_replay_and_reports_its_latency() {
     assert!(train_json(&[&p("c.ssgd"), "--threads", "2"])["latency_ns"].is_null());
     let (ok, _, err) = streamsgd(&["train", &p("c.vw"), "--rate", "100000"]);
     assert!(!ok && err.contains("--rate paces the replay of a sparse .ssgd file"), "{err}");
+}
+
+#[test]
+fn a_duplicate_window_drops_repeated_sparse_rows_as_one_stream_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    // 3000 distinct rows; every 10th repeated right after itself, every 7th again 50 rows
+    // later (inside a window of 100, outside one of 20).
+    let mut lines = Vec::new();
+    let (mut near, mut far) = (0, 0);
+    for i in 0..3000 {
+        lines.push(format!("{} |a u{i} v{} |b w:{}.5", if i % 2 == 0 { 1 } else { -1 }, i % 13, i % 5));
+        if i % 10 == 0 {
+            lines.push(lines.last().unwrap().clone());
+            near += 1;
+        }
+        if i % 7 == 0 && i >= 50 {
+            let earlier = format!("{} |a u{} v{} |b w:{}.5", if (i - 50) % 2 == 0 { 1 } else { -1 }, i - 50, (i - 50) % 13, (i - 50) % 5);
+            lines.push(earlier);
+            far += 1;
+        }
+    }
+    std::fs::write(p("d.vw"), lines.join("\n") + "\n").unwrap();
+    let total = lines.len() as u64;
+    for (window, dropped) in [(100, near + far), (20, near)] {
+        let w = window.to_string();
+        let r = train_json(&[&p("d.vw"), "--threads", "2", "--dedup-window", &w]);
+        assert_eq!(r["rows_dropped_duplicate"], dropped, "window {window}: {r}");
+        assert_eq!(r["rows_learned"].as_u64().unwrap(), total - dropped);
+    }
+    // A converted file: one shard sees its blocks in order (more shards are refused).
+    let (ok, _, err) = streamsgd(&["convert", &p("d.vw"), "-o", &p("d.ssgd")]);
+    assert!(ok, "{err}");
+    let r = train_json(&[&p("d.ssgd"), "--threads", "1", "--dedup-window", "100"]);
+    assert_eq!(r["rows_dropped_duplicate"], near + far);
+    let (ok, _, err) = streamsgd(&["train", &p("d.ssgd"), "--threads", "2", "--dedup-window", "100"]);
+    assert!(!ok && err.contains("--dedup-window") && err.contains("--threads 1"), "{err}");
 }

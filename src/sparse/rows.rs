@@ -64,6 +64,24 @@ impl<'a> RowsRef<'a> {
         self.weights.map_or(1.0, |w| w[r])
     }
 
+    /// Row `r`'s fingerprint for duplicate windows ([`crate::dedup`]): 64 bits over the bit
+    /// patterns of its label, and of each feature's id, namespace and value in order (a
+    /// multiply–xorshift chain, SplitMix64's finaliser at each step).
+    pub fn fingerprint(&self, r: usize) -> u64 {
+        fn mix(x: u64) -> u64 {
+            let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^ (x >> 31)
+        }
+        let row = self.row(r);
+        let mut h = mix(0x9e37_79b9_7f4a_7c15 ^ u64::from(self.labels[r].to_bits()));
+        for (k, (&id, &ns)) in row.ids.iter().zip(row.ns).enumerate() {
+            h = mix(h ^ (u64::from(id) | u64::from(ns) << 32));
+            h = mix(h.wrapping_add(u64::from(row.value(k).to_bits())));
+        }
+        mix(h ^ row.ids.len() as u64)
+    }
+
     /// The first `n` rows (all when `n` ≥ len).
     pub fn head(self, n: usize) -> RowsRef<'a> {
         let n = n.min(self.len());
@@ -143,6 +161,15 @@ impl SparseRows {
         self.ids.truncate(keep);
         self.values.truncate(keep);
         self.ns.truncate(keep);
+    }
+
+    /// Drops the last row (a duplicate).
+    pub fn pop_row(&mut self) {
+        if self.labels.pop().is_some() {
+            self.weights.pop();
+            self.offsets.pop();
+            self.abandon_row();
+        }
     }
 
     /// Appends row `r` of `from`.

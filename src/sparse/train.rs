@@ -14,6 +14,7 @@ use super::rows::{RowsRef, SparseRows};
 use super::SparseParser;
 use crate::batch::BATCH_ROWS;
 use crate::dataset::SparseDataset;
+use crate::dedup::Dedup;
 use crate::kernel::sparse::{SparseKernel, Table};
 use crate::latency::{Latency, Percentiles};
 use crate::learner::{BadRows, LearnError, BLOWUP, BLOWUP_BATCHES};
@@ -50,6 +51,9 @@ pub struct SparseConfig {
     /// Open-loop pacing in rows/s of a mapped file (`None`: flat out): each shard waits for its
     /// block's intended time, and the latency runs from that time to the block learned.
     pub rate: Option<f64>,
+    /// Drop a row equal to one of the last this many of the stream (0: off). A stream's reader
+    /// keeps the window; a file's or a topic's is the one shard's (the caller sees to one).
+    pub dedup_window: usize,
 }
 
 /// A trained sparse model: the table's weights (slot order), the bias, and how features
@@ -187,6 +191,8 @@ pub struct SparseReport {
     pub checkpoint_seconds_max: f64,
     /// With `--rate`: per block, from its intended time to learned, nanoseconds.
     pub latency_ns: Option<Percentiles>,
+    /// Rows dropped as duplicates of one in the window before them.
+    pub rows_dropped_duplicate: u64,
 }
 
 /// A run's model and report, and the source's failure if one ended it early (the rows before
@@ -226,6 +232,9 @@ pub enum SparseError {
 /// One shard's tallies.
 #[derive(Default)]
 struct Tally {
+    /// Its duplicate window (off where the stream's reader keeps it).
+    window: Option<Dedup>,
+    duplicates: u64,
     /// Paced blocks: from the intended time to learned.
     latency: Latency,
     /// The shard.
@@ -263,13 +272,15 @@ struct BiasClock {
 }
 
 impl Shared<'_> {
-    /// Shard `id`'s kernel over `table`, continuing the saved model if there is one.
-    fn kernel<'t>(&self, table: &'t Table, id: usize, threads: usize) -> (SparseKernel<'t>, Tally) {
+    /// Shard `id`'s kernel over `table`, continuing the saved model if there is one, and its
+    /// tallies (with a duplicate window of its own unless `read_once`: the reader keeps it).
+    fn kernel<'t>(&self, table: &'t Table, id: usize, threads: usize, read_once: bool) -> (SparseKernel<'t>, Tally) {
         let mut k = SparseKernel::new(table, self.cfg.loss, self.cfg.optim, &self.cfg.interactions, threads);
         if let Some(s) = self.start {
             k.resume(s.bias, s.state, s.rows);
         }
-        (k, Tally { id, ..Tally::default() })
+        let window = (self.cfg.dedup_window > 0 && !read_once).then(|| Dedup::new(self.cfg.dedup_window));
+        (k, Tally { id, window, ..Tally::default() })
     }
 
     fn stopping(&self) -> bool {
@@ -296,6 +307,13 @@ fn learn_rows(k: &mut SparseKernel<'_>, rows: &RowsRef<'_>, first: u64, tally: &
     let n = rows.len();
     let (loss_before, weight_before) = (tally.progress.loss_sum, tally.progress.weight_sum);
     for r in 0..n {
+        if let Some(window) = tally.window.as_mut() {
+            if window.is_duplicate(rows.fingerprint(r)) {
+                tally.duplicates += 1;
+                k.skip_ahead();
+                continue;
+            }
+        }
         let (y, w) = (rows.labels[r], rows.weight(r));
         let y = match loss.label(y) {
             Ok(y) => y,
@@ -441,6 +459,7 @@ pub fn train<R: BufRead>(
     let mut t = Tally::default();
     for s in &tallies {
         t.latency.merge(&s.latency);
+        t.duplicates += s.duplicates;
         t.progress.merge(&s.progress);
         t.learned += s.learned;
         t.rejected += s.rejected;
@@ -486,6 +505,7 @@ pub fn train<R: BufRead>(
         checkpoints,
         checkpoint_seconds_max,
         latency_ns: cfg.rate.map(|_| t.latency.percentiles()),
+        rows_dropped_duplicate: t.duplicates,
     };
     Ok(SparseOutcome { model, report, source_error })
 }
@@ -559,13 +579,14 @@ fn stream<R: BufRead>(
     let (empty_tx, empty_rx) = channel::bounded::<SparseRows>(4 * threads);
     let mut held = train_rows.map(|_| SparseRows::new());
     let mut source_error = None;
+    let (mut window, mut duplicates) = ((sh.cfg.dedup_window > 0).then(|| Dedup::new(sh.cfg.dedup_window)), 0u64);
     let mut parse_rejected = (0u64, None::<(u64, String)>);
     let tallies = std::thread::scope(|s| -> Result<Vec<Tally>, SparseError> {
         let shards: Vec<_> = (0..threads)
             .map(|id| {
                 let (rx, back) = (full_rx.clone(), empty_tx.clone());
                 s.spawn(move || {
-                    let (mut k, mut t) = sh.kernel(table, id, threads);
+                    let (mut k, mut t) = sh.kernel(table, id, threads, true);
                     for work in rx {
                         if !sh.halt.load(Ordering::Relaxed) {
                             if let Err(e) = learn_rows(&mut k, &work.rows.as_ref(), work.first, &mut t, sh) {
@@ -587,11 +608,22 @@ fn stream<R: BufRead>(
         while !sh.stopping() {
             let mut rows = empty_rx.try_recv().unwrap_or_else(|_| SparseRows::new());
             let first = row;
-            let mut end = false;
-            while rows.len() < BATCH_ROWS && !end {
+            let (mut end, mut gap) = (false, false);
+            while rows.len() < BATCH_ROWS && !end && !gap {
                 let in_training = train_rows.is_none_or(|n| row < n);
                 let target = if in_training { &mut rows } else { held.as_mut().expect("a holdout") };
                 match parser.next_row(target) {
+                    // A duplicate of a training row in the window is dropped as it is read; it
+                    // keeps its number, so the batch ends before it (its rows are numbered
+                    // from the first on).
+                    Ok(true)
+                        if in_training && window.as_mut().is_some_and(|w| w.is_duplicate(rows.as_ref().fingerprint(rows.len() - 1))) =>
+                    {
+                        rows.pop_row();
+                        duplicates += 1;
+                        row += 1;
+                        gap = true;
+                    }
                     Ok(true) => row += u64::from(in_training),
                     Ok(false) => end = true,
                     Err(e) if skip_bad && !e.fatal => {
@@ -619,6 +651,7 @@ fn stream<R: BufRead>(
             return Err(SparseError::Parse(e));
         }
         tallies[0].rejected += parse_rejected.0;
+        tallies[0].duplicates += duplicates;
         if let Some((row, what)) = parse_rejected.1 {
             tallies[0].first_rejected = Some((row, what));
         }
@@ -646,7 +679,7 @@ fn records<R: BufRead>(
             .enumerate()
             .map(|(id, src)| {
                 s.spawn(move || {
-                    let (mut k, mut t) = sh.kernel(table, id, threads);
+                    let (mut k, mut t) = sh.kernel(table, id, threads, false);
                     let (mut p, mut rows, mut seq, mut failed) = (template.detached(std::io::empty(), 0), SparseRows::new(), 0u64, None);
                     while !sh.stopping() {
                         let (mut end, mut idle) = (false, false);
@@ -735,7 +768,7 @@ fn mapped(table: &Table, sh: &Shared<'_>, threads: usize, ds: &SparseDataset, tr
             .map(|id| {
                 let next = &next;
                 s.spawn(move || {
-                    let (mut k, mut t) = sh.kernel(table, id, threads);
+                    let (mut k, mut t) = sh.kernel(table, id, threads, false);
                     if sh.cfg.rate.is_some() {
                         crate::pipeline::precise_sleep();
                     }
@@ -810,7 +843,7 @@ fn split<R: BufRead>(
             .map(|id| {
                 let next = &next;
                 s.spawn(move || {
-                    let (mut k, tally) = sh.kernel(table, id, threads);
+                    let (mut k, tally) = sh.kernel(table, id, threads, false);
                     let mut out = SplitShard { tally, ..SplitShard::default() };
                     let (mut p, mut rows) = (template.detached(std::io::empty(), 0), SparseRows::new());
                     loop {

@@ -171,6 +171,7 @@ fn config(m: &super::ModelArgs, s: &SparseArgs, threads: usize) -> anyhow::Resul
         passes: 1,
         stop: None,
         rate: None,
+        dedup_window: 0,
     })
 }
 
@@ -251,7 +252,6 @@ fn refuse_dense_only(a: &TrainArgs) -> anyhow::Result<()> {
     let f = &a.features_stage;
     let used = [
         ("--batch", a.model.batch.is_some()),
-        ("--dedup-window", f.dedup_window > 0),
         ("--missing-indicator", f.missing_indicator),
         ("--clip", f.clip.is_some()),
         ("--window-rows/--window-time/--on-drift", f.window_rows.is_some() || f.window_time.is_some() || f.on_drift.is_some()),
@@ -281,7 +281,18 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     if let Some(r) = a.shards.rate {
         ensure!(r.is_finite() && r > 0.0, "--rate {r} must be > 0 rows/s");
     }
-    let cfg = SparseConfig { passes: a.passes, stop: Some(stop.flag()), rate: a.shards.rate, ..config(&a.model, &a.sparse, threads)? };
+    let dedup_window = a.features_stage.dedup_window;
+    if dedup_window > 0 {
+        // Checked once here (its table must fit): each reader of the stream allocates one.
+        streamsgd::dedup::Dedup::try_new(dedup_window).map_err(|e| anyhow::anyhow!("--dedup-window {dedup_window}: {e}"))?;
+    }
+    let cfg = SparseConfig {
+        passes: a.passes,
+        stop: Some(stop.flag()),
+        rate: a.shards.rate,
+        dedup_window,
+        ..config(&a.model, &a.sparse, threads)?
+    };
     let (learner, bits) = (a.model.learner(true)?, cfg.bits);
     let start = match &resume {
         Some((file, meta)) => {
@@ -308,7 +319,8 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     };
     // A text file is mapped and split among the shards; a stream is read by one thread.
     let path = Path::new(&a.data);
-    let splittable = !a.data.ends_with(".ssgd") && is_regular_file(path);
+    // (A duplicate window reads a text file as one stream: it must see the rows in order.)
+    let splittable = !a.data.ends_with(".ssgd") && is_regular_file(path) && cfg.dedup_window == 0;
     let (mut source, name) = match () {
         #[cfg(feature = "kafka")]
         () if a.data.starts_with("kafka://") => open_kafka(&a, &hashing, &patience, threads)?,
@@ -357,6 +369,10 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     if a.passes > 1 {
         ensure!(matches!(source, Source::Mapped(_)), "--passes replays a file: {name} is a stream (save it to a file first)");
     }
+    ensure!(
+        cfg.dedup_window == 0 || threads == 1 || matches!(source, Source::Text { .. }),
+        "--dedup-window over {name} takes --threads 1: its shards read their own blocks or partitions, and a window must see the stream in order (text is read as one stream)"
+    );
     ensure!(
         cfg.rate.is_none() || matches!(source, Source::Mapped(_)),
         "--rate paces the replay of a sparse .ssgd file: {name} is text (streamsgd convert writes one)"
@@ -523,6 +539,9 @@ fn print_report(r: &streamsgd::sparse::SparseReport, wall: f64, cfg: &SparseConf
     }
     if let Some(w) = &r.first_rejected {
         println!("first rejected: {w}");
+    }
+    if r.rows_dropped_duplicate > 0 {
+        println!("duplicates   {} rows dropped (equal to one of the --dedup-window rows before them)", r.rows_dropped_duplicate);
     }
     if let Some(l) = &r.latency_ns {
         // Per block, from the time it was due to learned.
