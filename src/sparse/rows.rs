@@ -65,21 +65,20 @@ impl<'a> RowsRef<'a> {
     }
 
     /// Row `r`'s fingerprint for duplicate windows ([`crate::dedup`]): 64 bits over the bit
-    /// patterns of its label, and of each feature's id, namespace and value in order (a
-    /// multiply–xorshift chain, SplitMix64's finaliser at each step).
+    /// patterns of its label, and of each feature's id, value and namespace in order — one
+    /// multiply–xorshift step per feature (a bijection of the state for each feature), then
+    /// SplitMix64's finaliser over the count.
     pub fn fingerprint(&self, r: usize) -> u64 {
-        fn mix(x: u64) -> u64 {
-            let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            x ^ (x >> 31)
-        }
         let row = self.row(r);
-        let mut h = mix(0x9e37_79b9_7f4a_7c15 ^ u64::from(self.labels[r].to_bits()));
+        let mut h = 0x9e37_79b9_7f4a_7c15 ^ u64::from(self.labels[r].to_bits());
         for (k, (&id, &ns)) in row.ids.iter().zip(row.ns).enumerate() {
-            h = mix(h ^ (u64::from(id) | u64::from(ns) << 32));
-            h = mix(h.wrapping_add(u64::from(row.value(k).to_bits())));
+            h = (h ^ (u64::from(id) | u64::from(row.value(k).to_bits()) << 32)).wrapping_mul(0x9fb2_1c65_1e98_df25);
+            h ^= (h >> 32) ^ u64::from(ns);
         }
-        mix(h ^ row.ids.len() as u64)
+        let x = h ^ row.ids.len() as u64;
+        let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
     }
 
     /// The first `n` rows (all when `n` ≥ len).

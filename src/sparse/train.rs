@@ -12,7 +12,7 @@
 
 use super::rows::{RowsRef, SparseRows};
 use super::SparseParser;
-use crate::batch::BATCH_ROWS;
+use crate::batch::{SkipMask, BATCH_ROWS};
 use crate::dataset::SparseDataset;
 use crate::dedup::Dedup;
 use crate::kernel::sparse::{SparseKernel, Table};
@@ -232,8 +232,11 @@ pub enum SparseError {
 /// One shard's tallies.
 #[derive(Default)]
 struct Tally {
-    /// Its duplicate window (off where the stream's reader keeps it).
+    /// Its duplicate window (off where the stream's reader keeps it), and the batch's
+    /// fingerprints and duplicates (bit r: row r), reused.
     window: Option<Dedup>,
+    fingerprints: Vec<u64>,
+    duplicate: Vec<u64>,
     duplicates: u64,
     /// Paced blocks: from the intended time to learned.
     latency: Latency,
@@ -306,13 +309,23 @@ fn learn_rows(k: &mut SparseKernel<'_>, rows: &RowsRef<'_>, first: u64, tally: &
     let loss = sh.cfg.loss;
     let n = rows.len();
     let (loss_before, weight_before) = (tally.progress.loss_sum, tally.progress.weight_sum);
+    if let Some(window) = tally.window.as_mut() {
+        // A batch's lookups at once: the window prefetches the rows ahead.
+        tally.duplicate.clear();
+        for c in (0..n).step_by(BATCH_ROWS) {
+            let m = (n - c).min(BATCH_ROWS);
+            tally.fingerprints.clear();
+            tally.fingerprints.extend((c..c + m).map(|r| rows.fingerprint(r)));
+            let mut skip: SkipMask = [0; BATCH_ROWS / 64];
+            window.mark(&tally.fingerprints, &mut skip);
+            tally.duplicate.extend_from_slice(&skip[..m.div_ceil(64)]);
+        }
+    }
     for r in 0..n {
-        if let Some(window) = tally.window.as_mut() {
-            if window.is_duplicate(rows.fingerprint(r)) {
-                tally.duplicates += 1;
-                k.skip_ahead();
-                continue;
-            }
+        if tally.window.is_some() && tally.duplicate[r / 64] >> (r % 64) & 1 == 1 {
+            tally.duplicates += 1;
+            k.skip_ahead();
+            continue;
         }
         let (y, w) = (rows.labels[r], rows.weight(r));
         let y = match loss.label(y) {
