@@ -433,3 +433,40 @@ fn a_duplicate_window_drops_repeated_sparse_rows_as_one_stream_would() {
     let (ok, _, err) = streamsgd(&["train", &p("d.ssgd"), "--threads", "2", "--dedup-window", "100"]);
     assert!(!ok && err.contains("--dedup-window") && err.contains("--threads 1"), "{err}");
 }
+
+#[test]
+fn missing_values_of_sparse_rows_are_left_out_or_drop_the_row_as_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    // 300 rows; every 3rd has a NaN value (2 in every 15th), as VW and as LibSVM.
+    let (mut vw, mut svm, mut nan_rows, mut nan_cells) = (String::new(), String::new(), 0u64, 0u64);
+    for i in 0..300 {
+        let (x, y) = match (i % 3, i % 15) {
+            (0, 0) => ("nan", "NaN"),
+            (0, _) => ("nan", "2"),
+            _ => ("1.5", "2"),
+        };
+        if i % 3 == 0 {
+            nan_rows += 1;
+            nan_cells += if i % 15 == 0 { 2 } else { 1 };
+        }
+        vw += &format!("{} |a x:{x} y:{y} k{}\n", if i % 2 == 0 { 1 } else { -1 }, i % 7);
+        svm += &format!("{} 1:{x} 2:{y} {}:1\n", i % 2, 3 + i % 7);
+    }
+    std::fs::write(p("m.vw"), vw).unwrap();
+    std::fs::write(p("m.libsvm"), svm).unwrap();
+    for f in ["m.vw", "m.libsvm"] {
+        let (ok, _, err) = streamsgd(&["train", &p(f)]);
+        assert!(!ok && err.contains(":1: field") && err.contains("--missing zero leaves the feature out"), "{err}");
+        let zero = train_json(&[&p(f), "--threads", "2", "--missing", "zero"]);
+        assert_eq!((zero["rows_learned"].as_u64(), zero["cells_missing"].as_u64()), (Some(300), Some(nan_cells)), "{f}: {zero}");
+        let drop = train_json(&[&p(f), "--threads", "2", "--missing", "drop"]);
+        assert_eq!(
+            (drop["rows_learned"].as_u64(), drop["rows_dropped_missing"].as_u64()),
+            (Some(300 - nan_rows), Some(nan_rows)),
+            "{f}: {drop}"
+        );
+    }
+    let (ok, _, err) = streamsgd(&["train", &p("m.vw"), "--missing", "mean"]);
+    assert!(!ok && err.contains("no column to average"), "{err}");
+}

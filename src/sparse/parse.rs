@@ -16,6 +16,7 @@ use super::rows::SparseRows;
 use crate::source::hash::{namespace_hash, NamespaceKey};
 use crate::source::text::{csv_cells, cut, is_record, number, read_csv_header, read_record, split_ws, trim, LabelColumn};
 use crate::source::{ParseError, TextFormat};
+use crate::transform::Missing;
 use std::io::BufRead;
 
 /// The tag of VW's default namespace (and of every LibSVM feature).
@@ -40,6 +41,14 @@ pub struct SparseParser<R> {
     names: Option<Vec<String>>,
     /// CSV: the columns and the label's position.
     csv: Option<CsvColumns>,
+    /// What a NaN value is ([`SparseParser::set_missing`]).
+    missing: Missing,
+    /// The line being parsed has a NaN value and is dropped (`Missing::Drop`).
+    drop_row: bool,
+    /// NaN values left out (`Missing::Zero`), and rows dropped for one (`Missing::Drop`).
+    pub missing_cells: u64,
+    /// Rows dropped for a NaN value.
+    pub missing_rows: u64,
 }
 
 /// How a CSV's columns become sparse features.
@@ -78,6 +87,10 @@ impl<R: BufRead> SparseParser<R> {
             ns_cache: Vec::new(),
             names: None,
             csv: None,
+            missing: Missing::Reject,
+            drop_row: false,
+            missing_cells: 0,
+            missing_rows: 0,
         })
     }
 
@@ -133,7 +146,19 @@ impl<R: BufRead> SparseParser<R> {
             ns_cache: Vec::new(),
             names: None,
             csv: self.csv.clone(),
+            missing: self.missing,
+            drop_row: false,
+            missing_cells: 0,
+            missing_rows: 0,
         }
+    }
+
+    /// What a NaN value of VW or LibSVM text is: an error (`Reject`, the default), a feature
+    /// left out (`Zero`: an absent sparse feature is zero), or a row dropped (`Drop`); both
+    /// counted ([`SparseParser::missing_cells`], [`SparseParser::missing_rows`]). `Mean` has no
+    /// meaning for hashed features: the caller refuses it.
+    pub fn set_missing(&mut self, missing: Missing) {
+        self.missing = missing;
     }
 
     /// Numbers the lines that follow from `line` + 1.
@@ -210,6 +235,7 @@ impl<R: BufRead> SparseParser<R> {
         if !is_record(body, self.format) {
             return Ok(false);
         }
+        self.drop_row = false;
         let result = match self.format {
             TextFormat::Vw => self.parse_vw(body, out),
             TextFormat::Csv => self.parse_csv(body, out),
@@ -218,13 +244,34 @@ impl<R: BufRead> SparseParser<R> {
         if result.is_err() {
             out.abandon_row();
         }
-        result.map(|()| true)
+        result?;
+        if self.drop_row {
+            out.pop_row();
+            self.missing_rows += 1;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
-    fn value(&self, tok: &[u8], text: &[u8]) -> Result<f32, ParseError> {
+    fn value(&mut self, tok: &[u8], text: &[u8]) -> Result<f32, ParseError> {
         match number(text) {
             Ok(x) if x.is_finite() => Ok(x),
-            Ok(_) => Err(self.bad(Some(tok), "the value is NaN (a sparse row leaves a missing feature out)".into())),
+            Ok(x) if x.is_nan() => match self.missing {
+                // Zero: left out, as an absent feature is (a zero value is never stored).
+                Missing::Zero => {
+                    self.missing_cells += 1;
+                    Ok(0.0)
+                }
+                Missing::Drop => {
+                    self.drop_row = true;
+                    Ok(0.0)
+                }
+                Missing::Reject | Missing::Mean => Err(self.bad(
+                    Some(tok),
+                    "the value is NaN (missing): --missing zero leaves the feature out, --missing drop drops the row".into(),
+                )),
+            },
+            Ok(_) => Err(self.bad(Some(tok), "the value is infinite".into())),
             Err(e) => Err(self.bad(Some(tok), e)),
         }
     }

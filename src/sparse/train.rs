@@ -193,6 +193,10 @@ pub struct SparseReport {
     pub latency_ns: Option<Percentiles>,
     /// Rows dropped as duplicates of one in the window before them.
     pub rows_dropped_duplicate: u64,
+    /// Rows dropped for a NaN value (`--missing drop`).
+    pub rows_dropped_missing: u64,
+    /// NaN values left out of their rows (`--missing zero`).
+    pub cells_missing: u64,
 }
 
 /// A run's model and report, and the source's failure if one ended it early (the rows before
@@ -232,6 +236,8 @@ pub enum SparseError {
 /// One shard's tallies.
 #[derive(Default)]
 struct Tally {
+    /// NaN values its parsing left out, and rows it dropped for one (`--missing`).
+    missing: Missing,
     /// Its duplicate window (off where the stream's reader keeps it), and the batch's
     /// fingerprints and duplicates (bit r: row r), reused.
     window: Option<Dedup>,
@@ -377,6 +383,20 @@ fn learn_rows(k: &mut SparseKernel<'_>, rows: &RowsRef<'_>, first: u64, tally: &
     Ok(())
 }
 
+/// NaN values left out, and rows dropped for one.
+#[derive(Default, Clone, Copy)]
+struct Missing {
+    cells: u64,
+    rows: u64,
+}
+
+impl Missing {
+    fn add<R>(&mut self, p: &SparseParser<R>) {
+        self.cells += p.missing_cells;
+        self.rows += p.missing_rows;
+    }
+}
+
 impl Tally {
     /// The shard is done with kernel `k`: its bias, weighted by the rows it learned.
     fn finish(&mut self, k: &SparseKernel<'_>) {
@@ -473,6 +493,8 @@ pub fn train<R: BufRead>(
     for s in &tallies {
         t.latency.merge(&s.latency);
         t.duplicates += s.duplicates;
+        t.missing.cells += s.missing.cells;
+        t.missing.rows += s.missing.rows;
         t.progress.merge(&s.progress);
         t.learned += s.learned;
         t.rejected += s.rejected;
@@ -519,6 +541,8 @@ pub fn train<R: BufRead>(
         checkpoint_seconds_max,
         latency_ns: cfg.rate.map(|_| t.latency.percentiles()),
         rows_dropped_duplicate: t.duplicates,
+        rows_dropped_missing: t.missing.rows,
+        cells_missing: t.missing.cells,
     };
     Ok(SparseOutcome { model, report, source_error })
 }
@@ -665,6 +689,7 @@ fn stream<R: BufRead>(
         }
         tallies[0].rejected += parse_rejected.0;
         tallies[0].duplicates += duplicates;
+        tallies[0].missing.add(parser);
         if let Some((row, what)) = parse_rejected.1 {
             tallies[0].first_rejected = Some((row, what));
         }
@@ -753,6 +778,7 @@ fn records<R: BufRead>(
                     } else if sh.failed.lock().map_or(true, |f| f.is_none()) {
                         failed = src.learned(u64::MAX).err();
                     }
+                    t.missing.add(&p);
                     t.finish(&k);
                     (t, failed)
                 })
@@ -893,6 +919,7 @@ fn split<R: BufRead>(
                     }
                     out.tally.finish(&k);
                     out.max_index = p.max_index;
+                    out.tally.missing.add(&p);
                     out
                 })
             })

@@ -22,6 +22,7 @@ use streamsgd::source::text::LabelColumn;
 use streamsgd::source::{TextFormat, TextOptions};
 use streamsgd::sparse::train::{evaluate_rows, predict_rows, Checkpoints, SparseError, SparseState};
 use streamsgd::sparse::{SparseConfig, SparseInput, SparseModel, SparseOutcome, SparseParser, SparseRows};
+use streamsgd::transform::Missing;
 
 /// How sparse features reach the weights.
 #[derive(Args, Debug, Clone)]
@@ -63,11 +64,13 @@ struct SparseMeta {
     label: Option<String>,
 }
 
-/// How text becomes sparse rows: the hash seed, and for a CSV its categorical columns and label.
+/// How text becomes sparse rows: the hash seed, for a CSV its categorical columns and label,
+/// and what a NaN value is.
 struct Hashing {
     seed: u64,
     categorical: Vec<String>,
     label: Option<LabelColumn>,
+    missing: Missing,
 }
 
 /// True when `spec` is read as sparse rows.
@@ -120,7 +123,8 @@ fn open_kafka(a: &TrainArgs, h: &Hashing, patience: &Patience, threads: usize) -
     ensure!(a.holdout.is_none(), "--holdout needs a file: a Kafka stream has no end to hold out (use --test FILE)");
     let consumer = crate::commands::kafka::open(&a.data, &a.kafka, Some(format), &TextOptions::default(), patience, true)?;
     let name = consumer.name().to_string();
-    let parser = SparseParser::new(Box::new(std::io::empty()) as Box<dyn BufRead>, name.clone(), format, h.seed)?;
+    let mut parser = SparseParser::new(Box::new(std::io::empty()) as Box<dyn BufRead>, name.clone(), format, h.seed)?;
+    parser.set_missing(h.missing);
     Ok((Source::Kafka { parser, shards: consumer.into_shards(threads)? }, name))
 }
 
@@ -128,13 +132,15 @@ fn open(spec: &str, format: Option<TextFormat>, h: &Hashing, count: bool, patien
     ensure!(!spec.starts_with("kafka://"), "{spec}: Kafka topics are a source for train only");
     let seed = h.seed;
     let parser = |reader: Box<dyn BufRead>, name: &str, format: TextFormat| -> anyhow::Result<SparseParser<Box<dyn BufRead>>> {
-        Ok(match format {
+        let mut p = match format {
             TextFormat::Csv => {
                 ensure!(!h.categorical.is_empty(), "{name}: a CSV is read as sparse rows with --categorical COLUMNS");
                 SparseParser::csv(reader, name, seed, h.label.as_ref(), &h.categorical)?
             }
             _ => SparseParser::new(reader, name, format, seed)?,
-        })
+        };
+        p.set_missing(h.missing);
+        Ok(p)
     };
     if spec.ends_with(".ssgd") {
         return Ok((Source::Mapped(SparseDataset::open(spec)?), spec.to_string()));
@@ -312,10 +318,16 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let missing = a.features_stage.missing;
+    ensure!(
+        missing != Missing::Mean,
+        "--missing mean: a hashed feature has no column to average; sparse rows take --missing zero (a NaN value is left out, as an absent feature is zero) or drop"
+    );
     let hashing = Hashing {
         seed: a.sparse.hash_seed,
         categorical: a.sparse.categorical.clone(),
         label: a.text.label.as_deref().map(LabelColumn::parse),
+        missing,
     };
     // A text file is mapped and split among the shards; a stream is read by one thread.
     let path = Path::new(&a.data);
@@ -338,6 +350,10 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
         categorical: a.sparse.categorical.clone(),
         label,
     };
+    ensure!(
+        missing == Missing::Reject || a.passes == 1 || !splittable,
+        "--missing with --passes over sparse text: the passes replay a .ssgd cache, which `convert` writes without NaN values; convert the text first"
+    );
     let cache = match &source {
         Source::Text { .. } if a.passes > 1 && splittable => {
             let opts = ConvertOptions {
@@ -540,6 +556,9 @@ fn print_report(r: &streamsgd::sparse::SparseReport, wall: f64, cfg: &SparseConf
     if let Some(w) = &r.first_rejected {
         println!("first rejected: {w}");
     }
+    if r.rows_dropped_missing + r.cells_missing > 0 {
+        println!("missing      {} NaN values left out, {} rows dropped for one (--missing)", r.cells_missing, r.rows_dropped_missing);
+    }
     if r.rows_dropped_duplicate > 0 {
         println!("duplicates   {} rows dropped (equal to one of the --dedup-window rows before them)", r.rows_dropped_duplicate);
     }
@@ -577,7 +596,7 @@ fn to_file(m: &SparseState<'_>, loss: Loss, optim: OptimConfig, meta: &SparseMet
 /// (`--label` overrides).
 fn hashing_of(meta: &SparseMeta, label: Option<&str>) -> Hashing {
     let label = label.map(LabelColumn::parse).or_else(|| meta.label.clone().map(LabelColumn::IfPresent));
-    Hashing { seed: meta.hash_seed, categorical: meta.categorical.clone(), label }
+    Hashing { seed: meta.hash_seed, categorical: meta.categorical.clone(), label, missing: Missing::Reject }
 }
 
 fn sparse_meta(file: &ModelFile) -> anyhow::Result<Option<SparseMeta>> {
