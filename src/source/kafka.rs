@@ -408,6 +408,8 @@ pub struct KafkaSource {
     /// The partitions read to their end (`stop_at_end`), by any of the consumer's shards.
     ends: Arc<Mutex<BTreeSet<i32>>>,
     last_record: Instant,
+    /// When this shard last set the source's shared idle clock.
+    told: Instant,
     first_record: Option<Instant>,
     stats: ConsumerStats,
 }
@@ -483,6 +485,7 @@ impl KafkaSource {
             last_commit: now,
             ends,
             last_record: now,
+            told: now,
             first_record: None,
             stats: ConsumerStats::default(),
         }
@@ -707,7 +710,12 @@ impl KafkaSource {
         self.stats.records += 1;
         self.stats.bytes += self.record.len() as u64;
         self.last_record = Instant::now();
-        self.consumer().context().shared.took(self.last_record);
+        // The source's idle clock needs no finer grain than a millisecond: the shared cache
+        // line is written at most that often by each shard, not on every record.
+        if self.last_record.duration_since(self.told) >= Duration::from_millis(1) {
+            self.told = self.last_record;
+            self.consumer().context().shared.took(self.told);
+        }
         let first = *self.first_record.get_or_insert(self.last_record);
         self.stats.active_seconds = (self.last_record - first).as_secs_f64();
         self.stats.span = Some((first, self.last_record));
