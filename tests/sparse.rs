@@ -469,4 +469,32 @@ fn missing_values_of_sparse_rows_are_left_out_or_drop_the_row_as_asked() {
     }
     let (ok, _, err) = streamsgd(&["train", &p("m.vw"), "--missing", "mean"]);
     assert!(!ok && err.contains("no column to average"), "{err}");
+    // The policy is saved with the model and `predict` applies it: zero predicts as if the
+    // NaN features were absent, drop answers NaN for the row (a line per input line).
+    let clean: String =
+        std::fs::read_to_string(p("m.vw")).unwrap().lines().map(|l| l.replace(" x:nan", "").replace(" y:NaN", "") + "\n").collect();
+    std::fs::write(p("clean.vw"), clean).unwrap();
+    let predict = |model: &str, data: &str| -> Vec<String> {
+        let (ok, out, err) = streamsgd(&["predict", "--model", &p(model), &p(data)]);
+        assert!(ok, "{err}");
+        out.lines().map(str::to_string).collect()
+    };
+    for policy in ["zero", "drop"] {
+        let model = format!("{policy}.model");
+        train_json(&[&p("m.vw"), "--threads", "1", "--missing", policy, "--save", &p(&model)]);
+        let (got, want) = (predict(&model, "m.vw"), predict(&model, "clean.vw"));
+        assert_eq!(got.len(), 300);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            match (policy, i % 3) {
+                ("drop", 0) => assert_eq!(g, "NaN", "row {i}"),
+                _ => assert_eq!(g, w, "{policy}: row {i}"),
+            }
+        }
+    }
+    train_json(&[&p("clean.vw"), "--save", &p("strict.model")]);
+    let (ok, _, err) = streamsgd(&["predict", "--model", &p("strict.model"), &p("m.vw")]);
+    assert!(!ok && err.contains(":1: field"), "{err}");
+    // Hashed features are scaled by the normalized update, not by --scale.
+    let (ok, _, err) = streamsgd(&["train", &p("clean.vw"), "--scale", "standard"]);
+    assert!(!ok && err.contains("--scale standard is for dense columns"), "{err}");
 }

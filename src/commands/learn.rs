@@ -133,9 +133,10 @@ pub struct FeatureArgs {
     #[arg(long, default_value_t = 0)]
     dedup_window: usize,
     /// Online scaling: standard (running mean/variance), minmax, or none (raw features:
-    /// fastest, for data already on a common scale, or with --optimizer normalized).
-    #[arg(long, value_enum, default_value = "standard")]
-    scale: Scaling,
+    /// fastest, for data already on a common scale, or with --optimizer normalized). Default
+    /// standard on dense rows; hashed (sparse) features are scaled by the normalized update.
+    #[arg(long, value_enum)]
+    scale: Option<Scaling>,
     /// Clip standardised values at ±K standard deviations (needs --scale standard).
     #[arg(long)]
     clip: Option<f32>,
@@ -165,12 +166,18 @@ pub struct FeatureArgs {
 }
 
 impl FeatureArgs {
+    /// The dense path's scaling (standard unless given).
+    fn scale(&self) -> Scaling {
+        self.scale.unwrap_or(Scaling::Standard)
+    }
+
     fn apply(&self, cfg: &mut PipelineConfig) -> anyhow::Result<()> {
         if let Some(k) = self.clip {
             ensure!(k.is_finite() && k > 0.0, "--clip {k} must be > 0");
-            ensure!(self.scale == Scaling::Standard, "--clip needs --scale standard");
+            ensure!(self.scale() == Scaling::Standard, "--clip needs --scale standard");
         }
-        cfg.transform = TransformConfig { missing: self.missing, indicator: self.missing_indicator, scaling: self.scale, clip: self.clip };
+        cfg.transform =
+            TransformConfig { missing: self.missing, indicator: self.missing_indicator, scaling: self.scale(), clip: self.clip };
         cfg.dedup_window = self.dedup_window;
         if self.window_rows.is_some() || self.window_time.is_some() || self.window_report.is_some() || self.on_drift.is_some() {
             ensure!(self.drift_delta >= 0.0 && self.drift_lambda > 0.0, "--drift-delta must be ≥ 0 and --drift-lambda > 0");
@@ -248,7 +255,7 @@ fn pipeline_config(m: &ModelArgs, s: &ShardArgs, f: &FeatureArgs, threads: usize
         ring_capacity: s.ring,
         rate: s.rate,
         pin: s.pin,
-        ..PipelineConfig::new(m.learner(f.scale == Scaling::None)?, threads)
+        ..PipelineConfig::new(m.learner(f.scale() == Scaling::None)?, threads)
     };
     f.apply(&mut cfg)?;
     Ok(cfg)

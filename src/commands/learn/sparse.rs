@@ -22,7 +22,7 @@ use streamsgd::source::text::LabelColumn;
 use streamsgd::source::{TextFormat, TextOptions};
 use streamsgd::sparse::train::{evaluate_rows, predict_rows, Checkpoints, SparseError, SparseState};
 use streamsgd::sparse::{SparseConfig, SparseInput, SparseModel, SparseOutcome, SparseParser, SparseRows};
-use streamsgd::transform::Missing;
+use streamsgd::transform::{Missing, Scaling};
 
 /// How sparse features reach the weights.
 #[derive(Args, Debug, Clone)]
@@ -62,6 +62,9 @@ struct SparseMeta {
     categorical: Vec<String>,
     #[serde(default)]
     label: Option<String>,
+    /// What a NaN value was in training (`--missing`); `predict` does the same.
+    #[serde(default)]
+    missing: Missing,
 }
 
 /// How text becomes sparse rows: the hash seed, for a CSV its categorical columns and label,
@@ -266,6 +269,13 @@ fn refuse_dense_only(a: &TrainArgs) -> anyhow::Result<()> {
         ("--timestamp-col", a.text.timestamp_col.is_some()),
     ];
     let named: Vec<&str> = used.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+    if let Some(s @ (Scaling::Standard | Scaling::Minmax)) = f.scale {
+        let s = if s == Scaling::Standard { "standard" } else { "minmax" };
+        bail!(
+            "{}: --scale {s} is for dense columns; hashed features are scaled one by one by the normalized update (--optimizer normalized, the default here), whose scales the model keeps",
+            a.data
+        );
+    }
     ensure!(
         named.is_empty(),
         "{}: sparse input (hashed features) does not take {} yet; they apply to dense rows (CSV, .ssgd, LibSVM with --features D)",
@@ -349,6 +359,7 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
         interactions: a.sparse.interactions.clone(),
         categorical: a.sparse.categorical.clone(),
         label,
+        missing,
     };
     ensure!(
         missing == Missing::Reject || a.passes == 1 || !splittable,
@@ -596,7 +607,7 @@ fn to_file(m: &SparseState<'_>, loss: Loss, optim: OptimConfig, meta: &SparseMet
 /// (`--label` overrides).
 fn hashing_of(meta: &SparseMeta, label: Option<&str>) -> Hashing {
     let label = label.map(LabelColumn::parse).or_else(|| meta.label.clone().map(LabelColumn::IfPresent));
-    Hashing { seed: meta.hash_seed, categorical: meta.categorical.clone(), label, missing: Missing::Reject }
+    Hashing { seed: meta.hash_seed, categorical: meta.categorical.clone(), label, missing: meta.missing }
 }
 
 fn sparse_meta(file: &ModelFile) -> anyhow::Result<Option<SparseMeta>> {
@@ -703,16 +714,25 @@ pub fn predict(a: &PredictArgs, file: &ModelFile) -> anyhow::Result<bool> {
             }
         }
         Source::Text { mut parser, .. } => {
-            let mut rows = SparseRows::new();
+            // A row the model's `--missing drop` drops has no prediction: NaN in its place.
+            let (mut rows, mut dropped, mut all) = (SparseRows::new(), Vec::new(), Vec::new());
             loop {
                 rows.clear();
+                dropped.clear();
                 let mut more = true;
                 while more && rows.len() < 1024 {
+                    let before = parser.missing_rows;
                     more = parser.next_row(&mut rows)?;
+                    dropped.push(parser.missing_rows - before);
                 }
                 p.clear();
                 predict_rows(&model, optim, &rows.as_ref(), &mut p);
-                emit(&mut out, &p)?;
+                all.clear();
+                for (i, &d) in dropped.iter().enumerate() {
+                    all.extend((0..d).map(|_| f32::NAN));
+                    all.extend(p.get(i));
+                }
+                emit(&mut out, &all)?;
                 if !more {
                     break;
                 }
