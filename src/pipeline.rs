@@ -30,7 +30,8 @@ use crate::source::split::{line_count, lines, Numbering, SplitText};
 use crate::source::{ParseError, Pull, RowSource, TextParser};
 use crate::transform::{Scaling, Transform, TransformConfig, TransformCounts};
 use crate::turns::InOrder;
-use crate::window::{BatchStat, EventClock, WindowKind, WindowSlot, WindowTag, Windows};
+use crate::window::{BatchStat, EventClock, WindowKind, WindowSlot, WindowTag};
+pub use crate::window::{OnDrift, WindowConfig};
 use indicatif::ProgressBar;
 use rand::{RngExt, SeedableRng};
 use std::path::PathBuf;
@@ -104,32 +105,6 @@ impl PipelineConfig {
             stop: None,
         }
     }
-}
-
-/// What to do when drift is detected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnDrift {
-    /// Report it.
-    Warn,
-    /// Report it and reset every shard's optimizer state.
-    Reset,
-}
-
-/// Tumbling windows (rows or event time) and Page-Hinkley drift detection on the per-batch
-/// loss.
-#[derive(Clone, Debug)]
-pub struct WindowConfig {
-    /// How rows are grouped into windows.
-    pub kind: WindowKind,
-    /// JSON-lines output (windows and alarms).
-    pub report: Option<PathBuf>,
-    /// Page-Hinkley δ.
-    pub delta: f64,
-    /// Page-Hinkley λ.
-    pub lambda: f64,
-    /// What an alarm does.
-    pub on_drift: OnDrift,
 }
 
 /// Where the rows come from.
@@ -681,18 +656,8 @@ pub fn train(
     };
     let stats_ring: Option<Ring<BatchStat>> = cfg.windows.as_ref().map(|_| Ring::new(4096));
     let reset_epoch = AtomicU64::new(0);
-    let mut windows = match &cfg.windows {
-        Some(w) => {
-            let out: Option<Box<dyn std::io::Write + Send>> = match &w.report {
-                Some(p) => Some(Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p).map_err(|e| PipelineError::Config(format!("{}: {e}", p.display())))?,
-                ))),
-                None => None,
-            };
-            Some(Windows::new(w.kind, cfg.learner.loss.is_classification(), out, w.delta, w.lambda))
-        }
-        None => None,
-    };
+    let mut windows =
+        cfg.windows.as_ref().map(|w| w.open(cfg.learner.loss.is_classification())).transpose().map_err(PipelineError::Config)?;
     if cfg.rate.is_some() {
         precise_sleep();
     }

@@ -10,7 +10,46 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Instant;
+
+/// What to do when drift is detected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDrift {
+    /// Report it.
+    Warn,
+    /// Report it and reset every shard's optimizer state.
+    Reset,
+}
+
+/// Tumbling windows (rows or event time) and Page-Hinkley drift detection on the per-batch
+/// loss.
+#[derive(Clone, Debug)]
+pub struct WindowConfig {
+    /// How rows are grouped into windows.
+    pub kind: WindowKind,
+    /// JSON-lines output (windows and alarms).
+    pub report: Option<PathBuf>,
+    /// Page-Hinkley δ.
+    pub delta: f64,
+    /// Page-Hinkley λ.
+    pub lambda: f64,
+    /// What an alarm does.
+    pub on_drift: OnDrift,
+}
+
+impl WindowConfig {
+    /// Its reporter: windows and alarms of a classification (`classification`) or a
+    /// regression, written to the report file if there is one (an error names the file).
+    pub fn open(&self, classification: bool) -> Result<Windows, String> {
+        let out: Option<Box<dyn Write + Send>> = match &self.report {
+            Some(p) => Some(Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?))),
+            None => None,
+        };
+        Ok(Windows::new(self.kind, classification, out, self.delta, self.lambda))
+    }
+}
 
 /// Page-Hinkley test for an increase of the mean: m_t = Σ (x_i − x̄_i − δ), alarm when
 /// m_t − min m > λ; the test restarts after an alarm.

@@ -44,6 +44,13 @@ enum LossName {
     Quantile,
 }
 
+/// Drift alarms, each after the batch whose loss raised it (`alarms`: rows read by then).
+fn print_alarms(alarms: &[u64]) {
+    for row in alarms {
+        println!("DRIFT: Page-Hinkley alarm after row {row}");
+    }
+}
+
 /// The model and how it learns (`train`, `bench`, `cluster-train`).
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Model")]
@@ -179,26 +186,32 @@ impl FeatureArgs {
         cfg.transform =
             TransformConfig { missing: self.missing, indicator: self.missing_indicator, scaling: self.scale(), clip: self.clip };
         cfg.dedup_window = self.dedup_window;
-        if self.window_rows.is_some() || self.window_time.is_some() || self.window_report.is_some() || self.on_drift.is_some() {
-            ensure!(self.drift_delta >= 0.0 && self.drift_lambda > 0.0, "--drift-delta must be ≥ 0 and --drift-lambda > 0");
-            ensure!(self.window_rows != Some(0), "--window-rows must be at least 1");
-            let kind = match (self.window_rows, self.window_time) {
-                (Some(n), _) => WindowKind::Rows(n),
-                (None, Some(w)) => {
-                    ensure!(!w.is_zero(), "--window-time must be longer than 0");
-                    WindowKind::Time(EventTime { width: w.as_secs_f64(), lateness: self.lateness.as_secs_f64() })
-                }
-                (None, None) => WindowKind::Off,
-            };
-            cfg.windows = Some(WindowConfig {
-                kind,
-                report: self.window_report.clone(),
-                delta: self.drift_delta,
-                lambda: self.drift_lambda,
-                on_drift: self.on_drift.unwrap_or(OnDrift::Warn),
-            });
-        }
+        cfg.windows = self.windows()?;
         Ok(())
+    }
+
+    /// Windows and drift detection, if any flag of theirs is given.
+    fn windows(&self) -> anyhow::Result<Option<WindowConfig>> {
+        if !(self.window_rows.is_some() || self.window_time.is_some() || self.window_report.is_some() || self.on_drift.is_some()) {
+            return Ok(None);
+        }
+        ensure!(self.drift_delta >= 0.0 && self.drift_lambda > 0.0, "--drift-delta must be ≥ 0 and --drift-lambda > 0");
+        ensure!(self.window_rows != Some(0), "--window-rows must be at least 1");
+        let kind = match (self.window_rows, self.window_time) {
+            (Some(n), _) => WindowKind::Rows(n),
+            (None, Some(w)) => {
+                ensure!(!w.is_zero(), "--window-time must be longer than 0");
+                WindowKind::Time(EventTime { width: w.as_secs_f64(), lateness: self.lateness.as_secs_f64() })
+            }
+            (None, None) => WindowKind::Off,
+        };
+        Ok(Some(WindowConfig {
+            kind,
+            report: self.window_report.clone(),
+            delta: self.drift_delta,
+            lambda: self.drift_lambda,
+            on_drift: self.on_drift.unwrap_or(OnDrift::Warn),
+        }))
     }
 }
 
@@ -812,9 +825,7 @@ fn report(
     if r.rows_late > 0 {
         println!("event time: {} rows arrived after their window closed (learned, counted as late)", r.rows_late);
     }
-    for row in &r.drift_alarms {
-        println!("DRIFT: Page-Hinkley alarm at row {}", row + 1);
-    }
+    print_alarms(&r.drift_alarms);
     if r.stopped {
         println!("stopped early: these are the rows read until the stop, each learned");
     }

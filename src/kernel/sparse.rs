@@ -179,9 +179,40 @@ impl Table {
         }
     }
 
+    /// Restarts every slot's adaptive state (a drift reset), keeping its weight: AdaGrad's and
+    /// the normalized update's Σg² (and the latter's scales) start at zero; FTRL's n does, and
+    /// its z is set to give the same weight; SGD has none. Slots shards
+    /// update meanwhile keep the step they take (the table is shared as for learning).
+    pub fn reset_state(&self, c: &OptimConfig) {
+        for s in 0..self.len() as u32 {
+            match self.kind {
+                Kind::Sgd => {}
+                Kind::Adagrad => self.set(s, 1, 0.0),
+                Kind::Normalized => {
+                    self.set(s, 1, 0.0);
+                    self.set(s, 2, 0.0);
+                }
+                Kind::Ftrl => {
+                    self.set(s, 1, ftrl_anchor(self.get(s, 0), c.lr, c.beta, c.l1, c.l2));
+                    self.set(s, 2, 0.0);
+                }
+            }
+        }
+    }
+
     /// The optimizer this table is laid out for.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+}
+
+/// FTRL-Proximal's z for which a coordinate with n = 0 has weight `w` (the inverse of
+/// `ftrl_coord`'s weight): a reset that keeps what was learned.
+fn ftrl_anchor(w: f32, alpha: f32, beta: f32, l1: f32, l2: f32) -> f32 {
+    if w == 0.0 {
+        0.0
+    } else {
+        -w * (beta / alpha + l2) - w.signum() * l1
     }
 }
 
@@ -238,6 +269,11 @@ impl<'t> SparseKernel<'t> {
         self.loss
     }
 
+    /// The table it learns into.
+    pub fn table(&self) -> &'t Table {
+        self.table
+    }
+
     /// The bias.
     pub fn bias(&self) -> f32 {
         self.bias.w
@@ -259,6 +295,13 @@ impl<'t> SparseKernel<'t> {
     pub fn resume(&mut self, b: f32, state: (f32, f32), examples: u64) {
         self.bias = Bias { w: b, sum_sq: state.0, z: state.1 };
         self.steps = examples / self.shards;
+    }
+
+    /// Restarts the bias's adaptive state, keeping the bias (see [`Table::reset_state`]).
+    pub fn reset_state(&mut self) {
+        let c = self.cfg;
+        let z = if c.kind == Kind::Ftrl { ftrl_anchor(self.bias.w, c.lr, c.beta, 0.0, 0.0) } else { 0.0 };
+        self.bias = Bias { w: self.bias.w, sum_sq: 0.0, z };
     }
 
     /// Features (crosses included) of the last row predicted or learned.
@@ -471,6 +514,40 @@ mod tests {
 
     fn row<'a>(ids: &'a [u32], values: &'a [f32], ns: &'a [u8]) -> Row<'a> {
         Row { ids, values: Some(values), ns }
+    }
+
+    #[test]
+    fn a_reset_restarts_the_adaptive_state_and_keeps_the_weights() {
+        for kind in [Kind::Sgd, Kind::Adagrad, Kind::Normalized, Kind::Ftrl] {
+            let cfg = OptimConfig { l1: 0.001, l2: 0.01, ..OptimConfig::new(kind) };
+            let table = Table::new(6, kind);
+            let mut k = SparseKernel::new(&table, Loss::Logistic, cfg, &[], 1);
+            for i in 0..50u32 {
+                let y = if i % 3 == 0 { 1.0 } else { -1.0 };
+                k.learn(&row(&[i % 7, 10 + i % 5, 20], &[1.0, 0.5 + (i % 4) as f32, 2.0], b"aab"), y, 1.0);
+            }
+            let probe = [0u32, 3, 11, 20];
+            let margin = |k: &mut SparseKernel<'_>| k.predict(&row(&probe, &[1.0, 1.0, 3.0, 2.0], b"aaab"));
+            let before = margin(&mut k);
+            table.reset_state(&cfg);
+            k.reset_state();
+            assert_eq!(margin(&mut k), before, "{kind:?}");
+            for s in 0..table.len() as u32 {
+                let w = table.weight(s);
+                match kind {
+                    Kind::Sgd => {}
+                    Kind::Adagrad => assert_eq!(table.get(s, 1), 0.0),
+                    Kind::Normalized => assert_eq!((table.get(s, 1), table.get(s, 2)), (0.0, 0.0)),
+                    Kind::Ftrl => {
+                        // The anchored z gives back the weight the slot has.
+                        let (mut z, mut n) = (table.get(s, 1), table.get(s, 2));
+                        assert_eq!(n, 0.0);
+                        let again = ftrl_coord(cfg.lr, cfg.beta, &mut z, &mut n, w, 0.0, 0.0, cfg.l1, cfg.l2);
+                        assert!((again - w).abs() <= 1e-6 * w.abs().max(1e-3), "slot {s}: {again} vs {w}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -23,7 +23,9 @@ use crate::metrics::{evaluate, Evaluation, Progressive};
 use crate::optim::OptimConfig;
 use crate::source::split::{lines, position, Numbering, SplitText};
 use crate::source::{Next, ParseError, RecordSource};
+use crate::window::{BatchStat, OnDrift, WindowConfig, WindowKind, Windows};
 use crossbeam::channel;
+use crossbeam::queue::SegQueue;
 use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,6 +56,29 @@ pub struct SparseConfig {
     /// Drop a row equal to one of the last this many of the stream (0: off). A stream's reader
     /// keeps the window; a file's or a topic's is the one shard's (the caller sees to one).
     pub dedup_window: usize,
+    /// Row windows and drift detection on the per-batch progressive loss (`None`: off). They
+    /// need the stream's order: a text file is then read as a stream, and a topic by one shard.
+    pub windows: Option<WindowConfig>,
+}
+
+impl SparseConfig {
+    /// `threads` shards learning `loss` with `optim` into 2^`bits` slots, crossing
+    /// `interactions`: one pass, bad rows an error, flat out, no feature stage or windows.
+    pub fn new(loss: Loss, optim: OptimConfig, bits: u32, interactions: Vec<Vec<u8>>, threads: usize) -> Self {
+        SparseConfig {
+            loss,
+            optim,
+            bits,
+            interactions,
+            threads,
+            bad_rows: BadRows::Error,
+            passes: 1,
+            stop: None,
+            rate: None,
+            dedup_window: 0,
+            windows: None,
+        }
+    }
 }
 
 /// A trained sparse model: the table's weights (slot order), the bias, and how features
@@ -197,6 +222,10 @@ pub struct SparseReport {
     pub rows_dropped_missing: u64,
     /// NaN values left out of their rows (`--missing zero`).
     pub cells_missing: u64,
+    /// Windows reported.
+    pub windows: u64,
+    /// Stream rows at which drift alarms fired.
+    pub drift_alarms: Vec<u64>,
 }
 
 /// A run's model and report, and the source's failure if one ended it early (the rows before
@@ -231,6 +260,12 @@ pub enum SparseError {
     /// A model to continue that does not fit the run.
     #[error("--resume: {0}")]
     Resume(String),
+    /// Settings the input cannot take.
+    #[error("{0}")]
+    Config(String),
+    /// The window report could not be written.
+    #[error("window report: {0}")]
+    Windows(String),
 }
 
 /// One shard's tallies.
@@ -258,6 +293,8 @@ struct Tally {
     bias_sum: f64,
     /// Consecutive batches whose mean loss was over BLOWUP × a constant prediction's.
     blowups: usize,
+    /// The drift resets this shard has applied to its bias.
+    resets: u64,
 }
 
 /// What shards share besides the table.
@@ -269,6 +306,57 @@ struct Shared<'c> {
     start: Option<BiasClock>,
     /// With checkpoints: each shard's, as of its last batch.
     live: Option<Vec<Mutex<BiasClock>>>,
+    /// With windows: where each batch's outcome goes.
+    reporter: Option<Reporter<'c>>,
+    /// Drift resets of the table so far (each shard then resets its bias's state).
+    resets: AtomicU64,
+}
+
+/// Windows and drift detection without a thread of their own: a shard queues its batch's
+/// outcome and, unless another shard is at it, takes the queue into the windows (which put the
+/// batches back in stream order): no thread of its own to wake or to share the cores with.
+struct Reporter<'c> {
+    config: &'c WindowConfig,
+    queue: SegQueue<BatchStat>,
+    /// The windows, and the first error writing them.
+    windows: Mutex<(Windows, Option<String>)>,
+}
+
+impl Reporter<'_> {
+    /// Queues `stat`, then takes the queue in if no other shard is; on a drift alarm with
+    /// `--on-drift reset`, restarts the table's adaptive state.
+    fn add(&self, stat: BatchStat, table: &Table, sh: &Shared<'_>) {
+        self.queue.push(stat);
+        if let Ok(mut w) = self.windows.try_lock() {
+            self.drain(&mut w, table, sh);
+        }
+    }
+
+    fn drain(&self, w: &mut (Windows, Option<String>), table: &Table, sh: &Shared<'_>) {
+        while let Some(stat) = self.queue.pop() {
+            match w.0.add(stat) {
+                Ok(true) if self.config.on_drift == OnDrift::Reset => {
+                    table.reset_state(&sh.cfg.optim);
+                    sh.resets.fetch_add(1, Ordering::AcqRel);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    w.1.get_or_insert(e.to_string());
+                }
+            }
+        }
+    }
+
+    /// Every batch is in: the last windows written; the windows reported and the alarms.
+    fn finish(&self, table: &Table, sh: &Shared<'_>) -> Result<(u64, Vec<u64>), String> {
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        self.drain(&mut w, table, sh);
+        if let Some(e) = w.1.take() {
+            return Err(e);
+        }
+        w.0.finish().map_err(|e| e.to_string())?;
+        Ok((w.0.windows, std::mem::take(&mut w.0.alarms)))
+    }
 }
 
 /// A learner's bias with its optimizer state, and the rows learned: a shard's, or a saved
@@ -310,11 +398,25 @@ impl Shared<'_> {
     }
 }
 
-/// Learns `rows` (stream rows `first..`) with `k`, into `tally`.
-fn learn_rows(k: &mut SparseKernel<'_>, rows: &RowsRef<'_>, first: u64, tally: &mut Tally, sh: &Shared<'_>) -> Result<(), LearnError> {
+/// Learns `rows` (stream rows `first..`, the `seq`-th batch of the stream) with `k`, into
+/// `tally`.
+fn learn_rows(
+    k: &mut SparseKernel<'_>,
+    rows: &RowsRef<'_>,
+    first: u64,
+    seq: u64,
+    tally: &mut Tally,
+    sh: &Shared<'_>,
+) -> Result<(), LearnError> {
     let loss = sh.cfg.loss;
     let n = rows.len();
-    let (loss_before, weight_before) = (tally.progress.loss_sum, tally.progress.weight_sum);
+    let before = tally.progress;
+    let (loss_before, weight_before) = (before.loss_sum, before.weight_sum);
+    let resets = sh.resets.load(Ordering::Acquire);
+    if resets != tally.resets {
+        tally.resets = resets;
+        k.reset_state();
+    }
     if let Some(window) = tally.window.as_mut() {
         // A batch's lookups at once: the window prefetches the rows ahead.
         tally.duplicate.clear();
@@ -379,6 +481,19 @@ fn learn_rows(k: &mut SparseKernel<'_>, rows: &RowsRef<'_>, first: u64, tally: &
     if let Some(live) = &sh.live {
         *live[tally.id].lock().unwrap_or_else(|p| p.into_inner()) =
             BiasClock { bias: k.bias(), state: k.bias_state(), rows: tally.learned };
+    }
+    if let Some(r) = &sh.reporter {
+        let p = &tally.progress;
+        let stat = BatchStat {
+            seq,
+            rows: n as u64,
+            loss: batch_loss,
+            weight: batch_weight,
+            correct: p.correct - before.correct,
+            sq_err: p.sq_err - before.sq_err,
+            ..BatchStat::default()
+        };
+        r.add(stat, k.table(), sh);
     }
     Ok(())
 }
@@ -465,7 +580,16 @@ pub fn train<R: BufRead>(
     };
     let threads = cfg.threads.max(1);
     let live = checkpoints.as_ref().map(|_| (0..threads).map(|_| Mutex::default()).collect());
-    let sh = Shared { cfg, failed: Mutex::new(None), halt: AtomicBool::new(false), start: begun, live };
+    let reporter = match &cfg.windows {
+        Some(config) => {
+            check_windows(config, &input)?;
+            let w = config.open(cfg.loss.is_classification()).map_err(SparseError::Windows)?;
+            Some(Reporter { config, queue: SegQueue::new(), windows: Mutex::new((w, None)) })
+        }
+        None => None,
+    };
+    let sh =
+        Shared { cfg, failed: Mutex::new(None), halt: AtomicBool::new(false), start: begun, live, reporter, resets: AtomicU64::new(0) };
     let started = Instant::now();
     let mapped_holdout = match &input {
         SparseInput::Mapped { dataset, train_rows } => Some((*dataset, *train_rows)),
@@ -485,6 +609,8 @@ pub fn train<R: BufRead>(
     });
     let (tallies, held, source_error) = learned?;
     let (checkpoints, checkpoint_seconds_max) = written.transpose().map_err(SparseError::Checkpoint)?.unwrap_or_default();
+    let (windows, drift_alarms) =
+        sh.reporter.as_ref().map(|r| r.finish(&table, &sh)).transpose().map_err(SparseError::Windows)?.unwrap_or_default();
     let seconds = started.elapsed().as_secs_f64();
     if let Some(e) = sh.failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
@@ -543,8 +669,28 @@ pub fn train<R: BufRead>(
         rows_dropped_duplicate: t.duplicates,
         rows_dropped_missing: t.missing.rows,
         cells_missing: t.missing.cells,
+        windows,
+        drift_alarms,
     };
     Ok(SparseOutcome { model, report, source_error })
+}
+
+/// Windows need the stream's order: refused where shards read their own parts of it.
+fn check_windows<R>(wc: &WindowConfig, input: &SparseInput<'_, R>) -> Result<(), SparseError> {
+    if let WindowKind::Time(_) = wc.kind {
+        return Err(SparseError::Config(
+            "event-time windows read a timestamp column, which sparse rows (VW, LibSVM) have none of: use --window-rows".into(),
+        ));
+    }
+    match input {
+        SparseInput::Split { .. } => {
+            Err(SparseError::Config("windows follow the stream's order: read the text as a stream, not split among the shards".into()))
+        }
+        SparseInput::Records { sources, .. } if sources.len() > 1 => {
+            Err(SparseError::Config("windows follow the stream's order: a topic read by several shards has none (use --threads 1)".into()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Margins of `rows` under `model`.
@@ -597,10 +743,11 @@ fn evaluate_mapped(model: &SparseModel, optim: OptimConfig, ds: &SparseDataset, 
 
 type Learned = (Vec<Tally>, Option<SparseRows>, Option<ParseError>);
 
-/// A batch of rows and the stream position of its first.
+/// A batch of rows, the stream position of its first, and its own.
 struct Work {
     rows: SparseRows,
     first: u64,
+    seq: u64,
 }
 
 /// Text: the calling thread parses, shards learn whatever batch comes next.
@@ -626,7 +773,7 @@ fn stream<R: BufRead>(
                     let (mut k, mut t) = sh.kernel(table, id, threads, true);
                     for work in rx {
                         if !sh.halt.load(Ordering::Relaxed) {
-                            if let Err(e) = learn_rows(&mut k, &work.rows.as_ref(), work.first, &mut t, sh) {
+                            if let Err(e) = learn_rows(&mut k, &work.rows.as_ref(), work.first, work.seq, &mut t, sh) {
                                 sh.fail(e.into());
                             }
                         }
@@ -640,7 +787,7 @@ fn stream<R: BufRead>(
             })
             .collect();
         drop(full_rx);
-        let mut row = 0u64;
+        let (mut row, mut seq) = (0u64, 0u64);
         let mut failure = None;
         while !sh.stopping() {
             let mut rows = empty_rx.try_recv().unwrap_or_else(|_| SparseRows::new());
@@ -678,7 +825,13 @@ fn stream<R: BufRead>(
                     }
                 }
             }
-            if failure.is_some() || (!rows.is_empty() && full_tx.send(Work { rows, first }).is_err()) || end {
+            if !rows.is_empty() {
+                if failure.is_some() || full_tx.send(Work { rows, first, seq }).is_err() {
+                    break;
+                }
+                seq += 1;
+            }
+            if failure.is_some() || end {
                 break;
             }
         }
@@ -761,7 +914,7 @@ fn records<R: BufRead>(
                             let first = taken.fetch_add(rows.len() as u64, Ordering::Relaxed);
                             src.sent(seq);
                             seq += 1;
-                            if let Err(e) = learn_rows(&mut k, &rows.as_ref(), first, &mut t, sh) {
+                            if let Err(e) = learn_rows(&mut k, &rows.as_ref(), first, seq - 1, &mut t, sh) {
                                 sh.fail(e.into());
                             } else if failed.is_none() {
                                 failed = src.learned(seq).err();
@@ -834,7 +987,7 @@ fn mapped(table: &Table, sh: &Shared<'_>, threads: usize, ds: &SparseDataset, tr
                                 break;
                             }
                         };
-                        if let Err(e) = learn_rows(&mut k, &rows, first, &mut t, sh) {
+                        if let Err(e) = learn_rows(&mut k, &rows, first, i, &mut t, sh) {
                             sh.fail(e.into());
                             break;
                         }
@@ -968,7 +1121,8 @@ fn split<R: BufRead>(
 /// empties it.
 fn learn_split(k: &mut SparseKernel<'_>, rows: &mut SparseRows, first: u64, tally: &mut Tally, sh: &Shared<'_>) {
     if !rows.is_empty() && !sh.stopping() {
-        if let Err(e) = learn_rows(k, &rows.as_ref(), first, tally, sh) {
+        // (No windows here: they read text as a stream.)
+        if let Err(e) = learn_rows(k, &rows.as_ref(), first, 0, tally, sh) {
             sh.fail(e.into());
         }
     }

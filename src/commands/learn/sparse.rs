@@ -171,16 +171,8 @@ fn config(m: &super::ModelArgs, s: &SparseArgs, threads: usize) -> anyhow::Resul
         learner.optim = OptimConfig { kind: Kind::Normalized, lr: m.lr.unwrap_or(DEFAULT_LR), ..learner.optim };
     }
     Ok(SparseConfig {
-        loss: learner.loss,
-        optim: learner.optim,
-        bits,
-        interactions: interactions(&s.interactions)?,
-        threads,
         bad_rows: learner.bad_rows,
-        passes: 1,
-        stop: None,
-        rate: None,
-        dedup_window: 0,
+        ..SparseConfig::new(learner.loss, learner.optim, bits, interactions(&s.interactions)?, threads)
     })
 }
 
@@ -263,7 +255,6 @@ fn refuse_dense_only(a: &TrainArgs) -> anyhow::Result<()> {
         ("--batch", a.model.batch.is_some()),
         ("--missing-indicator", f.missing_indicator),
         ("--clip", f.clip.is_some()),
-        ("--window-rows/--window-time/--on-drift", f.window_rows.is_some() || f.window_time.is_some() || f.on_drift.is_some()),
         ("--shuffle-seed", a.shuffle_seed.is_some()),
         ("--hgrm", a.hgrm.is_some()),
         ("--timestamp-col", a.text.timestamp_col.is_some()),
@@ -307,6 +298,7 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
         stop: Some(stop.flag()),
         rate: a.shards.rate,
         dedup_window,
+        windows: a.features_stage.windows()?,
         ..config(&a.model, &a.sparse, threads)?
     };
     let (learner, bits) = (a.model.learner(true)?, cfg.bits);
@@ -341,8 +333,8 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     };
     // A text file is mapped and split among the shards; a stream is read by one thread.
     let path = Path::new(&a.data);
-    // (A duplicate window reads a text file as one stream: it must see the rows in order.)
-    let splittable = !a.data.ends_with(".ssgd") && is_regular_file(path) && cfg.dedup_window == 0;
+    // (A duplicate window or windows read a text file as one stream: they see the rows in order.)
+    let splittable = !a.data.ends_with(".ssgd") && is_regular_file(path) && cfg.dedup_window == 0 && cfg.windows.is_none();
     let (mut source, name) = match () {
         #[cfg(feature = "kafka")]
         () if a.data.starts_with("kafka://") => open_kafka(&a, &hashing, &patience, threads)?,
@@ -570,6 +562,10 @@ fn print_report(r: &streamsgd::sparse::SparseReport, wall: f64, cfg: &SparseConf
     if r.rows_dropped_missing + r.cells_missing > 0 {
         println!("missing      {} NaN values left out, {} rows dropped for one (--missing)", r.cells_missing, r.rows_dropped_missing);
     }
+    if r.windows > 0 {
+        println!("windows      {} reported (--window-report)", r.windows);
+    }
+    super::print_alarms(&r.drift_alarms);
     if r.rows_dropped_duplicate > 0 {
         println!("duplicates   {} rows dropped (equal to one of the --dedup-window rows before them)", r.rows_dropped_duplicate);
     }
