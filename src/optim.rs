@@ -373,10 +373,26 @@ pub(crate) fn ftrl_coord(alpha: f32, beta: f32, z: &mut f32, n: &mut f32, w: f32
     let sigma = (n_new.sqrt() - n.sqrt()) / alpha;
     *z += g - sigma * w;
     *n = n_new;
+    ftrl_weight(*z, n_new, alpha, beta, l1, l2)
+}
+
+/// FTRL-Proximal's z for which a coordinate with state n has weight `w` (the inverse of
+/// [`ftrl_weight`] in z): a reset or a merge that keeps the weight.
+pub(crate) fn ftrl_z(w: f32, n: f32, alpha: f32, beta: f32, l1: f32, l2: f32) -> f32 {
+    if w == 0.0 {
+        0.0
+    } else {
+        -w * ((beta + n.sqrt()) / alpha + l2) - w.signum() * l1
+    }
+}
+
+/// FTRL-Proximal's weight of a coordinate with state (z, n).
+#[inline]
+pub(crate) fn ftrl_weight(z: f32, n: f32, alpha: f32, beta: f32, l1: f32, l2: f32) -> f32 {
     if z.abs() <= l1 {
         0.0
     } else {
-        -(*z - z.signum() * l1) / ((beta + n_new.sqrt()) / alpha + l2)
+        -(z - z.signum() * l1) / ((beta + n.sqrt()) / alpha + l2)
     }
 }
 

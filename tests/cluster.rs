@@ -131,3 +131,57 @@ fn a_peer_that_dies_or_never_starts_fails_the_others() {
         assert!(!ok && (err.contains("lost the connection to a peer") || err.contains("no merge completed")), "{err}");
     }
 }
+
+#[test]
+fn sparse_workers_share_only_what_changed_and_learn_the_model_of_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ctr.ssgd");
+    let out =
+        Command::new(BIN).args(["gen", "--task", "ctr", "--rows", "60000", "--seed", "5", "-o", data.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let flags = ["--holdout", "0.1", "--interactions", "cd", "--bits", "16", "--merge-every", "4", "--json"];
+    let run = |workers: &str, save: &Path| -> serde_json::Value {
+        let out = Command::new(BIN)
+            .arg("cluster-train")
+            .arg(&data)
+            .args(flags)
+            .args(["--save", save.to_str().unwrap(), "--", "-w", workers])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap()
+    };
+    // One worker is the single-process learner: the same holdout as `train --threads 1`.
+    let one = run("1", &dir.path().join("one.model"));
+    let out = Command::new(BIN).arg("train").arg(&data).args(flags).args(["--threads", "1"]).output().unwrap();
+    let train: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(one["holdout"]["loss"], train["holdout"]["loss"]);
+    // Two processes of one worker and one process of two merge the same shares in the same
+    // order: the same model, bit for bit.
+    let two = run("2", &dir.path().join("two.model"));
+    let hosts = hostfile(dir.path(), 2);
+    let m2 = dir.path().join("m2.model");
+    let procs: Vec<Child> = (0..2)
+        .map(|p| {
+            let mut extra = flags.to_vec();
+            if p == 0 {
+                extra.extend(["--save", m2.to_str().unwrap()]);
+            }
+            process(&data, &extra, 2, p, &hosts)
+        })
+        .collect();
+    let outs: Vec<_> = procs.into_iter().map(|c| finish(c, Duration::from_secs(120))).collect();
+    for (ok, _, err) in &outs {
+        assert!(ok, "{err}");
+    }
+    assert_eq!(weights(&m2), weights(&dir.path().join("two.model")));
+    // As good as one learner, and each merge sent the slots that changed, not the table.
+    let loss = |r: &serde_json::Value| r["holdout"]["loss"].as_f64().unwrap();
+    assert!(loss(&two) < loss(&one) + 0.005, "{} vs {}", loss(&two), loss(&one));
+    let (sent, table) = (two["merge_bytes_per_worker"].as_u64().unwrap(), two["table_bytes_per_worker"].as_u64().unwrap());
+    assert!(sent > 0 && sent < table / 2, "{sent} of {table}");
+    // The merged model predicts as its holdout was scored.
+    let out = Command::new(BIN).args(["predict", "--model", m2.to_str().unwrap(), data.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 60_000);
+}

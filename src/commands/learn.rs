@@ -1171,10 +1171,12 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
 
 #[derive(Args, Debug)]
 pub struct ClusterArgs {
-    /// Training data: a .ssgd file, at the same path on every host.
+    /// Training data: a .ssgd file (dense or sparse), at the same path on every host.
     data: PathBuf,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    sparse: sparse::SparseArgs,
     /// Merge the workers' replicas every K batches per worker.
     #[arg(long, default_value_t = 32)]
     merge_every: usize,
@@ -1200,6 +1202,7 @@ pub struct ClusterArgs {
 pub fn cluster_train(a: ClusterArgs) -> anyhow::Result<()> {
     ensure!((0.0..1.0).contains(&a.holdout), "--holdout {} must be in [0, 1)", a.holdout);
     ensure!(a.merge_every >= 1, "--merge-every must be at least 1");
+    let is_sparse = streamsgd::dataset::sparse::is_sparse_file(&a.data);
     let cfg = streamsgd::cluster::ClusterConfig {
         data: a.data.clone(),
         // No feature stage here: the features reach the learner raw.
@@ -1208,14 +1211,31 @@ pub fn cluster_train(a: ClusterArgs) -> anyhow::Result<()> {
         holdout: a.holdout,
         save: a.save.clone(),
         peer_timeout: a.peer_timeout,
+        sparse: is_sparse.then(|| sparse::cluster_config(&a.model, &a.sparse)).transpose()?,
     };
-    let Some(r) = streamsgd::cluster::run(cfg, a.timely).with_context(|| format!("cluster-train {}", a.data.display()))? else {
+    ensure!(
+        is_sparse || (a.sparse.bits.is_none() && a.sparse.interactions.is_empty()),
+        "{}: a dense file: --bits and --interactions are for sparse rows",
+        a.data.display()
+    );
+    let Some(outcome) = streamsgd::cluster::run(cfg.clone(), a.timely).with_context(|| format!("cluster-train {}", a.data.display()))?
+    else {
         return Ok(());
     };
+    if let (Some(model), Some(path), Some(sc)) = (&outcome.sparse, &a.save, &cfg.sparse) {
+        sparse::save_cluster_model(model, sc, &a.sparse, path)?;
+    }
+    let r = outcome.report;
     if a.json {
         // One line, the last on stdout: timely prints its connection progress there too.
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
+    }
+    if let Some(table) = r.table_bytes_per_worker {
+        println!(
+            "merges send the slots that changed: {} bytes per worker per merge, against {table} for the whole table",
+            r.merge_bytes_per_worker
+        );
     }
     println!(
         "trained on {} rows ({} learned, {} rejected) by {} workers in {:.3} s: {:.2} M rows/s, {} merges of {} bytes per worker ({:.1} µs each at worker 0)",

@@ -22,7 +22,7 @@
 //! overlaps them instead. One `unsafe` call: the prefetch hint.
 
 use crate::loss::Loss;
-use crate::optim::{adaptive_coord, ftrl_coord, soft_threshold, Kind, OptimConfig, Optimizer, Schedule};
+use crate::optim::{adaptive_coord, ftrl_coord, ftrl_z, soft_threshold, Kind, OptimConfig, Optimizer, Schedule};
 use crate::source::hash::cross;
 use crate::sparse::rows::Row;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -193,9 +193,94 @@ impl Table {
                     self.set(s, 2, 0.0);
                 }
                 Kind::Ftrl => {
-                    self.set(s, 1, ftrl_anchor(self.get(s, 0), c.lr, c.beta, c.l1, c.l2));
+                    self.set(s, 1, ftrl_z(self.get(s, 0), 0.0, c.lr, c.beta, c.l1, c.l2));
                     self.set(s, 2, 0.0);
                 }
+            }
+        }
+    }
+
+    /// Every slot as raw bits: the state replicas share after a merge ([`Table::merge`]).
+    pub fn raw(&self) -> Vec<u32> {
+        self.slots.iter().map(|a| a.load(Relaxed)).collect()
+    }
+
+    /// The slots `touched` marks, ascending, with their values as raw bits (`stride` each)
+    /// appended to `slots` and `values`; the marks are cleared.
+    pub fn changed(&self, touched: &mut [u64], slots: &mut Vec<u32>, values: &mut Vec<u32>) {
+        for (i, word) in touched.iter_mut().enumerate() {
+            let mut bits = std::mem::take(word);
+            while bits != 0 {
+                let s = (i * 64) as u32 + bits.trailing_zeros();
+                bits &= bits - 1;
+                slots.push(s);
+                let at = s as usize * self.stride;
+                values.extend(self.slots[at..at + self.stride].iter().map(|a| a.load(Relaxed)));
+            }
+        }
+    }
+
+    /// Merges replicas that started from `base` (every slot as [`Table::raw`] gave it at the
+    /// last merge) and sent the slots they changed ([`Table::changed`]), in a fixed order. A
+    /// slot one replica changed takes its change whole (as if the replicas shared the table);
+    /// one several changed takes the mean of their weight changes, each weighted by the
+    /// squared gradients it added to the slot (Vowpal Wabbit's rule for averaging adaptive
+    /// replicas, applied to the round's changes; SGD weighs them equally), while the sums of
+    /// squared gradients add up, the normalized update's scales and SGD's step stamps take the
+    /// largest, and FTRL's z is anchored to the merged weight. `self` and `base` both end as the
+    /// merged state; the same replicas in the same order give the same bits everywhere.
+    pub fn merge(&self, base: &mut [u32], replicas: &[(&[u32], &[u32])], c: &OptimConfig) {
+        let (stride, f) = (self.stride, f32::from_bits);
+        // The column of the squared gradients that weigh a replica's change (SGD: none).
+        let mass = match self.kind {
+            Kind::Sgd => None,
+            Kind::Adagrad | Kind::Normalized => Some(1),
+            Kind::Ftrl => Some(2),
+        };
+        let mut at = vec![0usize; replicas.len()];
+        // The values each replica that changed the slot sent.
+        let mut changes: Vec<&[u32]> = Vec::with_capacity(replicas.len());
+        let mut merged = [0u32; 4];
+        // The lowest slot any replica still has (their lists ascend): all its changes.
+        while let Some(s) = replicas.iter().zip(&at).filter_map(|((slots, _), &i)| slots.get(i).copied()).min() {
+            changes.clear();
+            for ((slots, values), i) in replicas.iter().zip(at.iter_mut()) {
+                if slots.get(*i) == Some(&s) {
+                    changes.push(&values[*i * stride..(*i + 1) * stride]);
+                    *i += 1;
+                }
+            }
+            let b = &base[s as usize * stride..(s as usize + 1) * stride];
+            if let [v] = changes[..] {
+                merged[..stride].copy_from_slice(v);
+            } else {
+                merged[..stride].copy_from_slice(b);
+                let (mut num, mut den) = (0.0f32, 0.0f32);
+                for v in &changes {
+                    let a = mass.map_or(1.0, |k| f(v[k]) - f(b[k])).max(0.0);
+                    num += a * (f(v[0]) - f(b[0]));
+                    den += a;
+                    let add = |k: usize, m: u32| (f(m) + f(v[k]) - f(b[k])).to_bits();
+                    match self.kind {
+                        Kind::Sgd => merged[1] = merged[1].max(v[1]),
+                        Kind::Adagrad => merged[1] = add(1, merged[1]),
+                        Kind::Normalized => {
+                            merged[1] = add(1, merged[1]);
+                            merged[2] = f(merged[2]).max(f(v[2])).to_bits();
+                        }
+                        Kind::Ftrl => merged[2] = add(2, merged[2]),
+                    }
+                }
+                let w = if den > 0.0 { f(b[0]) + num / den } else { f(b[0]) };
+                merged[0] = w.to_bits();
+                if self.kind == Kind::Ftrl {
+                    merged[1] = ftrl_z(w, f(merged[2]), c.lr, c.beta, c.l1, c.l2).to_bits();
+                }
+            }
+            let at = s as usize * stride;
+            for k in 0..stride {
+                self.slots[at + k].store(merged[k], Relaxed);
+                base[at + k] = merged[k];
             }
         }
     }
@@ -203,16 +288,6 @@ impl Table {
     /// The optimizer this table is laid out for.
     pub fn kind(&self) -> Kind {
         self.kind
-    }
-}
-
-/// FTRL-Proximal's z for which a coordinate with n = 0 has weight `w` (the inverse of
-/// `ftrl_coord`'s weight): a reset that keeps what was learned.
-fn ftrl_anchor(w: f32, alpha: f32, beta: f32, l1: f32, l2: f32) -> f32 {
-    if w == 0.0 {
-        0.0
-    } else {
-        -w * (beta / alpha + l2) - w.signum() * l1
     }
 }
 
@@ -244,6 +319,9 @@ pub struct SparseKernel<'t> {
     /// The next row, expanded ahead and its slots prefetched ([`SparseKernel::learn_ahead`]).
     ahead: Vec<(u32, f32)>,
     ahead_ready: bool,
+    /// A bit per slot this learner has stepped on since [`SparseKernel::changes`] (empty: not
+    /// tracked).
+    touched: Vec<u64>,
 }
 
 impl<'t> SparseKernel<'t> {
@@ -261,6 +339,7 @@ impl<'t> SparseKernel<'t> {
             feats: Vec::with_capacity(256),
             ahead: Vec::with_capacity(256),
             ahead_ready: false,
+            touched: Vec::new(),
         }
     }
 
@@ -297,10 +376,21 @@ impl<'t> SparseKernel<'t> {
         self.steps = examples / self.shards;
     }
 
+    /// Marks the slots its steps change from now on (a replica that sends only those).
+    pub fn track_changes(&mut self) {
+        self.touched = vec![0; self.table.len().div_ceil(64)];
+    }
+
+    /// The slots changed since the last call (or [`SparseKernel::track_changes`]), ascending,
+    /// and their values as raw bits (see [`Table::changed`]).
+    pub fn changes(&mut self, slots: &mut Vec<u32>, values: &mut Vec<u32>) {
+        self.table.changed(&mut self.touched, slots, values);
+    }
+
     /// Restarts the bias's adaptive state, keeping the bias (see [`Table::reset_state`]).
     pub fn reset_state(&mut self) {
         let c = self.cfg;
-        let z = if c.kind == Kind::Ftrl { ftrl_anchor(self.bias.w, c.lr, c.beta, 0.0, 0.0) } else { 0.0 };
+        let z = if c.kind == Kind::Ftrl { ftrl_z(self.bias.w, 0.0, c.lr, c.beta, 0.0, 0.0) } else { 0.0 };
         self.bias = Bias { w: self.bias.w, sum_sq: 0.0, z };
     }
 
@@ -374,6 +464,11 @@ impl<'t> SparseKernel<'t> {
     #[inline]
     fn step(&mut self, g: f32, n: f32) {
         let (t, c) = (self.table, self.cfg);
+        if !self.touched.is_empty() {
+            for &(s, _) in &self.feats {
+                self.touched[(s >> 6) as usize] |= 1 << (s & 63);
+            }
+        }
         let (l1, l2) = (c.l1 * n, c.l2 * n);
         // FTRL's λ are per coordinate, not per example (as the dense optimizer has them).
         let (ftrl_l1, ftrl_l2) = (c.l1, c.l2);
@@ -514,6 +609,39 @@ mod tests {
 
     fn row<'a>(ids: &'a [u32], values: &'a [f32], ns: &'a [u8]) -> Row<'a> {
         Row { ids, values: Some(values), ns }
+    }
+
+    #[test]
+    fn replicas_merge_whole_where_alone_and_weighted_where_together() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        // AdaGrad, [w, Σg²]: slot 1 changed by replica A alone, slot 2 by both, slot 3 by B.
+        let table = Table::new(2, Kind::Adagrad);
+        let cfg = OptimConfig::new(Kind::Adagrad);
+        table.set(2, 0, 1.0);
+        table.set(2, 1, 4.0);
+        let mut base = table.raw();
+        let a = (vec![1u32, 2], bits(&[0.5, 1.0, 2.0, 5.0]));
+        let b = (vec![2u32, 3], bits(&[4.0, 7.0, -1.0, 2.0]));
+        table.merge(&mut base, &[(&a.0, &a.1), (&b.0, &b.1)], &cfg);
+        let slot = |s: u32| (table.get(s, 0), table.get(s, 1));
+        assert_eq!(slot(1), (0.5, 1.0));
+        assert_eq!(slot(3), (-1.0, 2.0));
+        // Slot 2: A added Σg² 1 and moved w by +1, B added 3 and moved it by +3.
+        assert_eq!(slot(2), (1.0 + (1.0 * 1.0 + 3.0 * 3.0) / 4.0, 4.0 + 1.0 + 3.0));
+        assert_eq!(slot(0), (0.0, 0.0));
+        assert_eq!(base, table.raw());
+        // FTRL, [w, z, n, ·]: n adds up and z is anchored to the merged weight.
+        let cfg = OptimConfig { l1: 0.01, ..OptimConfig::new(Kind::Ftrl) };
+        let table = Table::new(2, Kind::Ftrl);
+        let mut base = table.raw();
+        let a = (vec![1u32], bits(&[0.3, -2.0, 1.0, 0.0]));
+        let b = (vec![1u32], bits(&[0.1, -1.0, 3.0, 0.0]));
+        table.merge(&mut base, &[(&a.0, &a.1), (&b.0, &b.1)], &cfg);
+        let (w, z, n) = (table.get(1, 0), table.get(1, 1), table.get(1, 2));
+        assert_eq!(n, 4.0);
+        assert!((w - (1.0 * 0.3 + 3.0 * 0.1) / 4.0).abs() < 1e-6, "{w}");
+        let again = crate::optim::ftrl_weight(z, n, cfg.lr, cfg.beta, cfg.l1, cfg.l2);
+        assert!((again - w).abs() < 1e-6, "{again} vs {w}");
     }
 
     #[test]

@@ -398,6 +398,44 @@ impl Shared<'_> {
     }
 }
 
+/// A learner of the sparse path outside [`train`] (a cluster worker's replica): its kernel
+/// over a table of its own, tracking the slots it changes, with the checks and tallies of a
+/// shard.
+pub(crate) struct Replica<'c, 't> {
+    sh: Shared<'c>,
+    /// The kernel.
+    pub(crate) kernel: SparseKernel<'t>,
+    tally: Tally,
+}
+
+impl<'c, 't> Replica<'c, 't> {
+    /// Replica `id` of `shards`, learning into `table` as `cfg` says.
+    pub(crate) fn new(cfg: &'c SparseConfig, table: &'t Table, id: usize, shards: usize) -> Self {
+        let sh = Shared {
+            cfg,
+            failed: Mutex::new(None),
+            halt: AtomicBool::new(false),
+            start: None,
+            live: None,
+            reporter: None,
+            resets: AtomicU64::new(0),
+        };
+        let (mut kernel, tally) = sh.kernel(table, id, shards, false);
+        kernel.track_changes();
+        Replica { sh, kernel, tally }
+    }
+
+    /// Learns `rows`, stream rows `first..`.
+    pub(crate) fn learn(&mut self, rows: &RowsRef<'_>, first: u64) -> Result<(), LearnError> {
+        learn_rows(&mut self.kernel, rows, first, 0, &mut self.tally, &self.sh)
+    }
+
+    /// Progressive metrics, rows learned and rows rejected so far.
+    pub(crate) fn tallies(&self) -> (Progressive, u64, u64) {
+        (self.tally.progress, self.tally.learned, self.tally.rejected)
+    }
+}
+
 /// Learns `rows` (stream rows `first..`, the `seq`-th batch of the stream) with `k`, into
 /// `tally`.
 fn learn_rows(
@@ -732,7 +770,7 @@ impl Scored {
 }
 
 /// Holdout metrics of `model` on the rows of `ds` from `from` on, read in place.
-fn evaluate_mapped(model: &SparseModel, optim: OptimConfig, ds: &SparseDataset, from: u64) -> Result<Evaluation, SparseError> {
+pub(crate) fn evaluate_mapped(model: &SparseModel, optim: OptimConfig, ds: &SparseDataset, from: u64) -> Result<Evaluation, SparseError> {
     let (mut k, mut scored) = (model.kernel(optim), Scored::default());
     let block_rows = ds.block_rows();
     for b in from / block_rows..ds.blocks() {

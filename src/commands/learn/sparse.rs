@@ -176,6 +176,26 @@ fn config(m: &super::ModelArgs, s: &SparseArgs, threads: usize) -> anyhow::Resul
     })
 }
 
+/// `cluster-train` on a sparse `.ssgd` file: how its rows are learned (the workers, not this
+/// config, count the shards).
+pub fn cluster_config(m: &super::ModelArgs, s: &SparseArgs) -> anyhow::Result<SparseConfig> {
+    ensure!(s.categorical.is_empty(), "--categorical reads a CSV: cluster-train reads a .ssgd file (streamsgd convert writes one)");
+    config(m, s, 1)
+}
+
+/// Saves the model a sparse `cluster-train` merged.
+pub fn save_cluster_model(model: &SparseModel, cfg: &SparseConfig, s: &SparseArgs, path: &Path) -> anyhow::Result<()> {
+    let meta = SparseMeta {
+        bits: cfg.bits,
+        hash_seed: s.hash_seed,
+        interactions: s.interactions.clone(),
+        categorical: Vec::new(),
+        label: None,
+        missing: Missing::Reject,
+    };
+    to_file(&model.state(), cfg.loss, cfg.optim, &meta).save(path).with_context(|| format!("saving {}", path.display()))
+}
+
 /// `bench` on a sparse `.ssgd` file: per thread count, the median (min, max) of `repeat` runs.
 pub fn bench(
     path: &Path,
