@@ -26,7 +26,7 @@ pub struct KafkaArgs {
     from: StartFrom,
     /// Kafka: text lines (--format) or native rows (--features D) in each record.
     #[arg(long, value_enum, default_value = "text")]
-    encoding: Encoding,
+    pub encoding: Encoding,
     /// Kafka, CSV records: the header (records carry data lines only), e.g. x0,x1,label.
     #[arg(long)]
     columns: Option<String>,
@@ -193,7 +193,31 @@ pub fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     let limit = a.limit.unwrap_or(u64::MAX);
     let mut sent = 0u64;
     let mut buf = Vec::with_capacity(1 << 12);
-    if a.data.extension().is_some_and(|e| e == "ssgd") {
+    if streamsgd::dataset::sparse::is_sparse_file(&a.data) {
+        ensure!(
+            a.encoding == Encoding::Row && a.format.is_none(),
+            "{}: sparse rows travel natively (--encoding row); their hashed ids have no names to write as text",
+            a.data.display()
+        );
+        let ds = streamsgd::dataset::SparseDataset::open(&a.data)?;
+        eprintln!("consume with: --encoding row --bits B (native sparse rows)");
+        'sparse: for b in 0..ds.blocks() {
+            let rows = ds.block(b)?;
+            for r in 0..rows.len() {
+                if sent == limit {
+                    break 'sparse;
+                }
+                streamsgd::sparse::native::encode_row(&rows, r, &mut buf);
+                sent += 1;
+                if sent % a.rows_per_record as u64 == 0 {
+                    send_record(&mut w, &mut buf, false)?;
+                }
+            }
+        }
+        if !buf.is_empty() {
+            send_record(&mut w, &mut buf, false)?;
+        }
+    } else if a.data.extension().is_some_and(|e| e == "ssgd") {
         let ds = Dataset::open(&a.data)?;
         let format = match a.encoding {
             Encoding::Row => None,

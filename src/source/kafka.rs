@@ -91,7 +91,7 @@ pub enum Encoding {
     /// Text lines in one of the text formats (one or more per record).
     Text,
     /// Rows, one or more per record, each a little-endian f32 label, f32 importance weight,
-    /// then the features.
+    /// then the features (sparse rows: [`crate::sparse::native`]).
     Row,
 }
 
@@ -421,8 +421,8 @@ impl KafkaSource {
         let name = url.to_string();
         let config_err = |what: String| KafkaSourceError::Config { url: name.clone(), what };
         let parser = match opts.encoding {
-            Encoding::Text if opts.whole_records => None,
-            Encoding::Row if opts.whole_records => return Err(config_err("whole records are text lines, not --encoding row".into())),
+            // Whole records go to the caller as they are (sparse text lines or native rows).
+            Encoding::Text | Encoding::Row if opts.whole_records => None,
             Encoding::Row => {
                 opts.text.features.ok_or_else(|| config_err("native rows need --features D".into()))?;
                 if opts.format.is_some_and(|f| f != TextFormat::Csv) || opts.columns.is_some() {

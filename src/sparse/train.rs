@@ -11,7 +11,7 @@
 //! rows it learned. No `unsafe` here.
 
 use super::rows::{RowsRef, SparseRows};
-use super::SparseParser;
+use super::{native, SparseParser};
 use crate::batch::{SkipMask, BATCH_ROWS};
 use crate::dataset::SparseDataset;
 use crate::dedup::Dedup;
@@ -167,6 +167,8 @@ pub enum SparseInput<'a, R> {
         sources: Vec<&'a mut dyn RecordSource>,
         /// The parser of the records' lines: each shard parses with a copy.
         parser: &'a mut SparseParser<R>,
+        /// Records of native rows ([`super::native`]), not text lines.
+        native: bool,
         /// Count and skip malformed lines.
         skip_bad: bool,
     },
@@ -640,7 +642,7 @@ pub fn train<R: BufRead>(
             SparseInput::Stream { parser, train_rows, skip_bad } => stream(&table, &sh, threads, parser, train_rows, skip_bad),
             SparseInput::Mapped { dataset, train_rows } => Ok(mapped(&table, &sh, threads, dataset, train_rows)),
             SparseInput::Split { text, parser, skip_bad } => split(&table, &sh, threads, text, parser, skip_bad),
-            SparseInput::Records { sources, parser, skip_bad } => Ok(records(&table, &sh, sources, parser, skip_bad)),
+            SparseInput::Records { sources, parser, native, skip_bad } => Ok(records(&table, &sh, sources, parser, native, skip_bad)),
         };
         done.store(true, Ordering::Release);
         (learned, writer.map(|w| w.join().expect("the checkpoint writer panicked")))
@@ -899,6 +901,7 @@ fn records<R: BufRead>(
     sh: &Shared<'_>,
     sources: Vec<&mut dyn RecordSource>,
     parser: &SparseParser<R>,
+    native: bool,
     skip_bad: bool,
 ) -> Learned {
     let (template, taken, threads) = (&parser.detached(std::io::empty(), 0), &AtomicU64::new(0), sources.len());
@@ -916,20 +919,47 @@ fn records<R: BufRead>(
                             Ok(Next::Record(bytes)) => {
                                 let before = rows.len();
                                 // (Errors are named once the record is no longer borrowed.)
+                                // Bad lines or native rows, with their line (row) in the record.
+                                let mut errors: Vec<(ParseError, u64)> = Vec::new();
+                                if native {
+                                    let before = rows.len();
+                                    native::decode(bytes, &mut rows, |e| {
+                                        let what = ParseError {
+                                            source: String::new(),
+                                            line: 0,
+                                            field: Some(e.field.into()),
+                                            what: e.what,
+                                            fatal: e.fatal,
+                                        };
+                                        errors.push((what, e.row));
+                                    });
+                                    // A row that ends the run takes its record with it: unlearned,
+                                    // uncommitted, it is read again by the next run.
+                                    if errors.iter().any(|(e, _)| !skip_bad || e.fatal) {
+                                        while rows.len() > before {
+                                            rows.pop_row();
+                                        }
+                                    }
+                                } else {
+                                    p.restart_lines(0);
+                                    for (i, line) in lines(bytes).enumerate() {
+                                        if let Err(e) = p.parse_record(line, &mut rows) {
+                                            let stop = !skip_bad || e.fatal;
+                                            errors.push((e, i as u64 + 1));
+                                            if stop {
+                                                break;
+                                            }
+                                        }
+                                    }
+                                }
                                 let (mut rejected, mut bad) = (None, None);
-                                p.restart_lines(0);
-                                for (i, line) in lines(bytes).enumerate() {
-                                    match p.parse_record(line, &mut rows) {
-                                        Ok(_) => {}
-                                        Err(e) if skip_bad && !e.fatal => {
-                                            t.rejected += 1;
-                                            let at = taken.load(Ordering::Relaxed) + rows.len() as u64;
-                                            rejected = rejected.or(Some((at, e, i as u64 + 1)));
-                                        }
-                                        Err(e) => {
-                                            bad = Some((e, i as u64 + 1));
-                                            break;
-                                        }
+                                for (e, line) in errors {
+                                    if skip_bad && !e.fatal {
+                                        t.rejected += 1;
+                                        let at = taken.load(Ordering::Relaxed) + rows.len() as u64;
+                                        rejected = rejected.or(Some((at, e, line)));
+                                    } else if bad.is_none() {
+                                        bad = Some((e, line));
                                     }
                                 }
                                 if let (Some((at, e, line)), None) = (rejected, &t.first_rejected) {

@@ -105,11 +105,12 @@ enum Source {
         parser: SparseParser<Box<dyn BufRead>>,
         rows: Option<u64>,
     },
-    /// A topic's records of VW or LibSVM lines: the parser of their lines, and the consumer's
-    /// shards.
+    /// A topic's records of VW or LibSVM lines (the parser of their lines) or of native sparse
+    /// rows, and the consumer's shards.
     #[cfg(feature = "kafka")]
     Kafka {
         parser: SparseParser<Box<dyn BufRead>>,
+        native: bool,
         shards: Vec<streamsgd::source::kafka::KafkaSource>,
     },
 }
@@ -117,7 +118,16 @@ enum Source {
 /// Joins the consumer group of `a.data` for sparse rows, read by `threads` shards.
 #[cfg(feature = "kafka")]
 fn open_kafka(a: &TrainArgs, h: &Hashing, patience: &Patience, threads: usize) -> anyhow::Result<(Source, String)> {
-    let format = a.text.format.context("a Kafka topic read as sparse rows needs --format vw|libsvm")?;
+    use streamsgd::source::kafka::Encoding;
+    let native = a.kafka.encoding == Encoding::Row;
+    ensure!(!native || a.text.format.is_none(), "--encoding row: native sparse rows have no --format");
+    let format = match native {
+        true => TextFormat::Vw, // (unused: the records are not text)
+        false => a
+            .text
+            .format
+            .context("a Kafka topic read as sparse rows needs --format vw|libsvm (text lines) or --encoding row (native rows)")?,
+    };
     ensure!(
         format != TextFormat::Csv && h.categorical.is_empty(),
         "{}: CSV records with --categorical are not read from Kafka yet: send VW or LibSVM lines",
@@ -128,7 +138,7 @@ fn open_kafka(a: &TrainArgs, h: &Hashing, patience: &Patience, threads: usize) -
     let name = consumer.name().to_string();
     let mut parser = SparseParser::new(Box::new(std::io::empty()) as Box<dyn BufRead>, name.clone(), format, h.seed)?;
     parser.set_missing(h.missing);
-    Ok((Source::Kafka { parser, shards: consumer.into_shards(threads)? }, name))
+    Ok((Source::Kafka { parser, native, shards: consumer.into_shards(threads)? }, name))
 }
 
 fn open(spec: &str, format: Option<TextFormat>, h: &Hashing, count: bool, patience: &Patience) -> anyhow::Result<(Source, String)> {
@@ -445,10 +455,10 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
             }
         }
         #[cfg(feature = "kafka")]
-        Source::Kafka { parser, shards } => {
+        Source::Kafka { parser, native, shards } => {
             let skip_bad = learner.bad_rows == BadRows::Skip;
             let sources = shards.iter_mut().map(|s| s as &mut dyn streamsgd::source::RecordSource).collect();
-            run(&cfg, SparseInput::Records { sources, parser, skip_bad }, start.take(), checkpoints)?
+            run(&cfg, SparseInput::Records { sources, parser, native: *native, skip_bad }, start.take(), checkpoints)?
         }
     };
     if let Source::Text { parser, .. } = &source {
