@@ -361,3 +361,39 @@ fn native_sparse_rows_travel_whole_and_a_damaged_record_is_named() {
     let (good, _, err) = run(&skipping, Duration::from_secs(120));
     assert!(!good && err.contains("partition 0 offset 2") && err.contains("the record ends 7 bytes into a row"), "{err}");
 }
+
+#[test]
+fn categorical_csv_records_are_hashed_as_the_file_is() {
+    let broker = Broker::start();
+    let adult = concat!(env!("CARGO_MANIFEST_DIR"), "/data/adult.csv");
+    let topic = broker.topic("adult");
+    let (good, _, err) = run(&["produce", adult, &topic, "--partitions", "2"], Duration::from_secs(60));
+    assert!(good, "{err}");
+    let columns = err.lines().find_map(|l| l.strip_prefix("consume with: --format csv --columns ")).expect("produce names the columns");
+    let cat = "workclass,education,marital-status,occupation,relationship,race,gender,native-country";
+    let (good, _, err) =
+        run(&["train", &topic, "--format", "csv", "--categorical", cat, "--group", "x", "--until-end"], Duration::from_secs(60));
+    assert!(!good && err.contains("pass it as --columns"), "{err}");
+    let r = json(&ok(&[
+        "train",
+        &topic,
+        "--format",
+        "csv",
+        "--columns",
+        columns,
+        "--categorical",
+        cat,
+        "--group",
+        "a",
+        "--until-end",
+        "--threads",
+        "2",
+        "--json",
+        "--test",
+        adult,
+    ]));
+    assert_eq!(r["rows_learned"], 48_842, "{r}");
+    let f = json(&ok(&["train", adult, "--categorical", cat, "--json", "--test", adult]));
+    let (k, f) = (r["test"]["loss"].as_f64().unwrap(), f["test"]["loss"].as_f64().unwrap());
+    assert!((k - f).abs() < 0.01, "kafka-trained log loss {k} vs file-trained {f}");
+}

@@ -29,7 +29,7 @@ pub struct KafkaArgs {
     pub encoding: Encoding,
     /// Kafka, CSV records: the header (records carry data lines only), e.g. x0,x1,label.
     #[arg(long)]
-    columns: Option<String>,
+    pub columns: Option<String>,
     /// Kafka: stop once every assigned partition is read to its end (replay a topic).
     #[arg(long)]
     until_end: bool,

@@ -126,17 +126,26 @@ fn open_kafka(a: &TrainArgs, h: &Hashing, patience: &Patience, threads: usize) -
         false => a
             .text
             .format
-            .context("a Kafka topic read as sparse rows needs --format vw|libsvm (text lines) or --encoding row (native rows)")?,
+            .context("a Kafka topic read as sparse rows needs --format vw|libsvm|csv (text lines) or --encoding row (native rows)")?,
     };
+    ensure!(a.kafka.columns.is_none() || format == TextFormat::Csv, "--columns is the header of CSV records");
     ensure!(
-        format != TextFormat::Csv && h.categorical.is_empty(),
-        "{}: CSV records with --categorical are not read from Kafka yet: send VW or LibSVM lines",
+        (format == TextFormat::Csv) != h.categorical.is_empty(),
+        "{}: CSV records are read as sparse rows with --categorical COLUMNS (and --columns for their header)",
         a.data
     );
     ensure!(a.holdout.is_none(), "--holdout needs a file: a Kafka stream has no end to hold out (use --test FILE)");
     let consumer = crate::commands::kafka::open(&a.data, &a.kafka, Some(format), &TextOptions::default(), patience, true)?;
     let name = consumer.name().to_string();
-    let mut parser = SparseParser::new(Box::new(std::io::empty()) as Box<dyn BufRead>, name.clone(), format, h.seed)?;
+    let mut parser = match format {
+        TextFormat::Csv => {
+            // Records carry data lines only: the header is --columns.
+            let columns = a.kafka.columns.as_deref().context("CSV records carry no header: pass it as --columns a,b,...,label")?;
+            let header = Box::new(std::io::Cursor::new(format!("{columns}\n").into_bytes())) as Box<dyn BufRead>;
+            SparseParser::csv(header, name.clone(), h.seed, h.label.as_ref(), &h.categorical)?
+        }
+        _ => SparseParser::new(Box::new(std::io::empty()) as Box<dyn BufRead>, name.clone(), format, h.seed)?,
+    };
     parser.set_missing(h.missing);
     Ok((Source::Kafka { parser, native, shards: consumer.into_shards(threads)? }, name))
 }
@@ -373,6 +382,8 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
     // --passes over a text file: parsed once into a .ssgd cache the passes replay.
     let label = match &source {
         Source::Text { parser, .. } => parser.label_name().map(str::to_string),
+        #[cfg(feature = "kafka")]
+        Source::Kafka { parser, native: false, .. } => parser.label_name().map(str::to_string),
         _ => resume.as_ref().and_then(|(_, m)| m.label.clone()),
     };
     let meta = SparseMeta {
