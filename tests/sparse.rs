@@ -546,3 +546,48 @@ fn windows_and_drift_on_sparse_rows() {
     let (ok, _, err) = streamsgd(&["train", &p("d.vw"), "--window-time", "1s"]);
     assert!(!ok && err.contains("use --window-rows"), "{err}");
 }
+
+#[test]
+fn event_time_windows_over_a_categorical_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    // 3000 rows a second apart; every 500th arrives 200 s late.
+    let (mut with_ts, mut without) = (String::from("ts,color,x,label\n"), String::from("color,x,label\n"));
+    for i in 0..3000u32 {
+        let t = if i % 500 == 499 { i - 200 } else { i };
+        let (c, x) = (["r", "g", "b", "k"][(i * 7 % 4) as usize], f64::from(i * 37 % 100) / 100.0);
+        let y = u8::from((i * 7 % 4 < 2) ^ (x > 0.8));
+        with_ts += &format!("{t},{c},{x},{y}\n");
+        without += &format!("{c},{x},{y}\n");
+    }
+    std::fs::write(p("e.csv"), with_ts).unwrap();
+    std::fs::write(p("e_nots.csv"), without).unwrap();
+    let report = p("e.jsonl");
+    let flags = ["--categorical", "color", "--timestamp-col", "ts", "--window-time", "100s", "--lateness", "10s"];
+    let mut args = vec![p("e.csv")];
+    args.extend(flags.iter().map(|s| s.to_string()));
+    args.extend(["--window-report".into(), report.clone(), "--save".into(), p("e.model")]);
+    let r = train_json(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!((r["windows"].as_u64(), r["rows_late"].as_u64(), r["rows_learned"].as_u64()), (Some(30), Some(6), Some(3000)), "{r}");
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&report).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let windows: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("window").is_some()).collect();
+    for (k, w) in windows.iter().enumerate() {
+        assert_eq!((w["start"].as_f64(), w["end"].as_f64()), (Some(100.0 * k as f64), Some(100.0 * (k + 1) as f64)), "{w}");
+    }
+    let in_windows: u64 = windows.iter().map(|w| w["rows"].as_u64().unwrap()).sum();
+    let late: u64 = lines.iter().map(|l| l["late_rows"].as_u64().unwrap_or(0)).sum();
+    assert_eq!((in_windows, late), (2994, 6));
+    // The timestamp is not a feature: predict gives the same with or without the column.
+    let predict = |data: &str| {
+        let (ok, out, err) = streamsgd(&["predict", "--model", &p("e.model"), &p(data)]);
+        assert!(ok, "{err}");
+        out
+    };
+    assert_eq!(predict("e.csv"), predict("e_nots.csv"));
+    // Event time needs the one stream and a timestamp column.
+    let (ok, _, err) = streamsgd(&["train", &p("e_nots.csv"), "--categorical", "color", "--window-time", "100s"]);
+    assert!(!ok && err.contains("timestamp column"), "{err}");
+    let (ok, _, err) = streamsgd(&["train", &p("e.csv"), "--categorical", "color", "--timestamp-col", "nope"]);
+    assert!(!ok && err.contains("no column named 'nope'"), "{err}");
+}

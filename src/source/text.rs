@@ -373,7 +373,7 @@ pub(crate) fn number(cell: &[u8]) -> Result<f32, String> {
 }
 
 /// The header position of a column given by name or index (`what` names its role in errors).
-fn column_index(columns: &[String], spec: &LabelColumn, what: &str) -> Result<usize, String> {
+pub(crate) fn column_index(columns: &[String], spec: &LabelColumn, what: &str) -> Result<usize, String> {
     match spec {
         LabelColumn::Index(i) if *i < columns.len() => Ok(*i),
         LabelColumn::Index(i) => Err(format!("{what} index {i} out of range: the header has {} columns", columns.len())),
@@ -386,7 +386,7 @@ fn column_index(columns: &[String], spec: &LabelColumn, what: &str) -> Result<us
 }
 
 /// An event time: seconds since the Unix epoch (a finite number) or an RFC 3339 date-time.
-fn timestamp(cell: &[u8]) -> Result<f64, String> {
+pub(crate) fn timestamp(cell: &[u8]) -> Result<f64, String> {
     if let Ok(t) = fast_float2::parse::<f64, _>(cell) {
         return if t.is_finite() { Ok(t) } else { Err(format!("timestamp '{}' is not finite", String::from_utf8_lossy(cell))) };
     }

@@ -14,7 +14,9 @@
 
 use super::rows::SparseRows;
 use crate::source::hash::{namespace_hash, NamespaceKey};
-use crate::source::text::{csv_cells, cut, is_record, number, read_csv_header, read_record, split_ws, trim, LabelColumn};
+use crate::source::text::{
+    column_index, csv_cells, cut, is_record, number, read_csv_header, read_record, split_ws, timestamp, trim, LabelColumn,
+};
 use crate::source::{ParseError, TextFormat};
 use crate::transform::Missing;
 use std::io::BufRead;
@@ -49,6 +51,8 @@ pub struct SparseParser<R> {
     pub missing_cells: u64,
     /// Rows dropped for a NaN value.
     pub missing_rows: u64,
+    /// The last row's event time (a CSV timestamp column; NaN without one).
+    time: f64,
 }
 
 /// How a CSV's columns become sparse features.
@@ -58,6 +62,8 @@ struct CsvColumns {
     columns: Vec<(String, NamespaceKey, u8, bool)>,
     /// The label's column (`usize::MAX`: none).
     label: usize,
+    /// The event time's column (`usize::MAX`: none): not a feature.
+    time: usize,
 }
 
 impl<R: BufRead> SparseParser<R> {
@@ -91,6 +97,7 @@ impl<R: BufRead> SparseParser<R> {
             drop_row: false,
             missing_cells: 0,
             missing_rows: 0,
+            time: f64::NAN,
         })
     }
 
@@ -126,7 +133,7 @@ impl<R: BufRead> SparseParser<R> {
         p.format = TextFormat::Csv;
         p.line_no = 1;
         p.bytes = head.bytes;
-        p.csv = Some(CsvColumns { columns, label: head.label });
+        p.csv = Some(CsvColumns { columns, label: head.label, time: usize::MAX });
         Ok(p)
     }
 
@@ -150,6 +157,7 @@ impl<R: BufRead> SparseParser<R> {
             drop_row: false,
             missing_cells: 0,
             missing_rows: 0,
+            time: f64::NAN,
         }
     }
 
@@ -179,6 +187,40 @@ impl<R: BufRead> SparseParser<R> {
     /// The names of the last row's features, with [`SparseParser::keep_names`].
     pub fn names(&self) -> &[String] {
         self.names.as_deref().unwrap_or_default()
+    }
+
+    /// Reads the CSV column `spec` names as each row's event time ([`SparseParser::time`]), not
+    /// as a feature (`IfPresent`: only if the header has it).
+    pub fn set_timestamp(&mut self, spec: &LabelColumn) -> Result<(), ParseError> {
+        let bad = |what: String| ParseError { source: self.source.clone(), line: 1, field: None, what, fatal: false };
+        let Some(csv) = self.csv.as_mut() else {
+            return Err(bad("a timestamp column needs CSV input (VW and LibSVM lines have no named columns)".into()));
+        };
+        let names: Vec<String> = csv.columns.iter().map(|c| c.0.clone()).collect();
+        let at = match spec {
+            LabelColumn::IfPresent(n) => match names.iter().position(|c| c == n) {
+                Some(i) => i,
+                None => return Ok(()),
+            },
+            spec => column_index(&names, spec, "timestamp").map_err(bad)?,
+        };
+        if at == csv.label {
+            return Err(bad(format!("column '{}' cannot be both the label and the timestamp", names[at])));
+        }
+        csv.time = at;
+        Ok(())
+    }
+
+    /// The timestamp column's name, if one is read.
+    pub fn timestamp_name(&self) -> Option<&str> {
+        let csv = self.csv.as_ref()?;
+        csv.columns.get(csv.time).map(|c| c.0.as_str())
+    }
+
+    /// The event time of the last row parsed, seconds since the epoch (NaN without a
+    /// timestamp column).
+    pub fn time(&self) -> f64 {
+        self.time
     }
 
     /// A CSV's label column name (`None` for VW, LibSVM, or a CSV without one).
@@ -330,6 +372,10 @@ impl<R: BufRead> SparseParser<R> {
             let cell = trim(cell);
             if i == csv.label {
                 y = self.label(cell).map_err(|e| ParseError { field: Some(cut(name).to_string()), ..e })?;
+                continue;
+            }
+            if i == csv.time {
+                self.time = timestamp(cell).map_err(|e| self.bad(Some(name.as_bytes()), e))?;
                 continue;
             }
             if cell.is_empty() {

@@ -23,7 +23,7 @@ use crate::metrics::{evaluate, Evaluation, Progressive};
 use crate::optim::OptimConfig;
 use crate::source::split::{lines, position, Numbering, SplitText};
 use crate::source::{Next, ParseError, RecordSource};
-use crate::window::{BatchStat, OnDrift, WindowConfig, WindowKind, Windows};
+use crate::window::{BatchStat, EventClock, OnDrift, WindowConfig, WindowKind, WindowSlot, WindowTag, Windows};
 use crossbeam::channel;
 use crossbeam::queue::SegQueue;
 use std::io::BufRead;
@@ -228,6 +228,8 @@ pub struct SparseReport {
     pub windows: u64,
     /// Stream rows at which drift alarms fired.
     pub drift_alarms: Vec<u64>,
+    /// Rows that arrived after their event-time window had closed (learned, and counted here).
+    pub rows_late: u64,
 }
 
 /// A run's model and report, and the source's failure if one ended it early (the rows before
@@ -297,6 +299,8 @@ struct Tally {
     blowups: usize,
     /// The drift resets this shard has applied to its bias.
     resets: u64,
+    /// Rows that arrived after their event-time window had closed.
+    late: u64,
 }
 
 /// What shards share besides the table.
@@ -429,7 +433,7 @@ impl<'c, 't> Replica<'c, 't> {
 
     /// Learns `rows`, stream rows `first..`.
     pub(crate) fn learn(&mut self, rows: &RowsRef<'_>, first: u64) -> Result<(), LearnError> {
-        learn_rows(&mut self.kernel, rows, first, 0, &mut self.tally, &self.sh)
+        learn_rows(&mut self.kernel, rows, (first, 0, WindowTag::default()), &mut self.tally, &self.sh)
     }
 
     /// Progressive metrics, rows learned and rows rejected so far.
@@ -438,13 +442,12 @@ impl<'c, 't> Replica<'c, 't> {
     }
 }
 
-/// Learns `rows` (stream rows `first..`, the `seq`-th batch of the stream) with `k`, into
-/// `tally`.
+/// Learns `rows` (stream rows `first..`, the `seq`-th batch of the stream, in event-time
+/// window `tag`) with `k`, into `tally`.
 fn learn_rows(
     k: &mut SparseKernel<'_>,
     rows: &RowsRef<'_>,
-    first: u64,
-    seq: u64,
+    (first, seq, tag): (u64, u64, WindowTag),
     tally: &mut Tally,
     sh: &Shared<'_>,
 ) -> Result<(), LearnError> {
@@ -531,7 +534,7 @@ fn learn_rows(
             weight: batch_weight,
             correct: p.correct - before.correct,
             sq_err: p.sq_err - before.sq_err,
-            ..BatchStat::default()
+            tag,
         };
         r.add(stat, k.table(), sh);
     }
@@ -659,6 +662,7 @@ pub fn train<R: BufRead>(
     for s in &tallies {
         t.latency.merge(&s.latency);
         t.duplicates += s.duplicates;
+        t.late += s.late;
         t.missing.cells += s.missing.cells;
         t.missing.rows += s.missing.rows;
         t.progress.merge(&s.progress);
@@ -711,16 +715,21 @@ pub fn train<R: BufRead>(
         cells_missing: t.missing.cells,
         windows,
         drift_alarms,
+        rows_late: t.late,
     };
     Ok(SparseOutcome { model, report, source_error })
 }
 
 /// Windows need the stream's order: refused where shards read their own parts of it.
-fn check_windows<R>(wc: &WindowConfig, input: &SparseInput<'_, R>) -> Result<(), SparseError> {
-    if let WindowKind::Time(_) = wc.kind {
-        return Err(SparseError::Config(
-            "event-time windows read a timestamp column, which sparse rows (VW, LibSVM) have none of: use --window-rows".into(),
-        ));
+fn check_windows<R: BufRead>(wc: &WindowConfig, input: &SparseInput<'_, R>) -> Result<(), SparseError> {
+    match (wc.kind, input) {
+        (WindowKind::Time(_), SparseInput::Stream { parser, .. }) if parser.timestamp_name().is_some() => return Ok(()),
+        (WindowKind::Time(_), _) => {
+            return Err(SparseError::Config(
+                "event-time windows read a CSV's timestamp column (--timestamp-col, with --categorical), read as one stream: VW and LibSVM rows have none (use --window-rows)".into(),
+            ))
+        }
+        _ => {}
     }
     match input {
         SparseInput::Split { .. } => {
@@ -783,11 +792,12 @@ pub(crate) fn evaluate_mapped(model: &SparseModel, optim: OptimConfig, ds: &Spar
 
 type Learned = (Vec<Tally>, Option<SparseRows>, Option<ParseError>);
 
-/// A batch of rows, the stream position of its first, and its own.
+/// A batch of rows, the stream position of its first, its own, and its event-time window.
 struct Work {
     rows: SparseRows,
     first: u64,
     seq: u64,
+    tag: WindowTag,
 }
 
 /// Text: the calling thread parses, shards learn whatever batch comes next.
@@ -813,7 +823,7 @@ fn stream<R: BufRead>(
                     let (mut k, mut t) = sh.kernel(table, id, threads, true);
                     for work in rx {
                         if !sh.halt.load(Ordering::Relaxed) {
-                            if let Err(e) = learn_rows(&mut k, &work.rows.as_ref(), work.first, work.seq, &mut t, sh) {
+                            if let Err(e) = learn_rows(&mut k, &work.rows.as_ref(), (work.first, work.seq, work.tag), &mut t, sh) {
                                 sh.fail(e.into());
                             }
                         }
@@ -829,9 +839,21 @@ fn stream<R: BufRead>(
         drop(full_rx);
         let (mut row, mut seq) = (0u64, 0u64);
         let mut failure = None;
+        // Event time: a batch's rows share a window; a row of another ends the batch and
+        // starts the next (`carry`).
+        let mut clock = match sh.cfg.windows.as_ref().map(|w| w.kind) {
+            Some(WindowKind::Time(t)) => Some(EventClock::new(t)),
+            _ => None,
+        };
+        let mut carry: Option<(SparseRows, WindowSlot)> = None;
         while !sh.stopping() {
             let mut rows = empty_rx.try_recv().unwrap_or_else(|_| SparseRows::new());
-            let first = row;
+            let mut slot = None;
+            if let Some((c, s)) = carry.take() {
+                rows.push_row(&c.as_ref(), 0);
+                slot = Some(s);
+            }
+            let first = row - rows.len() as u64;
             let (mut end, mut gap) = (false, false);
             while rows.len() < BATCH_ROWS && !end && !gap {
                 let in_training = train_rows.is_none_or(|n| row < n);
@@ -847,6 +869,17 @@ fn stream<R: BufRead>(
                         duplicates += 1;
                         row += 1;
                         gap = true;
+                    }
+                    Ok(true) if in_training && clock.is_some() => {
+                        row += 1;
+                        let s = clock.as_mut().map_or(WindowSlot::None, |c| c.assign(parser.time()));
+                        if *slot.get_or_insert(s) != s {
+                            let mut c = SparseRows::new();
+                            c.push_row(&rows.as_ref(), rows.len() - 1);
+                            rows.pop_row();
+                            carry = Some((c, s));
+                            gap = true;
+                        }
                     }
                     Ok(true) => row += u64::from(in_training),
                     Ok(false) => end = true,
@@ -866,7 +899,8 @@ fn stream<R: BufRead>(
                 }
             }
             if !rows.is_empty() {
-                if failure.is_some() || full_tx.send(Work { rows, first, seq }).is_err() {
+                let tag = clock.as_ref().zip(slot).map_or_else(WindowTag::default, |(c, s)| c.tag(s));
+                if failure.is_some() || full_tx.send(Work { rows, first, seq, tag }).is_err() {
                     break;
                 }
                 seq += 1;
@@ -880,6 +914,7 @@ fn stream<R: BufRead>(
         if let Some(e) = failure {
             return Err(SparseError::Parse(e));
         }
+        tallies[0].late = clock.map_or(0, |c| c.late);
         tallies[0].rejected += parse_rejected.0;
         tallies[0].duplicates += duplicates;
         tallies[0].missing.add(parser);
@@ -982,7 +1017,7 @@ fn records<R: BufRead>(
                             let first = taken.fetch_add(rows.len() as u64, Ordering::Relaxed);
                             src.sent(seq);
                             seq += 1;
-                            if let Err(e) = learn_rows(&mut k, &rows.as_ref(), first, seq - 1, &mut t, sh) {
+                            if let Err(e) = learn_rows(&mut k, &rows.as_ref(), (first, seq - 1, WindowTag::default()), &mut t, sh) {
                                 sh.fail(e.into());
                             } else if failed.is_none() {
                                 failed = src.learned(seq).err();
@@ -1055,7 +1090,7 @@ fn mapped(table: &Table, sh: &Shared<'_>, threads: usize, ds: &SparseDataset, tr
                                 break;
                             }
                         };
-                        if let Err(e) = learn_rows(&mut k, &rows, first, i, &mut t, sh) {
+                        if let Err(e) = learn_rows(&mut k, &rows, (first, i, WindowTag::default()), &mut t, sh) {
                             sh.fail(e.into());
                             break;
                         }
@@ -1190,7 +1225,7 @@ fn split<R: BufRead>(
 fn learn_split(k: &mut SparseKernel<'_>, rows: &mut SparseRows, first: u64, tally: &mut Tally, sh: &Shared<'_>) {
     if !rows.is_empty() && !sh.stopping() {
         // (No windows here: they read text as a stream.)
-        if let Err(e) = learn_rows(k, &rows.as_ref(), first, 0, tally, sh) {
+        if let Err(e) = learn_rows(k, &rows.as_ref(), (first, 0, WindowTag::default()), tally, sh) {
             sh.fail(e.into());
         }
     }

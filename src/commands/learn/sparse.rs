@@ -65,14 +65,18 @@ struct SparseMeta {
     /// What a NaN value was in training (`--missing`); `predict` does the same.
     #[serde(default)]
     missing: Missing,
+    /// CSV: the event-time column (not a feature).
+    #[serde(default)]
+    timestamp: Option<String>,
 }
 
-/// How text becomes sparse rows: the hash seed, for a CSV its categorical columns and label,
-/// and what a NaN value is.
+/// How text becomes sparse rows: the hash seed, for a CSV its categorical columns, label and
+/// event-time column, and what a NaN value is.
 struct Hashing {
     seed: u64,
     categorical: Vec<String>,
     label: Option<LabelColumn>,
+    timestamp: Option<LabelColumn>,
     missing: Missing,
 }
 
@@ -142,7 +146,11 @@ fn open_kafka(a: &TrainArgs, h: &Hashing, patience: &Patience, threads: usize) -
             // Records carry data lines only: the header is --columns.
             let columns = a.kafka.columns.as_deref().context("CSV records carry no header: pass it as --columns a,b,...,label")?;
             let header = Box::new(std::io::Cursor::new(format!("{columns}\n").into_bytes())) as Box<dyn BufRead>;
-            SparseParser::csv(header, name.clone(), h.seed, h.label.as_ref(), &h.categorical)?
+            let mut p = SparseParser::csv(header, name.clone(), h.seed, h.label.as_ref(), &h.categorical)?;
+            if let Some(t) = &h.timestamp {
+                p.set_timestamp(t)?;
+            }
+            p
         }
         _ => SparseParser::new(Box::new(std::io::empty()) as Box<dyn BufRead>, name.clone(), format, h.seed)?,
     };
@@ -157,9 +165,16 @@ fn open(spec: &str, format: Option<TextFormat>, h: &Hashing, count: bool, patien
         let mut p = match format {
             TextFormat::Csv => {
                 ensure!(!h.categorical.is_empty(), "{name}: a CSV is read as sparse rows with --categorical COLUMNS");
-                SparseParser::csv(reader, name, seed, h.label.as_ref(), &h.categorical)?
+                let mut p = SparseParser::csv(reader, name, seed, h.label.as_ref(), &h.categorical)?;
+                if let Some(t) = &h.timestamp {
+                    p.set_timestamp(t)?;
+                }
+                p
             }
-            _ => SparseParser::new(reader, name, format, seed)?,
+            _ => {
+                ensure!(h.timestamp.is_none(), "{name}: --timestamp-col names a CSV column: VW and LibSVM lines have none");
+                SparseParser::new(reader, name, format, seed)?
+            }
         };
         p.set_missing(h.missing);
         Ok(p)
@@ -211,6 +226,7 @@ pub fn save_cluster_model(model: &SparseModel, cfg: &SparseConfig, s: &SparseArg
         categorical: Vec::new(),
         label: None,
         missing: Missing::Reject,
+        timestamp: None,
     };
     to_file(&model.state(), cfg.loss, cfg.optim, &meta).save(path).with_context(|| format!("saving {}", path.display()))
 }
@@ -296,7 +312,6 @@ fn refuse_dense_only(a: &TrainArgs) -> anyhow::Result<()> {
         ("--clip", f.clip.is_some()),
         ("--shuffle-seed", a.shuffle_seed.is_some()),
         ("--hgrm", a.hgrm.is_some()),
-        ("--timestamp-col", a.text.timestamp_col.is_some()),
     ];
     let named: Vec<&str> = used.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
     if let Some(s @ (Scaling::Standard | Scaling::Minmax)) = f.scale {
@@ -368,6 +383,7 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
         seed: a.sparse.hash_seed,
         categorical: a.sparse.categorical.clone(),
         label: a.text.label.as_deref().map(LabelColumn::parse),
+        timestamp: a.text.timestamp_col.as_deref().map(LabelColumn::parse),
         missing,
     };
     // A text file is mapped and split among the shards; a stream is read by one thread.
@@ -379,13 +395,18 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
         () if a.data.starts_with("kafka://") => open_kafka(&a, &hashing, &patience, threads)?,
         () => open(&a.data, a.text.format, &hashing, a.holdout.is_some() && !splittable, &patience)?,
     };
-    // --passes over a text file: parsed once into a .ssgd cache the passes replay.
-    let label = match &source {
-        Source::Text { parser, .. } => parser.label_name().map(str::to_string),
+    // A CSV's label and event-time columns, saved for predict.
+    let columns = |p: &SparseParser<_>| (p.label_name().map(str::to_string), p.timestamp_name().map(str::to_string));
+    let (label, timestamp) = match &source {
+        Source::Text { parser, .. } => columns(parser),
         #[cfg(feature = "kafka")]
-        Source::Kafka { parser, native: false, .. } => parser.label_name().map(str::to_string),
-        _ => resume.as_ref().and_then(|(_, m)| m.label.clone()),
+        Source::Kafka { parser, native: false, .. } => columns(parser),
+        _ => resume.as_ref().map_or((None, None), |(_, m)| (m.label.clone(), m.timestamp.clone())),
     };
+    ensure!(
+        timestamp.is_none() || a.passes == 1,
+        "--timestamp-col with --passes: the passes replay a .ssgd cache, which keeps no event time"
+    );
     let meta = SparseMeta {
         bits,
         hash_seed: a.sparse.hash_seed,
@@ -393,6 +414,7 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
         categorical: a.sparse.categorical.clone(),
         label,
         missing,
+        timestamp,
     };
     ensure!(
         missing == Missing::Reject || a.passes == 1 || !splittable,
@@ -606,6 +628,9 @@ fn print_report(r: &streamsgd::sparse::SparseReport, wall: f64, cfg: &SparseConf
     if r.windows > 0 {
         println!("windows      {} reported (--window-report)", r.windows);
     }
+    if r.rows_late > 0 {
+        println!("event time: {} rows arrived after their window closed (learned, counted as late)", r.rows_late);
+    }
     super::print_alarms(&r.drift_alarms);
     if r.rows_dropped_duplicate > 0 {
         println!("duplicates   {} rows dropped (equal to one of the --dedup-window rows before them)", r.rows_dropped_duplicate);
@@ -644,7 +669,8 @@ fn to_file(m: &SparseState<'_>, loss: Loss, optim: OptimConfig, meta: &SparseMet
 /// (`--label` overrides).
 fn hashing_of(meta: &SparseMeta, label: Option<&str>) -> Hashing {
     let label = label.map(LabelColumn::parse).or_else(|| meta.label.clone().map(LabelColumn::IfPresent));
-    Hashing { seed: meta.hash_seed, categorical: meta.categorical.clone(), label, missing: meta.missing }
+    let timestamp = meta.timestamp.clone().map(LabelColumn::IfPresent);
+    Hashing { seed: meta.hash_seed, categorical: meta.categorical.clone(), label, timestamp, missing: meta.missing }
 }
 
 fn sparse_meta(file: &ModelFile) -> anyhow::Result<Option<SparseMeta>> {
