@@ -591,3 +591,20 @@ fn event_time_windows_over_a_categorical_csv() {
     let (ok, _, err) = streamsgd(&["train", &p("e.csv"), "--categorical", "color", "--timestamp-col", "nope"]);
     assert!(!ok && err.contains("no column named 'nope'"), "{err}");
 }
+
+#[test]
+fn info_on_a_sparse_file_gives_rows_features_index_range_and_density() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    std::fs::write(p("s.libsvm"), "1 3:1 10:2\n0 5:1\n1 3:0.5 4:1 12:1\n").unwrap();
+    let (ok, _, err) = streamsgd(&["convert", &p("s.libsvm"), "-o", &p("s.ssgd")]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = streamsgd(&["info", &p("s.ssgd"), "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["rows"].as_u64(), v["features"].as_u64(), v["max_features_per_row"].as_u64()), (Some(3), Some(6), Some(3)), "{v}");
+    assert_eq!((v["min_id"].as_u64(), v["max_id"].as_u64(), v["positive_labels"].as_u64()), (Some(3), Some(12), Some(2)), "{v}");
+    assert!((v["density"].as_f64().unwrap() - 6.0 / 30.0).abs() < 1e-12, "{v}");
+    let (ok, out, _) = streamsgd(&["info", &p("s.ssgd")]);
+    assert!(ok && out.contains("ids         3 … 12") && out.contains("density 2.000e-1"), "{out}");
+}

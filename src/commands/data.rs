@@ -298,10 +298,12 @@ pub struct InfoArgs {
 fn info_sparse(a: &InfoArgs, ds: streamsgd::dataset::SparseDataset) -> anyhow::Result<()> {
     ds.verify()?;
     let (mut nnz, mut max_row, mut pos, mut stored_values) = (0u64, 0usize, 0u64, 0u64);
+    let (mut min_id, mut max_id) = (u32::MAX, 0u32);
     let mut tags = std::collections::BTreeSet::new();
     for b in 0..ds.blocks() {
         let rows = ds.block(b)?;
         nnz += rows.ids.len() as u64;
+        (min_id, max_id) = rows.ids.iter().fold((min_id, max_id), |(lo, hi), &id| (lo.min(id), hi.max(id)));
         stored_values += rows.values.map_or(0, |v| v.len() as u64);
         max_row = rows.offsets.windows(2).map(|w| (w[1] - w[0]) as usize).fold(max_row, usize::max);
         pos += rows.labels.iter().filter(|&&y| y > 0.0).count() as u64;
@@ -309,10 +311,14 @@ fn info_sparse(a: &InfoArgs, ds: streamsgd::dataset::SparseDataset) -> anyhow::R
     }
     let bytes = std::fs::metadata(&a.file)?.len();
     let namespaces: String = tags.iter().map(|&t| t as char).collect();
+    // Density: the share of (row, id) cells of the index range that hold a feature.
+    let range = if nnz > 0 { u64::from(max_id - min_id) + 1 } else { 0 };
+    let density = nnz as f64 / (ds.rows() as f64 * range as f64).max(1.0);
     let v = serde_json::json!({
         "path": a.file.display().to_string(), "bytes": bytes, "layout": "sparse", "rows": ds.rows(),
         "blocks": ds.blocks(), "block_rows": ds.block_rows(), "id_bits": ds.id_bits(), "features": nnz,
         "max_features_per_row": max_row, "stored_values": stored_values, "positive_labels": pos,
+        "min_id": (nnz > 0).then_some(min_id), "max_id": (nnz > 0).then_some(max_id), "density": density,
         "namespaces": namespaces, "checksums_verified": true,
     });
     if a.json {
@@ -321,7 +327,13 @@ fn info_sparse(a: &InfoArgs, ds: streamsgd::dataset::SparseDataset) -> anyhow::R
     }
     println!("file        {} ({bytes} bytes)", a.file.display());
     println!("rows        {} (sparse: {nnz} features, {:.1} per row, at most {max_row})", ds.rows(), nnz as f64 / ds.rows().max(1) as f64);
-    println!("ids         below 2^{}; namespaces '{namespaces}'", ds.id_bits());
+    match nnz {
+        0 => println!("ids         none; namespaces '{namespaces}'"),
+        _ => println!(
+            "ids         {min_id} … {max_id} (below 2^{}); density {density:.3e} of rows × that range; namespaces '{namespaces}'",
+            ds.id_bits()
+        ),
+    }
     println!("blocks      {} × {} rows ({} of the {nnz} values stored, the rest 1.0)", ds.blocks(), ds.block_rows(), stored_values);
     println!("labels      {pos} of {} positive", ds.rows());
     println!("checksums   every block matches its CRC-32");
