@@ -608,3 +608,36 @@ fn info_on_a_sparse_file_gives_rows_features_index_range_and_density() {
     let (ok, out, _) = streamsgd(&["info", &p("s.ssgd")]);
     assert!(ok && out.contains("ids         3 … 12") && out.contains("density 2.000e-1"), "{out}");
 }
+
+#[test]
+fn sparse_rows_from_a_socket_and_stdin_learn_what_the_file_does() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let (ok, _, err) = streamsgd(&["gen", "--task", "ctr", "--rows", "20000", "--seed", "8", "-o", &p("c.vw")]);
+    assert!(ok, "{err}");
+    let text = std::fs::read(p("c.vw")).unwrap();
+    let file = train_json(&[&p("c.vw"), "--threads", "1", "--interactions", "cd"]);
+    // A socket: the sender writes the file and closes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = text.clone();
+    let sender = std::thread::spawn(move || listener.accept().unwrap().0.write_all(&sent).unwrap());
+    let socket = train_json(&[&format!("tcp://{addr}"), "--format", "vw", "--threads", "1", "--interactions", "cd"]);
+    sender.join().unwrap();
+    // stdin.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamsgd"))
+        .args(["train", "-", "--format", "vw", "--threads", "1", "--interactions", "cd", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdin: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    for r in [&socket, &stdin] {
+        assert_eq!(r["rows_learned"], 20_000, "{r}");
+        assert_eq!(r["progressive_loss"], file["progressive_loss"], "{r}");
+    }
+}
