@@ -2,6 +2,7 @@
 //! ([`parse`]), and the Hogwild training loop over a shared hashed table ([`mod@train`]). The
 //! kernel is `kernel::sparse`, the file format `dataset::sparse`, the hash `source::hash`.
 
+pub mod file;
 pub mod native;
 pub mod parse;
 pub mod rows;

@@ -12,14 +12,14 @@ use streamsgd::dataset::writer::DEFAULT_BLOCK_ROWS;
 use streamsgd::dataset::SparseDataset;
 use streamsgd::kernel::sparse::{Table, MAX_BITS};
 use streamsgd::learner::BadRows;
-use streamsgd::loss::Loss;
 use streamsgd::metrics::Evaluation;
-use streamsgd::model::{LinearModel, ModelFile};
-use streamsgd::optim::{Kind, OptimConfig, Optimizer};
+use streamsgd::model::ModelFile;
+use streamsgd::optim::{Kind, OptimConfig};
 use streamsgd::source::live::Patience;
 use streamsgd::source::split::SplitText;
 use streamsgd::source::text::LabelColumn;
 use streamsgd::source::{TextFormat, TextOptions};
+use streamsgd::sparse::file::{self, to_file, SparseMeta};
 use streamsgd::sparse::train::{evaluate_rows, predict_rows, Checkpoints, SparseError, SparseState};
 use streamsgd::sparse::{SparseConfig, SparseInput, SparseModel, SparseOutcome, SparseParser, SparseRows};
 use streamsgd::transform::{Missing, Scaling};
@@ -51,25 +51,6 @@ const DEFAULT_BITS: u32 = 18;
 /// docs/sparse.md).
 const DEFAULT_LR: f32 = 0.3;
 
-/// What a sparse model file adds to its extra JSON: how features reach its weights.
-#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
-struct SparseMeta {
-    bits: u32,
-    hash_seed: u64,
-    interactions: Vec<String>,
-    /// CSV: the categorical columns, and the label column's name.
-    #[serde(default)]
-    categorical: Vec<String>,
-    #[serde(default)]
-    label: Option<String>,
-    /// What a NaN value was in training (`--missing`); `predict` does the same.
-    #[serde(default)]
-    missing: Missing,
-    /// CSV: the event-time column (not a feature).
-    #[serde(default)]
-    timestamp: Option<String>,
-}
-
 /// How text becomes sparse rows: the hash seed, for a CSV its categorical columns, label and
 /// event-time column, and what a NaN value is.
 struct Hashing {
@@ -94,12 +75,7 @@ pub fn is_sparse(spec: &str, format: Option<TextFormat>, features: Option<usize>
 }
 
 fn interactions(spec: &[String]) -> anyhow::Result<Vec<Vec<u8>>> {
-    spec.iter()
-        .map(|s| {
-            ensure!((2..=3).contains(&s.len()) && s.is_ascii(), "--interactions {s}: a cross is 2 or 3 namespace letters (ab, abc)");
-            Ok(s.as_bytes().to_vec())
-        })
-        .collect()
+    file::interactions(spec).map_err(anyhow::Error::msg)
 }
 
 /// An opened sparse source.
@@ -370,7 +346,7 @@ pub fn train(mut a: TrainArgs, started: Instant) -> anyhow::Result<()> {
                 file.optimizer.cfg.kind,
                 cfg.optim.kind
             );
-            Some(from_file(file, meta)?)
+            Some(file::from_file(file, meta)?)
         }
         None => None,
     };
@@ -645,26 +621,6 @@ fn print_report(r: &streamsgd::sparse::SparseReport, wall: f64, cfg: &SparseConf
     }
 }
 
-/// The model file of a sparse model: the table's weights and optimizer state in the dense
-/// file's arrays (d = 2^bits, the bias and its state last, the rows learned as the optimizer's
-/// `t`), and how features reach them in the extra JSON.
-fn to_file(m: &SparseState<'_>, loss: Loss, optim: OptimConfig, meta: &SparseMeta) -> ModelFile {
-    let d = m.table.len();
-    let mut weights = m.table.settled_weights(&optim, m.examples);
-    weights.push(m.bias);
-    let mut optimizer = Optimizer::new(optim, d);
-    m.table.export_state(&mut optimizer);
-    optimizer.t = m.examples as f64;
-    if let Some(b) = optimizer.sum_sq.get_mut(d) {
-        *b = m.bias_state.0;
-    }
-    if let Some(b) = optimizer.z.get_mut(d) {
-        *b = m.bias_state.1;
-    }
-    let extra = serde_json::json!({ "sparse": meta }).to_string();
-    ModelFile { model: LinearModel { loss, weights }, optimizer, extra }
-}
-
 /// How a saved model's input is hashed; a CSV's label column is the model's, if the data has it
 /// (`--label` overrides).
 fn hashing_of(meta: &SparseMeta, label: Option<&str>) -> Hashing {
@@ -673,35 +629,12 @@ fn hashing_of(meta: &SparseMeta, label: Option<&str>) -> Hashing {
     Hashing { seed: meta.hash_seed, categorical: meta.categorical.clone(), label, timestamp, missing: meta.missing }
 }
 
-fn sparse_meta(file: &ModelFile) -> anyhow::Result<Option<SparseMeta>> {
-    let v: serde_json::Value = serde_json::from_str(&file.extra).context("the model's extra section is not JSON")?;
-    v.get("sparse").map(|s| serde_json::from_value(s.clone()).context("the model's sparse section")).transpose()
-}
-
-fn from_file(file: &ModelFile, meta: &SparseMeta) -> anyhow::Result<SparseModel> {
-    let opt = &file.optimizer;
-    let table = Table::new(meta.bits, opt.cfg.kind);
-    let d = table.len();
-    ensure!(file.model.weights.len() == d + 1, "the model has {} weights for --bits {}", file.model.weights.len(), meta.bits);
-    table.set_weights(&file.model.weights[..d]);
-    let examples = opt.t as u64;
-    table.import_state(opt, examples);
-    Ok(SparseModel {
-        loss: file.model.loss,
-        table,
-        bias: file.model.weights[d],
-        interactions: interactions(&meta.interactions)?,
-        bias_state: (opt.sum_sq.get(d).copied().unwrap_or(0.0), opt.z.get(d).copied().unwrap_or(0.0)),
-        examples,
-    })
-}
-
 /// The model `--resume` names, and how its features reach its weights: flags left out take
 /// the model's values, flags that differ are refused.
 fn resumed(path: &Path, s: &mut SparseArgs) -> anyhow::Result<(ModelFile, SparseMeta)> {
     let file = ModelFile::load(path)?;
     let at = path.display();
-    let Some(meta) = sparse_meta(&file)? else {
+    let Some(meta) = SparseMeta::of(&file)? else {
         bail!("--resume {at}: a dense model (a weight per column, not a hashed table): continue it on dense rows")
     };
     let given = |flag: &str, ours: String, theirs: String| {
@@ -753,8 +686,8 @@ fn read_all(src: Source) -> anyhow::Result<SparseRows> {
 
 /// `predict` with a sparse model: `Ok(false)` when the model is dense.
 pub fn predict(a: &PredictArgs, file: &ModelFile) -> anyhow::Result<bool> {
-    let Some(meta) = sparse_meta(file)? else { return Ok(false) };
-    let model = from_file(file, &meta)?;
+    let Some(meta) = SparseMeta::of(file)? else { return Ok(false) };
+    let model = file::from_file(file, &meta)?;
     let (source, _) = open(&a.data, a.text.format, &hashing_of(&meta, a.text.label.as_deref()), false, &Patience::default())?;
     let optim = file.optimizer.cfg;
     let stdout = std::io::stdout();
@@ -836,8 +769,8 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     use std::collections::HashMap;
     let file = ModelFile::load(&a.model)?;
     let meta =
-        sparse_meta(&file)?.with_context(|| format!("{}: a dense model: its weights are its columns, in order", a.model.display()))?;
-    let model = from_file(&file, &meta)?;
+        SparseMeta::of(&file)?.with_context(|| format!("{}: a dense model: its weights are its columns, in order", a.model.display()))?;
+    let model = file::from_file(&file, &meta)?;
     let (source, name) = open(&a.data, a.text.format, &hashing_of(&meta, a.text.label.as_deref()), false, &Patience::default())?;
     let Source::Text { mut parser, .. } = source else {
         bail!("{name}: inspect reads feature names from VW or LibSVM text, not a .ssgd file")
