@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
+pub mod predictor;
 pub mod ring;
 pub mod shard;
 pub mod source;
