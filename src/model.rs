@@ -41,8 +41,33 @@ pub enum ModelError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        what: String,
+        what: DecodeError,
     },
+}
+
+/// Why a model file's bytes are not a model ([`ModelFile::decode`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// The first bytes are not a model file's.
+    #[error("wrong magic (not a streamsgd model file)")]
+    Magic,
+    /// The contents do not match their checksum.
+    #[error("checksum {got:#010x} does not match the contents ({want:#010x}): the file is damaged")]
+    Checksum {
+        /// The checksum stored.
+        got: u32,
+        /// The contents' checksum.
+        want: u32,
+    },
+    /// A format version this build does not read.
+    #[error("model format version {0}, this build reads 1 to {MODEL_VERSION}")]
+    Version(u32),
+    /// A field cut short or of the wrong length.
+    #[error("{0}")]
+    Truncated(String),
+    /// A field whose value is out of range (the field and the value).
+    #[error("{0}")]
+    Field(String),
 }
 
 /// A linear model: `p = w·x + b`.
@@ -159,25 +184,29 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| format!("truncated at byte {}", self.at))?;
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| DecodeError::Truncated(format!("truncated at byte {}", self.at)))?;
         let s = &self.bytes[self.at..end];
         self.at = end;
         Ok(s)
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
-    fn f32(&mut self) -> Result<f32, String> {
+    fn f32(&mut self) -> Result<f32, DecodeError> {
         Ok(f32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
-    fn f64(&mut self) -> Result<f64, String> {
+    fn f64(&mut self) -> Result<f64, DecodeError> {
         Ok(f64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
-    fn arr(&mut self, allowed: &[usize], what: &str) -> Result<Vec<f32>, String> {
+    fn arr(&mut self, allowed: &[usize], what: &str) -> Result<Vec<f32>, DecodeError> {
         let n = self.u32()? as usize;
         if !allowed.contains(&n) {
-            return Err(format!("{what} has {n} entries, expected one of {allowed:?}"));
+            return Err(DecodeError::Truncated(format!("{what} has {n} entries, expected one of {allowed:?}")));
         }
         Ok(self.take(n * 4)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
     }
@@ -247,48 +276,49 @@ impl ModelFile {
     }
 
     /// Parses and validates a model file's bytes. Never panics.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let field = |what: String| DecodeError::Field(what);
         if bytes.len() < 12 || &bytes[..8] != MAGIC {
-            return Err("wrong magic (not a streamsgd model file)".into());
+            return Err(DecodeError::Magic);
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
         let want = crc32fast::hash(body);
         let got = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
         if got != want {
-            return Err(format!("checksum {got:#010x} does not match the contents ({want:#010x}): the file is damaged"));
+            return Err(DecodeError::Checksum { got, want });
         }
         let mut r = Reader { bytes: body, at: 8 };
         let version = r.u32()?;
         if !(1..=MODEL_VERSION).contains(&version) {
-            return Err(format!("model format version {version}, this build reads 1 to {MODEL_VERSION}"));
+            return Err(DecodeError::Version(version));
         }
         let (code, param) = (r.u32()?, r.f32()?);
-        let loss = Loss::from_code(code, param).ok_or_else(|| format!("unknown loss code {code}"))?;
+        let loss = Loss::from_code(code, param).ok_or_else(|| field(format!("unknown loss code {code}")))?;
         let d = r.u32()? as usize;
         if d == 0 || d > 1 << 28 {
-            return Err(format!("feature count {d} out of range"));
+            return Err(field(format!("feature count {d} out of range")));
         }
         let kind = match r.u32()? {
             0 => Kind::Sgd,
             1 => Kind::Adagrad,
             2 => Kind::Ftrl,
             3 => Kind::Normalized,
-            k => return Err(format!("unknown optimizer code {k}")),
+            k => return Err(field(format!("unknown optimizer code {k}"))),
         };
         let schedule = match r.u32()? {
             0 => Schedule::Constant,
             1 => Schedule::InvScaling,
             2 => Schedule::Optimal,
-            s => return Err(format!("unknown schedule code {s}")),
+            s => return Err(field(format!("unknown schedule code {s}"))),
         };
         let (lr, l1, l2, power, beta) = (r.f32()?, r.f32()?, r.f32()?, r.f32()?, r.f32()?);
         let cfg = OptimConfig { kind, lr, l1, l2, schedule, power, beta };
-        cfg.check()?;
+        cfg.check().map_err(field)?;
         let t = r.f64()?;
         let labels = if version >= 2 {
             let (n, mean, m2) = (r.f64()?, r.f64()?, r.f64()?);
             if !(n.is_finite() && n >= 0.0 && mean.is_finite() && m2.is_finite() && m2 >= 0.0) {
-                return Err(format!("label statistics out of range (weight {n}, mean {mean}, M2 {m2})"));
+                return Err(field(format!("label statistics out of range (weight {n}, mean {mean}, M2 {m2})")));
             }
             LabelStats { n, mean, m2, anchored: true }
         } else {
@@ -301,15 +331,15 @@ impl ModelFile {
         let scale = r.arr(&[0, d], "optimizer scale")?;
         let fresh = Optimizer::new(cfg, d);
         if (sum_sq.len(), z.len(), scale.len()) != (fresh.sum_sq.len(), fresh.z.len(), fresh.scale.len()) {
-            return Err("optimizer state does not match the optimizer kind".into());
+            return Err(field("optimizer state does not match the optimizer kind".into()));
         }
         if weights.iter().any(|w| !w.is_finite()) {
-            return Err("non-finite weights".into());
+            return Err(field("non-finite weights".into()));
         }
         let n = r.u32()? as usize;
-        let extra = String::from_utf8(r.take(n)?.to_vec()).map_err(|_| "extra section is not UTF-8".to_string())?;
+        let extra = String::from_utf8(r.take(n)?.to_vec()).map_err(|_| field("extra section is not UTF-8".into()))?;
         if r.at != body.len() {
-            return Err(format!("{} trailing bytes", body.len() - r.at));
+            return Err(DecodeError::Truncated(format!("{} trailing bytes", body.len() - r.at)));
         }
         Ok(ModelFile { model: LinearModel { loss, weights }, optimizer: Optimizer { cfg, t, sum_sq, z, scale, labels }, extra })
     }
@@ -392,7 +422,10 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(ModelFile::decode(&bytes[..n]).is_err(), "truncated to {n}");
         }
-        assert!(ModelFile::decode(b"SSGDATA\0whatever").unwrap_err().contains("magic"));
+        assert_eq!(ModelFile::decode(b"SSGDATA\0whatever").unwrap_err(), DecodeError::Magic);
+        let mut damaged = bytes.clone();
+        damaged[20] ^= 1;
+        assert!(matches!(ModelFile::decode(&damaged), Err(DecodeError::Checksum { .. })));
     }
 
     #[test]
@@ -412,7 +445,8 @@ mod tests {
         v3[8..12].copy_from_slice(&3u32.to_le_bytes());
         let crc = crc32fast::hash(&v3);
         v3.extend_from_slice(&crc.to_le_bytes());
-        assert!(ModelFile::decode(&v3).unwrap_err().contains("version 3"));
+        assert_eq!(ModelFile::decode(&v3).unwrap_err(), DecodeError::Version(3));
+        assert!(DecodeError::Version(3).to_string().contains("version 3"));
     }
 
     #[test]
