@@ -51,6 +51,14 @@ pub enum PredictorError {
         /// Features the model takes.
         want: usize,
     },
+    /// A batch that is not whole rows.
+    #[error("a batch of {len} values is not whole rows of {features} features")]
+    Batch {
+        /// Values given.
+        len: usize,
+        /// Features per row.
+        features: usize,
+    },
     /// A dense row given to a sparse model, or a text line to a dense one.
     #[error("{0}")]
     Kind(&'static str),
@@ -115,24 +123,54 @@ impl Predictor {
     /// value otherwise), its feature stage applied; `NaN` for a row its `--missing drop`
     /// policy drops.
     pub fn predict(&self, x: &[f32]) -> Result<f32, PredictorError> {
-        let Predictor::Dense { model, transform } = self else {
+        if let Predictor::Sparse { .. } = self {
             return Err(PredictorError::Kind("a sparse model takes text lines or sparse rows (predict_line, predict_rows)"));
-        };
+        }
         let want = self.features().unwrap_or(0);
         if x.len() != want {
             return Err(PredictorError::Features { got: x.len(), want });
         }
-        let margin = match transform {
-            Some(t) => {
-                let mut out = vec![0.0f32; model.features()];
-                match t.apply_row(x, &mut out) {
-                    true => model.predict_row(&out),
-                    false => f32::NAN,
-                }
-            }
-            None => model.predict_row(x),
+        let mut out = Vec::with_capacity(1);
+        self.predict_batch(x, &mut out)?;
+        Ok(out[0])
+    }
+
+    /// The outputs for a batch of raw dense rows, row-major (`rows.len()` a multiple of
+    /// [`Predictor::features`]), appended to `out`: what [`Predictor::predict`] gives for each,
+    /// with one buffer for the feature stage.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use streamsgd::predictor::Predictor;
+    /// # let model = streamsgd::model::LinearModel { loss: streamsgd::loss::Loss::Squared, weights: vec![2.0, 1.0] };
+    /// # let optimizer = streamsgd::optim::Optimizer::new(streamsgd::optim::OptimConfig::new(streamsgd::optim::Kind::Sgd), 1);
+    /// # let p = Predictor::from_file(streamsgd::model::ModelFile { model, optimizer, extra: "{}".into() })?;
+    /// // y = 2x + 1, three rows of one feature.
+    /// let mut out = Vec::new();
+    /// p.predict_batch(&[0.0, 1.0, 2.5], &mut out)?;
+    /// assert_eq!(out, [1.0, 3.0, 6.0]);
+    /// assert!(p.predict_batch(&[1.0; 4], &mut out).is_ok()); // d = 1: any length is whole rows
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn predict_batch(&self, rows: &[f32], out: &mut Vec<f32>) -> Result<(), PredictorError> {
+        let Predictor::Dense { model, transform } = self else {
+            return Err(PredictorError::Kind("a sparse model takes text lines or sparse rows (predict_line, predict_rows)"));
         };
-        Ok(model.loss.output(margin))
+        let d = self.features().unwrap_or(0);
+        if d == 0 || rows.len() % d != 0 {
+            return Err(PredictorError::Batch { len: rows.len(), features: d });
+        }
+        let mut buf = vec![0.0f32; model.features()];
+        out.extend(rows.chunks_exact(d).map(|x| {
+            let margin = match transform {
+                Some(t) if t.apply_row(x, &mut buf) => model.predict_row(&buf),
+                Some(_) => f32::NAN,
+                None => model.predict_row(x),
+            };
+            model.loss.output(margin)
+        }));
+        Ok(())
     }
 
     /// The output for each of a sparse model's `rows` (already hashed, as a `.ssgd` file or
