@@ -2,7 +2,7 @@
 //! replicas' average weighted by the examples each learned since the last merge (the
 //! pipeline's rule, [`weighted_average`]).
 
-use super::{failed, summary, totals, ClusterConfig, ClusterError, ClusterOutcome, ClusterReport, Exchange, Share, Summary};
+use super::{after_merge, summary, totals, ClusterConfig, ClusterError, ClusterOutcome, ClusterReport, Exchange, Next, Share, Summary};
 use crate::batch::Segment;
 use crate::dataset::Dataset;
 use crate::latency::Latency;
@@ -55,17 +55,13 @@ pub(super) fn work(
         learner.set_weights(&avg);
         merges += 1;
         merge_time += t.elapsed();
-        if let Some(e) = error.take() {
-            return Err(ClusterError::Learn { worker: index, error: e });
-        }
-        failed(&shares)?;
-        if shares.iter().all(|s| s.done) {
-            if index != 0 {
-                return Ok(None);
+        match after_merge(index, error.take(), &shares)? {
+            Next::Learn => {}
+            Next::End => return Ok(None),
+            Next::Report(summaries) => {
+                let report = finish(cfg, &ds, train_rows, &learner, &summaries, peers, merges, merge_time, started_work)?;
+                return Ok(Some(ClusterOutcome { report, sparse: None }));
             }
-            let summaries: Vec<&Summary> = shares.iter().filter_map(|s| s.summary.as_ref()).collect();
-            let report = finish(cfg, &ds, train_rows, &learner, &summaries, peers, merges, merge_time, started_work)?;
-            return Ok(Some(ClusterOutcome { report, sparse: None }));
         }
     }
 }

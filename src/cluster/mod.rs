@@ -306,10 +306,28 @@ fn totals(summaries: &[&Summary]) -> (u64, u64, u64, Progressive, Latency) {
     (rows, learned, rejected, p, latency)
 }
 
-/// A failure any share reports, as the error every worker ends with.
-fn failed<P>(shares: &[Share<P>]) -> Result<(), ClusterError> {
-    match shares.iter().find_map(|s| Some((s.worker, s.summary.as_ref()?.error.clone()?))) {
-        Some((w, e)) => Err(ClusterError::Timely(format!("worker {w} failed: {e}"))),
-        None => Ok(()),
+/// What a worker does after a merge.
+enum Next<'a> {
+    /// Learn the next round.
+    Learn,
+    /// Every worker is done; this one is not worker 0.
+    End,
+    /// Every worker is done: worker 0 reports on their totals.
+    Report(Vec<&'a Summary>),
+}
+
+/// After the merge of `shares`: this worker's learning `error`, or a failure any share
+/// reports, ends every worker with it; once all are done, worker 0 reports.
+fn after_merge<P>(index: usize, error: Option<LearnError>, shares: &[Share<P>]) -> Result<Next<'_>, ClusterError> {
+    if let Some(error) = error {
+        return Err(ClusterError::Learn { worker: index, error });
     }
+    if let Some((w, e)) = shares.iter().find_map(|s| Some((s.worker, s.summary.as_ref()?.error.clone()?))) {
+        return Err(ClusterError::Timely(format!("worker {w} failed: {e}")));
+    }
+    Ok(match (shares.iter().all(|s| s.done), index) {
+        (false, _) => Next::Learn,
+        (true, 0) => Next::Report(shares.iter().filter_map(|s| s.summary.as_ref()).collect()),
+        (true, _) => Next::End,
+    })
 }

@@ -7,7 +7,7 @@
 //! keeps that common state beside its table (twice the table's memory) to know its changes
 //! from.
 
-use super::{failed, summary, totals, ClusterConfig, ClusterError, ClusterOutcome, ClusterReport, Exchange, Share, Summary};
+use super::{after_merge, summary, totals, ClusterConfig, ClusterError, ClusterOutcome, ClusterReport, Exchange, Next, Share};
 use crate::dataset::SparseDataset;
 use crate::kernel::sparse::Table;
 use crate::latency::Latency;
@@ -112,45 +112,40 @@ pub(super) fn work(
         sent += shares.iter().map(|s| share_bytes(&s.payload)).sum::<u64>();
         merges += 1;
         merge_time += t.elapsed();
-        if let Some(e) = error.take() {
-            return Err(ClusterError::Learn { worker: index, error: e });
-        }
-        failed(&shares)?;
-        if shares.iter().all(|s| s.done) {
-            if index != 0 {
-                return Ok(None);
-            }
-            drop(replica);
-            let summaries: Vec<&Summary> = shares.iter().filter_map(|s| s.summary.as_ref()).collect();
-            let (rows, learned, rejected, p, latency) = totals(&summaries);
-            let seconds = started_work.elapsed().as_secs_f64();
-            let model = SparseModel {
-                loss: sc.loss,
-                table,
-                bias: bias[0],
-                interactions: sc.interactions.clone(),
-                bias_state: (bias[1], bias[2]),
-                examples: all_examples,
-            };
-            let holdout = (train_rows < ds.rows()).then(|| evaluate_mapped(&model, sc.optim, &ds, train_rows)).transpose()?;
-            let report = ClusterReport {
-                workers: peers,
-                rows,
-                rows_learned: learned,
-                rows_rejected: rejected,
-                seconds,
-                rows_per_sec: rows as f64 / seconds.max(1e-9),
-                merges,
-                // Every share went to every worker: the mean a worker sent per merge.
-                merge_bytes_per_worker: sent / merges.max(1),
-                table_bytes_per_worker: Some(peers as u64 * (table_bytes + 12 + 24)),
-                merge_us_mean: merge_time.as_secs_f64() * 1e6 / merges.max(1) as f64,
-                progressive_loss: p.mean_loss(),
-                progressive_accuracy: sc.loss.is_classification().then(|| p.correct / p.weight_sum.max(f64::MIN_POSITIVE)),
-                holdout,
-                latency_ns: latency.percentiles(),
-            };
-            return Ok(Some(ClusterOutcome { report, sparse: Some(model) }));
-        }
+        let summaries = match after_merge(index, error.take(), &shares)? {
+            Next::Learn => continue,
+            Next::End => return Ok(None),
+            Next::Report(summaries) => summaries,
+        };
+        drop(replica);
+        let (rows, learned, rejected, p, latency) = totals(&summaries);
+        let seconds = started_work.elapsed().as_secs_f64();
+        let model = SparseModel {
+            loss: sc.loss,
+            table,
+            bias: bias[0],
+            interactions: sc.interactions.clone(),
+            bias_state: (bias[1], bias[2]),
+            examples: all_examples,
+        };
+        let holdout = (train_rows < ds.rows()).then(|| evaluate_mapped(&model, sc.optim, &ds, train_rows)).transpose()?;
+        let report = ClusterReport {
+            workers: peers,
+            rows,
+            rows_learned: learned,
+            rows_rejected: rejected,
+            seconds,
+            rows_per_sec: rows as f64 / seconds.max(1e-9),
+            merges,
+            // Every share went to every worker: the mean a worker sent per merge.
+            merge_bytes_per_worker: sent / merges.max(1),
+            table_bytes_per_worker: Some(peers as u64 * (table_bytes + 12 + 24)),
+            merge_us_mean: merge_time.as_secs_f64() * 1e6 / merges.max(1) as f64,
+            progressive_loss: p.mean_loss(),
+            progressive_accuracy: sc.loss.is_classification().then(|| p.correct / p.weight_sum.max(f64::MIN_POSITIVE)),
+            holdout,
+            latency_ns: latency.percentiles(),
+        };
+        return Ok(Some(ClusterOutcome { report, sparse: Some(model) }));
     }
 }
