@@ -22,7 +22,7 @@ pub(super) fn work(
 ) -> Result<Option<ClusterOutcome>, ClusterError> {
     let (index, peers) = (worker.index(), worker.peers());
     let ds = Dataset::open(&cfg.data)?;
-    let train_rows = ds.rows() - ((ds.rows() as f64 * cfg.holdout).round() as u64).min(ds.rows());
+    let train_rows = cfg.train_rows(ds.rows());
     let segments = pipeline::segments(&ds, train_rows);
     let mut mine = segments.iter().skip(index).step_by(peers).peekable();
     let mut learner = Learner::new(cfg.learner, ds.features());

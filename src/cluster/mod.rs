@@ -61,6 +61,13 @@ pub struct ClusterConfig {
     pub sparse: Option<SparseConfig>,
 }
 
+impl ClusterConfig {
+    /// The rows of a file of `rows` that are learned: all but the held-out last fraction.
+    fn train_rows(&self, rows: u64) -> u64 {
+        rows - ((rows as f64 * self.holdout).round() as u64).min(rows)
+    }
+}
+
 /// Why a cluster run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

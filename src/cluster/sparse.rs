@@ -64,7 +64,7 @@ pub(super) fn work(
 ) -> Result<Option<ClusterOutcome>, ClusterError> {
     let (index, peers) = (worker.index(), worker.peers());
     let ds = SparseDataset::open(&cfg.data)?;
-    let train_rows = ds.rows() - ((ds.rows() as f64 * cfg.holdout).round() as u64).min(ds.rows());
+    let train_rows = cfg.train_rows(ds.rows());
     let block_rows = ds.block_rows();
     let mut mine = (index as u64..train_rows.div_ceil(block_rows)).step_by(peers).peekable();
     let table_bytes = Table::bytes(sc.bits, sc.optim.kind);
