@@ -5,12 +5,11 @@
 //! cargo run --release --example serve_while_learning
 //! ```
 
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use streamsgd::learner::{Learner, LearnerConfig};
 use streamsgd::loss::Loss;
-use streamsgd::model::SharedModel;
-use streamsgd::optim::{Kind, OptimConfig};
+use streamsgd::online::{OnlineConfig, OnlineModel};
 use streamsgd::predictor::Predictor;
 
 /// Features per row.
@@ -30,36 +29,36 @@ fn row(i: u64, x: &mut [f32]) -> f32 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cfg = LearnerConfig::new(Loss::Logistic, OptimConfig::new(Kind::Normalized));
-    let shared = Arc::new(SharedModel::new(Learner::new(cfg, D).model().clone()));
+    // Logistic regression with the CLI's defaults (features standardised online).
+    let mut model = OnlineModel::new(OnlineConfig::dense(Loss::Logistic, D))?;
+    let current = Arc::new(ArcSwap::from_pointee(model.snapshot()));
     let done = Arc::new(AtomicBool::new(false));
     // The learner: predict-then-learn on every row, a new snapshot every 20 000 rows.
     let learner = {
-        let (shared, done) = (shared.clone(), done.clone());
-        std::thread::spawn(move || -> Result<Learner, streamsgd::learner::LearnError> {
-            let mut learner = Learner::new(cfg, D);
+        let (current, done) = (current.clone(), done.clone());
+        std::thread::spawn(move || -> Result<OnlineModel, streamsgd::online::OnlineError> {
             let mut x = [0.0f32; D];
             for i in 0..400_000u64 {
                 let y = row(i, &mut x);
-                learner.learn_row(&x, y, 1.0)?;
+                model.learn(&x, y)?;
                 if i % 20_000 == 19_999 {
-                    shared.publish(learner.model().clone());
+                    current.store(Arc::new(model.snapshot()));
                 }
             }
             done.store(true, Ordering::Release);
-            Ok(learner)
+            Ok(model)
         })
     };
     // The server: scores held-out rows with whatever snapshot is current.
     let mut x = [0.0f32; D];
     let mut served = 0u64;
     while !done.load(Ordering::Acquire) {
-        let model = shared.snapshot();
+        let snapshot = current.load_full();
         let mut correct = 0;
         for k in 0..1000 {
             // Rows the learner never sees (another part of the stream).
             let y = row(1 << 40 | (served + k), &mut x);
-            if (model.predict_row(&x) > 0.0) == (y > 0.5) {
+            if (snapshot.predict(&x)? > 0.5) == (y > 0.5) {
                 correct += 1;
             }
         }
@@ -67,13 +66,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("served {served:>7} predictions; this snapshot's accuracy {:.3}", correct as f64 / 1000.0);
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let learner = learner.join().expect("the learner thread")?;
-    // Saved, and loaded back as `streamsgd predict` loads it.
-    let path = std::env::temp_dir().join(format!("serve_while_learning.{}.model", std::process::id()));
-    learner.to_file(String::from("{}")).save(&path)?;
-    let p = Predictor::load(&path)?;
-    let y = row(7, &mut x);
-    println!("saved to {}; row 7 (label {y}): probability {:.3}", path.display(), p.predict(&x)?);
-    std::fs::remove_file(&path)?;
+    let model = learner.join().expect("the learner thread")?;
+    let stats = model_stats(model)?;
+    println!("{stats}");
     Ok(())
+}
+
+/// Saves the model, loads it back as `streamsgd predict` loads it, and says what it learned.
+fn model_stats(mut model: OnlineModel) -> Result<String, Box<dyn std::error::Error>> {
+    let path = std::env::temp_dir().join(format!("serve_while_learning.{}.model", std::process::id()));
+    model.save(&path)?;
+    let p = Predictor::load(&path)?;
+    std::fs::remove_file(&path)?;
+    let mut x = [0.0f32; D];
+    let y = row(7, &mut x);
+    let s = model.stats();
+    Ok(format!(
+        "learned {} rows (progressive log loss {:.4}); saved and loaded back: row 7 (label {y}) has probability {:.3}",
+        s.rows_learned,
+        s.progress.mean_loss(),
+        p.predict(&x)?
+    ))
 }

@@ -19,6 +19,7 @@ pub mod loss;
 pub mod merge;
 pub mod metrics;
 pub mod model;
+pub mod online;
 pub mod optim;
 pub mod pipeline;
 pub mod predictor;

@@ -27,6 +27,7 @@ use crate::optim::OptimConfig;
 use crate::pipeline::{saved_transform, PipelineError};
 use crate::source::{ParseError, TextFormat};
 use crate::sparse::file::{from_file, SparseFileError, SparseMeta};
+use crate::sparse::parse::{push_named, Named, NamedError};
 use crate::sparse::{SparseModel, SparseParser, SparseRows};
 use crate::transform::Transform;
 use std::path::Path;
@@ -65,6 +66,9 @@ pub enum PredictorError {
     /// A text line that cannot be parsed.
     #[error(transparent)]
     Parse(#[from] ParseError),
+    /// A named feature that cannot be read.
+    #[error(transparent)]
+    Named(#[from] NamedError),
 }
 
 /// A loaded model ready to predict (immutable: share it between threads).
@@ -157,20 +161,7 @@ impl Predictor {
         let Predictor::Dense { model, transform } = self else {
             return Err(PredictorError::Kind("a sparse model takes text lines or sparse rows (predict_line, predict_rows)"));
         };
-        let d = self.features().unwrap_or(0);
-        if d == 0 || rows.len() % d != 0 {
-            return Err(PredictorError::Batch { len: rows.len(), features: d });
-        }
-        let mut buf = vec![0.0f32; model.features()];
-        out.extend(rows.chunks_exact(d).map(|x| {
-            let margin = match transform {
-                Some(t) if t.apply_row(x, &mut buf) => model.predict_row(&buf),
-                Some(_) => f32::NAN,
-                None => model.predict_row(x),
-            };
-            model.loss.output(margin)
-        }));
-        Ok(())
+        dense_outputs(model, transform.as_deref(), rows, out)
     }
 
     /// The output for each of a sparse model's `rows` (already hashed, as a `.ssgd` file or
@@ -179,12 +170,18 @@ impl Predictor {
         let Predictor::Sparse { model, optim, .. } = self else {
             return Err(PredictorError::Kind("a dense model takes rows of its features (predict)"));
         };
-        let at = out.len();
-        crate::sparse::train::predict_rows(model, *optim, rows, out);
-        for m in &mut out[at..] {
-            *m = model.loss.output(*m);
-        }
+        sparse_outputs(model, *optim, rows, out);
         Ok(())
+    }
+
+    /// The output for one row of named features under a sparse model, hashed with its seed as
+    /// a CSV's columns are (see [`push_named`]); NaN for a row its `--missing drop` policy
+    /// drops.
+    pub fn predict_named<'a>(&self, features: impl IntoIterator<Item = (&'a str, Named<'a>)>) -> Result<f32, PredictorError> {
+        let Predictor::Sparse { model, optim, meta } = self else {
+            return Err(PredictorError::Kind("a dense model takes rows of its features (predict)"));
+        };
+        named_output(model, *optim, meta, features)
     }
 
     /// The output for one line of VW or LibSVM text (`format`) under a sparse model, hashed
@@ -207,4 +204,53 @@ impl Predictor {
         self.predict_rows(&rows.as_ref(), &mut out)?;
         Ok(out[0])
     }
+}
+
+/// The outputs of dense `model` for raw rows (row-major), through `transform` (its statistics
+/// as they are) when given, appended to `out`; NaN for a row the stage drops.
+pub(crate) fn dense_outputs(
+    model: &LinearModel,
+    transform: Option<&Transform>,
+    rows: &[f32],
+    out: &mut Vec<f32>,
+) -> Result<(), PredictorError> {
+    let d = transform.map_or(model.features(), |t| t.d);
+    if d == 0 || rows.len() % d != 0 {
+        return Err(PredictorError::Batch { len: rows.len(), features: d });
+    }
+    let mut buf = vec![0.0f32; model.features()];
+    out.extend(rows.chunks_exact(d).map(|x| {
+        let margin = match transform {
+            Some(t) if t.apply_row(x, &mut buf) => model.predict_row(&buf),
+            Some(_) => f32::NAN,
+            None => model.predict_row(x),
+        };
+        model.loss.output(margin)
+    }));
+    Ok(())
+}
+
+/// The outputs of sparse `model` (learned with `optim`) for `rows`, appended to `out`.
+pub(crate) fn sparse_outputs(model: &SparseModel, optim: OptimConfig, rows: &crate::sparse::RowsRef<'_>, out: &mut Vec<f32>) {
+    let at = out.len();
+    crate::sparse::train::predict_rows(model, optim, rows, out);
+    for m in &mut out[at..] {
+        *m = model.loss.output(*m);
+    }
+}
+
+/// The output of sparse `model` for one row of named features, hashed as `meta` says.
+pub(crate) fn named_output<'a>(
+    model: &SparseModel,
+    optim: OptimConfig,
+    meta: &SparseMeta,
+    features: impl IntoIterator<Item = (&'a str, Named<'a>)>,
+) -> Result<f32, PredictorError> {
+    let mut rows = SparseRows::new();
+    if !push_named(&mut rows, meta.hash_seed, meta.missing, features, f32::NAN)? {
+        return Ok(f32::NAN);
+    }
+    let mut out = Vec::with_capacity(1);
+    sparse_outputs(model, optim, &rows.as_ref(), &mut out);
+    Ok(out[0])
 }

@@ -110,7 +110,7 @@ enum Window<'a> {
 
 /// Scratch columns of the feature stage.
 #[derive(Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     data: Vec<f32>,
     labels: Vec<f32>,
     weights: Vec<f32>,
@@ -538,6 +538,22 @@ pub fn run(mut ctx: ShardContext<'_>, learner: Learner, transform: Transform) ->
         feed: feed.map(Feed::finish),
         first_learned,
     }
+}
+
+/// What a shard does with a batch that has no duplicates to skip, for a learner outside the
+/// pipeline ([`crate::online::OnlineModel`]): the feature stage then the learner, on at most
+/// [`BATCH_ROWS`] rows `cols` (`labels` and `weights` indexed from row 0 of its data).
+pub(crate) fn learn_staged(
+    learner: &mut Learner,
+    transform: &mut Transform,
+    cols: &Columns<'_>,
+    (labels, weights): (&[f32], Option<&[f32]>),
+    scratch: &mut Scratch,
+    counts: &mut TransformCounts,
+) -> Result<(), LearnError> {
+    debug_assert!(cols.n <= BATCH_ROWS);
+    let none: SkipMask = [0; BATCH_ROWS / 64];
+    learn(learner, transform, cols, &Targets { labels, weights }, (&none, None), scratch, counts, &mut 0)
 }
 
 /// Rows of transformed columns written at a time: the learner's mini-batch, at least 256 rows

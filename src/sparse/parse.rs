@@ -471,6 +471,69 @@ impl<R: BufRead> SparseParser<R> {
     }
 }
 
+/// A feature as a program names it (a River `dict` entry, a JSON field): a number, or a
+/// category.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Named<'a> {
+    /// A numeric feature's value (NaN: missing).
+    Number(f32),
+    /// A categorical feature's value.
+    Category(&'a str),
+}
+
+/// A named feature that cannot be learned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("feature {name}: {what}")]
+pub struct NamedError {
+    /// The feature.
+    pub name: String,
+    /// What is wrong.
+    pub what: &'static str,
+}
+
+/// Appends a row of `features`, labelled `y`, to `out`, hashed with `seed` as a CSV's columns
+/// are (a number: column `name` of value x; a category: `name` = value, of value 1), so a model
+/// trained on a CSV with `--categorical` gives the same predictions from them. A NaN number is
+/// what `missing` says: left out (`Zero`), the row not appended (`Drop`: returns false), or an
+/// error. Zero numbers are left out, as a sparse row stores none.
+pub fn push_named<'a>(
+    out: &mut SparseRows,
+    seed: u64,
+    missing: Missing,
+    features: impl IntoIterator<Item = (&'a str, Named<'a>)>,
+    y: f32,
+) -> Result<bool, NamedError> {
+    for (name, value) in features {
+        let key = NamespaceKey::new(namespace_hash(name.as_bytes(), seed));
+        let tag = name.bytes().next().unwrap_or(DEFAULT_NS);
+        let (id, x) = match value {
+            Named::Category(c) => (key.feature_id(c.as_bytes()), 1.0),
+            Named::Number(x) if x.is_nan() => match missing {
+                Missing::Zero => continue,
+                Missing::Drop => {
+                    out.abandon_row();
+                    return Ok(false);
+                }
+                Missing::Reject | Missing::Mean => {
+                    out.abandon_row();
+                    let what = "the value is NaN (missing): a model with missing = zero leaves it out, drop drops the row";
+                    return Err(NamedError { name: name.to_string(), what });
+                }
+            },
+            Named::Number(x) if x.is_infinite() => {
+                out.abandon_row();
+                return Err(NamedError { name: name.to_string(), what: "the value is infinite" });
+            }
+            Named::Number(x) => (key.feature_id(b""), x),
+        };
+        if x != 0.0 {
+            out.push_feature(id, x, tag);
+        }
+    }
+    out.end_row(y, 1.0);
+    Ok(true)
+}
+
 fn parse_index(s: &[u8]) -> Option<u32> {
     if s.is_empty() || s.len() > 10 || !s.iter().all(u8::is_ascii_digit) {
         return None;
