@@ -27,6 +27,7 @@ pub mod ring;
 pub mod shard;
 pub mod source;
 pub mod sparse;
+pub mod train_file;
 pub mod transform;
 pub mod turns;
 pub mod window;

@@ -36,7 +36,7 @@ use crate::pipeline::{saved_transform, PipelineError};
 use crate::predictor::{dense_outputs, Predictor, PredictorError};
 use crate::shard::{learn_staged, Scratch};
 use crate::sparse::file::{interactions, SparseFileError, SparseMeta};
-use crate::sparse::parse::{push_named, Named, NamedError};
+use crate::sparse::parse::{push_named, Named, NamedError, DEFAULT_NS};
 use crate::sparse::{RowsRef, SparseModel, SparseRows};
 use crate::transform::{Missing, Scaling, Transform, TransformConfig, TransformCounts};
 use std::path::Path;
@@ -303,6 +303,22 @@ impl OnlineModel {
         LearnerConfig { loss: cfg.loss, optim: cfg.optim, batch: cfg.batch, grow: cfg.grow, bad_rows: cfg.bad_rows }
     }
 
+    /// Changes how rows are learned from now on: the dense mini-batch (`grow`: growing to
+    /// `batch`) and what a bad row does. The dense progressive sums restart.
+    pub fn set_learning(&mut self, batch: usize, grow: bool, bad_rows: BadRows) -> Result<(), OnlineError> {
+        let cfg = OnlineConfig { batch, grow, bad_rows, ..self.cfg.clone() };
+        cfg.check()?;
+        if let State::Dense(s) = &mut self.state {
+            let old = &s.learner;
+            let mut learner = Learner::resume(Self::learner_config(&cfg), old.model().clone(), old.optimizer().clone());
+            learner.set_scaled(s.transform.cfg.scaling != Scaling::None);
+            (learner.rows_learned, learner.rows_rejected) = (old.rows_learned, old.rows_rejected);
+            s.learner = learner;
+        }
+        self.cfg = cfg;
+        Ok(())
+    }
+
     /// Its settings.
     pub fn config(&self) -> &OnlineConfig {
         &self.cfg
@@ -359,20 +375,22 @@ impl OnlineModel {
     pub fn learn_batch(&mut self, rows: &[f32], labels: &[f32], weights: Option<&[f32]>) -> Result<(), OnlineError> {
         let s = self.dense_mut()?;
         let (d, n) = (s.transform.d, labels.len());
-        if rows.len() != n * d {
+        if rows.len() % d != 0 {
             return Err(PredictorError::Batch { len: rows.len(), features: d }.into());
+        }
+        if rows.len() / d != n {
+            return Err(OnlineError::Targets { what: "labels", got: n, rows: rows.len() / d });
         }
         check_targets(n, weights)?;
         for c in (0..n).step_by(BATCH_ROWS) {
             let m = (n - c).min(BATCH_ROWS);
-            s.cols.resize(m * d, 0.0);
-            for (r, x) in rows[c * d..(c + m) * d].chunks_exact(d).enumerate() {
-                for (j, &v) in x.iter().enumerate() {
-                    s.cols[j * m + r] = v;
-                }
-            }
+            // Columns a cache line apart from a multiple of 4 KiB: at a stride of 1024 rows,
+            // every column's row r would share one cache set (a transpose 7× slower).
+            let stride = m.next_multiple_of(16) + 16;
+            s.cols.resize(d * stride, 0.0);
+            crate::kernel::transpose(&rows[c * d..(c + m) * d], d, &mut s.cols, stride);
             let cols = std::mem::take(&mut s.cols);
-            let res = s.learn(&Columns::new(&cols, m, d, 0, m), (&labels[c..c + m], weights.map(|w| &w[c..c + m])));
+            let res = s.learn(&Columns::new(&cols, stride, d, 0, m), (&labels[c..c + m], weights.map(|w| &w[c..c + m])));
             s.cols = cols;
             res?;
         }
@@ -457,28 +475,108 @@ impl OnlineModel {
 
     /// The outputs for dense rows, row-major, appended to `out`.
     pub fn predict_batch(&self, rows: &[f32], out: &mut Vec<f32>) -> Result<(), OnlineError> {
+        self.dense_outputs(rows, out, false)
+    }
+
+    /// The margins (w·x + b, before the loss's link: log-odds for the logistic loss) of dense
+    /// rows, row-major, appended to `out`: scikit-learn's `decision_function`.
+    pub fn decision_batch(&self, rows: &[f32], out: &mut Vec<f32>) -> Result<(), OnlineError> {
+        self.dense_outputs(rows, out, true)
+    }
+
+    fn dense_outputs(&self, rows: &[f32], out: &mut Vec<f32>, raw: bool) -> Result<(), OnlineError> {
         let State::Dense(s) = &self.state else {
-            return Err(PredictorError::Kind("a sparse model predicts sparse rows (predict_rows, predict_named)").into());
+            return Err(PredictorError::Kind("a sparse model predicts sparse rows (predict_rows, predict_csr, predict_named)").into());
         };
         let stage = (!s.transform.cfg.is_identity()).then_some(&s.transform);
-        Ok(dense_outputs(s.learner.model(), stage, rows, out)?)
+        Ok(dense_outputs(s.learner.model(), stage, rows, out, raw)?)
     }
 
     /// The outputs for sparse rows, appended to `out`.
     pub fn predict_rows(&self, rows: &RowsRef<'_>, out: &mut Vec<f32>) -> Result<(), OnlineError> {
-        let State::Sparse(s) = &self.state else {
-            return Err(PredictorError::Kind("a dense model predicts dense rows (predict, predict_batch)").into());
-        };
-        crate::predictor::sparse_outputs(&s.model, self.cfg.optim, rows, out);
+        let s = self.sparse()?;
+        crate::predictor::sparse_outputs(&s.model, self.cfg.optim, rows, out, false);
         Ok(())
+    }
+
+    /// Learns CSR rows (see [`Csr`]) with their labels and optional weights.
+    pub fn learn_csr(&mut self, x: &Csr<'_>, labels: &[f32], weights: Option<&[f32]>) -> Result<(), OnlineError> {
+        let n = x.check()?;
+        if labels.len() != n {
+            return Err(OnlineError::Targets { what: "labels", got: labels.len(), rows: n });
+        }
+        check_targets(n, weights)?;
+        let (loss, optim, bad_rows) = (self.cfg.loss, self.cfg.optim, self.cfg.bad_rows);
+        let State::Sparse(s) = &mut self.state else {
+            return Err(PredictorError::Kind("a dense model learns dense rows (learn, learn_batch, learn_columns)").into());
+        };
+        let mut rows = std::mem::take(&mut s.rows);
+        let mut res = Ok(());
+        for c in (0..n).step_by(BATCH_ROWS) {
+            rows.clear();
+            for r in c..(c + BATCH_ROWS).min(n) {
+                match x.push_row(r, &mut rows, s.meta.missing, labels[r], weights.map_or(1.0, |w| w[r])) {
+                    Ok(true) => {}
+                    Ok(false) => s.dropped += 1,
+                    Err(e) => {
+                        res = Err(e);
+                        break;
+                    }
+                }
+            }
+            // The rows before a bad one are learned, as a stream's would be (an error of theirs
+            // came first).
+            if let Err(e) = s.learn(&rows.as_ref(), loss, optim, bad_rows) {
+                res = Err(e);
+            }
+            if res.is_err() {
+                break;
+            }
+        }
+        s.rows = rows;
+        res
+    }
+
+    /// The outputs for CSR rows, appended to `out` (NaN for a row the missing-value policy
+    /// drops).
+    pub fn predict_csr(&self, x: &Csr<'_>, out: &mut Vec<f32>) -> Result<(), OnlineError> {
+        self.csr_outputs(x, out, false)
+    }
+
+    /// The margins of CSR rows, appended to `out` (see [`OnlineModel::decision_batch`]).
+    pub fn decision_csr(&self, x: &Csr<'_>, out: &mut Vec<f32>) -> Result<(), OnlineError> {
+        self.csr_outputs(x, out, true)
+    }
+
+    fn csr_outputs(&self, x: &Csr<'_>, out: &mut Vec<f32>, raw: bool) -> Result<(), OnlineError> {
+        let n = x.check()?;
+        let s = self.sparse()?;
+        let mut rows = SparseRows::new();
+        let mut one = Vec::with_capacity(1);
+        for r in 0..n {
+            rows.clear();
+            if !x.push_row(r, &mut rows, s.meta.missing, f32::NAN, 1.0)? {
+                out.push(f32::NAN);
+                continue;
+            }
+            one.clear();
+            crate::predictor::sparse_outputs(&s.model, self.cfg.optim, &rows.as_ref(), &mut one, raw);
+            out.push(one[0]);
+        }
+        Ok(())
+    }
+
+    fn sparse(&self) -> Result<&SparseState, OnlineError> {
+        match &self.state {
+            State::Sparse(s) => Ok(s),
+            State::Dense(_) => Err(PredictorError::Kind("a dense model predicts dense rows (predict, predict_batch)").into()),
+        }
     }
 
     /// The output for one row of named features (see [`OnlineModel::learn_named`]); NaN for a
     /// row its missing-value policy drops.
     pub fn predict_named<'a>(&self, features: impl IntoIterator<Item = (&'a str, Named<'a>)>) -> Result<f32, OnlineError> {
-        let State::Sparse(s) = &self.state else {
-            return Err(PredictorError::Kind("a dense model predicts dense rows (predict, predict_batch)").into());
-        };
+        let s = self.sparse()?;
         Ok(crate::predictor::named_output(&s.model, self.cfg.optim, &s.meta, features)?)
     }
 
@@ -510,6 +608,70 @@ impl OnlineModel {
             State::Dense(s) => Ok(s),
             State::Sparse(_) => Err(PredictorError::Kind("a sparse model learns sparse rows (learn_rows, learn_named)").into()),
         }
+    }
+}
+
+/// Sparse rows in compressed sparse row form (scipy.sparse's CSR layout): row `r`'s features
+/// are `indices[indptr[r]..indptr[r+1]]` with `values` alike. An index is a feature id, as a
+/// LibSVM line's is (column j of a matrix: slot j of a table of at least j + 1 slots).
+#[derive(Clone, Copy, Debug)]
+pub struct Csr<'a> {
+    /// Row offsets: one more than the rows, non-decreasing, from 0.
+    pub indptr: &'a [u64],
+    /// Feature ids.
+    pub indices: &'a [u32],
+    /// Values (NaN: missing, as the model's policy says).
+    pub values: &'a [f32],
+}
+
+impl Csr<'_> {
+    /// The rows, once the offsets are checked.
+    fn check(&self) -> Result<usize, OnlineError> {
+        let bad = |what: String| Err(OnlineError::Config { field: "csr", what });
+        if self.indices.len() != self.values.len() {
+            return bad(format!("{} indices for {} values", self.indices.len(), self.values.len()));
+        }
+        let Some((&last, _)) = self.indptr.split_last() else {
+            return bad("indptr is empty (it has one more entry than the rows)".into());
+        };
+        if self.indptr[0] != 0 || last != self.indices.len() as u64 {
+            return bad(format!("indptr runs from {} to {last}, not from 0 to the {} values", self.indptr[0], self.indices.len()));
+        }
+        if let Some(r) = self.indptr.windows(2).position(|w| w[1] < w[0]) {
+            return bad(format!("indptr decreases at row {r}"));
+        }
+        Ok(self.indptr.len() - 1)
+    }
+
+    /// Appends row `r` (checked offsets) to `out` with its label and weight; false when
+    /// `missing` drops it.
+    fn push_row(&self, r: usize, out: &mut SparseRows, missing: Missing, y: f32, w: f32) -> Result<bool, OnlineError> {
+        let span = self.indptr[r] as usize..self.indptr[r + 1] as usize;
+        for (&id, &x) in self.indices[span.clone()].iter().zip(&self.values[span]) {
+            if x.is_nan() {
+                match missing {
+                    Missing::Zero => continue,
+                    Missing::Drop => {
+                        out.abandon_row();
+                        return Ok(false);
+                    }
+                    Missing::Reject | Missing::Mean => {
+                        out.abandon_row();
+                        let what = format!("row {r}, index {id}: the value is NaN (missing = zero leaves it out, drop drops the row)");
+                        return Err(OnlineError::Config { field: "csr", what });
+                    }
+                }
+            }
+            if x.is_infinite() {
+                out.abandon_row();
+                return Err(OnlineError::Config { field: "csr", what: format!("row {r}, index {id}: the value is infinite") });
+            }
+            if x != 0.0 {
+                out.push_feature(id, x, DEFAULT_NS);
+            }
+        }
+        out.end_row(y, w);
+        Ok(true)
     }
 }
 

@@ -161,7 +161,7 @@ impl Predictor {
         let Predictor::Dense { model, transform } = self else {
             return Err(PredictorError::Kind("a sparse model takes text lines or sparse rows (predict_line, predict_rows)"));
         };
-        dense_outputs(model, transform.as_deref(), rows, out)
+        dense_outputs(model, transform.as_deref(), rows, out, false)
     }
 
     /// The output for each of a sparse model's `rows` (already hashed, as a `.ssgd` file or
@@ -170,7 +170,7 @@ impl Predictor {
         let Predictor::Sparse { model, optim, .. } = self else {
             return Err(PredictorError::Kind("a dense model takes rows of its features (predict)"));
         };
-        sparse_outputs(model, *optim, rows, out);
+        sparse_outputs(model, *optim, rows, out, false);
         Ok(())
     }
 
@@ -207,12 +207,14 @@ impl Predictor {
 }
 
 /// The outputs of dense `model` for raw rows (row-major), through `transform` (its statistics
-/// as they are) when given, appended to `out`; NaN for a row the stage drops.
+/// as they are) when given, appended to `out` (the margins when `raw`); NaN for a row the stage
+/// drops.
 pub(crate) fn dense_outputs(
     model: &LinearModel,
     transform: Option<&Transform>,
     rows: &[f32],
     out: &mut Vec<f32>,
+    raw: bool,
 ) -> Result<(), PredictorError> {
     let d = transform.map_or(model.features(), |t| t.d);
     if d == 0 || rows.len() % d != 0 {
@@ -225,15 +227,23 @@ pub(crate) fn dense_outputs(
             Some(_) => f32::NAN,
             None => model.predict_row(x),
         };
-        model.loss.output(margin)
+        if raw {
+            margin
+        } else {
+            model.loss.output(margin)
+        }
     }));
     Ok(())
 }
 
-/// The outputs of sparse `model` (learned with `optim`) for `rows`, appended to `out`.
-pub(crate) fn sparse_outputs(model: &SparseModel, optim: OptimConfig, rows: &crate::sparse::RowsRef<'_>, out: &mut Vec<f32>) {
+/// The outputs of sparse `model` (learned with `optim`) for `rows`, appended to `out` (the
+/// margins when `raw`).
+pub(crate) fn sparse_outputs(model: &SparseModel, optim: OptimConfig, rows: &crate::sparse::RowsRef<'_>, out: &mut Vec<f32>, raw: bool) {
     let at = out.len();
     crate::sparse::train::predict_rows(model, optim, rows, out);
+    if raw {
+        return;
+    }
     for m in &mut out[at..] {
         *m = model.loss.output(*m);
     }
@@ -251,6 +261,6 @@ pub(crate) fn named_output<'a>(
         return Ok(f32::NAN);
     }
     let mut out = Vec::with_capacity(1);
-    sparse_outputs(model, optim, &rows.as_ref(), &mut out);
+    sparse_outputs(model, optim, &rows.as_ref(), &mut out, false);
     Ok(out[0])
 }

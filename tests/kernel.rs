@@ -633,3 +633,53 @@ proptest! {
         prop_assert!((m.q - want.q).abs() <= 1e-9 * scale, "q {} vs {}", m.q, want.q);
     }
 }
+
+/// A program's row-major rows into the learner's columns: every twin puts value `j` of row `r`
+/// at `j·stride + r`, bit for bit, and leaves the padding between columns alone.
+fn check_transpose(n: usize, d: usize, pad: usize) {
+    let rows = data(n * d, (n * 31 + d) as u64);
+    let stride = n + pad;
+    let want = |cols: &[f32], what: &str| {
+        for r in 0..n {
+            for j in 0..d {
+                assert_eq!(cols[j * stride + r].to_bits(), rows[r * d + j].to_bits(), "{what} n={n} d={d} row {r} value {j}");
+            }
+            for j in 0..d.saturating_sub(1) {
+                for k in n..stride {
+                    assert!(cols[j * stride + k].is_nan(), "{what}: padding written");
+                }
+            }
+        }
+    };
+    let len = (d - 1) * stride + n;
+    let mut cols = vec![f32::NAN; len];
+    scalar::transpose(&rows, d, &mut cols, stride);
+    want(&cols, "scalar");
+    #[cfg(target_arch = "x86_64")]
+    if Isa::Avx2.available() {
+        let mut cols = vec![f32::NAN; len];
+        // SAFETY (test): AVX2 checked above.
+        unsafe { streamsgd::kernel::avx2::transpose(&rows, d, &mut cols, stride) };
+        want(&cols, "avx2");
+    }
+    let mut cols = vec![f32::NAN; len];
+    streamsgd::kernel::transpose(&rows, d, &mut cols, stride);
+    want(&cols, "dispatch");
+}
+
+#[test]
+fn transpose_twins_agree() {
+    for &n in LENGTHS.iter().filter(|&&n| n <= 1100) {
+        for d in [1, 2, 7, 8, 9, 16, 33] {
+            check_transpose(n, d, 0);
+            check_transpose(n, d, 17);
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn transpose_random(n in 0usize..300, d in 1usize..40, pad in 0usize..40) {
+        check_transpose(n, d, pad);
+    }
+}

@@ -1116,6 +1116,63 @@ unsafe fn pass<const IMPUTE: bool>(xs: &[f32], shift: f32, f: &ColumnMap, out: &
     m
 }
 
+/// [`super::scalar::transpose`], 8 rows × 8 columns at a time in registers (the row-major
+/// reads and column writes both 32 bytes wide).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn transpose(rows: &[f32], d: usize, cols: &mut [f32], stride: usize) {
+    let n = rows.len() / d;
+    assert!(rows.len() == n * d && stride >= n && cols.len() >= (d - 1) * stride + n, "whole rows, and room for their columns");
+    let (n8, d8) = (n / 8 * 8, d / 8 * 8);
+    for r in (0..n8).step_by(8) {
+        for j in (0..d8).step_by(8) {
+            // SAFETY: rows r..r+8 < n and values j..j+8 ≤ d of each are in `rows`, and each
+            // column's rows r..r+8 in `cols` (asserted above; `load`/`store` slice them again);
+            // register-only shuffles otherwise.
+            unsafe {
+                let a: [__m256; 8] = std::array::from_fn(|i| load(&rows[(r + i) * d + j..]));
+                let t0 = _mm256_unpacklo_ps(a[0], a[1]);
+                let t1 = _mm256_unpackhi_ps(a[0], a[1]);
+                let t2 = _mm256_unpacklo_ps(a[2], a[3]);
+                let t3 = _mm256_unpackhi_ps(a[2], a[3]);
+                let t4 = _mm256_unpacklo_ps(a[4], a[5]);
+                let t5 = _mm256_unpackhi_ps(a[4], a[5]);
+                let t6 = _mm256_unpacklo_ps(a[6], a[7]);
+                let t7 = _mm256_unpackhi_ps(a[6], a[7]);
+                let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let c = [
+                    _mm256_permute2f128_ps::<0x20>(s0, s4),
+                    _mm256_permute2f128_ps::<0x20>(s1, s5),
+                    _mm256_permute2f128_ps::<0x20>(s2, s6),
+                    _mm256_permute2f128_ps::<0x20>(s3, s7),
+                    _mm256_permute2f128_ps::<0x31>(s0, s4),
+                    _mm256_permute2f128_ps::<0x31>(s1, s5),
+                    _mm256_permute2f128_ps::<0x31>(s2, s6),
+                    _mm256_permute2f128_ps::<0x31>(s3, s7),
+                ];
+                for (k, v) in c.into_iter().enumerate() {
+                    store(&mut cols[(j + k) * stride + r..], v);
+                }
+            }
+        }
+        for j in d8..d {
+            for i in 0..8 {
+                cols[j * stride + r + i] = rows[(r + i) * d + j];
+            }
+        }
+    }
+    super::scalar::transpose(&rows[n8 * d..], d, &mut cols[n8..], stride);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -498,6 +498,19 @@ pub fn compact(xs: &[f32], skip: &SkipMask, out: &mut [f32]) -> usize {
     }
 }
 
+/// Row-major `rows` of `d` values into columns `stride` apart in `cols`: value `j` of row `r`
+/// to `cols[j·stride + r]` (a program's rows into the learner's layout).
+pub fn transpose(rows: &[f32], d: usize, cols: &mut [f32], stride: usize) {
+    let n = rows.len() / d.max(1);
+    assert!(d > 0 && rows.len() == n * d && stride >= n && cols.len() >= (d - 1) * stride + n, "whole rows, and room for their columns");
+    match isa() {
+        // SAFETY: `Isa::Avx2` is only selected when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::transpose(rows, d, cols, stride) },
+        _ => scalar::transpose(rows, d, cols, stride),
+    }
+}
+
 /// A batch's column sums from [`scan`], with the scan's scratch (kept between batches, so a
 /// warm pipeline allocates nothing).
 #[derive(Clone, Debug, Default)]

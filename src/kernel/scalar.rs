@@ -224,3 +224,13 @@ pub fn shifted_sums(xs: &[f32], shift: f32) -> (f64, f64) {
         (s + v, q + v * v)
     })
 }
+
+/// Row-major `rows` of `d` values into columns `stride` apart: value `j` of row `r` to
+/// `cols[j·stride + r]`.
+pub fn transpose(rows: &[f32], d: usize, cols: &mut [f32], stride: usize) {
+    for (r, x) in rows.chunks_exact(d).enumerate() {
+        for (j, &v) in x.iter().enumerate() {
+            cols[j * stride + r] = v;
+        }
+    }
+}
