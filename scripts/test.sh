@@ -14,4 +14,5 @@ fi
 cargo test --release "$@"
 if [ $# -eq 0 ]; then
     scripts/test_python.sh
+    scripts/test_c.sh
 fi
