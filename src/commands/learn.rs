@@ -19,6 +19,7 @@ use streamsgd::metrics::Evaluation;
 use streamsgd::model::{ModelFile, Schema, SharedModel};
 use streamsgd::optim::{Kind, OptimConfig, Schedule};
 use streamsgd::pipeline::{self, Input, OnDrift, PipelineConfig, TrainOutcome, TrainReport, WindowConfig};
+use streamsgd::predictor::Predictor;
 use streamsgd::source::gen::{GenConfig, Generator, Task};
 use streamsgd::source::live::{LiveReader, Patience};
 use streamsgd::source::split::SplitText;
@@ -870,20 +871,12 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     if sparse::predict(&a, &file)? {
         return Ok(());
     }
-    let transform = pipeline::saved_transform(&file.extra)?.filter(|t| !t.cfg.is_identity());
     let schema = file.schema().map_err(anyhow::Error::msg)?;
-    let m = file.model;
     // Inputs are raw rows; the model's feature stage (frozen statistics) maps them to the
-    // model's columns exactly as in training.
-    let d = transform.as_ref().map_or(m.features(), |t| t.d);
-    let mut t_out = vec![0.0f32; m.features()];
-    let mut margin = |x: &[f32]| -> f32 {
-        match &transform {
-            Some(t) if t.apply_row(x, &mut t_out) => m.predict_row(&t_out),
-            Some(_) => f32::NAN, // dropped by the `drop` missing policy: no prediction
-            None => m.predict_row(x),
-        }
-    };
+    // model's columns exactly as in training: the library's `Predictor`.
+    let predictor = Predictor::from_file(file)?;
+    let Predictor::Dense { model: m, transform } = &predictor else { unreachable!("a sparse model is predicted above") };
+    let d = predictor.features().unwrap_or(0);
     let mut text = a.text.options();
     text.features = Some(text.features.unwrap_or(d));
     if let Some(s) = &schema {
@@ -910,27 +903,31 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     let mut num = ryu::Buffer::new();
     let start = Instant::now();
     let mut rows = 0u64;
+    // One output (a probability, a value) per row.
     let mut emit = |out: &mut BufWriter<_>, p: f32| -> std::io::Result<()> {
-        out.write_all(num.format(m.loss.output(p)).as_bytes())?;
+        out.write_all(num.format(p).as_bytes())?;
         out.write_all(b"\n")
     };
+    let mut outputs = Vec::new();
     match &mut data {
         Data::Mapped(ds) => {
             ensure!(ds.features() == d, "{name} has {} features, the model {d}", ds.features());
-            let mut p = vec![0.0f32; ds.header().block_rows as usize];
             let mut row = vec![0.0f32; d];
             for b in ds.iter() {
                 let t = Instant::now();
+                outputs.clear();
                 if transform.is_some() {
-                    for (r, o) in p[..b.rows].iter_mut().enumerate() {
+                    for r in 0..b.rows {
                         b.row_into(r, &mut row);
-                        *o = margin(&row);
+                        predictor.predict_batch(&row, &mut outputs)?;
                     }
                 } else {
-                    m.predict_block(&Columns::new(b.data, b.stride, d, 0, b.rows), &mut p[..b.rows]);
+                    outputs.resize(b.rows, 0.0);
+                    m.predict_block(&Columns::new(b.data, b.stride, d, 0, b.rows), &mut outputs);
+                    outputs.iter_mut().for_each(|p| *p = m.loss.output(*p));
                 }
                 let per_row = t.elapsed().as_nanos() as u64 / b.rows.max(1) as u64;
-                for &v in &p[..b.rows] {
+                for &v in &outputs {
                     lat.record(per_row);
                     emit(&mut out, v)?;
                 }
@@ -947,9 +944,10 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
             loop {
                 let t = Instant::now();
                 let Some(_) = parser.next_row(&mut row)? else { break };
-                let p = margin(&row);
+                outputs.clear();
+                predictor.predict_batch(&row, &mut outputs)?;
                 lat.record(t.elapsed().as_nanos() as u64);
-                emit(&mut out, p)?;
+                emit(&mut out, outputs[0])?;
                 rows += 1;
             }
         }

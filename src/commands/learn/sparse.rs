@@ -15,12 +15,13 @@ use streamsgd::learner::BadRows;
 use streamsgd::metrics::Evaluation;
 use streamsgd::model::ModelFile;
 use streamsgd::optim::{Kind, OptimConfig};
+use streamsgd::predictor::Predictor;
 use streamsgd::source::live::Patience;
 use streamsgd::source::split::SplitText;
 use streamsgd::source::text::LabelColumn;
 use streamsgd::source::{TextFormat, TextOptions};
 use streamsgd::sparse::file::{self, to_file, SparseMeta};
-use streamsgd::sparse::train::{evaluate_rows, predict_rows, Checkpoints, SparseError, SparseState};
+use streamsgd::sparse::train::{evaluate_rows, Checkpoints, SparseError, SparseState};
 use streamsgd::sparse::{SparseConfig, SparseInput, SparseModel, SparseOutcome, SparseParser, SparseRows};
 use streamsgd::transform::{Missing, Scaling};
 
@@ -687,16 +688,15 @@ fn read_all(src: Source) -> anyhow::Result<SparseRows> {
 /// `predict` with a sparse model: `Ok(false)` when the model is dense.
 pub fn predict(a: &PredictArgs, file: &ModelFile) -> anyhow::Result<bool> {
     let Some(meta) = SparseMeta::of(file)? else { return Ok(false) };
-    let model = file::from_file(file, &meta)?;
+    let predictor = Predictor::from_file(file.clone())?;
     let (source, _) = open(&a.data, a.text.format, &hashing_of(&meta, a.text.label.as_deref()), false, &Patience::default())?;
-    let optim = file.optimizer.cfg;
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut num = ryu::Buffer::new();
     let mut p = Vec::new();
     let mut emit = |out: &mut BufWriter<_>, p: &[f32]| -> std::io::Result<()> {
-        for &m in p {
-            out.write_all(num.format(model.loss.output(m)).as_bytes())?;
+        for &v in p {
+            out.write_all(num.format(v).as_bytes())?;
             out.write_all(b"\n")?;
         }
         Ok(())
@@ -705,7 +705,7 @@ pub fn predict(a: &PredictArgs, file: &ModelFile) -> anyhow::Result<bool> {
         Source::Mapped(ds) => {
             for b in 0..ds.blocks() {
                 p.clear();
-                predict_rows(&model, optim, &ds.block(b)?, &mut p);
+                predictor.predict_rows(&ds.block(b)?, &mut p)?;
                 emit(&mut out, &p)?;
             }
         }
@@ -722,7 +722,7 @@ pub fn predict(a: &PredictArgs, file: &ModelFile) -> anyhow::Result<bool> {
                     dropped.push(parser.missing_rows - before);
                 }
                 p.clear();
-                predict_rows(&model, optim, &rows.as_ref(), &mut p);
+                predictor.predict_rows(&rows.as_ref(), &mut p)?;
                 all.clear();
                 for (i, &d) in dropped.iter().enumerate() {
                     all.extend((0..d).map(|_| f32::NAN));
