@@ -24,6 +24,8 @@ pub mod optim;
 pub mod pipeline;
 pub mod predictor;
 pub mod ring;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod shard;
 pub mod source;
 pub mod sparse;

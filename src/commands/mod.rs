@@ -4,6 +4,8 @@ mod data;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod learn;
+#[cfg(feature = "serve")]
+mod serve;
 pub mod signals;
 
 use clap::{Parser, Subcommand};
@@ -64,6 +66,14 @@ enum Command {
     #[command(after_help = "Example:
   streamsgd produce c.ssgd kafka://localhost:9092/rows --partitions 4 --rate 100000")]
     Produce(kafka::ProduceArgs),
+    /// Serve predictions over HTTP while the model learns (POST /predict, /learn, /reload;
+    /// GET /metrics for Prometheus, /model, /healthz, and a status page at /).
+    #[cfg(feature = "serve")]
+    #[command(after_help = "Examples:
+  streamsgd serve --model c.model --listen 127.0.0.1:8080 --save c.model --checkpoint-every 1m
+  streamsgd serve --model c.model --learn c.ssgd --learn-rate 1000000 --learn-passes 0
+  curl -s localhost:8080/predict -d '{\"rows\": [[0.1, 2.0, 3.5, 1.0]]}'")]
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the parsed command.
@@ -79,6 +89,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ClusterTrain(a) => learn::cluster_train(*a),
         #[cfg(feature = "kafka")]
         Command::Produce(a) => kafka::produce(a),
+        #[cfg(feature = "serve")]
+        Command::Serve(a) => serve::run(a),
     }
 }
 
