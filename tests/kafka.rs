@@ -397,3 +397,59 @@ fn categorical_csv_records_are_hashed_as_the_file_is() {
     let (k, f) = (r["test"]["loss"].as_f64().unwrap(), f["test"]["loss"].as_f64().unwrap());
     assert!((k - f).abs() < 0.01, "kafka-trained log loss {k} vs file-trained {f}");
 }
+
+/// `serve --learn kafka://...`: the model served learns the topic's rows as they arrive (new
+/// snapshot versions, rows counted in /metrics) and commits what it learned.
+#[cfg(feature = "serve")]
+#[test]
+fn serve_learns_from_a_topic_while_it_answers() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = gen(dir.path(), "a.ssgd", 20_000, 3);
+    let topic = broker.topic("serve");
+    ok(&["produce", &data, &topic, "--partitions", "1"]);
+    let model = dir.path().join("m.model");
+    ok(&["train", &data, "--save", model.to_str().unwrap()]);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--model", model.to_str().unwrap(), "--listen", "127.0.0.1:0", "--learn", &topic])
+        .args(["--encoding", "row", "--features", "8", "--group", "served"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on http://").unwrap().to_string();
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    let t = Instant::now();
+    let learned = loop {
+        let metrics = get("/metrics");
+        let n: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("streamsgd_rows_learned_total "))
+            .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64);
+        if n >= 20_000 || t.elapsed() > Duration::from_secs(60) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(learned, 20_000, "rows learned from the topic");
+    assert!(get("/model").contains("\"version\":"), "the model answers");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    // Its group committed every row learned: nothing is left to read.
+    let (good, out, _) = run(
+        &["train", &topic, "--encoding", "row", "--features", "8", "--group", "served", "--until-end", "--json"],
+        Duration::from_secs(60),
+    );
+    assert!(good);
+    assert_eq!(json(&out)["rows"], 0, "{out}");
+}

@@ -227,6 +227,35 @@ fn sparse_named_rows_and_a_replayed_file() {
 }
 
 #[test]
+fn a_text_stream_is_learned_as_it_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    streamsgd(&["gen", "--rows", "5000", "--features", "3", "-o", &p("c.csv")]);
+    streamsgd(&["train", &p("c.csv"), "--save", &p("c.model")]);
+    let server = Server::start(&["--model", &p("c.model"), "--learn", &p("c.csv"), "--save", &p("out.model")]);
+    let mut learned = 0.0;
+    for _ in 0..100 {
+        let (_, text) = server.get("/metrics");
+        learned = text.lines().find_map(|l| l.strip_prefix("streamsgd_rows_learned_total ")).map_or(0.0, |v| v.trim().parse().unwrap());
+        if learned >= 5000.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(learned, 5000.0);
+    let (_, v) = server.json("POST", "/predict", r#"{"rows": [[0.1, 0.2, 0.3]]}"#);
+    assert!(v["version"].as_u64().unwrap() > 1, "the stream's end publishes its last rows: {v}");
+    let (status, out) = server.stop();
+    assert!(status.success() && out.contains("learned 5000 rows while serving"), "{out}");
+    // A stream of another width is refused at start.
+    let mut wide = Command::new(env!("CARGO_BIN_EXE_streamsgd"));
+    streamsgd(&["gen", "--rows", "10", "--features", "5", "-o", &p("w.csv")]);
+    let out = wide.args(["serve", "--listen", "127.0.0.1:0", "--model", &p("c.model"), "--learn", &p("w.csv")]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("5 features, the model takes 3"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn bad_requests_are_4xx_and_the_server_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();

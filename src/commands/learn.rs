@@ -363,7 +363,7 @@ pub struct TrainArgs {
 }
 
 /// An opened data source.
-enum Data {
+pub(super) enum Data {
     Mapped(Dataset),
     Text {
         parser: TextParser<Box<dyn BufRead>>,
@@ -379,7 +379,7 @@ enum Data {
 
 /// Opens `spec`; a socket or stdin ends early as `patience` says; `count`: count a text file's
 /// rows (for `--holdout`).
-fn open_data(
+pub(super) fn open_data(
     spec: &str,
     format: Option<TextFormat>,
     text: &TextOptions,

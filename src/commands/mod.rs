@@ -2,7 +2,7 @@
 
 mod data;
 #[cfg(feature = "kafka")]
-mod kafka;
+pub(crate) mod kafka;
 mod learn;
 #[cfg(feature = "serve")]
 mod serve;

@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use streamsgd::serve::http::Limits;
-use streamsgd::serve::learner::{LearnerSettings, Replay};
+use streamsgd::serve::learner::{LearnerSettings, OpenStream, Replay};
 use streamsgd::serve::{serve, ServeConfig};
+use streamsgd::source::live::Patience;
+use streamsgd::source::RowSource;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -23,10 +25,12 @@ pub struct ServeArgs {
     /// Checkpoint interval (30s, 5m), with --save.
     #[arg(long, value_parser = humantime::parse_duration, requires = "save")]
     checkpoint_every: Option<Duration>,
-    /// Also learn from this .ssgd file (dense or sparse, as the model), replayed.
+    /// Also learn from this source as the predictions are served: a .ssgd file (dense or
+    /// sparse, as the model) replayed, or any stream `train` reads for a dense model — a CSV or
+    /// LibSVM file, - (stdin), tcp://HOST:PORT, kafka://BROKER/TOPIC.
     #[arg(long)]
-    learn: Option<PathBuf>,
-    /// Replay --learn at this many rows per second (default: flat out).
+    learn: Option<String>,
+    /// Replay a --learn file at this many rows per second (default: flat out).
     #[arg(long, requires = "learn")]
     learn_rate: Option<f64>,
     /// Passes over --learn (0: until stopped).
@@ -48,6 +52,27 @@ pub struct ServeArgs {
     /// Threads answering requests (default: the cores).
     #[arg(long)]
     threads: Option<usize>,
+    #[command(flatten)]
+    text: super::TextArgs,
+    #[cfg(feature = "kafka")]
+    #[command(flatten)]
+    kafka: super::kafka::KafkaArgs,
+}
+
+/// Opens `spec` (a stream of dense rows) on the learner's thread.
+fn open_stream(spec: String, a: &ServeArgs) -> OpenStream {
+    let (format, text) = (a.text.format, a.text.options());
+    let patience = Patience::default();
+    #[cfg(feature = "kafka")]
+    if spec.starts_with("kafka://") {
+        let source = super::kafka::open(&spec, &a.kafka, format, &text, &patience, false);
+        return Box::new(move || source.map(|s| Box::new(s) as Box<dyn RowSource>).map_err(|e| format!("{e:#}")));
+    }
+    Box::new(move || match super::learn::open_data(&spec, format, &text, false, &patience) {
+        Ok((super::learn::Data::Text { parser, .. }, _)) => Ok(Box::new(parser) as Box<dyn RowSource>),
+        Ok(_) => Err(format!("{spec}: not a stream of rows")),
+        Err(e) => Err(format!("{e:#}")),
+    })
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
@@ -56,6 +81,10 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         anyhow::ensure!(r.is_finite() && r > 0.0, "--learn-rate {r} must be > 0 rows/s");
     }
     anyhow::ensure!(!a.publish_every.is_zero(), "--publish-every must be longer than 0");
+    let file = a.learn.as_deref().filter(|s| s.ends_with(".ssgd"));
+    anyhow::ensure!(a.learn_rate.is_none() || file.is_some(), "--learn-rate paces a replayed .ssgd file: a stream arrives at its own pace");
+    let replay = file.map(|path| Replay { path: PathBuf::from(path), rate: a.learn_rate, passes: a.learn_passes });
+    let stream = a.learn.clone().filter(|_| file.is_none()).map(|spec| open_stream(spec, &a));
     let cfg = ServeConfig {
         listen: a.listen,
         learner: LearnerSettings {
@@ -63,7 +92,8 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             save: a.save,
             checkpoint_every: a.checkpoint_every,
             publish_every: a.publish_every,
-            replay: a.learn.map(|path| Replay { path, rate: a.learn_rate, passes: a.learn_passes }),
+            replay,
+            stream,
         },
         limits: Limits { max_body: a.max_body, max_concurrency: a.max_concurrency, timeout: a.timeout },
         threads: a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

@@ -9,6 +9,7 @@ use crate::dataset::sparse::{is_sparse_file, SparseDataset};
 use crate::dataset::Dataset;
 use crate::online::{OnlineError, OnlineModel, OnlineStats};
 use crate::predictor::Predictor;
+use crate::source::{Pull, RowSource};
 use crate::sparse::parse::Named;
 use crate::window::PageHinkley;
 use arc_swap::ArcSwap;
@@ -71,6 +72,10 @@ pub struct Replay {
     pub passes: u64,
 }
 
+/// Opens a live source of dense rows (a socket, a text file, stdin, a Kafka topic) on the
+/// learner's thread (a text reader need not be `Send`).
+pub type OpenStream = Box<dyn FnOnce() -> Result<Box<dyn RowSource>, String> + Send>;
+
 /// The learner's settings.
 pub struct LearnerSettings {
     /// The model file loaded at start and by reloads.
@@ -83,6 +88,8 @@ pub struct LearnerSettings {
     pub publish_every: Duration,
     /// A file to replay.
     pub replay: Option<Replay>,
+    /// A stream to learn from, as it arrives.
+    pub stream: Option<OpenStream>,
 }
 
 /// The learner thread's state.
@@ -140,13 +147,15 @@ impl Learner {
             None => None,
         };
         let mut replay = replay;
+        let mut stream = match self.settings.stream.take() {
+            Some(open) => Some(StreamState::new(open()?, self.model.features())?),
+            None => None,
+        };
         let tick = self.settings.publish_every.min(Duration::from_millis(250));
         loop {
             // Jobs first: a client waits on each.
-            let wait = match &replay {
-                Some(r) if !r.done() => Duration::ZERO,
-                _ => tick,
-            };
+            let busy = replay.as_ref().is_some_and(|r| !r.done()) || stream.as_ref().is_some_and(|s| !s.ended);
+            let wait = if busy { Duration::ZERO } else { tick };
             match jobs.recv_timeout(wait) {
                 Ok(job) => self.job(job),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -163,11 +172,32 @@ impl Learner {
                 self.dirty = true;
                 self.metrics.rows_learned_total.inc_by(r.last_rows);
             }
+            if let Some(st) = stream.as_mut().filter(|s| !s.ended) {
+                match st.learn_next(&mut self.model) {
+                    Ok(n) => {
+                        self.dirty |= n > 0;
+                        self.metrics.rows_learned_total.inc_by(n);
+                        if st.ended {
+                            // The stream's last rows are served at once.
+                            self.publish();
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("warning: {e}; learning from the stream stops");
+                        st.ended = true;
+                    }
+                }
+            }
             self.housekeeping();
         }
         self.publish();
         let learned = self.model.stats().rows_learned;
-        self.save("final model")?;
+        let saved = self.save("final model");
+        if let Some(st) = stream.as_mut() {
+            // Everything pulled was learned: a Kafka source commits its final offsets.
+            st.source.learned(u64::MAX).map_err(|e| e.to_string())?;
+        }
+        saved?;
         Ok(learned)
     }
 
@@ -293,6 +323,63 @@ impl Learner {
             self.model_mtime = mtime(path);
         }
         Ok(())
+    }
+}
+
+/// A live source of dense rows, learned a batch at a time as rows arrive.
+struct StreamState {
+    source: Box<dyn RowSource>,
+    d: usize,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    w: Vec<f32>,
+    seq: u64,
+    ended: bool,
+}
+
+impl StreamState {
+    fn new(source: Box<dyn RowSource>, features: Option<usize>) -> Result<Self, String> {
+        let d = source.features();
+        match features {
+            Some(f) if f == d => {}
+            Some(f) => return Err(format!("the stream's rows have {d} features, the model takes {f}")),
+            None => return Err("a stream of dense rows cannot teach a sparse model (serve its .ssgd file with --learn FILE)".into()),
+        }
+        Ok(StreamState { source, d, x: Vec::new(), y: Vec::new(), w: Vec::new(), seq: 0, ended: false })
+    }
+
+    /// Learns the rows that have arrived (up to a batch; waits a little when none has); the
+    /// rows learned. A malformed row is reported and skipped; a failing stream is an error.
+    fn learn_next(&mut self, model: &mut OnlineModel) -> Result<u64, String> {
+        let (d, mut row) = (self.d, vec![0.0f32; self.d]);
+        self.x.clear();
+        self.y.clear();
+        self.w.clear();
+        while self.y.len() < crate::batch::BATCH_ROWS {
+            match self.source.pull(&mut row, self.y.is_empty()) {
+                Ok(Pull::Row(r)) => {
+                    self.x.extend_from_slice(&row[..d]);
+                    self.y.push(r.label);
+                    self.w.push(r.weight);
+                }
+                Ok(Pull::Idle) => break,
+                Ok(Pull::End) => {
+                    self.ended = true;
+                    break;
+                }
+                Err(e) if e.fatal => return Err(e.to_string()),
+                Err(e) => eprintln!("warning: {e} (skipped)"),
+            }
+        }
+        if self.y.is_empty() {
+            return Ok(0);
+        }
+        let before = model.stats().rows_learned;
+        model.learn_batch(&self.x, &self.y, Some(&self.w)).map_err(|e| e.to_string())?;
+        self.source.sent(self.seq, false);
+        self.seq += 1;
+        self.source.learned(self.seq).map_err(|e| e.to_string())?;
+        Ok(model.stats().rows_learned - before)
     }
 }
 

@@ -68,9 +68,19 @@ pub fn serve(cfg: ServeConfig, ready: impl FnOnce(SocketAddr)) -> Result<ServeOu
     metrics.model_version.set(1);
     let (jobs, queue) = crossbeam::channel::bounded(1024);
     let learner = Learner::new(cfg.learner, model, current.clone(), metrics.clone());
+    // The server stops when the learner does (a source that fails to open, a learning error).
+    let learner_done = Arc::new(tokio::sync::Notify::new());
+    let done = learner_done.clone();
     let learning = std::thread::Builder::new()
         .name("learner".into())
-        .spawn(move || learner.run(queue))
+        .spawn(move || {
+            let out = learner.run(queue);
+            if let Err(e) = &out {
+                eprintln!("error: the learner stopped: {e}");
+            }
+            done.notify_one();
+            out
+        })
         .map_err(|e| ServeError::Run(format!("the learner thread: {e}")))?;
     let app = Arc::new(App { current, jobs, metrics, started: Instant::now() });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -83,7 +93,12 @@ pub fn serve(cfg: ServeConfig, ready: impl FnOnce(SocketAddr)) -> Result<ServeOu
         let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: cfg.listen, source })?;
         ready(addr);
         axum::serve(listener, http::router(app.clone(), cfg.limits))
-            .with_graceful_shutdown(stop_signal())
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    () = stop_signal() => {}
+                    () = learner_done.notified() => {}
+                }
+            })
             .await
             .map_err(|e| ServeError::Run(format!("the server: {e}")))
     });
