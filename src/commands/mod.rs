@@ -73,7 +73,7 @@ enum Command {
   streamsgd serve --model c.model --listen 127.0.0.1:8080 --save c.model --checkpoint-every 1m
   streamsgd serve --model c.model --learn c.ssgd --learn-rate 1000000 --learn-passes 0
   curl -s localhost:8080/predict -d '{\"rows\": [[0.1, 2.0, 3.5, 1.0]]}'")]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// Runs the parsed command.
@@ -90,7 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         #[cfg(feature = "kafka")]
         Command::Produce(a) => kafka::produce(a),
         #[cfg(feature = "serve")]
-        Command::Serve(a) => serve::run(a),
+        Command::Serve(a) => serve::run(*a),
     }
 }
 
