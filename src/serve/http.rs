@@ -280,5 +280,6 @@ async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
         "progressive_loss": m.progressive_loss.get(),
         "drift_alarms": m.drift_alarms_total.get(),
         "predict_latency_us": { "p50": lat.p50 as f64 / 1e3, "p99": lat.p99 as f64 / 1e3, "p999": lat.p999 as f64 / 1e3 },
+        "history": m.history(),
     }))
 }

@@ -245,8 +245,10 @@ impl Learner {
         Ok(after.rows_learned - before.rows_learned)
     }
 
-    /// Publishes, checkpoints and reloads as their intervals say.
+    /// Publishes, checkpoints and reloads as their intervals say; samples the metrics for the
+    /// status page.
     fn housekeeping(&mut self) {
+        self.metrics.sample();
         if self.dirty && self.last_publish.elapsed() >= self.settings.publish_every {
             self.publish();
         }

@@ -45,6 +45,35 @@ pub struct Metrics {
     /// `/learn` latency in the learner.
     pub learn_seconds: Histogram,
     recent: Mutex<Recent>,
+    history: Mutex<History>,
+}
+
+/// How many once-a-second samples `/stats` keeps for the status page (two minutes).
+const HISTORY: usize = 120;
+
+/// One second of the server's life, as the status page plots it.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Sample {
+    /// Seconds since the server started.
+    pub t: f64,
+    /// Rows learned by then.
+    pub rows_learned: u64,
+    /// Rows predicted by then.
+    pub predictions: u64,
+    /// The last window's progressive loss.
+    pub window_loss: f64,
+    /// `/predict` latency percentiles of the second before, µs.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+}
+
+/// The last [`HISTORY`] samples.
+struct History {
+    started: Instant,
+    samples: std::collections::VecDeque<Sample>,
 }
 
 /// Prediction latency of the current second, and the percentiles of the last whole one.
@@ -72,6 +101,7 @@ impl Default for Metrics {
             predict_seconds: Histogram::new(exponential_buckets(5e-6, 2.0, 20)),
             learn_seconds: Histogram::new(exponential_buckets(5e-6, 2.0, 24)),
             recent: Mutex::new(Recent { since: Instant::now(), now: Latency::default(), last: Latency::default().percentiles() }),
+            history: Mutex::new(History { started: Instant::now(), samples: Default::default() }),
             registry: Registry::default(),
         };
         registry.register("rows_learned", "Rows learned (POST /learn and the replayed file)", m.rows_learned_total.clone());
@@ -121,5 +151,34 @@ impl Metrics {
             r.since = Instant::now();
         }
         r.last
+    }
+
+    /// Takes this second's sample, unless one was taken less than a second ago (called often by
+    /// the learner thread).
+    pub fn sample(&self) {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let t = h.started.elapsed().as_secs_f64();
+        if h.samples.back().is_some_and(|s| t - s.t < 1.0) {
+            return;
+        }
+        let lat = self.recent_latency();
+        let us = |ns: u64| ns as f64 / 1e3;
+        h.samples.push_back(Sample {
+            t,
+            rows_learned: self.rows_learned_total.get(),
+            predictions: self.predictions_total.get(),
+            window_loss: self.window_loss.get(),
+            p50_us: us(lat.p50),
+            p99_us: us(lat.p99),
+            p999_us: us(lat.p999),
+        });
+        if h.samples.len() > HISTORY {
+            h.samples.pop_front();
+        }
+    }
+
+    /// The samples of the last two minutes, oldest first.
+    pub fn history(&self) -> Vec<Sample> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner()).samples.iter().copied().collect()
     }
 }
