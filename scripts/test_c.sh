@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 # The crate's own tests: include/streamsgd.h is what cbindgen makes of the source; a panic
 # becomes a status.
 cargo test --release --quiet -p streamsgd-c
+cargo build --release --quiet -p streamsgd-c
 [ -x target/release/streamsgd ] || cargo build --release --quiet
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT

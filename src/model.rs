@@ -374,12 +374,18 @@ impl ModelFile {
 #[derive(Debug)]
 pub struct SharedModel {
     current: ArcSwap<LinearModel>,
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl SharedModel {
-    /// Starts serving `model`.
+    /// Starts serving `model` (version 1).
     pub fn new(model: LinearModel) -> Self {
-        SharedModel { current: ArcSwap::from_pointee(model) }
+        SharedModel { current: ArcSwap::from_pointee(model), version: 1.into() }
+    }
+
+    /// How many models have been published, the first included.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The latest published model (never blocks).
@@ -390,6 +396,7 @@ impl SharedModel {
     /// Publishes a new model; readers see it on their next snapshot.
     pub fn publish(&self, model: LinearModel) {
         self.current.store(Arc::new(model));
+        self.version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

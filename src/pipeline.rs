@@ -408,9 +408,9 @@ impl Producer<'_> {
         }
         self.sent_rows += rows as u64;
         self.batches += 1;
-        if self.batches % 64 == 0 {
-            self.progress.set_position(self.sent_rows);
-        }
+        // Every batch: a live source's progress (and `train --metrics-addr`) stays current; the
+        // bar's drawing is rate-limited.
+        self.progress.set_position(self.sent_rows);
         if self.batches % self.merge_period == 0 {
             let due = self.checkpointing && self.sent_rows - self.last_checkpoint >= self.checkpoint_every;
             if due {

@@ -355,3 +355,48 @@ fn sigterm_under_load_saves_a_model_that_loads() {
     let m = streamsgd::online::OnlineModel::load(Path::new(&p("out.model"))).unwrap();
     assert_eq!(m.features(), Some(4));
 }
+
+#[test]
+fn train_serves_its_metrics_and_status_page_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("c.csv");
+    streamsgd(&["gen", "--rows", "20000", "--features", "3", "-o", csv.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamsgd"))
+        .args(["train", "-", "--format", "csv", "--threads", "1", "--metrics-addr", "127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Half the rows (the header first: the run reads it before it starts), then a look while
+    // the run waits for more.
+    let mut stdin = child.stdin.take().unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    stdin.write_all((lines[..10_001].join("\n") + "\n").as_bytes()).unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("metrics on http://") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no metrics address printed");
+    }
+    let addr = line.split("http://").nth(1).unwrap().split('/').next().unwrap().to_string();
+    let server = Server { child: Command::new("true").spawn().unwrap(), addr };
+    let mut learned = 0.0;
+    for _ in 0..100 {
+        let (_, m) = server.get("/metrics");
+        learned = m.lines().find_map(|l| l.strip_prefix("streamsgd_rows_learned_total ")).map_or(0.0, |v| v.trim().parse().unwrap());
+        if learned >= 8192.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(learned >= 8192.0, "{learned} rows counted mid-run");
+    let (status, page) = server.get("/");
+    assert!(status == 200 && page.contains("<canvas id=\"rate\">"));
+    let (_, stats) = server.get("/stats");
+    assert!(stats.contains("\"history\""), "{stats}");
+    stdin.write_all((lines[10_001..].join("\n") + "\n").as_bytes()).unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}

@@ -321,6 +321,11 @@ pub struct TrainArgs {
     /// (10s, 2m; default: wait until it closes, or Ctrl-C).
     #[arg(long, value_parser = humantime::parse_duration)]
     idle_timeout: Option<Duration>,
+    /// Serve the run's Prometheus metrics (/metrics) and `serve`'s status page (/) at this
+    /// address while it trains (dense runs).
+    #[cfg(feature = "serve")]
+    #[arg(help_heading = "Run and output", long)]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Check every block of a .ssgd file against its checksum before learning (one more read
     /// of the file: about 10 GB/s).
     #[arg(long)]
@@ -450,6 +455,8 @@ fn input_of(data: &mut Data, holdout: Option<f64>, skip_bad: bool) -> anyhow::Re
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     if sparse::is_sparse(&a.data, a.text.format, a.text.features, &a.sparse) {
+        #[cfg(feature = "serve")]
+        ensure!(a.metrics_addr.is_none(), "--metrics-addr: for dense runs (a sparse run reports its windows with --window-report)");
         return sparse::train(a, started);
     }
     if let Some(h) = a.holdout {
@@ -591,8 +598,12 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         }
         _ => input_of(&mut data, a.holdout, a.model.skip_bad)?,
     };
+    #[cfg(feature = "serve")]
+    let watching = a.metrics_addr.map(|addr| super::serve::watch_training(addr, bar.clone(), shared.clone())).transpose()?;
     let opened = started.elapsed().as_secs_f64();
     let mut out = pipeline::train(&cfg, &mut input, &name, initial, shared, &bar)?;
+    #[cfg(feature = "serve")]
+    drop(watching);
     out.model.set_schema(&schema);
     // From the command's start: opening (and prefaulting) the input included.
     let wall = started.elapsed().as_secs_f64();

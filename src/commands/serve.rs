@@ -106,3 +106,53 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     println!("stopped: learned {} rows while serving", out.rows_learned);
     Ok(())
 }
+
+/// `train --metrics-addr`: the run's metrics server and the thread that feeds it (rows from the
+/// progress bar, the model version from the shared model's publications); stopped on drop.
+pub struct Watching {
+    watch: Option<streamsgd::serve::watch::Watch>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    feeder: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Serves the run's `/metrics` and status page on `addr`.
+pub fn watch_training(
+    addr: SocketAddr,
+    bar: indicatif::ProgressBar,
+    shared: std::sync::Arc<streamsgd::model::SharedModel>,
+) -> anyhow::Result<Watching> {
+    use std::sync::atomic::Ordering;
+    let metrics = std::sync::Arc::new(streamsgd::serve::metrics::Metrics::default());
+    let version = shared.clone();
+    let watch = streamsgd::serve::watch::watch(addr, metrics.clone(), move || version.version())?;
+    eprintln!("metrics on http://{}/metrics, status page on http://{}/", watch.addr, watch.addr);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let feeder = std::thread::spawn(move || {
+        let mut seen = 0;
+        loop {
+            let rows = bar.position();
+            metrics.rows_learned_total.inc_by(rows.saturating_sub(seen));
+            seen = seen.max(rows);
+            metrics.model_version.set(shared.version() as i64);
+            metrics.sample();
+            if stopping.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    });
+    Ok(Watching { watch: Some(watch), stop, feeder: Some(feeder) })
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(f) = self.feeder.take() {
+            let _ = f.join();
+        }
+        if let Some(w) = self.watch.take() {
+            w.stop();
+        }
+    }
+}

@@ -52,7 +52,7 @@ pub fn router(app: Arc<App>, limits: Limits) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/model", get(model))
         .route("/stats", get(stats))
-        .route("/", get(|| async { Html(include_str!("status.html")) }))
+        .route("/", get(|| async { Html(STATUS_PAGE) }))
         .layer(DefaultBodyLimit::max(limits.max_body))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.timeout))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.max_concurrency))
@@ -265,21 +265,29 @@ async fn model(State(app): State<Arc<App>>) -> Json<Value> {
 
 /// `GET /stats`: what the status page plots (counters; the page takes rates).
 async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
-    let m = &app.metrics;
     let snap = app.current.load();
+    Json(stats_json(&app.metrics, snap.version, age(&snap), app.started.elapsed().as_secs_f64()))
+}
+
+/// The status page's numbers: the metrics, the model's `version` and `age` in seconds, the
+/// `uptime`, and two minutes of once-a-second samples.
+pub fn stats_json(m: &Metrics, version: u64, age: f64, uptime: f64) -> Value {
     let lat = m.recent_latency();
-    Json(json!({
-        "uptime_seconds": app.started.elapsed().as_secs_f64(),
+    json!({
+        "uptime_seconds": uptime,
         "rows_learned": m.rows_learned_total.get(),
         "predictions": m.predictions_total.get(),
         "bad_requests": m.bad_requests_total.get(),
-        "version": snap.version,
-        "model_age_seconds": age(&snap),
+        "version": version,
+        "model_age_seconds": age,
         "window_loss": m.window_loss.get(),
         "window_accuracy": m.window_accuracy.get(),
         "progressive_loss": m.progressive_loss.get(),
         "drift_alarms": m.drift_alarms_total.get(),
         "predict_latency_us": { "p50": lat.p50 as f64 / 1e3, "p99": lat.p99 as f64 / 1e3, "p999": lat.p999 as f64 / 1e3 },
         "history": m.history(),
-    }))
+    })
 }
+
+/// The status page.
+pub const STATUS_PAGE: &str = include_str!("status.html");

@@ -10,6 +10,7 @@
 pub mod http;
 pub mod learner;
 pub mod metrics;
+pub mod watch;
 
 use crate::online::{OnlineError, OnlineModel};
 use arc_swap::ArcSwap;
