@@ -47,7 +47,25 @@ pub fn bucket(ns: &[u8], name: &[u8], d: usize) -> (usize, f32) {
 
 /// The hash of namespace `ns` under `seed`: the first half of every feature id in it.
 pub fn namespace_hash(ns: &[u8], seed: u64) -> u64 {
-    fmix64(fnv1a_after(&seed.to_le_bytes(), ns))
+    Seeded::new(seed).namespace_hash(ns)
+}
+
+/// FNV-1a's state after a seed's 8 bytes, where every [`namespace_hash`] under that seed starts
+/// (a caller hashing many names under one seed hashes the seed once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seeded(u64);
+
+impl Seeded {
+    /// The state of `seed`.
+    pub fn new(seed: u64) -> Self {
+        Seeded(fnv1a_from(FNV_BASIS, &seed.to_le_bytes()))
+    }
+
+    /// [`namespace_hash`]`(ns, seed)`.
+    #[inline]
+    pub fn namespace_hash(self, ns: &[u8]) -> u64 {
+        fmix64(fnv1a_from(self.0, ns))
+    }
 }
 
 /// FNV-1a's offset basis: the state before any byte.
@@ -61,11 +79,6 @@ fn fnv1a_from(mut h: u64, bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x100_0000_01b3);
     }
     h
-}
-
-/// FNV-1a of `head` followed by `tail` (no separator).
-fn fnv1a_after(head: &[u8; 8], tail: &[u8]) -> u64 {
-    fnv1a_from(fnv1a_from(FNV_BASIS, head), tail)
 }
 
 /// A namespace ready to hash its features' names: FNV-1a's state after the 8 bytes of its

@@ -13,7 +13,7 @@
 //! No `unsafe` here.
 
 use super::rows::SparseRows;
-use crate::source::hash::{namespace_hash, NamespaceKey};
+use crate::source::hash::{namespace_hash, NamespaceKey, Seeded};
 use crate::source::text::{
     column_index, csv_cells, cut, is_record, number, read_csv_header, read_record, split_ws, timestamp, trim, LabelColumn,
 };
@@ -503,8 +503,9 @@ pub fn push_named<'a>(
     features: impl IntoIterator<Item = (&'a str, Named<'a>)>,
     y: f32,
 ) -> Result<bool, NamedError> {
+    let seeded = Seeded::new(seed);
     for (name, value) in features {
-        let key = NamespaceKey::new(namespace_hash(name.as_bytes(), seed));
+        let key = NamespaceKey::new(seeded.namespace_hash(name.as_bytes()));
         let tag = name.bytes().next().unwrap_or(DEFAULT_NS);
         let (id, x) = match value {
             Named::Category(c) => (key.feature_id(c.as_bytes()), 1.0),
