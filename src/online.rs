@@ -551,18 +551,16 @@ impl OnlineModel {
     fn csr_outputs(&self, x: &Csr<'_>, out: &mut Vec<f32>, raw: bool) -> Result<(), OnlineError> {
         let n = x.check()?;
         let s = self.sparse()?;
+        // The rows kept, predicted with one kernel; a dropped row's place holds NaN.
         let mut rows = SparseRows::new();
-        let mut one = Vec::with_capacity(1);
+        let mut kept = Vec::with_capacity(n);
         for r in 0..n {
-            rows.clear();
-            if !x.push_row(r, &mut rows, s.meta.missing, f32::NAN, 1.0)? {
-                out.push(f32::NAN);
-                continue;
-            }
-            one.clear();
-            crate::predictor::sparse_outputs(&s.model, self.cfg.optim, &rows.as_ref(), &mut one, raw);
-            out.push(one[0]);
+            kept.push(x.push_row(r, &mut rows, s.meta.missing, f32::NAN, 1.0)?);
         }
+        let mut got = Vec::with_capacity(rows.len());
+        crate::predictor::sparse_outputs(&s.model, self.cfg.optim, &rows.as_ref(), &mut got, raw);
+        let mut got = got.into_iter();
+        out.extend(kept.iter().map(|&k| if k { got.next().unwrap_or(f32::NAN) } else { f32::NAN }));
         Ok(())
     }
 

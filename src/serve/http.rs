@@ -203,12 +203,14 @@ async fn learn(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Ok(v) => v,
         Err(e) => return bad(&app, StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")),
     };
-    let rows = match json_rows(&v, &app.current.load().predictor) {
+    let snap = app.current.load_full();
+    let predictor = &snap.predictor;
+    let rows = match json_rows(&v, predictor) {
         Ok(r) => r,
         Err(e) => return bad(&app, StatusCode::UNPROCESSABLE_ENTITY, e),
     };
     let n = match &rows {
-        Rows::Dense(x) => x.len() / app.current.load().predictor.features().unwrap_or(1).max(1),
+        Rows::Dense(x) => x.len() / predictor.features().unwrap_or(1).max(1),
         Rows::Named(r) => r.len(),
     };
     let labels: Option<Vec<f32>> =
