@@ -25,7 +25,7 @@
 //! ```
 
 use crate::batch::BATCH_ROWS;
-use crate::kernel::sparse::{SparseKernel, Table, MAX_BITS};
+use crate::kernel::sparse::{KernelBuffers, SparseKernel, Table, MAX_BITS};
 use crate::kernel::Columns;
 use crate::learner::{BadRows, LearnError, Learner, LearnerConfig};
 use crate::loss::Loss;
@@ -35,8 +35,9 @@ use crate::optim::{Kind, OptimConfig};
 use crate::pipeline::{saved_transform, PipelineError};
 use crate::predictor::{dense_outputs, Predictor, PredictorError};
 use crate::shard::{learn_staged, Scratch};
+use crate::source::hash::Seeded;
 use crate::sparse::file::{interactions, SparseFileError, SparseMeta};
-use crate::sparse::parse::{push_named, Named, NamedError, DEFAULT_NS};
+use crate::sparse::parse::{push_keyed, push_named, KeyedError, NameKey, Named, NamedError, DEFAULT_NS};
 use crate::sparse::{RowsRef, SparseModel, SparseRows};
 use crate::transform::{Missing, Scaling, Transform, TransformConfig, TransformCounts};
 use std::path::Path;
@@ -186,6 +187,9 @@ pub enum OnlineError {
     /// A named feature that cannot be learned.
     #[error(transparent)]
     Named(#[from] NamedError),
+    /// A named feature that cannot be learned, by its position in the row.
+    #[error(transparent)]
+    Keyed(#[from] KeyedError),
     /// The model file could not be read or written.
     #[error(transparent)]
     File(#[from] ModelError),
@@ -223,6 +227,8 @@ struct SparseState {
     model: SparseModel,
     meta: SparseMeta,
     rows: SparseRows,
+    /// The kernel's row buffers, kept between calls.
+    bufs: KernelBuffers,
     progress: Progressive,
     learned: u64,
     rejected: u64,
@@ -397,6 +403,35 @@ impl OnlineModel {
         Ok(())
     }
 
+    /// [`OnlineModel::learn_batch`] as one transaction: when a row cannot be learned, the
+    /// error comes back with the model as it was before the call — what scikit-learn's
+    /// `partial_fit` promises by checking the whole batch first, without that extra read of
+    /// it. Costs a copy of the model's state (O(features)) per call.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use streamsgd::loss::Loss;
+    /// use streamsgd::online::{OnlineConfig, OnlineModel};
+    ///
+    /// let mut model = OnlineModel::new(OnlineConfig::dense(Loss::Squared, 1))?;
+    /// model.learn_batch(&[1.0, 2.0], &[1.0, 2.0], None)?;
+    /// let before = model.predict(&[3.0])?;
+    /// assert!(model.learn_batch_atomic(&[1.0, f32::NAN], &[1.0, 2.0], None).is_err());
+    /// assert_eq!(model.predict(&[3.0])?, before);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn learn_batch_atomic(&mut self, rows: &[f32], labels: &[f32], weights: Option<&[f32]>) -> Result<(), OnlineError> {
+        let s = self.dense_mut()?;
+        let before = (s.learner.clone(), s.transform.clone(), s.counts);
+        let res = self.learn_batch(rows, labels, weights);
+        if res.is_err() {
+            let s = self.dense_mut()?;
+            (s.learner, s.transform, s.counts) = before;
+        }
+        res
+    }
+
     /// Learns a columnar block of dense rows: column `j` at `data[j·stride..]`, one row per
     /// label (a `.ssgd` block, an Arrow batch's columns).
     pub fn learn_columns(&mut self, data: &[f32], stride: usize, labels: &[f32], weights: Option<&[f32]>) -> Result<(), OnlineError> {
@@ -443,19 +478,58 @@ impl OnlineModel {
     /// # }
     /// ```
     pub fn learn_named<'a>(&mut self, features: impl IntoIterator<Item = (&'a str, Named<'a>)>, y: f32) -> Result<(), OnlineError> {
+        self.learn_pushed(|rows, seed, missing| Ok(push_named(rows, seed, missing, features, y)?))
+    }
+
+    /// The key of feature `name` under this sparse model's hash seed: a program that keeps
+    /// the keys of the names it sees learns and predicts rows of named features without
+    /// hashing the names again ([`OnlineModel::learn_keyed`], [`OnlineModel::predict_keyed`]).
+    pub fn name_key(&self, name: &str) -> Result<NameKey, OnlineError> {
+        Ok(NameKey::new(Seeded::new(self.sparse()?.meta.hash_seed), name))
+    }
+
+    /// [`OnlineModel::learn_named`] with the names' keys ([`OnlineModel::name_key`]); an error
+    /// names a feature by its position.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use streamsgd::loss::Loss;
+    /// use streamsgd::online::{OnlineConfig, OnlineModel};
+    /// use streamsgd::sparse::parse::Named;
+    ///
+    /// let mut model = OnlineModel::new(OnlineConfig::sparse(Loss::Logistic, 12))?;
+    /// let (city, hour) = (model.name_key("city")?, model.name_key("hour")?);
+    /// for i in 0..3000 {
+    ///     let c = ["paris", "oslo", "rome"][i % 3];
+    ///     model.learn_keyed([(city, Named::Category(c)), (hour, Named::Number((i % 24) as f32))], (c == "oslo") as u8 as f32)?;
+    /// }
+    /// let oslo = [(city, Named::Category("oslo")), (hour, Named::Number(3.0))];
+    /// assert!(model.predict_keyed(oslo)? > 0.8);
+    /// // The same as by name.
+    /// assert_eq!(model.predict_keyed(oslo)?, model.predict_named([("city", Named::Category("oslo")), ("hour", Named::Number(3.0))])?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn learn_keyed<'a>(&mut self, features: impl IntoIterator<Item = (NameKey, Named<'a>)>, y: f32) -> Result<(), OnlineError> {
+        self.learn_pushed(|rows, _, missing| Ok(push_keyed(rows, missing, features, y)?))
+    }
+
+    /// Learns the row `push` appends (given the hash seed and missing-value policy); a row it
+    /// drops is counted.
+    fn learn_pushed(&mut self, push: impl FnOnce(&mut SparseRows, u64, Missing) -> Result<bool, OnlineError>) -> Result<(), OnlineError> {
         let (loss, optim, bad_rows) = (self.cfg.loss, self.cfg.optim, self.cfg.bad_rows);
         let State::Sparse(s) = &mut self.state else {
             return Err(PredictorError::Kind("a dense model learns dense rows (learn, learn_batch, learn_columns)").into());
         };
         let mut rows = std::mem::take(&mut s.rows);
         rows.clear();
-        let res = match push_named(&mut rows, s.meta.hash_seed, s.meta.missing, features, y) {
+        let res = match push(&mut rows, s.meta.hash_seed, s.meta.missing) {
             Ok(true) => s.learn(&rows.as_ref(), loss, optim, bad_rows),
             Ok(false) => {
                 s.dropped += 1;
                 Ok(())
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
         s.rows = rows;
         res
@@ -575,7 +649,16 @@ impl OnlineModel {
     /// row its missing-value policy drops.
     pub fn predict_named<'a>(&self, features: impl IntoIterator<Item = (&'a str, Named<'a>)>) -> Result<f32, OnlineError> {
         let s = self.sparse()?;
-        Ok(crate::predictor::named_output(&s.model, self.cfg.optim, &s.meta, features)?)
+        Ok(crate::predictor::pushed_output(&s.model, self.cfg.optim, |rows| {
+            push_named(rows, s.meta.hash_seed, s.meta.missing, features, f32::NAN)
+        })?)
+    }
+
+    /// The output for one row of named features by their keys (see
+    /// [`OnlineModel::learn_keyed`]).
+    pub fn predict_keyed<'a>(&self, features: impl IntoIterator<Item = (NameKey, Named<'a>)>) -> Result<f32, OnlineError> {
+        let s = self.sparse()?;
+        Ok(crate::predictor::pushed_output(&s.model, self.cfg.optim, |rows| push_keyed(rows, s.meta.missing, features, f32::NAN))?)
     }
 
     /// The model file of what it has learned (weights, optimizer state, feature stage or
@@ -694,7 +777,16 @@ impl DenseState {
 
 impl SparseState {
     fn new(model: SparseModel, meta: SparseMeta) -> Self {
-        SparseState { model, meta, rows: SparseRows::new(), progress: Progressive::default(), learned: 0, rejected: 0, dropped: 0 }
+        SparseState {
+            model,
+            meta,
+            rows: SparseRows::new(),
+            bufs: KernelBuffers::default(),
+            progress: Progressive::default(),
+            learned: 0,
+            rejected: 0,
+            dropped: 0,
+        }
     }
 
     /// Predicts then learns each row, as a sparse shard does (the next row's slots fetched
@@ -702,6 +794,7 @@ impl SparseState {
     fn learn(&mut self, rows: &RowsRef<'_>, loss: Loss, optim: OptimConfig, bad_rows: BadRows) -> Result<(), OnlineError> {
         let m = &mut self.model;
         let mut k = SparseKernel::new(&m.table, loss, optim, &m.interactions, 1);
+        k.reuse(std::mem::take(&mut self.bufs));
         k.resume(m.bias, m.bias_state, m.examples);
         let mut res = Ok(());
         for r in 0..rows.len() {
@@ -731,6 +824,7 @@ impl SparseState {
             self.progress.y_sq += f64::from(w * y * y);
         }
         (m.bias, m.bias_state) = (k.bias(), k.bias_state());
+        self.bufs = k.into_buffers();
         Ok(res?)
     }
 }

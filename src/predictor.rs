@@ -181,7 +181,7 @@ impl Predictor {
         let Predictor::Sparse { model, optim, meta } = self else {
             return Err(PredictorError::Kind("a dense model takes rows of its features (predict)"));
         };
-        named_output(model, *optim, meta, features)
+        Ok(pushed_output(model, *optim, |rows| push_named(rows, meta.hash_seed, meta.missing, features, f32::NAN))?)
     }
 
     /// The output for one line of VW or LibSVM text (`format`) under a sparse model, hashed
@@ -249,15 +249,14 @@ pub(crate) fn sparse_outputs(model: &SparseModel, optim: OptimConfig, rows: &cra
     }
 }
 
-/// The output of sparse `model` for one row of named features, hashed as `meta` says.
-pub(crate) fn named_output<'a>(
+/// The output of sparse `model` for the row `push` appends (NaN when it appends none).
+pub(crate) fn pushed_output<E>(
     model: &SparseModel,
     optim: OptimConfig,
-    meta: &SparseMeta,
-    features: impl IntoIterator<Item = (&'a str, Named<'a>)>,
-) -> Result<f32, PredictorError> {
+    push: impl FnOnce(&mut SparseRows) -> Result<bool, E>,
+) -> Result<f32, E> {
     let mut rows = SparseRows::new();
-    if !push_named(&mut rows, meta.hash_seed, meta.missing, features, f32::NAN)? {
+    if !push(&mut rows)? {
         return Ok(f32::NAN);
     }
     let mut out = Vec::with_capacity(1);

@@ -174,6 +174,64 @@ fn named_features_are_hashed_as_a_categorical_csv() {
 }
 
 #[test]
+fn keyed_rows_learn_and_predict_as_named_rows() {
+    let cfg = || {
+        let mut c = OnlineConfig::sparse(Loss::Logistic, 14);
+        let Features::Sparse(meta) = &mut c.features else { unreachable!() };
+        (meta.hash_seed, meta.interactions) = (7, vec!["ch".into()]);
+        c
+    };
+    let (mut named, mut keyed) = (OnlineModel::new(cfg()).unwrap(), OnlineModel::new(cfg()).unwrap());
+    let (city, hour) = (keyed.name_key("city").unwrap(), keyed.name_key("hour").unwrap());
+    for i in 0..2000 {
+        let (c, h) = (["paris", "oslo", "rome"][i % 3], (i % 24) as f32);
+        let y = f32::from(c == "oslo" || h > 20.0);
+        named.learn_named([("city", Named::Category(c)), ("hour", Named::Number(h))], y).unwrap();
+        keyed.learn_keyed([(city, Named::Category(c)), (hour, Named::Number(h))], y).unwrap();
+    }
+    assert_eq!(named.to_file().encode(), keyed.to_file().encode());
+    let row = [(city, Named::Category("lima")), (hour, Named::Number(22.0))];
+    assert_eq!(
+        keyed.predict_keyed(row).unwrap(),
+        named.predict_named([("city", Named::Category("lima")), ("hour", Named::Number(22.0))]).unwrap()
+    );
+    // An error names the feature by its position (by name through learn_named); the row is
+    // not learned.
+    let bad = [(city, Named::Category("oslo")), (hour, Named::Number(f32::INFINITY))];
+    match keyed.learn_keyed(bad, 1.0) {
+        Err(OnlineError::Keyed(e)) => assert_eq!(e.position, 1),
+        other => panic!("{other:?}"),
+    }
+    let err = named.learn_named([("city", Named::Category("oslo")), ("hour", Named::Number(f32::NAN))], 1.0).unwrap_err();
+    assert!(err.to_string().starts_with("feature hour: "), "{err}");
+    assert_eq!(keyed.stats().rows_learned, 2000);
+    let dense = OnlineModel::new(OnlineConfig::dense(Loss::Logistic, 2)).unwrap();
+    assert!(dense.name_key("a").is_err());
+}
+
+#[test]
+fn an_atomic_batch_with_a_bad_row_leaves_the_model_as_it_was() {
+    let rows: Vec<f32> = (0..3 * 5000).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let labels: Vec<f32> = rows.chunks(3).map(|r| f32::from(r[0] > 0.0)).collect();
+    let [mut m, mut plain] = [0; 2].map(|_| {
+        let mut m = OnlineModel::new(OnlineConfig::dense(Loss::Logistic, 3)).unwrap();
+        m.learn_batch(&rows[..3 * 2000], &labels[..2000], None).unwrap();
+        m
+    });
+    let before = m.to_file().encode();
+    // The bad value is in a late chunk of the batch: those before it were learned, then undone.
+    let mut bad = rows.clone();
+    bad[3 * 4500 + 1] = f32::NAN;
+    assert!(m.learn_batch_atomic(&bad, &labels, None).is_err());
+    assert_eq!(m.to_file().encode(), before);
+    assert_eq!(m.stats().rows_learned, 2000);
+    // Without a bad row it learns what learn_batch learns.
+    m.learn_batch_atomic(&rows, &labels, None).unwrap();
+    plain.learn_batch(&rows, &labels, None).unwrap();
+    assert_eq!(m.to_file().encode(), plain.to_file().encode());
+}
+
+#[test]
 fn bad_rows_and_settings_are_typed_errors() {
     // Settings.
     let bad = |cfg: OnlineConfig| match OnlineModel::new(cfg) {

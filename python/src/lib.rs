@@ -4,23 +4,26 @@
 //! Errors become `streamsgd.StreamsgdError` (a `ValueError`); PyO3 turns a panic into a Python
 //! exception, never an abort.
 
+mod dict;
+
+use dict::{Keys, Row};
 use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict};
 use std::path::PathBuf;
 use streamsgd::learner::BadRows;
 use streamsgd::loss::Loss;
 use streamsgd::model::ModelFile;
-use streamsgd::online::{Csr, Features, OnlineConfig, OnlineModel};
+use streamsgd::online::{Csr, Features, OnlineConfig, OnlineError, OnlineModel};
 use streamsgd::optim::{Kind, Schedule};
-use streamsgd::sparse::parse::Named;
+use streamsgd::source::hash::Seeded;
 use streamsgd::train_file::{train_file, FileTraining};
 use streamsgd::transform::{Missing, Scaling};
 
 pyo3::create_exception!(_streamsgd, StreamsgdError, PyValueError, "A bad setting, row, file or model.");
 
-fn err(e: impl std::fmt::Display) -> PyErr {
+pub(crate) fn err(e: impl std::fmt::Display) -> PyErr {
     StreamsgdError::new_err(e.to_string())
 }
 
@@ -49,30 +52,6 @@ fn loss_of(name: &str, delta: f32, epsilon: f32, quantile: f32) -> PyResult<Loss
     )
 }
 
-/// A dict's items, kept alive while its names are borrowed by [`named`].
-fn items<'py>(x: &Bound<'py, PyDict>) -> Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    x.iter().collect()
-}
-
-/// The named features of a dict's `items`: a `str` value is a category, a number (or bool) a
-/// number. Names and categories are borrowed from the Python strings (no copy).
-fn named<'a>(items: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)]) -> PyResult<Vec<(&'a str, Named<'a>)>> {
-    let mut out = Vec::with_capacity(items.len());
-    for (k, v) in items {
-        let key = k.cast::<PyString>().map_err(|_| err(format!("feature names are str, not {}", k.get_type())))?.to_str()?;
-        let value = if let Ok(s) = v.cast::<PyString>() {
-            Named::Category(s.to_str()?)
-        } else if let Ok(b) = v.cast::<PyBool>() {
-            Named::Number(f32::from(u8::from(b.is_true())))
-        } else {
-            let x: f64 = v.extract().map_err(|_| err(format!("feature {key}: {} is neither a number nor a str", v.get_type())))?;
-            Named::Number(x as f32)
-        };
-        out.push((key, value));
-    }
-    Ok(out)
-}
-
 /// A 2-D array's values (C order), once its width is checked against the model's.
 fn rows<'a>(x: &'a PyReadonlyArray2<'_, f32>, model: &OnlineModel) -> PyResult<&'a [f32]> {
     let width = x.shape()[1];
@@ -97,6 +76,37 @@ type Reduced<'py> = (Bound<'py, PyBytes>, Option<usize>, bool);
 #[pyclass(module = "streamsgd._streamsgd")]
 struct Model {
     inner: OnlineModel,
+    /// The keys of the names in the last dict learned or predicted.
+    keys: Keys,
+    /// The last dict's row.
+    row: Row,
+}
+
+impl From<OnlineModel> for Model {
+    fn from(inner: OnlineModel) -> Self {
+        Model { inner, keys: Keys::default(), row: Row::default() }
+    }
+}
+
+impl Model {
+    /// Reads dict `x` into `self.row` under the model's hash seed.
+    fn read(&mut self, x: &Bound<'_, PyDict>) -> PyResult<()> {
+        let Features::Sparse(meta) = &self.inner.config().features else {
+            return Err(err("a dense model takes float32 rows (learn, predict), not dicts"));
+        };
+        self.keys.read(x, Seeded::new(meta.hash_seed), &mut self.row)
+    }
+}
+
+/// `e`, a feature named by its position in dict `x`, with the feature's name.
+fn dict_err(x: &Bound<'_, PyDict>, e: OnlineError) -> PyErr {
+    match e {
+        OnlineError::Keyed(k) => match x.keys().get_item(k.position).and_then(|n| n.str()) {
+            Ok(name) => err(k.named(&name.to_string_lossy())),
+            Err(_) => err(k),
+        },
+        e => err(e),
+    }
 }
 
 #[pymethods]
@@ -183,13 +193,13 @@ impl Model {
             (cfg.batch, cfg.grow) = (b, false);
         }
         cfg.bad_rows = if skip_bad { BadRows::Skip } else { BadRows::Error };
-        Ok(Model { inner: OnlineModel::new(cfg).map_err(err)? })
+        Ok(OnlineModel::new(cfg).map_err(err)?.into())
     }
 
     /// Continues a model file (`streamsgd train --save`, `Model.save`).
     #[staticmethod]
     fn load(path: PathBuf) -> PyResult<Self> {
-        Ok(Model { inner: OnlineModel::load(&path).map_err(err)? })
+        Ok(OnlineModel::load(&path).map_err(err)?.into())
     }
 
     /// Saves the model file (atomically).
@@ -211,7 +221,7 @@ impl Model {
         let bad_rows = if skip_bad { BadRows::Skip } else { BadRows::Error };
         let (b, grow) = batch.map_or((inner.config().batch, inner.config().grow), |b| (b, false));
         inner.set_learning(b, grow, bad_rows).map_err(err)?;
-        Ok(Model { inner })
+        Ok(inner.into())
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Reduced<'py>)> {
@@ -229,20 +239,22 @@ impl Model {
     }
 
     /// Learns dense rows `x` (float32, C order, n × features) with labels `y` and optional
-    /// weights, the GIL released.
-    #[pyo3(signature = (x, y, sample_weight = None))]
+    /// weights, the GIL released. With `atomic`, a row that cannot be learned leaves the model
+    /// as it was before the call; without, the rows before it are learned.
+    #[pyo3(signature = (x, y, sample_weight = None, atomic = false))]
     fn learn(
         &mut self,
         py: Python<'_>,
         x: PyReadonlyArray2<'_, f32>,
         y: PyReadonlyArray1<'_, f32>,
         sample_weight: Option<PyReadonlyArray1<'_, f32>>,
+        atomic: bool,
     ) -> PyResult<()> {
         let x = rows(&x, &self.inner)?;
         let y = slice(&y, "y")?;
         let w = sample_weight.as_ref().map(|w| slice(w, "sample_weight")).transpose()?;
         let inner = &mut self.inner;
-        py.detach(|| inner.learn_batch(x, y, w)).map_err(err)
+        py.detach(|| if atomic { inner.learn_batch_atomic(x, y, w) } else { inner.learn_batch(x, y, w) }).map_err(err)
     }
 
     /// Outputs for dense rows (probabilities for the logistic loss).
@@ -298,14 +310,14 @@ impl Model {
 
     /// Learns one row of named features (River's `learn_one`): str values are categories.
     fn learn_one(&mut self, x: &Bound<'_, PyDict>, y: f32) -> PyResult<()> {
-        let items = items(x);
-        self.inner.learn_named(named(&items)?, y).map_err(err)
+        self.read(x)?;
+        self.inner.learn_keyed(self.row.named(), y).map_err(|e| dict_err(x, e))
     }
 
     /// The output for one row of named features.
-    fn predict_one(&self, x: &Bound<'_, PyDict>) -> PyResult<f32> {
-        let items = items(x);
-        self.inner.predict_named(named(&items)?).map_err(err)
+    fn predict_one(&mut self, x: &Bound<'_, PyDict>) -> PyResult<f32> {
+        self.read(x)?;
+        self.inner.predict_keyed(self.row.named()).map_err(|e| dict_err(x, e))
     }
 
     /// Rows learned, rejected and dropped, and the progressive (predict-then-learn) loss.
@@ -358,7 +370,7 @@ fn run_file(
     if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    let model = Model { inner: OnlineModel::from_file(out.model).map_err(err)? };
+    let model = Model::from(OnlineModel::from_file(out.model).map_err(err)?);
     Ok((model, out.report.to_string()))
 }
 

@@ -112,9 +112,16 @@ class _SGD(BaseEstimator):
         if ok and y is not None:
             ok = type(y) is np.ndarray and y.ndim == 1 and y.shape[0] == X.shape[0] and y.dtype.kind in "biuf"
             ok = ok and (y.dtype.kind != "f" or bool(np.isfinite(y).all()))
-        if ok and self.missing == "reject":
+        # A dense model learning the batch checks each value as it reads it and, at a NaN or
+        # an infinity, raises with the model as it was (Model.learn(atomic=True)): no pass
+        # over the batch here.
+        if ok and self.missing == "reject" and not (y is not None and self._dense_models()):
             ok = bool(np.isfinite(X).all())
         return ok
+
+    def _dense_models(self):
+        models = getattr(self, "models_", None) or [getattr(self, "model_", None)]
+        return all(m is not None and m.features is not None for m in models)
 
     @staticmethod
     def _dense(X):
@@ -137,7 +144,7 @@ class _SGD(BaseEstimator):
         if model.features is None:
             model.learn_csr(*_SGD._csr(X), y, w)
         else:
-            model.learn(_SGD._dense(X.toarray() if sp.issparse(X) else X), y, w)
+            model.learn(_SGD._dense(X.toarray() if sp.issparse(X) else X), y, w, atomic=True)
 
     @staticmethod
     def _margins(model, X):

@@ -126,3 +126,46 @@ def test_save_load_and_pickle(tmp_path):
 def test_the_package_exports():
     assert {"Model", "SGDClassifier", "SGDRegressor", "LogisticRegression", "train_file"} <= set(streamsgd.__all__)
     assert issubclass(StreamsgdError, ValueError)
+
+
+def test_dicts_of_any_layout_learn_the_same():
+    """Keys seen again (the same str objects), equal keys built per row, keys in another order
+    and numpy values (read through Python's conversions) all learn the same model."""
+    names = ["a", "b", "colour"]
+    rows = [{"a": (i % 7) / 7, "b": float(i % 5), "colour": ("red", "blue")[i % 2]} for i in range(3000)]
+    ys = [float(r["colour"] == "red" or r["a"] > 0.7) for r in rows]
+
+    def trained(rows):
+        m = Model("log_loss", bits=12)
+        for x, y in zip(rows, ys):
+            m.learn_one(x, y)
+        return m
+
+    same_keys = trained(rows)
+    fresh_keys = trained([{"".join(list(k)): v for k, v in r.items()} for r in rows])
+    reordered = trained([dict(reversed(list(r.items()))) for r in rows])
+    numpy_values = trained([{k: (np.float32(v) if k == "b" else v) for k, v in r.items()} for r in rows])
+    mixed = trained([r if i % 3 else {k: r[k] for k in reversed(names)} for i, r in enumerate(rows)])
+    want = same_keys.to_bytes()
+    assert fresh_keys.to_bytes() == want
+    assert numpy_values.to_bytes() == want
+    # Reordered, the same features (summed in another order): the same predictions.
+    probe = {"a": 0.5, "b": 2.0, "colour": "red"}
+    for m in (reordered, mixed):
+        assert abs(m.predict_one(probe) - same_keys.predict_one(probe)) < 1e-5
+    assert same_keys.predict_one(probe) == same_keys.predict_one(dict(probe))
+
+
+def test_dict_errors_name_the_feature():
+    m = Model("log_loss", bits=10)
+    with pytest.raises(StreamsgdError, match="feature inf_here: the value is infinite"):
+        m.learn_one({"ok": 1.0, "inf_here": float("inf")}, 1.0)
+    with pytest.raises(StreamsgdError, match="feature names are str"):
+        m.learn_one({1: 1.0}, 1.0)
+    with pytest.raises(StreamsgdError, match="feature y: .* neither a number nor a str"):
+        m.predict_one({"x": 1.0, "y": object()})
+    with pytest.raises(OverflowError):
+        m.learn_one({"big": 10**400}, 1.0)
+    assert m.stats()["rows_learned"] == 0
+    with pytest.raises(StreamsgdError, match="a dense model"):
+        Model("log_loss", features=2).learn_one({"a": 1.0}, 1.0)

@@ -57,6 +57,22 @@ def test_partial_fit_matches_the_stream_and_checks_its_classes():
         clf.partial_fit(X[:10, :5], y[:10])
     with pytest.raises(ValueError, match="classes must be passed"):
         SGDClassifier().partial_fit(X[:10], y[:10])
+    # A NaN or an infinity late in a batch: an error, and nothing of the batch learned (as
+    # scikit-learn, which checks the batch before learning it).
+    state = clf.models_[0].to_bytes()
+    for bad in (np.nan, np.inf):
+        Xb = X[:5000].astype(np.float32)
+        Xb[4900, 3] = bad
+        with pytest.raises(ValueError, match="NaN|inf"):
+            clf.partial_fit(Xb, y[:5000])
+        assert clf.models_[0].to_bytes() == state
+    reg = SGDRegressor().fit(X[:2000], X[:2000, 0])
+    state = reg.model_.to_bytes()
+    Xb = X[:5000].copy()
+    Xb[4999, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        reg.partial_fit(Xb, X[:5000, 0])
+    assert reg.model_.to_bytes() == state
 
 
 def test_sparse_input_learns_a_sparse_model():

@@ -302,6 +302,13 @@ struct Bias {
 /// Crosses of namespaces learned without being stored: each is 2 or 3 namespace tags.
 pub type Interactions = [Vec<u8>];
 
+/// A [`SparseKernel`]'s row buffers, kept between kernels.
+#[derive(Debug, Default)]
+pub struct KernelBuffers {
+    feats: Vec<(u32, f32)>,
+    ahead: Vec<(u32, f32)>,
+}
+
 /// One shard's learner over a shared [`Table`]: progressive prediction, loss and update of a
 /// row at a time.
 pub struct SparseKernel<'t> {
@@ -336,11 +343,23 @@ impl<'t> SparseKernel<'t> {
             bias: Bias::default(),
             steps: 0,
             shards: shards.max(1) as u64,
-            feats: Vec::with_capacity(256),
-            ahead: Vec::with_capacity(256),
+            feats: Vec::new(),
+            ahead: Vec::new(),
             ahead_ready: false,
             touched: Vec::new(),
         }
+    }
+
+    /// Takes `bufs` (from [`SparseKernel::into_buffers`]) as its row buffers: a caller that
+    /// makes a kernel per row allocates nothing.
+    pub fn reuse(&mut self, bufs: KernelBuffers) {
+        (self.feats, self.ahead) = (bufs.feats, bufs.ahead);
+        self.ahead_ready = false;
+    }
+
+    /// Its row buffers, for the next kernel's [`SparseKernel::reuse`].
+    pub fn into_buffers(self) -> KernelBuffers {
+        KernelBuffers { feats: self.feats, ahead: self.ahead }
     }
 
     /// The loss.

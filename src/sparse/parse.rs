@@ -491,6 +491,43 @@ pub struct NamedError {
     pub what: &'static str,
 }
 
+/// A named feature that cannot be learned, by its position in the row (see [`push_keyed`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("feature {position} of the row: {what}")]
+pub struct KeyedError {
+    /// The feature's position in the row (from 0).
+    pub position: usize,
+    /// What is wrong.
+    pub what: &'static str,
+}
+
+impl KeyedError {
+    /// The error with the feature's name in place of its position.
+    pub fn named(self, name: &str) -> NamedError {
+        NamedError { name: name.to_string(), what: self.what }
+    }
+}
+
+/// A feature name hashed under a model's seed, once: a program that keeps the keys of the
+/// names it sees (a dict's keys, a schema's columns) hashes each value only (see
+/// [`push_keyed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameKey {
+    key: NamespaceKey,
+    /// The id of the name's numeric feature.
+    number: u32,
+    /// Its namespace tag for crosses: the name's first byte.
+    tag: u8,
+}
+
+impl NameKey {
+    /// The key of feature `name` under hash seed `seed`.
+    pub fn new(seed: Seeded, name: &str) -> Self {
+        let key = NamespaceKey::new(seed.namespace_hash(name.as_bytes()));
+        NameKey { key, number: key.feature_id(b""), tag: name.bytes().next().unwrap_or(DEFAULT_NS) }
+    }
+}
+
 /// Appends a row of `features`, labelled `y`, to `out`, hashed with `seed` as a CSV's columns
 /// are (a number: column `name` of value x; a category: `name` = value, of value 1), so a model
 /// trained on a CSV with `--categorical` gives the same predictions from them. A NaN number is
@@ -504,11 +541,25 @@ pub fn push_named<'a>(
     y: f32,
 ) -> Result<bool, NamedError> {
     let seeded = Seeded::new(seed);
-    for (name, value) in features {
-        let key = NamespaceKey::new(seeded.namespace_hash(name.as_bytes()));
-        let tag = name.bytes().next().unwrap_or(DEFAULT_NS);
+    // The name of the feature at fault is the last one hashed.
+    let mut last = "";
+    let keyed = features.into_iter().map(|(name, value)| {
+        last = name;
+        (NameKey::new(seeded, name), value)
+    });
+    push_keyed(out, missing, keyed, y).map_err(|e| e.named(last))
+}
+
+/// [`push_named`] with the names already hashed (their [`NameKey`]s, under the model's seed).
+pub fn push_keyed<'a>(
+    out: &mut SparseRows,
+    missing: Missing,
+    features: impl IntoIterator<Item = (NameKey, Named<'a>)>,
+    y: f32,
+) -> Result<bool, KeyedError> {
+    for (position, (name, value)) in features.into_iter().enumerate() {
         let (id, x) = match value {
-            Named::Category(c) => (key.feature_id(c.as_bytes()), 1.0),
+            Named::Category(c) => (name.key.feature_id(c.as_bytes()), 1.0),
             Named::Number(x) if x.is_nan() => match missing {
                 Missing::Zero => continue,
                 Missing::Drop => {
@@ -518,17 +569,17 @@ pub fn push_named<'a>(
                 Missing::Reject | Missing::Mean => {
                     out.abandon_row();
                     let what = "the value is NaN (missing): a model with missing = zero leaves it out, drop drops the row";
-                    return Err(NamedError { name: name.to_string(), what });
+                    return Err(KeyedError { position, what });
                 }
             },
             Named::Number(x) if x.is_infinite() => {
                 out.abandon_row();
-                return Err(NamedError { name: name.to_string(), what: "the value is infinite" });
+                return Err(KeyedError { position, what: "the value is infinite" });
             }
-            Named::Number(x) => (key.feature_id(b""), x),
+            Named::Number(x) => (name.number, x),
         };
         if x != 0.0 {
-            out.push_feature(id, x, tag);
+            out.push_feature(id, x, name.tag);
         }
     }
     out.end_row(y, 1.0);
