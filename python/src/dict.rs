@@ -31,6 +31,7 @@ impl Row {
         self.text.clear();
     }
 
+    #[inline]
     fn push(&mut self, key: NameKey, value: Named<'_>) {
         self.keys.push(key);
         self.values.push(match value {
@@ -127,12 +128,17 @@ impl Keys {
 
     /// The key of name `name` at position `i`: the last row's if it is the same str object,
     /// else hashed (and kept when it is an exact str).
+    #[inline]
     fn key(&mut self, i: usize, name: Borrowed<'_, '_, PyAny>, seed: Seeded) -> PyResult<NameKey> {
-        if let Some((held, key)) = self.last.get(i) {
-            if held.as_ptr() == name.as_ptr() {
-                return Ok(*key);
-            }
+        match self.last.get(i) {
+            Some((held, key)) if held.as_ptr() == name.as_ptr() => Ok(*key),
+            _ => self.hash(i, name, seed),
         }
+    }
+
+    /// [`Keys::key`] for a name not at position `i` of the last row.
+    #[cold]
+    fn hash(&mut self, i: usize, name: Borrowed<'_, '_, PyAny>, seed: Seeded) -> PyResult<NameKey> {
         let Ok(s) = name.cast::<PyString>() else {
             return Err(crate::err(format!("feature names are str, not {}", name.get_type())));
         };
