@@ -123,6 +123,35 @@ class _SGD(BaseEstimator):
         models = getattr(self, "models_", None) or [getattr(self, "model_", None)]
         return all(m is not None and m.features is not None for m in models)
 
+    def _validate_first(self, X, y):
+        """``_validate(X, y, reset=True)`` for a first ``partial_fit``. A plain float ndarray
+        with a 1-D numeric y of its rows skips scikit-learn's checks (a millisecond): its values
+        are checked as the dense model learns them (``_forget`` undoes the call if one is bad)."""
+        plain = (
+            self.missing == "reject"
+            and type(X) is np.ndarray
+            and X.ndim == 2
+            and X.dtype in (np.float32, np.float64)
+            and X.shape[0] > 0
+            and X.shape[1] > 0
+            and type(y) is np.ndarray
+            and y.ndim == 1
+            and y.shape[0] == X.shape[0]
+            and (y.dtype.kind in "biu" or (y.dtype.kind == "f" and bool(np.isfinite(y).all())))
+        )
+        if not plain:
+            return self._validate(X, y, reset=True)
+        self.n_features_in_ = X.shape[1]
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return X, y
+
+    def _forget(self):
+        """Back to unfitted, after a first ``partial_fit`` that failed."""
+        for name in ("models_", "model_", "classes_", "sparse_input_", "n_features_in_"):
+            if hasattr(self, name):
+                delattr(self, name)
+
     @staticmethod
     def _dense(X):
         return np.ascontiguousarray(X, dtype=np.float32)
@@ -268,14 +297,27 @@ class SGDClassifier(ClassifierMixin, _SGD):
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Learns one pass over (X, y); the first call needs ``classes`` (all the labels)."""
         first = not hasattr(self, "models_")
-        X, y = self._validate(X, y, reset=first)
-        if first:
+        if not first:
+            X, y = self._validate(X, y, reset=False)
+            if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+                raise ValueError(f"classes={classes!r} is not the same as on the first call ({self.classes_!r})")
+            return self._partial_fit(X, y, sample_weight)
+        X, y = self._validate_first(X, y)
+        if y.dtype.kind not in "biu":
             check_classification_targets(y)
-            if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit")
-            self._start(X, unique_labels(classes))
-        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-            raise ValueError(f"classes={classes!r} is not the same as on the first call ({self.classes_!r})")
+        if classes is None:
+            self._forget()
+            raise ValueError("classes must be passed on the first call to partial_fit")
+        # Integer classes need none of unique_labels' type checks.
+        plain = np.asarray(classes)
+        try:
+            self._start(X, np.unique(plain) if plain.ndim == 1 and plain.dtype.kind in "biu" else unique_labels(classes))
+            return self._partial_fit(X, y, sample_weight)
+        except Exception:
+            self._forget()
+            raise
+
+    def _partial_fit(self, X, y, sample_weight):
         # Each class's rows, and every row of some class: a compare per class instead of
         # scikit-learn's target checks (a millisecond a call).
         masks = [y == c for c in self.classes_]
@@ -389,10 +431,18 @@ class SGDRegressor(RegressorMixin, _SGD):
     def partial_fit(self, X, y, sample_weight=None):
         """Learns one pass over (X, y)."""
         self._check_loss()
-        first = not hasattr(self, "model_")
-        X, y = self._validate(X, y, reset=first)
-        if first:
+        if hasattr(self, "model_"):
+            X, y = self._validate(X, y, reset=False)
+            return self._partial_fit(X, y, sample_weight)
+        X, y = self._validate_first(X, y)
+        try:
             self.model_ = self._new_model(X.shape[1], sp.issparse(X))
+            return self._partial_fit(X, y, sample_weight)
+        except Exception:
+            self._forget()
+            raise
+
+    def _partial_fit(self, X, y, sample_weight):
         w = None if sample_weight is None else np.ascontiguousarray(_check_sample_weight(sample_weight, X), dtype=np.float32)
         self._learn(self.model_, X, np.asarray(y, dtype=np.float64), w)
         return self

@@ -1116,6 +1116,9 @@ unsafe fn pass<const IMPUTE: bool>(xs: &[f32], shift: f32, f: &ColumnMap, out: &
     m
 }
 
+/// Bytes [`transpose`] prefetches ahead of the rows it reads.
+const TRANSPOSE_AHEAD: usize = 2048;
+
 /// [`super::scalar::transpose`], 8 rows × 8 columns at a time in registers (the row-major
 /// reads and column writes both 32 bytes wide).
 ///
@@ -1126,7 +1129,13 @@ pub unsafe fn transpose(rows: &[f32], d: usize, cols: &mut [f32], stride: usize)
     let n = rows.len() / d;
     assert!(rows.len() == n * d && stride >= n && cols.len() >= (d - 1) * stride + n, "whole rows, and room for their columns");
     let (n8, d8) = (n / 8 * 8, d / 8 * 8);
+    // Rows read a few KiB ahead: the transpose is where a batch is read from memory, and its
+    // strided walk through 8 rows at a time is more than the hardware prefetcher follows.
+    let ahead = (TRANSPOSE_AHEAD / (4 * d)).next_multiple_of(8).max(8);
     for r in (0..n8).step_by(8) {
+        if let Some(next) = rows.get((r + ahead) * d..(r + ahead + 8) * d) {
+            super::prefetch(next);
+        }
         for j in (0..d8).step_by(8) {
             // SAFETY: rows r..r+8 < n and values j..j+8 ≤ d of each are in `rows`, and each
             // column's rows r..r+8 in `cols` (asserted above; `load`/`store` slice them again);
