@@ -661,6 +661,66 @@ impl OnlineModel {
         Ok(crate::predictor::pushed_output(&s.model, self.cfg.optim, |rows| push_keyed(rows, s.meta.missing, features, f32::NAN))?)
     }
 
+    /// A dense model as weights on raw values, `(w, b)`: a row `x` of finite values inside
+    /// the clip bounds has the margin `w·x + b` (the feature stage's centring and scaling
+    /// folded in; missing-value indicators, 0 for such a row, left out): scikit-learn's
+    /// `coef_` and `intercept_`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use streamsgd::loss::Loss;
+    /// use streamsgd::online::{OnlineConfig, OnlineModel};
+    ///
+    /// // Standardised online, then folded back: y ≈ 3x − 1 in the row's own units.
+    /// let mut model = OnlineModel::new(OnlineConfig::dense(Loss::Squared, 1))?;
+    /// let xs: Vec<f32> = (0..4096).map(|i| (i % 64) as f32 * 10.0).collect();
+    /// let ys: Vec<f32> = xs.iter().map(|x| 3.0 * x - 1.0).collect();
+    /// for _ in 0..20 {
+    ///     model.learn_batch(&xs, &ys, None)?;
+    /// }
+    /// let (w, b) = model.coefficients()?;
+    /// assert!((w[0] * 200.0 + b - model.decision(&[200.0])?).abs() < 1e-2);
+    /// assert!((w[0] - 3.0).abs() < 0.05);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn coefficients(&self) -> Result<(Vec<f32>, f32), OnlineError> {
+        let State::Dense(s) = &self.state else {
+            return Err(PredictorError::Kind("a sparse model's weights are by feature id (feature_weights)").into());
+        };
+        let (t, w) = (&s.transform, &s.learner.model().weights);
+        let bias = w[w.len() - 1];
+        let mut intercept = f64::from(bias);
+        let coef = (0..t.d)
+            .map(|j| {
+                let m = t.column_map(j);
+                let c = w[j] * m.b;
+                intercept -= f64::from(c) * f64::from(m.a);
+                c
+            })
+            .collect();
+        Ok((coef, intercept as f32))
+    }
+
+    /// A sparse model's weights for feature ids `0..ids` (a CSR column's, a LibSVM index's:
+    /// id `i` is slot `i` of the table, so ids past its size share slots), and its bias.
+    pub fn feature_weights(&self, ids: u32) -> Result<(Vec<f32>, f32), OnlineError> {
+        let s = self.sparse()?;
+        let t = &s.model.table;
+        Ok(((0..ids).map(|i| t.weight(t.slot(i))).collect(), s.model.bias))
+    }
+
+    /// The margin (w·x + b) of dense row `x` through the feature stage.
+    pub fn decision(&self, x: &[f32]) -> Result<f32, OnlineError> {
+        let d = self.features().unwrap_or(0);
+        if x.len() != d {
+            return Err(PredictorError::Features { got: x.len(), want: d }.into());
+        }
+        let mut out = Vec::with_capacity(1);
+        self.decision_batch(x, &mut out)?;
+        Ok(out[0])
+    }
+
     /// The model file of what it has learned (weights, optimizer state, feature stage or
     /// hashing): what `streamsgd train` would save.
     pub fn to_file(&self) -> ModelFile {

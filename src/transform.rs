@@ -526,8 +526,9 @@ impl Transform {
 
     /// Column `j`'s map as one branch-free formula: v = fill if x is NaN (NaN stays NaN when
     /// nothing imputes), y = clamp((v − a)·b, lo, hi) — standardisation (a = mean, b = 1/std,
-    /// ±k), min-max (a = min, b = 1/(max − min)) or identity (a = 0, b = 1).
-    fn column_map(&self, j: usize) -> ColumnMap {
+    /// ±k), min-max (a = min, b = 1/(max − min)) or identity (a = 0, b = 1), with the
+    /// statistics as they are (what [`Transform::apply_row`] applies).
+    pub fn column_map(&self, j: usize) -> ColumnMap {
         let fill = match self.cfg.missing {
             Missing::Zero => 0.0,
             Missing::Mean => self.stats.mean[j] as f32,

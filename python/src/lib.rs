@@ -273,6 +273,19 @@ impl Model {
         Ok(PyArray1::from_vec(py, out))
     }
 
+    /// The model as weights on raw values and a bias: `w·x + b` is a row's margin (dense: the
+    /// feature stage folded in; sparse: the weights of feature ids `0..ids`, which it needs).
+    #[pyo3(signature = (ids = None))]
+    fn coefficients<'py>(&self, py: Python<'py>, ids: Option<u32>) -> PyResult<(Bound<'py, PyArray1<f32>>, f32)> {
+        let (w, b) = match (self.inner.features(), ids) {
+            (Some(_), _) => self.inner.coefficients(),
+            (None, Some(n)) => self.inner.feature_weights(n),
+            (None, None) => return Err(err("a sparse model's coefficients need ids: how many feature ids to read")),
+        }
+        .map_err(err)?;
+        Ok((PyArray1::from_vec(py, w), b))
+    }
+
     /// Learns CSR rows (scipy.sparse's `indptr`, `indices`, `data`: uint64, uint32, float32).
     #[pyo3(signature = (indptr, indices, data, y, sample_weight = None))]
     fn learn_csr(

@@ -146,6 +146,11 @@ class _SGD(BaseEstimator):
             del self.feature_names_in_
         return X, y
 
+    def _coefficients(self, model):
+        """(coef, intercept) of one model in the rows' own units (the scaling folded in)."""
+        w, b = model.coefficients(None if model.features is not None else self.n_features_in_)
+        return w.astype(np.float64), float(b)
+
     def _forget(self):
         """Back to unfitted, after a first ``partial_fit`` that failed."""
         for name in ("models_", "model_", "classes_", "sparse_input_", "n_features_in_"):
@@ -330,6 +335,20 @@ class SGDClassifier(ClassifierMixin, _SGD):
             self._learn(m, X, t, w)
         return self
 
+    @property
+    def coef_(self):
+        """Weights on the features as given, (1, n_features) for two classes, (n_classes,
+        n_features) beyond: the online scaling folded in, so ``X @ coef_.T + intercept_`` is
+        ``decision_function(X)`` (within the clip bounds)."""
+        check_is_fitted(self, "models_")
+        return np.vstack([self._coefficients(m)[0] for m in self.models_])
+
+    @property
+    def intercept_(self):
+        """The intercepts, (1,) for two classes, (n_classes,) beyond."""
+        check_is_fitted(self, "models_")
+        return np.array([self._coefficients(m)[1] for m in self.models_])
+
     def decision_function(self, X):
         """Margins: (n,) for two classes (positive: ``classes_[1]``), (n, classes) beyond."""
         check_is_fitted(self, "models_")
@@ -446,6 +465,19 @@ class SGDRegressor(RegressorMixin, _SGD):
         w = None if sample_weight is None else np.ascontiguousarray(_check_sample_weight(sample_weight, X), dtype=np.float32)
         self._learn(self.model_, X, np.asarray(y, dtype=np.float64), w)
         return self
+
+    @property
+    def coef_(self):
+        """Weights on the features as given, (n_features,): the online scaling folded in, so
+        ``X @ coef_ + intercept_`` is ``predict(X)`` (within the clip bounds)."""
+        check_is_fitted(self, "model_")
+        return self._coefficients(self.model_)[0]
+
+    @property
+    def intercept_(self):
+        """The intercept, (1,)."""
+        check_is_fitted(self, "model_")
+        return np.array([self._coefficients(self.model_)[1]])
 
     def predict(self, X):
         """The predictions (w·x + b)."""

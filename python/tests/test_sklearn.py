@@ -100,3 +100,22 @@ def test_bad_parameters_are_value_errors():
             SGDClassifier(**bad).fit(X, y)
     with pytest.raises(ValueError, match="classifier"):
         SGDRegressor(loss="hinge").fit(X, y)
+
+
+def test_coef_and_intercept_give_the_margins_in_the_rows_units():
+    X, y = make_classification(n_samples=4000, n_features=6, n_informative=4, n_classes=3, random_state=4)
+    X = X * [1, 10, 100, 0.1, 1, 1000] + [0, 5, -50, 0, 3, 0]
+    clf = SGDClassifier(loss="log_loss", random_state=0).fit(X, y)
+    assert clf.coef_.shape == (3, 6) and clf.intercept_.shape == (3,)
+    np.testing.assert_allclose(X @ clf.coef_.T + clf.intercept_, clf.decision_function(X), rtol=1e-3, atol=1e-3)
+    binary = SGDClassifier(loss="hinge").fit(X, y == 1)
+    assert binary.coef_.shape == (1, 6)
+    np.testing.assert_allclose(X @ binary.coef_[0] + binary.intercept_[0], binary.decision_function(X), rtol=1e-3, atol=1e-3)
+    reg = SGDRegressor().fit(X, X @ [1, 0.2, 0.01, 5, 0, 0.001] + 2)
+    np.testing.assert_allclose(X @ reg.coef_ + reg.intercept_, reg.predict(X), rtol=1e-3, atol=1e-3)
+    # A sparse model: the weights by column.
+    Xs = sp.csr_matrix(np.where(np.abs(X) > 1, X, 0))
+    sparse = SGDClassifier(loss="log_loss", scale=None).fit(Xs, y == 2)
+    assert sparse.coef_.shape == (1, 6)
+    np.testing.assert_allclose(Xs @ sparse.coef_[0] + sparse.intercept_[0], sparse.decision_function(Xs), rtol=1e-4, atol=1e-4)
+    assert not hasattr(SGDClassifier(), "coef_") and not hasattr(SGDRegressor(), "intercept_")
