@@ -2,6 +2,8 @@
 
 import pickle
 
+import numpy as np
+
 from streamsgd import LinearRegression, LogisticRegression
 
 
@@ -23,3 +25,23 @@ def test_linear_regression_one_at_a_time():
         x = {"a": (i % 7) / 7, "b": (i % 5) / 5}
         m.learn_one(x, 3 * x["a"] - 2 * x["b"] + 1)
     assert abs(m.predict_one({"a": 0.5, "b": 0.5}) - 1.5) < 0.1
+
+
+def test_learn_one_takes_bools_and_numbers_and_a_subclass_keeps_its_own():
+    m = LogisticRegression(bits=10)
+    assert m.learn_one({"a": 1.0}, True) is None
+    m.learn_one({"a": -1.0}, 0)
+    m.learn_one({"a": 1.0}, np.bool_(True))
+    assert pickle.loads(pickle.dumps(m)).learn_one({"a": 1.0}, 1.0) is None
+    assert m.model.stats()["rows_learned"] == 3
+
+    class Counting(LogisticRegression):
+        seen = 0
+
+        def learn_one(self, x, y):
+            self.seen += 1
+            super().learn_one(x, y)
+
+    c = Counting(bits=10)
+    c.learn_one({"a": 1.0}, True)
+    assert c.seen == 1 and c.model.stats()["rows_learned"] == 1
