@@ -1,7 +1,8 @@
 //! `OnlineModel`, the API a program learns through: `learn_batch` on row-major batches of
 //! 10 000 rows × 32 (what Python's `partial_fit` hands it), the CLI's defaults (AdaGrad,
 //! online standardisation, mini-batches of 256) and scikit-learn's algorithm (SGD, one row per
-//! step, no scaling); and `learn_named` on rows of 32 named numbers (River's `learn_one`).
+//! step, no scaling); and `learn_named` on rows of 32 named numbers (River's `learn_one`), the
+//! names hashed per row or their keys kept (`learn_keyed`, what the Python package does).
 //! The batches are in memory the first time each is read, as a program's are.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
