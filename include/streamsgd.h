@@ -212,6 +212,32 @@ enum ssgd_status ssgd_model_predict_csr(struct ssgd_model *m,
                                         const float *values,
                                         float *out);
 
+// Learns one row of `n` named features (see `named`: a name with a number, or with a
+// category) with label `y`, hashed as a categorical CSV's columns are: what
+// `streamsgd train --categorical` learns from the same values (sparse models).
+//
+// # Safety
+// `m` a live model handle used by no other thread during the call; `names`, `values` and
+// `categories` as `named` needs them.
+enum ssgd_status ssgd_model_learn_named(struct ssgd_model *m,
+                                        const char *const *names,
+                                        const float *values,
+                                        const char *const *categories,
+                                        size_t n,
+                                        float y);
+
+// Writes the output for one row of `n` named features to `*out` (NaN for a row the
+// missing-value policy drops).
+//
+// # Safety
+// As `ssgd_model_learn_named`; `out` null or writable.
+enum ssgd_status ssgd_model_predict_named(struct ssgd_model *m,
+                                          const char *const *names,
+                                          const float *values,
+                                          const char *const *categories,
+                                          size_t n,
+                                          float *out);
+
 // Saves model `m` to the file `path` (atomically).
 //
 // # Safety
@@ -240,6 +266,19 @@ enum ssgd_status ssgd_predictor_predict(const struct ssgd_predictor *p,
                                         const float *x,
                                         size_t rows,
                                         float *out);
+
+// Writes the output for one row of `n` named features to `*out` (see
+// `ssgd_model_learn_named`). Safe to call from several threads at once on one predictor.
+//
+// # Safety
+// `p` a live predictor handle; `names`, `values` and `categories` as
+// `ssgd_model_learn_named` needs them; `out` null or writable.
+enum ssgd_status ssgd_predictor_predict_named(const struct ssgd_predictor *p,
+                                              const char *const *names,
+                                              const float *values,
+                                              const char *const *categories,
+                                              size_t n,
+                                              float *out);
 
 // Frees a predictor (null: nothing).
 //

@@ -19,7 +19,8 @@ use streamsgd::learner::BadRows;
 use streamsgd::loss::Loss;
 use streamsgd::online::{Csr, Features, OnlineConfig, OnlineError, OnlineModel};
 use streamsgd::optim::{Kind, OptimConfig};
-use streamsgd::predictor::Predictor;
+use streamsgd::predictor::{Predictor, PredictorError};
+use streamsgd::sparse::parse::Named;
 use streamsgd::transform::{Missing, Scaling};
 
 /// What a call did.
@@ -160,7 +161,7 @@ fn fail(status: SsgdStatus, msg: impl std::fmt::Display) -> SsgdStatus {
 
 fn status_of(e: &OnlineError) -> SsgdStatus {
     match e {
-        OnlineError::Learn(_) | OnlineError::Named(_) => SsgdStatus::SsgdErrRow,
+        OnlineError::Learn(_) | OnlineError::Named(_) | OnlineError::Keyed(_) => SsgdStatus::SsgdErrRow,
         OnlineError::File(_) | OnlineError::Stage(_) | OnlineError::Sparse(_) => SsgdStatus::SsgdErrFile,
         OnlineError::Rows(streamsgd::predictor::PredictorError::Kind(_)) => SsgdStatus::SsgdErrKind,
         _ => SsgdStatus::SsgdErrArgument,
@@ -585,6 +586,99 @@ pub unsafe extern "C" fn ssgd_model_predict_csr(
     })
 }
 
+/// Feature `i` of a row of `n` named features: name `names[i]`, a category `categories[i]`
+/// when `categories` and that entry are non-null, else the number `values[i]`.
+///
+/// # Safety
+/// `names` null or `n` NUL-terminated strings; `values` null or `n` floats; `categories` null
+/// or `n` pointers, each null or NUL-terminated.
+unsafe fn named<'a>(
+    names: *const *const c_char,
+    values: *const f32,
+    categories: *const *const c_char,
+    n: usize,
+) -> Result<Vec<(&'a str, Named<'a>)>, SsgdStatus> {
+    let text = |p: *const c_char, what: &str, i: usize| {
+        // SAFETY: a non-null entry is NUL-terminated by the contract.
+        let s = unsafe { CStr::from_ptr(p) };
+        s.to_str().map_err(|_| fail(SsgdStatus::SsgdErrArgument, format!("feature {i}: the {what} is not UTF-8")))
+    };
+    // SAFETY: by the contract.
+    let (names, values, categories) = unsafe { (slice(names, n), slice(values, n), slice(categories, n)) };
+    let Some(names) = names else { return Err(fail(SsgdStatus::SsgdErrArgument, "names is null")) };
+    let mut row = Vec::with_capacity(n);
+    for (i, &name) in names.iter().enumerate() {
+        if name.is_null() {
+            return Err(fail(SsgdStatus::SsgdErrArgument, format!("feature {i}: its name is null")));
+        }
+        let name = text(name, "name", i)?;
+        let value = match (categories.map(|c| c[i]).filter(|c| !c.is_null()), values) {
+            (Some(c), _) => Named::Category(text(c, "category", i)?),
+            (None, Some(v)) => Named::Number(v[i]),
+            (None, None) => return Err(fail(SsgdStatus::SsgdErrArgument, format!("feature {name}: no category and values is null"))),
+        };
+        row.push((name, value));
+    }
+    Ok(row)
+}
+
+/// Learns one row of `n` named features (see `named`: a name with a number, or with a
+/// category) with label `y`, hashed as a categorical CSV's columns are: what
+/// `streamsgd train --categorical` learns from the same values (sparse models).
+///
+/// # Safety
+/// `m` a live model handle used by no other thread during the call; `names`, `values` and
+/// `categories` as `named` needs them.
+#[no_mangle]
+pub unsafe extern "C" fn ssgd_model_learn_named(
+    m: *mut SsgdModel,
+    names: *const *const c_char,
+    values: *const f32,
+    categories: *const *const c_char,
+    n: usize,
+    y: f32,
+) -> SsgdStatus {
+    guard(|| {
+        // SAFETY: every pointer as the contract says.
+        unsafe {
+            let (model, row) = match (model(m), named(names, values, categories, n)) {
+                (Ok(m), Ok(r)) => (m, r),
+                (Err(s), _) | (_, Err(s)) => return s,
+            };
+            online(model.learn_named(row, y))
+        }
+    })
+}
+
+/// Writes the output for one row of `n` named features to `*out` (NaN for a row the
+/// missing-value policy drops).
+///
+/// # Safety
+/// As `ssgd_model_learn_named`; `out` null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ssgd_model_predict_named(
+    m: *mut SsgdModel,
+    names: *const *const c_char,
+    values: *const f32,
+    categories: *const *const c_char,
+    n: usize,
+    out: *mut f32,
+) -> SsgdStatus {
+    guard(|| {
+        // SAFETY: every pointer as the contract says.
+        unsafe {
+            let (model, row) = match (model(m), named(names, values, categories, n)) {
+                (Ok(m), Ok(r)) => (m, r),
+                (Err(s), _) | (_, Err(s)) => return s,
+            };
+            match model.predict_named(row) {
+                Ok(p) => copy_out(&[p], out),
+                Err(e) => fail(status_of(&e), &e),
+            }
+        }
+    })
+}
+
 /// Saves model `m` to the file `path` (atomically).
 ///
 /// # Safety
@@ -659,6 +753,38 @@ pub unsafe extern "C" fn ssgd_predictor_predict(p: *const SsgdPredictor, x: *con
                 return fail(SsgdStatus::SsgdErrArgument, e);
             }
             copy_out(&got, out)
+        }
+    })
+}
+
+/// Writes the output for one row of `n` named features to `*out` (see
+/// `ssgd_model_learn_named`). Safe to call from several threads at once on one predictor.
+///
+/// # Safety
+/// `p` a live predictor handle; `names`, `values` and `categories` as
+/// `ssgd_model_learn_named` needs them; `out` null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ssgd_predictor_predict_named(
+    p: *const SsgdPredictor,
+    names: *const *const c_char,
+    values: *const f32,
+    categories: *const *const c_char,
+    n: usize,
+    out: *mut f32,
+) -> SsgdStatus {
+    guard(|| {
+        // SAFETY: by the contract.
+        unsafe {
+            let Some(SsgdPredictor(p)) = p.as_ref() else { return fail(SsgdStatus::SsgdErrArgument, "the predictor is null") };
+            let row = match named(names, values, categories, n) {
+                Ok(r) => r,
+                Err(s) => return s,
+            };
+            match p.predict_named(row) {
+                Ok(v) => copy_out(&[v], out),
+                Err(e @ PredictorError::Kind(_)) => fail(SsgdStatus::SsgdErrKind, e),
+                Err(e) => fail(SsgdStatus::SsgdErrRow, e),
+            }
         }
     })
 }

@@ -238,6 +238,57 @@ static void sparse_model(void) {
     ssgd_model_free(m);
 }
 
+/* Rows of named features: a category and a number, as a dict or a CSV row has them. */
+static void named_features(void) {
+    ssgd_config cfg = ssgd_config_sparse(SSGD_LOSS_LOGISTIC, 14);
+    ssgd_model *m = NULL;
+    CHECK(ssgd_model_new(&cfg, &m) == SSGD_OK);
+    const char *names[2] = {"city", "hour"};
+    const char *cities[3] = {"paris", "oslo", "rome"};
+    for (int i = 0; i < 3000; i++) {
+        const char *cats[2] = {cities[i % 3], NULL};
+        float values[2] = {0.0f, (float)(i % 24)};
+        CHECK(ssgd_model_learn_named(m, names, values, cats, 2, i % 3 == 1) == SSGD_OK);
+    }
+    const char *oslo[2] = {"oslo", NULL}, *rome[2] = {"rome", NULL};
+    float values[2] = {0.0f, 3.0f}, a = 0, b = 0, c = 0;
+    CHECK(ssgd_model_predict_named(m, names, values, oslo, 2, &a) == SSGD_OK && a > 0.8f);
+    CHECK(ssgd_model_predict_named(m, names, values, rome, 2, &b) == SSGD_OK && b < 0.2f);
+    ssgd_predictor *snap = NULL;
+    CHECK(ssgd_model_snapshot(m, &snap) == SSGD_OK);
+    CHECK(ssgd_predictor_predict_named(snap, names, values, oslo, 2, &c) == SSGD_OK && c == a);
+    /* Numbers only: categories may be null. */
+    CHECK(ssgd_model_learn_named(m, names + 1, values + 1, NULL, 1, 1.0f) == SSGD_OK);
+    uint64_t learned = 0;
+    CHECK(ssgd_model_rows_learned(m, &learned) == SSGD_OK && learned == 3001);
+    /* Errors, each naming what is wrong; nothing is learned. */
+    float nan_values[2] = {0.0f, NAN};
+    FAILS(ssgd_model_learn_named(m, names, nan_values, oslo, 2, 1.0f), SSGD_ERR_ROW, "feature hour");
+    FAILS(ssgd_model_learn_named(m, names, NULL, NULL, 2, 1.0f), SSGD_ERR_ARGUMENT, "values is null");
+    FAILS(ssgd_model_learn_named(m, NULL, values, oslo, 2, 1.0f), SSGD_ERR_ARGUMENT, "names is null");
+    const char *null_name[2] = {"city", NULL};
+    FAILS(ssgd_model_learn_named(m, null_name, values, oslo, 2, 1.0f), SSGD_ERR_ARGUMENT, "feature 1: its name is null");
+    const char *bad_utf8[2] = {"city", "\xff"};
+    FAILS(ssgd_model_learn_named(m, bad_utf8, values, oslo, 2, 1.0f), SSGD_ERR_ARGUMENT, "not UTF-8");
+    FAILS(ssgd_model_learn_named(m, names, values, oslo, 2, 2.0f), SSGD_ERR_ROW, "label");
+    FAILS(ssgd_model_learn_named(NULL, names, values, oslo, 2, 1.0f), SSGD_ERR_ARGUMENT, "model is null");
+    FAILS(ssgd_model_predict_named(m, names, values, oslo, 2, NULL), SSGD_ERR_ARGUMENT, "out is null");
+    FAILS(ssgd_predictor_predict_named(NULL, names, values, oslo, 2, &c), SSGD_ERR_ARGUMENT, "predictor is null");
+    CHECK(ssgd_model_rows_learned(m, &learned) == SSGD_OK && learned == 3001);
+    /* A dense model takes no named rows. */
+    ssgd_config dense = ssgd_config_dense(SSGD_LOSS_LOGISTIC, 2);
+    ssgd_model *d = NULL;
+    CHECK(ssgd_model_new(&dense, &d) == SSGD_OK);
+    FAILS(ssgd_model_learn_named(d, names, values, oslo, 2, 1.0f), SSGD_ERR_KIND, "dense");
+    ssgd_predictor *dp = NULL;
+    CHECK(ssgd_model_snapshot(d, &dp) == SSGD_OK);
+    FAILS(ssgd_predictor_predict_named(dp, names, values, oslo, 2, &c), SSGD_ERR_KIND, "dense");
+    ssgd_predictor_free(dp);
+    ssgd_model_free(d);
+    ssgd_predictor_free(snap);
+    ssgd_model_free(m);
+}
+
 /* A predictor shared by threads that predict at once while the model learns on. */
 struct shared {
     ssgd_predictor *p;
@@ -328,6 +379,7 @@ int main(int argc, char **argv) {
     dense_model(argv[1]);
     configs();
     sparse_model();
+    named_features();
     threads();
     cli_model(argv[2], argv[3], argv[4]);
     if (failures) {
