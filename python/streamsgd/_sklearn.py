@@ -2,7 +2,7 @@
 
 The parameters are scikit-learn's (``loss``, ``penalty``, ``alpha``, ``l1_ratio``,
 ``max_iter``, ``tol``, ``n_iter_no_change``, ``shuffle``, ``random_state``, ``learning_rate``,
-``eta0``, ``power_t``, ``epsilon``, ``warm_start``) with their defaults and meaning, so the
+``eta0``, ``power_t``, ``epsilon``, ``warm_start``, ``class_weight``) with their defaults and meaning, so the
 default model is scikit-learn's: plain SGD, one row per step, the same schedules. Beyond them:
 ``optimizer`` ("sgd", "adagrad", "normalized", "ftrl"), ``scale`` (None, "standard",
 "minmax": the kernel's online feature stage), ``missing`` ("reject", "zero", "mean",
@@ -16,6 +16,7 @@ import math
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
@@ -186,11 +187,12 @@ class _SGD(BaseEstimator):
             return model.predict_csr(*_SGD._csr(X), margins=True).astype(np.float64)
         return model.decision_function(_SGD._dense(X.toarray() if sp.issparse(X) else X)).astype(np.float64)
 
-    def _epochs(self, X, targets, sample_weight, models):
+    def _epochs(self, X, targets, weights, models):
         """Passes over (X, targets) until the progressive loss stops improving by ``tol`` for
-        ``n_iter_no_change`` passes, or ``max_iter`` passes: scikit-learn's stopping rule."""
+        ``n_iter_no_change`` passes, or ``max_iter`` passes: scikit-learn's stopping rule.
+        ``weights``: each model's row weights (None: all 1)."""
         n = X.shape[0]
-        w = None if sample_weight is None else np.ascontiguousarray(sample_weight, dtype=np.float32)
+        weights = [None if w is None else np.ascontiguousarray(w, dtype=np.float32) for w in weights]
         rng = np.random.RandomState(self.random_state) if self.shuffle else None
         best, stale = math.inf, 0
         self.n_iter_ = 0
@@ -198,7 +200,7 @@ class _SGD(BaseEstimator):
             order = rng.permutation(n) if rng is not None else None
             Xe = X[order] if order is not None else X
             before = [m.stats() for m in models]
-            for m, y in zip(models, targets):
+            for m, y, w in zip(models, targets, weights):
                 self._learn(m, Xe, y[order] if order is not None else y, None if w is None else (w[order] if order is not None else w))
             self.n_iter_ += 1
             after = [m.stats() for m in models]
@@ -246,6 +248,7 @@ class SGDClassifier(ClassifierMixin, _SGD):
         power_t=0.5,
         epsilon=0.1,
         n_iter_no_change=5,
+        class_weight=None,
         warm_start=False,
         optimizer="adagrad",
         scale="standard",
@@ -266,6 +269,7 @@ class SGDClassifier(ClassifierMixin, _SGD):
         self.power_t = power_t
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
         self.warm_start = warm_start
         self.optimizer = optimizer
         self.scale = scale
@@ -296,8 +300,21 @@ class SGDClassifier(ClassifierMixin, _SGD):
         sample_weight = None if sample_weight is None else _check_sample_weight(sample_weight, X)
         if not (self.warm_start and hasattr(self, "models_") and np.array_equal(classes, self.classes_)):
             self._start(X, classes)
-        self._epochs(X, self._targets(y), sample_weight, self.models_)
+        targets = self._targets(y)
+        self._epochs(X, targets, self._model_weights(targets, sample_weight, y), self.models_)
         return self
+
+    def _model_weights(self, targets, sample_weight, y):
+        """Each model's row weights: ``sample_weight`` times the class weight (two classes:
+        the weight of each row's class; one-vs-rest: the model's class weight on its rows, 1 on
+        the others, as scikit-learn weighs them); None where all are 1."""
+        if self.class_weight is None:
+            return [sample_weight] * len(targets)
+        cw = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+        sw = 1.0 if sample_weight is None else sample_weight
+        if len(targets) == 1:
+            return [np.where(targets[0] == 1, cw[1], cw[0]) * sw]
+        return [np.where(t == 1, cw[i], 1.0) * sw for i, t in enumerate(targets)]
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Learns one pass over (X, y); the first call needs ``classes`` (all the labels)."""
@@ -329,10 +346,16 @@ class SGDClassifier(ClassifierMixin, _SGD):
         known = np.logical_or.reduce(masks)
         if not known.all():
             raise ValueError(f"labels {np.unique(y[~known])!r} are not in classes {self.classes_!r}")
-        w = None if sample_weight is None else np.ascontiguousarray(_check_sample_weight(sample_weight, X), dtype=np.float32)
+        if self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight 'balanced' is not supported for partial_fit: compute the weights with "
+                "sklearn.utils.class_weight.compute_class_weight('balanced', classes=classes, y=y) "
+                "on a large enough sample of the labels and pass them as a dict"
+            )
+        w = None if sample_weight is None else _check_sample_weight(sample_weight, X)
         targets = masks[1:] if len(masks) == 2 else masks
-        for m, t in zip(self.models_, targets):
-            self._learn(m, X, t, w)
+        for m, t, tw in zip(self.models_, targets, self._model_weights(targets, w, y)):
+            self._learn(m, X, t, None if tw is None else np.ascontiguousarray(tw, dtype=np.float32))
         return self
 
     @property
@@ -444,7 +467,7 @@ class SGDRegressor(RegressorMixin, _SGD):
         sample_weight = None if sample_weight is None else _check_sample_weight(sample_weight, X)
         if not (self.warm_start and hasattr(self, "model_")):
             self.model_ = self._new_model(X.shape[1], sp.issparse(X))
-        self._epochs(X, [y], sample_weight, [self.model_])
+        self._epochs(X, [y], [sample_weight], [self.model_])
         return self
 
     def partial_fit(self, X, y, sample_weight=None):

@@ -119,3 +119,30 @@ def test_coef_and_intercept_give_the_margins_in_the_rows_units():
     assert sparse.coef_.shape == (1, 6)
     np.testing.assert_allclose(Xs @ sparse.coef_[0] + sparse.intercept_[0], sparse.decision_function(Xs), rtol=1e-4, atol=1e-4)
     assert not hasattr(SGDClassifier(), "coef_") and not hasattr(SGDRegressor(), "intercept_")
+
+
+def test_class_weight_moves_the_boundary_as_scikit_learns_does():
+    X, y = make_classification(n_samples=6000, n_features=8, weights=[0.9, 0.1], flip_y=0.05, random_state=5)
+    plain = SGDClassifier(loss="log_loss", random_state=0).fit(X, y)
+    heavy = SGDClassifier(loss="log_loss", class_weight={1: 10.0}, random_state=0).fit(X, y)
+    balanced = SGDClassifier(loss="log_loss", class_weight="balanced", random_state=0).fit(X, y)
+    recall = lambda clf: (clf.predict(X)[y == 1] == 1).mean()
+    assert recall(heavy) > recall(plain) + 0.05 and recall(balanced) > recall(plain) + 0.05
+    # "balanced" is the dict of scikit-learn's balanced weights.
+    from sklearn.utils.class_weight import compute_class_weight
+
+    weights = dict(zip([0, 1], compute_class_weight("balanced", classes=np.array([0, 1]), y=y)))
+    same = SGDClassifier(loss="log_loss", class_weight=weights, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(same.coef_, balanced.coef_)
+    # partial_fit takes a dict, not "balanced" (as scikit-learn's).
+    stream = SGDClassifier(loss="log_loss", class_weight={1: 10.0})
+    for i in range(0, 6000, 1000):
+        stream.partial_fit(X[i : i + 1000], y[i : i + 1000], classes=[0, 1])
+    assert recall(stream) > recall(plain) + 0.05
+    with pytest.raises(ValueError, match="balanced"):
+        SGDClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1])
+    # Three classes, one-vs-rest: the model of class 2 weighs its rows by its class weight.
+    X3, y3 = make_classification(n_samples=6000, n_features=8, n_informative=5, n_classes=3, weights=[0.45, 0.45, 0.1], random_state=6)
+    base = SGDClassifier(loss="log_loss", random_state=0).fit(X3, y3)
+    up = SGDClassifier(loss="log_loss", class_weight={2: 8.0}, random_state=0).fit(X3, y3)
+    assert (up.predict(X3) == 2).sum() > (base.predict(X3) == 2).sum()
