@@ -2,7 +2,8 @@
 
 The parameters are scikit-learn's (``loss``, ``penalty``, ``alpha``, ``l1_ratio``,
 ``max_iter``, ``tol``, ``n_iter_no_change``, ``shuffle``, ``random_state``, ``learning_rate``,
-``eta0``, ``power_t``, ``epsilon``, ``warm_start``, ``class_weight``) with their defaults and meaning, so the
+``eta0``, ``power_t``, ``epsilon``, ``warm_start``, ``class_weight``, ``early_stopping``,
+``validation_fraction``) with their defaults and meaning, so the
 default model is scikit-learn's: plain SGD, one row per step, the same schedules. Beyond them:
 ``optimizer`` ("sgd", "adagrad", "normalized", "ftrl"), ``scale`` (None, "standard",
 "minmax": the kernel's online feature stage), ``missing`` ("reject", "zero", "mean",
@@ -15,7 +16,8 @@ import math
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
@@ -187,12 +189,26 @@ class _SGD(BaseEstimator):
             return model.predict_csr(*_SGD._csr(X), margins=True).astype(np.float64)
         return model.decision_function(_SGD._dense(X.toarray() if sp.issparse(X) else X)).astype(np.float64)
 
-    def _epochs(self, X, targets, weights, models):
-        """Passes over (X, targets) until the progressive loss stops improving by ``tol`` for
-        ``n_iter_no_change`` passes, or ``max_iter`` passes: scikit-learn's stopping rule.
-        ``weights``: each model's row weights (None: all 1)."""
+    def _epochs(self, X, y, sample_weight, models):
+        """Passes over (X, y) until the progressive loss stops improving by ``tol`` for
+        ``n_iter_no_change`` passes, or ``max_iter`` passes: scikit-learn's stopping rule. With
+        ``early_stopping``, a stratified ``validation_fraction`` of the rows is held out and the
+        passes stop when its ``score`` stops improving instead."""
+        if self.early_stopping:
+            extra = [] if sample_weight is None else [sample_weight]
+            parts = train_test_split(
+                X,
+                y,
+                *extra,
+                test_size=self.validation_fraction,
+                stratify=y if is_classifier(self) else None,
+                random_state=self.random_state,
+            )
+            X, X_val, y, y_val = parts[:4]
+            sample_weight, w_val = (parts[4], parts[5]) if extra else (None, None)
+        targets = self._targets(y)
+        weights = [None if w is None else np.ascontiguousarray(w, dtype=np.float32) for w in self._model_weights(targets, sample_weight, y)]
         n = X.shape[0]
-        weights = [None if w is None else np.ascontiguousarray(w, dtype=np.float32) for w in weights]
         rng = np.random.RandomState(self.random_state) if self.shuffle else None
         best, stale = math.inf, 0
         self.n_iter_ = 0
@@ -200,11 +216,15 @@ class _SGD(BaseEstimator):
             order = rng.permutation(n) if rng is not None else None
             Xe = X[order] if order is not None else X
             before = [m.stats() for m in models]
-            for m, y, w in zip(models, targets, weights):
-                self._learn(m, Xe, y[order] if order is not None else y, None if w is None else (w[order] if order is not None else w))
+            for m, t, w in zip(models, targets, weights):
+                self._learn(m, Xe, t[order] if order is not None else t, None if w is None else (w[order] if order is not None else w))
             self.n_iter_ += 1
-            after = [m.stats() for m in models]
-            loss = sum(_epoch_loss(b, a) for b, a in zip(before, after))
+            if self.early_stopping:
+                # The held-out rows' score, to be raised (a loss: its negative).
+                loss = -self.score(X_val, y_val, sample_weight=w_val)
+            else:
+                after = [m.stats() for m in models]
+                loss = sum(_epoch_loss(b, a) for b, a in zip(before, after))
             if self.tol is not None and loss > best - self.tol:
                 stale += 1
             else:
@@ -212,6 +232,14 @@ class _SGD(BaseEstimator):
             best = min(best, loss)
             if self.tol is not None and stale >= self.n_iter_no_change:
                 break
+
+    def _targets(self, y):
+        """The models' targets (one model: y)."""
+        return [y]
+
+    def _model_weights(self, targets, sample_weight, y):
+        """Each model's row weights (None: all 1)."""
+        return [sample_weight] * len(targets)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -247,6 +275,8 @@ class SGDClassifier(ClassifierMixin, _SGD):
         eta0=0.0,
         power_t=0.5,
         epsilon=0.1,
+        early_stopping=False,
+        validation_fraction=0.1,
         n_iter_no_change=5,
         class_weight=None,
         warm_start=False,
@@ -268,6 +298,8 @@ class SGDClassifier(ClassifierMixin, _SGD):
         self.eta0 = eta0
         self.power_t = power_t
         self.epsilon = epsilon
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.class_weight = class_weight
         self.warm_start = warm_start
@@ -300,8 +332,7 @@ class SGDClassifier(ClassifierMixin, _SGD):
         sample_weight = None if sample_weight is None else _check_sample_weight(sample_weight, X)
         if not (self.warm_start and hasattr(self, "models_") and np.array_equal(classes, self.classes_)):
             self._start(X, classes)
-        targets = self._targets(y)
-        self._epochs(X, targets, self._model_weights(targets, sample_weight, y), self.models_)
+        self._epochs(X, y, sample_weight, self.models_)
         return self
 
     def _model_weights(self, targets, sample_weight, y):
@@ -427,6 +458,8 @@ class SGDRegressor(RegressorMixin, _SGD):
         eta0=0.01,
         power_t=0.25,
         epsilon=0.1,
+        early_stopping=False,
+        validation_fraction=0.1,
         n_iter_no_change=5,
         warm_start=False,
         optimizer="adagrad",
@@ -447,6 +480,8 @@ class SGDRegressor(RegressorMixin, _SGD):
         self.eta0 = eta0
         self.power_t = power_t
         self.epsilon = epsilon
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.warm_start = warm_start
         self.optimizer = optimizer
@@ -467,7 +502,7 @@ class SGDRegressor(RegressorMixin, _SGD):
         sample_weight = None if sample_weight is None else _check_sample_weight(sample_weight, X)
         if not (self.warm_start and hasattr(self, "model_")):
             self.model_ = self._new_model(X.shape[1], sp.issparse(X))
-        self._epochs(X, [y], [sample_weight], [self.model_])
+        self._epochs(X, y, sample_weight, [self.model_])
         return self
 
     def partial_fit(self, X, y, sample_weight=None):

@@ -146,3 +146,19 @@ def test_class_weight_moves_the_boundary_as_scikit_learns_does():
     base = SGDClassifier(loss="log_loss", random_state=0).fit(X3, y3)
     up = SGDClassifier(loss="log_loss", class_weight={2: 8.0}, random_state=0).fit(X3, y3)
     assert (up.predict(X3) == 2).sum() > (base.predict(X3) == 2).sum()
+
+
+def test_early_stopping_holds_out_rows_and_stops_on_their_score():
+    X, y = make_classification(n_samples=5000, n_features=10, random_state=7)
+    clf = SGDClassifier(loss="log_loss", early_stopping=True, validation_fraction=0.2, n_iter_no_change=3, max_iter=200, random_state=0)
+    clf.fit(X, y)
+    # The score stops rising within a few passes; the held-out rows are never learned.
+    assert 4 <= clf.n_iter_ < 50
+    assert clf.models_[0].stats()["rows_learned"] == clf.n_iter_ * 4000
+    assert clf.score(X, y) > 0.85
+    reg = SGDRegressor(early_stopping=True, n_iter_no_change=2, max_iter=100, random_state=0)
+    Xr, yr = make_regression(n_samples=3000, n_features=5, noise=1.0, random_state=8)
+    reg.fit(Xr, yr, sample_weight=np.ones(3000))
+    assert reg.n_iter_ < 100 and reg.score(Xr, yr) > 0.95
+    with pytest.raises(ValueError):
+        SGDClassifier(early_stopping=True, validation_fraction=0.0001).fit(X[:50], y[:50])
