@@ -41,6 +41,12 @@ typedef enum ssgd_loss {
   SSGD_LOSS_EPSILON_INSENSITIVE = 4,
   // Quantile regression (`loss_param`: the quantile, default 0.5).
   SSGD_LOSS_QUANTILE = 5,
+  // The modified Huber loss (a smooth hinge, linear for far outliers).
+  SSGD_LOSS_MODIFIED_HUBER = 6,
+  // The squared hinge (L2-SVM).
+  SSGD_LOSS_SQUARED_HINGE = 7,
+  // The perceptron's loss.
+  SSGD_LOSS_PERCEPTRON = 8,
 } ssgd_loss;
 
 // The optimizer.

@@ -2,7 +2,7 @@
 //!
 //! Classification losses take labels in {0, 1} or {−1, +1} (0 is read as −1); regression
 //! losses take any finite label. Adding a loss is one enum variant and one arm in each of
-//! [`Loss::eval`], [`Loss::is_classification`] and the SIMD twins `loss_lanes` in `kernel::simd`
+//! [`Loss::eval`], [`Loss::is_classification`], [`Loss::code`] and the SIMD twins `loss_lanes` in `kernel::simd`
 //! and `kernel::avx2` — Huber shows how.
 //! No `unsafe` here.
 
@@ -33,6 +33,15 @@ pub enum Loss {
         /// The quantile τ ∈ (0, 1).
         tau: f32,
     },
+    /// max(0, 1 − y·p)² for y·p ≥ −1, −4·y·p below: a smooth hinge, linear for far outliers
+    /// (scikit-learn's `modified_huber`).
+    #[serde(rename = "modified_huber")]
+    ModifiedHuber,
+    /// max(0, 1 − y·p)²: the L2-SVM loss.
+    #[serde(rename = "squared_hinge")]
+    SquaredHinge,
+    /// max(0, −y·p): the perceptron's loss.
+    Perceptron,
 }
 
 /// Why a label cannot be used with a loss.
@@ -56,6 +65,9 @@ impl Loss {
             Loss::Huber { .. } => 3,
             Loss::EpsilonInsensitive { .. } => 4,
             Loss::Quantile { .. } => 5,
+            Loss::ModifiedHuber => 6,
+            Loss::SquaredHinge => 7,
+            Loss::Perceptron => 8,
         }
     }
 
@@ -68,6 +80,9 @@ impl Loss {
             3 if param > 0.0 && param.is_finite() => Loss::Huber { delta: param },
             4 if param >= 0.0 && param.is_finite() => Loss::EpsilonInsensitive { epsilon: param },
             5 if param > 0.0 && param < 1.0 => Loss::Quantile { tau: param },
+            6 => Loss::ModifiedHuber,
+            7 => Loss::SquaredHinge,
+            8 => Loss::Perceptron,
             _ => return None,
         })
     }
@@ -84,7 +99,7 @@ impl Loss {
 
     /// True for losses whose labels are two classes.
     pub fn is_classification(&self) -> bool {
-        matches!(self, Loss::Logistic | Loss::Hinge)
+        matches!(self, Loss::Logistic | Loss::Hinge | Loss::ModifiedHuber | Loss::SquaredHinge | Loss::Perceptron)
     }
 
     /// The label in the loss's own convention (±1 for classification), or why it is invalid.
@@ -140,6 +155,23 @@ impl Loss {
                     ((tau - 1.0) * r, 1.0 - tau)
                 }
             }
+            Loss::ModifiedHuber => {
+                let z = y * p;
+                if z >= -1.0 {
+                    let m = (1.0 - z).max(0.0);
+                    (m * m, -2.0 * y * m)
+                } else {
+                    (-4.0 * z, -4.0 * y)
+                }
+            }
+            Loss::SquaredHinge => {
+                let m = (1.0 - y * p).max(0.0);
+                (m * m, -2.0 * y * m)
+            }
+            Loss::Perceptron => {
+                let z = y * p;
+                ((-z).max(0.0), if z <= 0.0 { -y } else { 0.0 })
+            }
         }
     }
 
@@ -179,6 +211,9 @@ impl std::fmt::Display for Loss {
             Loss::Huber { delta } => write!(f, "huber (δ = {delta})"),
             Loss::EpsilonInsensitive { epsilon } => write!(f, "epsilon-insensitive (ε = {epsilon})"),
             Loss::Quantile { tau } => write!(f, "quantile (τ = {tau})"),
+            Loss::ModifiedHuber => f.write_str("modified-huber"),
+            Loss::SquaredHinge => f.write_str("squared-hinge"),
+            Loss::Perceptron => f.write_str("perceptron"),
         }
     }
 }
@@ -187,7 +222,7 @@ impl std::fmt::Display for Loss {
 mod tests {
     use super::*;
 
-    const ALL: [Loss; 6] = [
+    const ALL: [Loss; 9] = [
         Loss::Squared,
         Loss::Logistic,
         Loss::Hinge,
@@ -195,6 +230,9 @@ mod tests {
         // ε away from the test points' |p − y| (the derivative jumps there).
         Loss::EpsilonInsensitive { epsilon: 0.25 },
         Loss::Quantile { tau: 0.8 },
+        Loss::ModifiedHuber,
+        Loss::SquaredHinge,
+        Loss::Perceptron,
     ];
 
     #[test]
@@ -227,6 +265,12 @@ mod tests {
         assert_eq!(Loss::EpsilonInsensitive { epsilon: 0.5 }.eval(1.2, 1.0), (0.0, 0.0));
         assert_eq!(Loss::Quantile { tau: 0.8 }.eval(1.0, 3.0), (1.6, -0.8));
         assert!((Loss::Quantile { tau: 0.8 }.value(3.0, 1.0) - 0.4).abs() < 1e-6);
+        assert_eq!(Loss::ModifiedHuber.eval(0.5, 1.0), (0.25, -1.0));
+        assert_eq!(Loss::ModifiedHuber.eval(-3.0, 1.0), (12.0, -4.0));
+        assert_eq!(Loss::SquaredHinge.eval(-1.0, 1.0), (4.0, -4.0));
+        assert_eq!(Loss::SquaredHinge.eval(2.0, 1.0), (0.0, -0.0));
+        assert_eq!(Loss::Perceptron.eval(-2.0, 1.0), (2.0, -1.0));
+        assert_eq!(Loss::Perceptron.eval(2.0, 1.0), (0.0, 0.0));
         for l in ALL {
             assert_eq!(Loss::from_code(l.code(), l.param()), Some(l));
         }

@@ -109,11 +109,15 @@ pub fn baseline(loss: &Loss, y_sum: f64, y_sq: f64, n: f64) -> f64 {
         // Bounds from the labels' spread σ (E|y − mean| ≤ σ): the sums kept have no quantiles.
         Loss::EpsilonInsensitive { epsilon } => ((y_sq / n - mean * mean).max(0.0).sqrt() - *epsilon as f64).max(0.0),
         Loss::Quantile { tau } => (*tau as f64).max(1.0 - *tau as f64) * (y_sq / n - mean * mean).max(0.0).sqrt(),
-        Loss::Logistic | Loss::Hinge => {
+        Loss::Logistic | Loss::Hinge | Loss::ModifiedHuber | Loss::SquaredHinge | Loss::Perceptron => {
             let rate = ((1.0 + mean) / 2.0).clamp(0.0, 1.0);
             let least = rate.min(1.0 - rate);
             match loss {
+                // The best constant margin's loss: m ∈ [−1, 1] for the hinges (4·least for the
+                // squared ones, 2·least for the hinge), 0 for the perceptron (m = 0).
                 Loss::Hinge => 2.0 * least,
+                Loss::ModifiedHuber | Loss::SquaredHinge => 4.0 * least * (1.0 - least),
+                Loss::Perceptron => 0.0,
                 _ if least == 0.0 => 0.0,
                 _ => -(rate * rate.ln() + (1.0 - rate) * (1.0 - rate).ln()),
             }

@@ -131,6 +131,9 @@ fn check_score(n: usize, seed: u64) {
         Loss::Huber { delta: 0.7 },
         Loss::EpsilonInsensitive { epsilon: 0.3 },
         Loss::Quantile { tau: 0.7 },
+        Loss::ModifiedHuber,
+        Loss::SquaredHinge,
+        Loss::Perceptron,
     ] {
         let y: Vec<f32> = data(n, seed + 5).iter().map(|&v| if loss.is_classification() { v.signum() } else { v }).collect();
         for weights in [None, Some(&w[..])] {

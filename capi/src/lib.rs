@@ -57,6 +57,12 @@ pub enum SsgdLoss {
     SsgdLossEpsilonInsensitive = 4,
     /// Quantile regression (`loss_param`: the quantile, default 0.5).
     SsgdLossQuantile = 5,
+    /// The modified Huber loss (a smooth hinge, linear for far outliers).
+    SsgdLossModifiedHuber = 6,
+    /// The squared hinge (L2-SVM).
+    SsgdLossSquaredHinge = 7,
+    /// The perceptron's loss.
+    SsgdLossPerceptron = 8,
 }
 
 /// The optimizer.
@@ -262,7 +268,17 @@ fn config(c: &SsgdConfig) -> Result<OnlineConfig, String> {
     let loss = match pick(
         "loss",
         c.loss,
-        &[SsgdLossLogistic, SsgdLossSquared, SsgdLossHinge, SsgdLossHuber, SsgdLossEpsilonInsensitive, SsgdLossQuantile],
+        &[
+            SsgdLossLogistic,
+            SsgdLossSquared,
+            SsgdLossHinge,
+            SsgdLossHuber,
+            SsgdLossEpsilonInsensitive,
+            SsgdLossQuantile,
+            SsgdLossModifiedHuber,
+            SsgdLossSquaredHinge,
+            SsgdLossPerceptron,
+        ],
     )? {
         SsgdLossLogistic => Loss::Logistic,
         SsgdLossSquared => Loss::Squared,
@@ -270,6 +286,9 @@ fn config(c: &SsgdConfig) -> Result<OnlineConfig, String> {
         SsgdLossHuber => Loss::Huber { delta: param(1.0) },
         SsgdLossEpsilonInsensitive => Loss::EpsilonInsensitive { epsilon: param(0.1) },
         SsgdLossQuantile => Loss::Quantile { tau: param(0.5) },
+        SsgdLossModifiedHuber => Loss::ModifiedHuber,
+        SsgdLossSquaredHinge => Loss::SquaredHinge,
+        SsgdLossPerceptron => Loss::Perceptron,
     };
     let missing = pick("missing", c.missing, &[Missing::Reject, Missing::Drop, Missing::Zero, Missing::Mean])?;
     let scaling = pick("scale", c.scale, &[Scaling::Standard, Scaling::None, Scaling::Minmax])?;

@@ -176,7 +176,7 @@ static void configs(void) {
     FAILS(ssgd_model_new(&cfg, &m), SSGD_ERR_ARGUMENT, "dense rows");
     CHECK(m == NULL);
     /* Every loss, optimizer, scaling and missing policy makes a model. */
-    for (unsigned loss = SSGD_LOSS_LOGISTIC; loss <= SSGD_LOSS_QUANTILE; loss++)
+    for (unsigned loss = SSGD_LOSS_LOGISTIC; loss <= SSGD_LOSS_PERCEPTRON; loss++)
         for (unsigned opt = SSGD_OPTIMIZER_DEFAULT; opt <= SSGD_OPTIMIZER_NORMALIZED; opt++)
             for (unsigned scale = SSGD_SCALE_STANDARD; scale <= SSGD_SCALE_MINMAX; scale++)
                 for (unsigned missing = SSGD_MISSING_REJECT; missing <= SSGD_MISSING_MEAN; missing++) {

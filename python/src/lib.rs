@@ -48,6 +48,9 @@ fn loss_of(name: &str, delta: f32, epsilon: f32, quantile: f32) -> PyResult<Loss
             ("huber", Loss::Huber { delta }),
             ("epsilon_insensitive", Loss::EpsilonInsensitive { epsilon }),
             ("quantile", Loss::Quantile { tau: quantile }),
+            ("modified_huber", Loss::ModifiedHuber),
+            ("squared_hinge", Loss::SquaredHinge),
+            ("perceptron", Loss::Perceptron),
         ],
     )
 }

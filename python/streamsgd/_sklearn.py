@@ -25,7 +25,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from ._streamsgd import Model
 
-_LOSSES = ("log_loss", "hinge", "squared_error", "huber", "epsilon_insensitive")
+_LOSSES = ("log_loss", "hinge", "modified_huber", "squared_hinge", "perceptron", "squared_error", "huber", "epsilon_insensitive")
+_CLASSIFIER_LOSSES = ("log_loss", "hinge", "modified_huber", "squared_hinge", "perceptron")
 
 
 def _sklearn_optimal_eta0(loss, alpha, epsilon):
@@ -34,6 +35,9 @@ def _sklearn_optimal_eta0(loss, alpha, epsilon):
     dloss = {
         "log_loss": 1.0 / (1.0 + math.exp(-typw)),
         "hinge": 1.0,
+        "modified_huber": 1.0,
+        "squared_hinge": 1.0,
+        "perceptron": 1.0,
         "squared_error": typw + 1.0,
         "huber": min(typw + 1.0, epsilon),
         "epsilon_insensitive": 1.0,
@@ -418,16 +422,20 @@ class SGDClassifier(ClassifierMixin, _SGD):
         return self.classes_[np.argmax(scores, axis=1)]
 
     def _has_proba(self):
-        if self.loss != "log_loss":
+        if self.loss not in ("log_loss", "modified_huber"):
             raise AttributeError(f"probability estimates are not available for loss={self.loss!r}")
         return True
 
     @available_if(_has_proba)
     def predict_proba(self, X):
-        """Class probabilities (log loss only; beyond two classes, the one-vs-rest ones
-        normalised, as scikit-learn does)."""
+        """Class probabilities (log loss: the logistic of the margins; modified Huber: the
+        margins clipped to [-1, 1] and mapped to [0, 1]; beyond two classes, the one-vs-rest
+        ones normalised, as scikit-learn does)."""
         scores = self.decision_function(X)
-        p = 1.0 / (1.0 + np.exp(-scores))
+        if self.loss == "log_loss":
+            p = 1.0 / (1.0 + np.exp(-scores))
+        else:
+            p = (np.clip(scores, -1.0, 1.0) + 1.0) / 2.0
         if p.ndim == 1:
             return np.column_stack([1.0 - p, p])
         total = p.sum(axis=1, keepdims=True)
@@ -491,7 +499,7 @@ class SGDRegressor(RegressorMixin, _SGD):
         self.bits = bits
 
     def _check_loss(self):
-        if self.loss in ("log_loss", "hinge"):
+        if self.loss in _CLASSIFIER_LOSSES:
             raise ValueError(f"loss={self.loss!r} is a classifier's: SGDClassifier")
 
     def fit(self, X, y, sample_weight=None):

@@ -43,6 +43,14 @@ enum LossName {
     EpsilonInsensitive,
     /// The pinball loss: the model predicts the labels' --quantile.
     Quantile,
+    /// A smooth hinge, linear for far outliers (scikit-learn's modified_huber).
+    #[value(name = "modified-huber")]
+    ModifiedHuber,
+    /// The squared hinge (L2-SVM).
+    #[value(name = "squared-hinge")]
+    SquaredHinge,
+    /// The perceptron's loss: max(0, −y·p).
+    Perceptron,
 }
 
 /// Drift alarms, each after the batch whose loss raised it (`alarms`: rows read by then).
@@ -236,6 +244,9 @@ impl ModelArgs {
                 ensure!(self.quantile > 0.0 && self.quantile < 1.0, "--quantile {} must be in (0, 1)", self.quantile);
                 Loss::Quantile { tau: self.quantile }
             }
+            LossName::ModifiedHuber => Loss::ModifiedHuber,
+            LossName::SquaredHinge => Loss::SquaredHinge,
+            LossName::Perceptron => Loss::Perceptron,
         };
         let base = OptimConfig::new(self.optimizer.unwrap_or(if raw { Kind::Normalized } else { Kind::Adagrad }));
         let optim = OptimConfig {

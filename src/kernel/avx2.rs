@@ -668,6 +668,24 @@ unsafe fn loss_lanes(loss: &Loss, p: __m256, y: __m256) -> (__m256, __m256) {
                 let d = _mm256_blendv_ps(_mm256_set1_ps(1.0 - tau), d_under, under);
                 (l, d)
             }
+            Loss::ModifiedHuber => {
+                let z = _mm256_mul_ps(y, p);
+                let m = _mm256_max_ps(_mm256_sub_ps(one, z), zero);
+                let near = _mm256_cmp_ps::<_CMP_GE_OQ>(z, _mm256_set1_ps(-1.0));
+                let four = _mm256_set1_ps(-4.0);
+                let l = _mm256_blendv_ps(_mm256_mul_ps(four, z), _mm256_mul_ps(m, m), near);
+                let d = _mm256_blendv_ps(_mm256_mul_ps(four, y), _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0), y), m), near);
+                (l, d)
+            }
+            Loss::SquaredHinge => {
+                let m = _mm256_max_ps(_mm256_sub_ps(one, _mm256_mul_ps(y, p)), zero);
+                (_mm256_mul_ps(m, m), _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0), y), m))
+            }
+            Loss::Perceptron => {
+                let z = _mm256_mul_ps(y, p);
+                let wrong = _mm256_cmp_ps::<_CMP_LE_OQ>(z, zero);
+                (_mm256_max_ps(_mm256_xor_ps(z, sign), zero), _mm256_and_ps(wrong, _mm256_xor_ps(y, sign)))
+            }
         }
     }
 }

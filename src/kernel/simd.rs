@@ -152,6 +152,21 @@ fn loss_lanes(loss: &Loss, p: f32x8, y: f32x8) -> (f32x8, f32x8) {
             let d = r.simd_gt(zero).select(-t, under.select(zero, f32x8::splat(1.0 - tau)));
             (under.select(t * r, t1 * r), d)
         }
+        Loss::ModifiedHuber => {
+            let z = y * p;
+            let m = (f32x8::ONE - z).max(zero);
+            let near = z.simd_ge(-f32x8::ONE);
+            let four = f32x8::splat(-4.0);
+            (near.select(m * m, four * z), near.select(f32x8::splat(-2.0) * y * m, four * y))
+        }
+        Loss::SquaredHinge => {
+            let m = (f32x8::ONE - y * p).max(zero);
+            (m * m, f32x8::splat(-2.0) * y * m)
+        }
+        Loss::Perceptron => {
+            let z = y * p;
+            ((-z).max(zero), z.simd_le(zero).select(-y, zero))
+        }
     }
 }
 
