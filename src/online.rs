@@ -538,12 +538,17 @@ impl OnlineModel {
     /// The output for dense row `x` (a probability for the logistic loss, a score or a value
     /// otherwise) through the feature stage as it is now; NaN for a row it drops.
     pub fn predict(&self, x: &[f32]) -> Result<f32, OnlineError> {
+        self.dense_output(x, false)
+    }
+
+    /// The output (or, `raw`, the margin) of one dense row.
+    fn dense_output(&self, x: &[f32], raw: bool) -> Result<f32, OnlineError> {
         let d = self.features().unwrap_or(0);
         if x.len() != d {
             return Err(PredictorError::Features { got: x.len(), want: d }.into());
         }
         let mut out = Vec::with_capacity(1);
-        self.predict_batch(x, &mut out)?;
+        self.dense_outputs(x, &mut out, raw)?;
         Ok(out[0])
     }
 
@@ -712,13 +717,7 @@ impl OnlineModel {
 
     /// The margin (w·x + b) of dense row `x` through the feature stage.
     pub fn decision(&self, x: &[f32]) -> Result<f32, OnlineError> {
-        let d = self.features().unwrap_or(0);
-        if x.len() != d {
-            return Err(PredictorError::Features { got: x.len(), want: d }.into());
-        }
-        let mut out = Vec::with_capacity(1);
-        self.decision_batch(x, &mut out)?;
-        Ok(out[0])
+        self.dense_output(x, true)
     }
 
     /// The model file of what it has learned (weights, optimizer state, feature stage or

@@ -641,6 +641,26 @@ unsafe fn named<'a>(
     Ok(row)
 }
 
+/// `f` on model `m` and its row of `n` named features (see `named`), or the status of the
+/// first that is missing or bad.
+///
+/// # Safety
+/// As `model` and `named` need their arguments.
+unsafe fn with_named(
+    m: *mut SsgdModel,
+    names: *const *const c_char,
+    values: *const f32,
+    categories: *const *const c_char,
+    n: usize,
+    f: impl FnOnce(&mut OnlineModel, Vec<(&str, Named<'_>)>) -> SsgdStatus,
+) -> SsgdStatus {
+    // SAFETY: by the contract.
+    match unsafe { (model(m), named(names, values, categories, n)) } {
+        (Ok(model), Ok(row)) => f(model, row),
+        (Err(s), _) | (_, Err(s)) => s,
+    }
+}
+
 /// Learns one row of `n` named features (see `named`: a name with a number, or with a
 /// category) with label `y`, hashed as a categorical CSV's columns are: what
 /// `streamsgd train --categorical` learns from the same values (sparse models).
@@ -659,13 +679,7 @@ pub unsafe extern "C" fn ssgd_model_learn_named(
 ) -> SsgdStatus {
     guard(|| {
         // SAFETY: every pointer as the contract says.
-        unsafe {
-            let (model, row) = match (model(m), named(names, values, categories, n)) {
-                (Ok(m), Ok(r)) => (m, r),
-                (Err(s), _) | (_, Err(s)) => return s,
-            };
-            online(model.learn_named(row, y))
-        }
+        unsafe { with_named(m, names, values, categories, n, |model, row| online(model.learn_named(row, y))) }
     })
 }
 
@@ -686,14 +700,10 @@ pub unsafe extern "C" fn ssgd_model_predict_named(
     guard(|| {
         // SAFETY: every pointer as the contract says.
         unsafe {
-            let (model, row) = match (model(m), named(names, values, categories, n)) {
-                (Ok(m), Ok(r)) => (m, r),
-                (Err(s), _) | (_, Err(s)) => return s,
-            };
-            match model.predict_named(row) {
+            with_named(m, names, values, categories, n, |model, row| match model.predict_named(row) {
                 Ok(p) => copy_out(&[p], out),
                 Err(e) => fail(status_of(&e), &e),
-            }
+            })
         }
     })
 }
