@@ -2,6 +2,8 @@
 //! update and `predict_row`, for d = 8, 32, 128, 1024 and each kernel twin (scalar, portable,
 //! avx2), so the SIMD/scalar ratio comes from one run.
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use streamsgd::kernel::{force_isa, Isa};
@@ -15,13 +17,7 @@ const ROWS: usize = 4096;
 const BLOCK: usize = 1024;
 
 fn data(d: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut s = 0x1234_5678_9abc_def1u64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    };
+    let mut next = common::uniform();
     let x: Vec<f32> = (0..ROWS * d).map(|_| next()).collect();
     let y: Vec<f32> = (0..ROWS).map(|_| if next() > 0.0 { 1.0 } else { 0.0 }).collect();
     (x, y)

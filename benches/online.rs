@@ -5,6 +5,8 @@
 //! names hashed per row or their keys kept (`learn_keyed`, what the Python package does).
 //! The batches are in memory the first time each is read, as a program's are.
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use streamsgd::loss::Loss;
@@ -19,13 +21,7 @@ const D: usize = 32;
 const BATCHES: usize = 32;
 
 fn data() -> (Vec<f32>, Vec<f32>) {
-    let mut s = 0x1234_5678_9abc_def1u64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    };
+    let mut next = common::uniform();
     let x: Vec<f32> = (0..BATCHES * ROWS * D).map(|_| next()).collect();
     let y: Vec<f32> = x.chunks(D).map(|r| f32::from(r.iter().take(8).sum::<f32>() > 0.0)).collect();
     (x, y)
